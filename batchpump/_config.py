@@ -1,0 +1,143 @@
+"""Defaults and the small frozen policy objects that group related knobs.
+
+Every default is a ``DEFAULT_*`` constant here, so the docs, the CLI and the code agree.
+Policies are ``msgspec.Struct(frozen=True)``: they validate themselves, have a readable repr,
+and encode into the journal with the run.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+import msgspec
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_MAX_ATTEMPTS",
+    "Limits",
+    "OnInvalid",
+    "PollPolicy",
+    "RetryPolicy",
+]
+
+OnInvalid: TypeAlias = Literal["raise", "skip"]
+
+DEFAULT_MAX_ATTEMPTS: Final = 3
+DEFAULT_CONCURRENCY: Final = 8
+DEFAULT_COMPLETION_WINDOW: Final = "24h"
+
+# Retries of one HTTP call (stamina's names).
+DEFAULT_RETRY_ATTEMPTS: Final = 8
+DEFAULT_RETRY_TIMEOUT: Final = 900.0
+DEFAULT_WAIT_INITIAL: Final = 0.5
+DEFAULT_WAIT_MAX: Final = 30.0
+DEFAULT_WAIT_JITTER: Final = 0.25
+DEFAULT_WAIT_EXP_BASE: Final = 2.0
+DEFAULT_REQUEST_TIMEOUT: Final = 120.0
+
+# Polling.
+DEFAULT_POLL_MIN: Final = 2.0
+DEFAULT_POLL_MAX: Final = 60.0
+DEFAULT_FINALIZING_TIMEOUT: Final = 2 * 3600.0
+DEFAULT_MISSING_OUTPUT_GRACE: Final = 300.0
+
+
+def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How one HTTP call is retried (408/409/429/5xx and connection errors).
+
+    The wait before retry ``n`` (0-based) is ``min(wait_initial * wait_exp_base**n, wait_max)``
+    reduced by up to ``wait_jitter`` (a fraction), unless the provider said how long to wait.
+
+    Attributes:
+        attempts: tries in total, the first included.
+        timeout: seconds all tries of one call may take together; ``None`` for no bound.
+        request_timeout: seconds one try may take.
+    """
+
+    attempts: int = DEFAULT_RETRY_ATTEMPTS
+    timeout: float | None = DEFAULT_RETRY_TIMEOUT
+    wait_initial: float = DEFAULT_WAIT_INITIAL
+    wait_max: float = DEFAULT_WAIT_MAX
+    wait_jitter: float = DEFAULT_WAIT_JITTER
+    wait_exp_base: float = DEFAULT_WAIT_EXP_BASE
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {self.attempts!r}")
+        _positive("wait_initial", self.wait_initial, zero_ok=True)
+        _positive("wait_max", self.wait_max, zero_ok=True)
+        _positive("request_timeout", self.request_timeout)
+        if not 0 <= self.wait_jitter <= 1:
+            raise ValueError(f"wait_jitter must be within [0, 1], got {self.wait_jitter!r}")
+        if self.wait_exp_base < 1:
+            raise ValueError(f"wait_exp_base must be >= 1, got {self.wait_exp_base!r}")
+
+    @classmethod
+    def no_wait(cls, attempts: int = DEFAULT_RETRY_ATTEMPTS) -> RetryPolicy:
+        """A policy that retries at once: for tests (stamina's ``set_testing``)."""
+        return cls(attempts=attempts, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0)
+
+
+class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How in-flight batches are polled.
+
+    Attributes:
+        interval_min: seconds between sweeps right after a create and near a deadline.
+        interval_max: seconds between sweeps while batches are long-running.
+        finalizing_timeout: a batch in ``finalizing`` longer than this is not trusted: it is
+            cancelled where possible and its unfinished lines resubmitted.
+        missing_output_grace: a ``completed`` batch with no result files is re-read for this
+            long before its lines are treated as unfinished.
+    """
+
+    interval_min: float = DEFAULT_POLL_MIN
+    interval_max: float = DEFAULT_POLL_MAX
+    finalizing_timeout: float = DEFAULT_FINALIZING_TIMEOUT
+    missing_output_grace: float = DEFAULT_MISSING_OUTPUT_GRACE
+
+    def __post_init__(self) -> None:
+        _positive("interval_min", self.interval_min, zero_ok=True)
+        if self.interval_max < self.interval_min:
+            raise ValueError("interval_max must be >= interval_min")
+        _positive("finalizing_timeout", self.finalizing_timeout, zero_ok=True)
+        _positive("missing_output_grace", self.missing_output_grace, zero_ok=True)
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Rate and concurrency per endpoint class, for one provider client.
+
+    Rates are requests per second (``None``: only learned from the provider's 429s and
+    headers). Concurrency is the number of calls of that class in flight at once.
+    """
+
+    upload_rate: float | None = None
+    create_rate: float | None = None
+    poll_rate: float | None = None
+    download_rate: float | None = None
+    item_rate: float | None = None
+    upload_concurrency: int = DEFAULT_CONCURRENCY
+    create_concurrency: int = DEFAULT_CONCURRENCY
+    poll_concurrency: int = 2
+    download_concurrency: int = 4
+    item_concurrency: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("upload_rate", "create_rate", "poll_rate", "download_rate", "item_rate"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(name, value)
+        for name in (
+            "upload_concurrency",
+            "create_concurrency",
+            "poll_concurrency",
+            "download_concurrency",
+            "item_concurrency",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")

@@ -1,0 +1,217 @@
+"""The batchpump exception tree.
+
+Split by whose fault it is, so a caller can decide what to do without string matching::
+
+    BatchpumpError
+    ├── UsageError                  the caller's input or configuration; never retried
+    │   ├── InputError              bad input lines (each problem names its line and the fix)
+    │   └── ClosedError             a Pump or Run used after it was closed
+    ├── ProviderError               the provider answered with an error status
+    │   ├── BadRequestError         400 / 422
+    │   ├── AuthenticationError     401 / 403
+    │   ├── NotFoundError           404
+    │   ├── ConflictError           409
+    │   ├── RateLimitedError        429
+    │   └── ProviderUnavailableError  5xx
+    ├── TransportError              no usable answer: connection, protocol, timeout
+    │   ├── ConnectError
+    │   ├── ProtocolError           truncated or malformed body, wrong content type
+    │   └── TransportTimeoutError   (also a builtin ``TimeoutError``)
+    ├── JournalError                the local journal cannot be used
+    │   ├── JournalLockedError      another process holds it
+    │   └── JournalCorruptError     unreadable or from an unknown schema
+    └── BatchpumpInternalError      a broken invariant: a bug, please report it
+
+A failed *line* is not an exception: it is an ``Errored`` result (see ``_models``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchpumpError",
+    "BatchpumpInternalError",
+    "ClosedError",
+    "ConflictError",
+    "ConnectError",
+    "InputError",
+    "InputProblem",
+    "JournalCorruptError",
+    "JournalError",
+    "JournalLockedError",
+    "NotFoundError",
+    "ProtocolError",
+    "ProviderError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "TransportError",
+    "TransportTimeoutError",
+    "UsageError",
+]
+
+#: How many characters of a response body an error keeps (keys are redacted before that).
+BODY_EXCERPT_CHARS: Final = 500
+#: How many input problems an ``InputError`` lists in its message.
+MAX_LISTED_PROBLEMS: Final = 20
+
+
+class BatchpumpError(Exception):
+    """Root of every exception batchpump raises on purpose."""
+
+
+class UsageError(BatchpumpError, ValueError):
+    """The caller's input or configuration is wrong. Retrying will not help."""
+
+
+class InputProblem:
+    """One bad input line: where it is, what is wrong, and how to fix it."""
+
+    __slots__ = ("hint", "line", "message")
+
+    def __init__(self, line: int, message: str, hint: str = "") -> None:
+        self.line = line
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line > 0 else "input"
+        text = f"{where}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def __repr__(self) -> str:
+        return f"InputProblem(line={self.line!r}, message={self.message!r}, hint={self.hint!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InputProblem):
+            return NotImplemented
+        return (self.line, self.message, self.hint) == (other.line, other.message, other.hint)
+
+    def __hash__(self) -> int:
+        return hash((self.line, self.message, self.hint))
+
+
+class InputError(UsageError):
+    """The input has bad lines; nothing was sent to the provider.
+
+    Attributes:
+        path: the input file, or ``"<iterable>"``.
+        problems: every problem found (the message lists the first few).
+    """
+
+    def __init__(self, path: str, problems: list[InputProblem]) -> None:
+        self.path = path
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS])
+        more = len(problems) - MAX_LISTED_PROBLEMS
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        count = len(problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(
+            f"{path}: {count} input {noun}, nothing was uploaded:\n{shown}{tail}\n"
+            'Fix the lines above, or pass on_invalid="skip" (CLI: --on-invalid skip) '
+            "to turn them into Rejected results."
+        )
+
+    @property
+    def lines(self) -> list[int]:
+        return [p.line for p in self.problems]
+
+
+class ClosedError(UsageError, RuntimeError):
+    """A Pump, Run or client was used in a state that does not allow it."""
+
+
+class ProviderError(BatchpumpError):
+    """The provider answered with an error status.
+
+    Attributes:
+        provider: the provider's name (``"openai"``...).
+        status: the HTTP status.
+        request_id: the provider's request id header, if any.
+        retry_after: seconds the provider asked us to wait, if it said.
+        body: a redacted excerpt of the response body.
+        code: the provider's error code or type, if the body had one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        body: str = "",
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.body = body[:BODY_EXCERPT_CHARS]
+        self.code = code
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        rid = f", request_id={self.request_id}" if self.request_id else ""
+        return f"{self.provider} HTTP {self.status}{rid}: {base}"
+
+
+class BadRequestError(ProviderError):
+    """400 or 422: the request was wrong. Never retried."""
+
+
+class AuthenticationError(ProviderError):
+    """401 or 403: the key is missing, wrong or lacks permission. Never retried."""
+
+
+class NotFoundError(ProviderError):
+    """404: no such file, batch or job."""
+
+
+class ConflictError(ProviderError):
+    """409: the object is in a state that does not allow the call."""
+
+
+class RateLimitedError(ProviderError):
+    """429: too many requests or tokens; ``retry_after`` says how long to wait."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """5xx: the provider failed or is overloaded. Retried with backoff."""
+
+
+class TransportError(BatchpumpError):
+    """No usable answer arrived: the connection failed, stalled or broke the protocol."""
+
+
+class ConnectError(TransportError):
+    """Could not connect, or the connection was reset."""
+
+
+class ProtocolError(TransportError):
+    """The answer was truncated, malformed, or not what the endpoint returns."""
+
+
+class TransportTimeoutError(TransportError, TimeoutError):
+    """No answer in time. Also a builtin ``TimeoutError``."""
+
+
+class JournalError(BatchpumpError):
+    """The local journal cannot be opened, read or written."""
+
+
+class JournalLockedError(JournalError):
+    """Another process holds the journal."""
+
+
+class JournalCorruptError(JournalError):
+    """The journal is unreadable or from an unknown schema; nothing was resubmitted."""
+
+
+class BatchpumpInternalError(BatchpumpError):
+    """A broken invariant inside batchpump. This is a bug: please report it."""
