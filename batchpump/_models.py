@@ -255,6 +255,7 @@ class ShardRecord(msgspec.Struct, kw_only=True):
     batch_state: BatchState | None = None
     not_before: float = 0.0
     requeues: int = 0
+    intent_at: float = 0.0
 
     @property
     def key(self) -> tuple[int, int]:

@@ -30,7 +30,8 @@ Verbs, in the order a shard attempt meets them:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Final, Protocol, runtime_checkable
 
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
@@ -67,11 +68,11 @@ class Provider(Protocol):
 
     async def retrieve(self, batch_id: str) -> BatchInfo: ...
 
-    def list_batches(self) -> AsyncIterator[BatchInfo]: ...
+    def list_batches(self) -> AsyncGenerator[BatchInfo, None]: ...
 
     async def cancel(self, batch_id: str) -> BatchInfo: ...
 
-    def results(self, batch: BatchInfo, *, attempt: int) -> AsyncIterator[Result]: ...
+    def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]: ...
 
     def failure_is_transient(self, batch: BatchInfo) -> bool: ...
 
@@ -84,9 +85,10 @@ async def find_by_tag(provider: Provider, tag: str, *, since: float) -> BatchInf
     Stops once batches are older than ``since`` (a wall-clock time a little before the create
     was sent), so a reconcile costs a page or two, not the account's whole history.
     """
-    async for batch in provider.list_batches():
-        if batch.tag == tag:
-            return batch
-        if batch.created_at < since:
-            return None
+    async with aclosing(provider.list_batches()) as batches:
+        async for batch in batches:
+            if batch.tag == tag:
+                return batch
+            if batch.created_at < since:
+                return None
     return None

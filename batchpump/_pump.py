@@ -1,0 +1,378 @@
+"""``Pump`` and ``Run``: the public face of the engine.
+
+::
+
+    async with Pump(OpenAI(), state_dir=".batchpump") as pump:
+        run = await pump.submit("requests.jsonl", endpoint="/v1/chat/completions")
+        async for result in run.results():
+            ...
+        await run.wait()
+
+A run is identified by a hash of its input's bytes, the provider and base URL, the endpoint and
+the options that change what is sent, so submitting the same thing again resumes the earlier
+run instead of paying for it twice (``fresh=True`` starts over on purpose).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self, final
+
+import anyio
+import anyio.to_thread
+import msgspec
+from anyio.abc import TaskGroup
+
+from ._clock import Clock, SystemClock
+from ._engine import Engine
+from ._errors import ClosedError, UsageError
+from ._journal import SqliteJournal
+from ._journal_base import Journal
+from ._models import Rejected, Result, ResultCounts, RunRecord, ShardRecord
+from ._results import PartWriter, ResultSink
+from ._runstate import RunContext, RunOptions, RunStatistics, TokenBudget
+from ._shard import hash_file, shard_file
+from ._spool import spool
+from .providers._base import Provider
+
+__all__ = ["Pump", "Run"]
+
+logger: Final = logging.getLogger("batchpump")
+
+JOURNAL_NAME: Final = "journal.sqlite3"
+_options_encoder: Final = msgspec.json.Encoder()
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@final
+class Run:
+    """One submitted run: wait for it, iterate its results, read its statistics."""
+
+    def __init__(self, ctx: RunContext, sink: ResultSink, engine: Engine | None) -> None:
+        self._ctx = ctx
+        self._sink = sink
+        self._engine = engine
+        self._finished = anyio.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def id(self) -> str:
+        return self._ctx.run.run_id
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self._ctx.run.out_path)
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def statistics(self) -> RunStatistics:
+        """A frozen snapshot of the run's progress."""
+        return self._ctx.statistics()
+
+    async def wait(self) -> ResultCounts:
+        """Wait until every line has its final result; return the counts.
+
+        Raises:
+            BatchpumpError: what stopped the run (an ``AuthenticationError``, a journal error...).
+                The run can be resumed once the cause is fixed.
+        """
+        await self._finished.wait()
+        if self._error is not None:
+            raise self._error
+        return self._ctx.run.counts
+
+    async def results(self) -> AsyncIterator[Result]:
+        """Every final result of the run, once each, as they are committed (from the start)."""
+        async for result in self._sink.tail(0):
+            yield result
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Stop the run: nothing new is sent, in-flight batches are cancelled, lines settle."""
+        if self._engine is not None:
+            self._engine.cancel()
+
+    async def _drive(self, shards: list[ShardRecord]) -> None:
+        ctx = self._ctx
+        try:
+            if self._engine is not None:
+                await self._engine.run(shards)
+            ctx.run.state = "cancelled" if ctx.cancelled else "done"
+            await ctx.journal.commit(run=ctx.run)
+        except BaseException as exc:
+            self._error = _unwrap(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._sink.finish()
+            self._finished.set()
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<Run {self.id} {s.state} {s.results.total}/{s.total_lines} lines>"
+
+
+@final
+class Pump:
+    """Runs request sets through one provider, with a durable journal.
+
+    Args:
+        provider: the adapter (``batchpump.providers.openai.OpenAI(...)``...). The pump closes it.
+        state_dir: where the journal and the shard files live (default ``.batchpump``).
+        journal: a ``Journal`` to use instead of the SQLite one in ``state_dir``.
+        clock: the clock every wait goes through (tests pass a fast one).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        state_dir: str | os.PathLike[str] = ".batchpump",
+        journal: Journal | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.provider = provider
+        self.state_dir = Path(state_dir)
+        self._journal = journal
+        self._own_journal = journal is None
+        self._clock = clock or SystemClock()
+        self._tg: TaskGroup | None = None
+        self._state = _State.NEW
+        self._runs: dict[str, Run] = {}
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.NEW:
+            raise ClosedError("a Pump can be entered once")
+        if self._journal is None:
+            self._journal = await SqliteJournal.open(self.state_dir / JOURNAL_NAME)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._state = _State.OPEN
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Wait for the pump's runs; on an error in the block, cancel them first.
+
+        An error raised in the block propagates unchanged; one run that fails with a
+        ``BaseException`` (a cancellation or a ``KeyboardInterrupt``) propagates unwrapped.
+        """
+        try:
+            if self._tg is not None:
+                if exc is not None:
+                    self._tg.cancel_scope.cancel()
+                try:
+                    await self._tg.__aexit__(None, None, None)
+                except BaseExceptionGroup as group:
+                    raise _unwrap(group) from None
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        with anyio.CancelScope(shield=True):
+            await self.provider.aclose()
+            if self._journal is not None and self._own_journal:
+                await self._journal.aclose()
+
+    @property
+    def journal(self) -> Journal:
+        if self._state is not _State.OPEN or self._journal is None:
+            raise ClosedError("use the Pump inside 'async with Pump(...) as pump:'")
+        return self._journal
+
+    async def submit(
+        self,
+        source: str | os.PathLike[str] | AsyncIterable[bytes | str],
+        *,
+        endpoint: str = "/v1/chat/completions",
+        out: str | os.PathLike[str] | None = None,
+        options: RunOptions | None = None,
+        fresh: bool = False,
+    ) -> Run:
+        """Validate, shard and start a run; return at once with a ``Run`` to follow it.
+
+        Args:
+            source: a JSONL file, or an async iterable of JSONL bytes (spooled to disk).
+            endpoint: the endpoint every line targets; lines may omit ``url``/``method``.
+            out: the results file (default: ``<input>.results.jsonl`` beside a file input,
+                or ``results.jsonl`` in the run's directory).
+            options: retries, limits, polling (``RunOptions``); ``endpoint`` wins over
+                ``options.endpoint``.
+            fresh: start a new run even if this exact one exists in the journal.
+
+        Raises:
+            InputError: the input has bad lines (``options.on_invalid="raise"``); nothing was sent.
+        """
+        journal = self.journal
+        opts = msgspec.structs.replace(options or RunOptions(), endpoint=endpoint)
+        path = await self._materialize(source)
+        input_hash = await anyio.to_thread.run_sync(hash_file, path)
+        run_id = self._run_id(input_hash, opts, fresh)
+        if out is None:
+            out_path = (
+                path.with_name(path.name.removesuffix(".jsonl") + ".results.jsonl")
+                if not isinstance(source, AsyncIterable)
+                else self._run_dir(run_id) / "results.jsonl"
+            )
+        else:
+            out_path = Path(out)
+        record = RunRecord(
+            run_id=run_id,
+            provider=self.provider.name,
+            base_url=self.provider.base_url,
+            endpoint=opts.endpoint,
+            input_path=str(path.resolve()),
+            out_path=str(out_path.resolve()),
+            created_at=self._clock.time(),
+            options=msgspec.Raw(_options_encoder.encode(opts)),
+        )
+        record, _ = await journal.open_run(record)
+        if run_id in self._runs:
+            return self._runs[run_id]
+        return await self._start(record, opts)
+
+    async def resume(self, run_id: str) -> Run:
+        """Continue a run from the journal (after a crash, a stop or a fix)."""
+        if run_id in self._runs:
+            return self._runs[run_id]
+        record = await self.journal.get_run(run_id)
+        if record is None:
+            raise UsageError(f"no run {run_id!r} in the journal at {self.state_dir}")
+        if (record.provider, record.base_url) != (self.provider.name, self.provider.base_url):
+            raise UsageError(
+                f"run {run_id} was made with {record.provider} at {record.base_url}; "
+                f"resume it with the same provider (this pump has {self.provider.name} "
+                f"at {self.provider.base_url})"
+            )
+        opts = msgspec.json.decode(record.options, type=RunOptions)
+        return await self._start(record, opts)
+
+    async def cancel(self, run_id: str) -> ResultCounts:
+        """Cancel a run: nothing new is sent, provider batches are cancelled, lines settle
+        (mostly as ``Canceled``). Works on a run of this pump or one only in the journal."""
+        run = self._runs.get(run_id) or await self.resume(run_id)
+        run.cancel()
+        return await run.wait()
+
+    async def runs(self) -> list[RunRecord]:
+        """Every run in the journal."""
+        return await self.journal.list_runs()
+
+    async def _start(self, record: RunRecord, opts: RunOptions) -> Run:
+        journal = self.journal
+        run_dir = self._run_dir(record.run_id)
+        sink = ResultSink(Path(record.out_path), record.out_offset)
+        await sink.open()
+        ctx = RunContext(
+            provider=self.provider,
+            journal=journal,
+            clock=self._clock,
+            run=record,
+            options=opts,
+            work_dir=anyio.Path(run_dir),
+            budget=TokenBudget(opts.token_budget),
+        )
+        if record.state in ("sharding", "failed"):
+            await self._shard(ctx, sink, Path(record.input_path), run_dir)
+        shards = await journal.load_shards(record.run_id)
+        finished = record.state in ("done", "cancelled")
+        run = Run(ctx, sink, None if finished else Engine(ctx, sink))
+        self._runs[record.run_id] = run
+        assert self._tg is not None
+        self._tg.start_soon(run._drive, shards, name=f"batchpump run {record.run_id}")
+        return run
+
+    async def _shard(self, ctx: RunContext, sink: ResultSink, path: Path, run_dir: Path) -> None:
+        opts = ctx.options
+        outcome = await anyio.to_thread.run_sync(
+            lambda: shard_file(
+                path,
+                out_dir=run_dir / "shards",
+                run_id=ctx.run.run_id,
+                endpoint=opts.endpoint,
+                capabilities=self.provider.capabilities,
+                max_lines=opts.max_lines,
+                max_bytes=opts.max_bytes,
+                on_invalid=opts.on_invalid,
+            )
+        )
+        part = _rejected_part(run_dir, outcome.rejected)
+
+        async def commit(length: int) -> None:
+            ctx.run.state = "running"
+            ctx.run.total_lines = outcome.total_lines
+            ctx.run.out_offset = length
+            ctx.run.counts = ResultCounts(rejected=len(outcome.rejected))
+            await ctx.journal.commit(run=ctx.run, shards=outcome.shards)
+
+        await sink.publish(part, commit)
+
+    async def _materialize(
+        self, source: str | os.PathLike[str] | AsyncIterable[bytes | str]
+    ) -> Path:
+        if isinstance(source, AsyncIterable):
+            return await spool(source, self.state_dir / "spool")
+        path = anyio.Path(source)
+        if not await path.exists():
+            raise UsageError(f"{path}: no such file")
+        if await path.is_dir():
+            raise UsageError(f"{path} is a directory; give the JSONL file inside it")
+        return Path(path)
+
+    def _run_id(self, input_hash: str, opts: RunOptions, fresh: bool) -> str:
+        h = hashlib.blake2b(digest_size=12)
+        for part in (
+            input_hash,
+            self.provider.name,
+            self.provider.base_url,
+            opts.endpoint,
+            str(opts.max_lines),
+            str(opts.max_bytes),
+            opts.on_invalid,
+            uuid.uuid4().hex if fresh else "",
+        ):
+            h.update(part.encode())
+            h.update(b"\0")
+        return h.hexdigest()
+
+    def _run_dir(self, run_id: str) -> Path:
+        return self.state_dir / "runs" / run_id
+
+    def __repr__(self) -> str:
+        return f"<Pump {self.provider.name} {self._state.value} runs={len(self._runs)}>"
+
+
+def _rejected_part(run_dir: Path, rejected: list[Rejected]) -> PartWriter:
+    part = PartWriter(run_dir / "parts" / "rejected.part")
+    for result in rejected:
+        part.add(result)
+    return part
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """A task group's single failure, unwrapped; several stay grouped."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,1 @@
+"""batchpump test suite."""

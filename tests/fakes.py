@@ -1,0 +1,175 @@
+"""An in-memory ``Provider`` for engine tests: no sockets, no clock, fully deterministic.
+
+Each batch moves one state forward every time a sweep or a retrieve reads it
+(``pending -> running -> finalizing -> completed``), so a test's speed is bounded by the engine,
+not by timers. Knobs make lines fail retryably, batches expire or fail on queue limits, and
+creates fail *after* the batch was made (the case reconciliation exists for).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+import anyio
+import msgspec
+
+from batchpump._errors import ConnectError
+from batchpump._models import (
+    BatchError,
+    BatchInfo,
+    BatchState,
+    Capabilities,
+    Errored,
+    Expired,
+    Result,
+    ShardRecord,
+    Succeeded,
+)
+from batchpump.providers._base import find_by_tag
+
+_line = msgspec.json.Decoder(dict[str, object])
+_STEPS: dict[BatchState, BatchState] = {
+    "pending": "running",
+    "running": "finalizing",
+    "finalizing": "completed",
+    "cancelling": "cancelled",
+}
+
+
+@dataclass
+class FakeBatch:
+    info: BatchInfo
+    ids: list[str]
+    final: BatchState = "completed"
+
+
+@dataclass
+class FakeProvider:
+    """A provider in memory. Counters tell the tests what the engine did."""
+
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities(max_lines=50_000))
+    #: custom_id -> how many attempts fail retryably before one succeeds.
+    flaky: dict[str, int] = field(default_factory=dict)
+    #: batch ordinals (1-based, in creation order) that expire with half their lines done.
+    expire: set[int] = field(default_factory=set)
+    #: batch ordinals that fail on a queue limit.
+    queue_limited: set[int] = field(default_factory=set)
+    #: batch ordinals whose create raises ConnectError after the batch was made.
+    lose_create_answer: set[int] = field(default_factory=set)
+    #: called after each create reached the "server" (crash hooks raise from here).
+    after_create: Callable[[ShardRecord, BatchInfo], None] | None = None
+    name: str = "fake"
+    base_url: str = "memory://fake"
+    batches: dict[str, FakeBatch] = field(default_factory=dict)
+    tags: Counter[str] = field(default_factory=Counter)
+    billed: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _created_at: itertools.count[int] = field(default_factory=lambda: itertools.count(1_000))
+
+    async def prepare(self, shard: ShardRecord) -> str:
+        self.calls["prepare"] += 1
+        return f"file-{shard.index}-{shard.attempt}"
+
+    async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:
+        self.calls["create"] += 1
+        ordinal = next(self._ids)
+        data = await anyio.Path(shard.path).read_bytes()
+        ids = [str(_line.decode(raw)["custom_id"]) for raw in data.splitlines()]
+        info = BatchInfo(
+            id=f"batch_{ordinal}",
+            state="pending",
+            raw_status="validating",
+            created_at=float(next(self._created_at)),
+            tag=tag,
+            total=len(ids),
+        )
+        final: BatchState = "completed"
+        if ordinal in self.expire:
+            final = "expired"
+        if ordinal in self.queue_limited:
+            final = "failed"
+        self.batches[info.id] = FakeBatch(info, ids, final)
+        self.tags[tag] += 1
+        if self.after_create is not None:
+            self.after_create(shard, info)
+        if ordinal in self.lose_create_answer:
+            raise ConnectError("connection reset after the request was sent")
+        return info
+
+    async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
+        self.calls["reconcile"] += 1
+        assert shard.tag is not None
+        return await find_by_tag(self, shard.tag, since=-1.0)
+
+    def _step(self, batch: FakeBatch) -> BatchInfo:
+        info = batch.info
+        if info.state == "running" and batch.final in ("expired", "failed"):
+            state: BatchState = batch.final
+        else:
+            state = _STEPS.get(info.state, info.state)
+        if state == "finalizing" and batch.final != "completed":
+            state = batch.final
+        errors: tuple[BatchError, ...] = ()
+        if state == "failed":
+            errors = (BatchError(code="token_limit_exceeded", message="Enqueued token limit reached"),)
+        done = state in ("completed", "expired", "cancelled")
+        batch.info = msgspec.structs.replace(
+            info,
+            state=state,
+            raw_status=state,
+            errors=errors,
+            output_ref=f"out-{info.id}" if done else None,
+        )
+        return batch.info
+
+    async def retrieve(self, batch_id: str) -> BatchInfo:
+        self.calls["retrieve"] += 1
+        return self._step(self.batches[batch_id])
+
+    async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
+        self.calls["list"] += 1
+        for batch in sorted(self.batches.values(), key=lambda b: -b.info.created_at):
+            yield self._step(batch)
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        self.calls["cancel"] += 1
+        batch = self.batches[batch_id]
+        if not batch.info.terminal:
+            batch.info = msgspec.structs.replace(batch.info, state="cancelling")
+            batch.final = "cancelled"
+        return batch.info
+
+    async def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]:
+        fake = self.batches[batch.id]
+        ids = fake.ids[: len(fake.ids) // 2] if batch.state in ("expired", "cancelled") else fake.ids
+        for custom_id in ids:
+            if self.flaky.get(custom_id, 0) >= attempt:
+                yield Errored(
+                    custom_id=custom_id,
+                    batch_id=batch.id,
+                    attempt=attempt,
+                    code="server_error",
+                    message="try again",
+                    status_code=500,
+                    retryable=True,
+                )
+                continue
+            self.billed[custom_id] += 1
+            yield Succeeded(
+                custom_id=custom_id,
+                batch_id=batch.id,
+                attempt=attempt,
+                response=msgspec.Raw(b'{"ok":true}'),
+            )
+        if batch.state == "expired":
+            for custom_id in fake.ids[len(fake.ids) // 2 :]:
+                yield Expired(custom_id=custom_id, batch_id=batch.id, attempt=attempt)
+
+    def failure_is_transient(self, batch: BatchInfo) -> bool:
+        return any(e.code == "token_limit_exceeded" for e in batch.errors)
+
+    async def aclose(self) -> None:
+        self.calls["aclose"] += 1
