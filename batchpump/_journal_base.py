@@ -46,9 +46,11 @@ class Journal(Protocol):
     async def aclose(self) -> None: ...
 
 
-_enc = msgspec.msgpack.Encoder()
-_run_dec = msgspec.msgpack.Decoder(RunRecord)
-_shard_dec = msgspec.msgpack.Decoder(ShardRecord)
+# JSON, not msgpack: ``RunRecord.options`` is ``msgspec.Raw`` holding JSON bytes, which only
+# round-trips through the JSON codec (msgpack would splice the JSON bytes in as msgpack).
+_enc = msgspec.json.Encoder()
+_run_dec = msgspec.json.Decoder(RunRecord)
+_shard_dec = msgspec.json.Decoder(ShardRecord)
 
 
 @final

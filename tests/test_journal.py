@@ -1,0 +1,586 @@
+"""Tests for the journals: ``MemoryJournal`` and ``SqliteJournal`` keep one contract.
+
+Rules: real files under ``tmp_path``, real worker threads, a real subprocess for the lock; no
+sleeps (waits are on pipes, bounded by ``anyio.fail_after``); every journal and every raw
+sqlite3 connection is closed (``filterwarnings = error``). Faults are injected through SQLite
+itself (triggers, ``max_page_count``, ``query_only``), never by patching sqlite3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import sqlite3
+import stat
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from batchpump import _journal
+from batchpump._errors import (
+    BatchpumpInternalError,
+    ClosedError,
+    JournalCorruptError,
+    JournalError,
+    JournalLockedError,
+    UsageError,
+)
+from batchpump._journal import SCHEMA_VERSION, SqliteJournal, open_journal
+from batchpump._journal_base import Journal, MemoryJournal
+from batchpump._models import ResultCounts, RunRecord, ShardRecord, ShardState
+
+RUN = "run-1"
+
+
+def make_run(run_id: str = RUN, **changes: object) -> RunRecord:
+    run = RunRecord(
+        run_id=run_id,
+        provider="openai",
+        base_url="https://api.openai.com/v1",
+        endpoint="/v1/chat/completions",
+        input_path="/data/in.jsonl",
+        out_path="/data/out.jsonl",
+        created_at=1_700_000_000.0,
+        options=msgspec.Raw(b'{"max_attempts":3}'),
+    )
+    return msgspec.structs.replace(run, **changes)
+
+
+def make_shard(index: int, attempt: int = 1, run_id: str = RUN, **changes: object) -> ShardRecord:
+    shard = ShardRecord(
+        run_id=run_id,
+        index=index,
+        attempt=attempt,
+        path=f"/data/.batchpump/{run_id}/{index:05d}-{attempt}.jsonl",
+        lines=100,
+        bytes=12_345,
+    )
+    return msgspec.structs.replace(shard, **changes)
+
+
+@contextlib.contextmanager
+def raw_db(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection, for building and inspecting files behind the journal."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    directory.chmod(0o500)
+    try:
+        yield
+    finally:
+        directory.chmod(0o700)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Journal]:
+    if request.param == "memory":
+        yield MemoryJournal()
+    else:
+        async with open_journal(tmp_path / "journal.sqlite") as sqlite_journal:
+            yield sqlite_journal
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract, against both journals.
+
+
+async def test_is_a_journal(journal: Journal) -> None:
+    assert isinstance(journal, Journal)
+
+
+async def test_open_run_inserts_once_and_returns_the_stored_run(journal: Journal) -> None:
+    run = make_run()
+    stored, created = await journal.open_run(run)
+    assert created
+    assert stored == run
+    assert stored is not run
+    again, created = await journal.open_run(make_run(provider="anthropic"))
+    assert not created
+    assert again == run
+
+
+async def test_get_and_list_runs(journal: Journal) -> None:
+    assert await journal.get_run("nope") is None
+    assert await journal.list_runs() == []
+    runs = [make_run(f"run-{i}") for i in (3, 1, 2)]
+    for run in runs:
+        await journal.open_run(run)
+    await journal.commit(run=make_run("run-1", state="running", total_lines=7))
+    await journal.commit(run=make_run("run-0"))
+    assert [r.run_id for r in await journal.list_runs()] == ["run-3", "run-1", "run-2", "run-0"]
+    assert await journal.get_run("run-1") == make_run("run-1", state="running", total_lines=7)
+
+
+async def test_commit_upserts_by_key_and_loads_in_order(journal: Journal) -> None:
+    await journal.open_run(make_run())
+    await journal.open_run(make_run("other"))
+    keys = [(2, 1), (0, 2), (1, 1), (0, 1), (2, 3), (10, 1)]
+    await journal.commit(shards=[make_shard(i, a) for i, a in keys])
+    await journal.commit(shards=[make_shard(0, 1, run_id="other")])
+    await journal.commit(shards=[make_shard(1, 1, state="submitted", batch_id="batch_1")])
+    loaded = await journal.load_shards(RUN)
+    assert [s.key for s in loaded] == sorted(keys)
+    assert loaded[2] == make_shard(1, 1, state="submitted", batch_id="batch_1")
+    assert [s.key for s in await journal.load_shards("other")] == [(0, 1)]
+    assert await journal.load_shards("nope") == []
+
+
+async def test_commit_writes_run_and_shards_together(journal: Journal) -> None:
+    await journal.open_run(make_run())
+    run = make_run(state="running", out_offset=99, counts=ResultCounts(succeeded=3, errored=1))
+    shards = [make_shard(0, state="done"), make_shard(0, 2, requeues=1, not_before=12.5)]
+    await journal.commit(run=run, shards=shards)
+    assert await journal.get_run(RUN) == run
+    assert await journal.load_shards(RUN) == shards
+
+
+async def test_records_are_snapshots(journal: Journal) -> None:
+    run = make_run()
+    stored, _ = await journal.open_run(run)
+    shard = make_shard(0)
+    await journal.commit(run=run, shards=[shard])
+    run.state = "failed"
+    shard.state = "done"
+    stored.state = "cancelled"
+    assert (await journal.get_run(RUN)) == make_run()
+    assert (await journal.load_shards(RUN)) == [make_shard(0)]
+
+
+async def test_every_field_round_trips(journal: Journal) -> None:
+    run = make_run(state="done", total_lines=5, out_offset=4096, counts=ResultCounts(expired=2))
+    shard = make_shard(
+        3,
+        2,
+        model="gpt-4o-mini",
+        tokens=77,
+        state="collecting",
+        input_ref="file-1",
+        batch_id="batch_9",
+        tag="bp-run-1-3-2",
+        batch_state="finalizing",
+        not_before=1.5,
+        requeues=1,
+    )
+    await journal.commit(run=run, shards=[shard])
+    loaded = await journal.get_run(RUN)
+    assert loaded == run
+    assert loaded is not None
+    assert bytes(loaded.options) == b'{"max_attempts":3}'
+    assert await journal.load_shards(RUN) == [shard]
+
+
+async def test_closed_journal_refuses_every_call(journal: Journal) -> None:
+    await journal.aclose()
+    await journal.aclose()  # idempotent
+    with pytest.raises(ClosedError):
+        await journal.open_run(make_run())
+    with pytest.raises(ClosedError):
+        await journal.get_run(RUN)
+    with pytest.raises(ClosedError):
+        await journal.list_runs()
+    with pytest.raises(ClosedError):
+        await journal.load_shards(RUN)
+    with pytest.raises(ClosedError):
+        await journal.commit(run=make_run())
+
+
+async def test_random_operations_agree_with_memory_journal(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    memory = MemoryJournal()
+    states: list[ShardState] = ["ready", "uploading", "creating", "submitted", "done", "requeued"]
+    async with open_journal(tmp_path / "j.sqlite") as durable:
+        for step in range(300):
+            run_id = f"run-{rng.randrange(4)}"
+            choice = rng.random()
+            got: list[object]
+            if choice < 0.2:
+                run = make_run(run_id, total_lines=rng.randrange(100))
+                got = [await j.open_run(run) for j in (memory, durable)]
+            elif choice < 0.7:
+                await memory.open_run(make_run(run_id))
+                await durable.open_run(make_run(run_id))
+                shards = [
+                    make_shard(rng.randrange(8), rng.randrange(1, 4), run_id=run_id)
+                    for _ in range(rng.randrange(4))
+                ]
+                for shard in shards:
+                    shard.state = rng.choice(states)
+                    shard.batch_id = f"batch_{rng.randrange(50)}" if rng.random() < 0.5 else None
+                update = make_run(run_id, out_offset=step) if rng.random() < 0.5 else None
+                for j in (memory, durable):
+                    await j.commit(run=update, shards=shards)
+                got = [None, None]
+            elif choice < 0.85:
+                got = [await j.load_shards(run_id) for j in (memory, durable)]
+            else:
+                got = [await j.list_runs() for j in (memory, durable)]
+            assert got[0] == got[1], f"step {step}, seed {seed}"
+        assert durable.statistics().commits == memory.commits, f"seed {seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Durability and atomicity.
+
+
+async def test_reopen_after_close_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    shards = [make_shard(i, a, state="submitted", tag=f"t{i}") for i in range(200) for a in (1, 2)]
+    async with open_journal(path) as journal:
+        await journal.open_run(make_run("a"))
+        await journal.commit(run=make_run(state="running"), shards=shards)
+    async with open_journal(path) as journal:
+        assert [r.run_id for r in await journal.list_runs()] == ["a", RUN]
+        assert await journal.get_run(RUN) == make_run(state="running")
+        assert await journal.load_shards(RUN) == shards
+
+
+async def test_commit_that_cannot_encode_writes_nothing(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        await journal.open_run(make_run())
+        bad = make_shard(1)
+        bad.model = object()  # type: ignore[assignment]
+        with pytest.raises(TypeError):
+            await journal.commit(run=make_run(state="running"), shards=[make_shard(0), bad])
+        assert await journal.get_run(RUN) == make_run()
+        assert await journal.load_shards(RUN) == []
+        assert journal.statistics().commits == 0
+
+
+async def test_commit_that_fails_midway_rolls_back(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.open_run(make_run())
+    with raw_db(path) as conn:  # the 3rd shard insert fails after the run and 2 shards were written
+        conn.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON shards WHEN NEW.idx = 2"
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+    async with open_journal(path) as journal:
+        with pytest.raises(JournalError, match="injected failure") as caught:
+            await journal.commit(
+                run=make_run(state="running"), shards=[make_shard(i) for i in range(4)]
+            )
+        assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
+        assert await journal.get_run(RUN) == make_run()
+        assert await journal.load_shards(RUN) == []
+        await journal.commit(run=make_run(state="running"), shards=[make_shard(0)])
+        assert [s.key for s in await journal.load_shards(RUN)] == [(0, 1)]
+
+
+async def test_concurrent_commits_all_land(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        await journal.open_run(make_run())
+
+        async def submitter(worker: int) -> None:
+            for attempt in range(1, 11):
+                await journal.commit(run=make_run(), shards=[make_shard(worker, attempt)])
+
+        async with anyio.create_task_group() as tg:
+            for worker in range(20):
+                tg.start_soon(submitter, worker)
+        assert len(await journal.load_shards(RUN)) == 200
+        assert journal.statistics().commits == 200
+
+
+async def test_shard_before_its_run_is_a_bug(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        with pytest.raises(BatchpumpInternalError, match="before its run"):
+            await journal.commit(shards=[make_shard(0)])
+        await journal.commit(run=make_run(), shards=[make_shard(0)])  # together is fine
+        assert len(await journal.load_shards(RUN)) == 1
+
+
+async def test_sqlite_calls_run_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    real_connect = _journal._connect
+
+    def watched_connect(path: Path) -> sqlite3.Connection:
+        threads.append(threading.get_ident())
+        conn = real_connect(path)
+        conn.set_trace_callback(lambda _statement: threads.append(threading.get_ident()))
+        return conn
+
+    monkeypatch.setattr(_journal, "_connect", watched_connect)
+    loop_thread = threading.get_ident()
+    async with open_journal(tmp_path / "j.sqlite") as journal:
+        await journal.open_run(make_run())
+        await journal.commit(run=make_run(), shards=[make_shard(0)])
+        await journal.get_run(RUN)
+        await journal.list_runs()
+        await journal.load_shards(RUN)
+    assert len(threads) > 10
+    assert loop_thread not in threads
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and the lock.
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o000])
+async def test_files_are_private_whatever_the_umask(tmp_path: Path, mask: int) -> None:
+    path = tmp_path / "new-dir" / "j.sqlite"
+    with umask(mask):
+        async with open_journal(path) as journal:
+            await journal.commit(run=make_run(), shards=[make_shard(0)])
+            names = ["j.sqlite", "j.sqlite-wal", "j.sqlite-shm", "j.sqlite.lock"]
+            modes = {n: stat.S_IMODE((path.parent / n).stat().st_mode) for n in names}
+    assert modes == dict.fromkeys(names, 0o600)
+    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+
+
+async def test_loose_existing_journal_is_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    path.touch()
+    path.chmod(0o644)
+    async with open_journal(path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_second_open_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path):
+        with pytest.raises(JournalLockedError) as caught:
+            await SqliteJournal.open(path)
+    message = str(caught.value)
+    assert f"pid {os.getpid()} on {socket.gethostname()} since 2" in message
+    assert str(path) in message
+    journal = await SqliteJournal.open(path)  # released by the close above
+    await journal.aclose()
+
+
+CHILD = """
+import sys, anyio
+from batchpump._journal import open_journal
+from batchpump._models import RunRecord
+
+async def main():
+    async with open_journal(sys.argv[1]) as journal:
+        await journal.open_run(RunRecord(run_id="child", provider="p", base_url="u",
+            endpoint="e", input_path="i", out_path="o", created_at=1.0))
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+
+anyio.run(main)
+"""
+
+
+async def test_lock_held_by_another_process_goes_when_it_is_killed(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    command = [sys.executable, "-c", CHILD, str(path)]
+    with anyio.fail_after(15):
+        async with await anyio.open_process(command) as child:
+            assert child.stdout is not None
+            output = b""
+            while b"ready" not in output:
+                output += await child.stdout.receive()
+            with pytest.raises(JournalLockedError, match=f"pid {child.pid} on "):
+                await SqliteJournal.open(path)
+            child.send_signal(signal.SIGKILL)
+            assert await child.wait() == -signal.SIGKILL
+        async with open_journal(path) as journal:  # the dead holder's lock is gone ...
+            assert (await journal.get_run("child")) is not None  # ... its commit is not
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged, foreign, newer and older files.
+
+
+def _truncated(path: Path) -> None:
+    with raw_db(path) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _foreign(path: Path) -> None:
+    path.unlink()
+    with raw_db(path) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(random.Random(7).randbytes(16_384))
+
+
+def _newer(path: Path) -> None:
+    with raw_db(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (_random_bytes, "damaged or not an SQLite database"),
+        (_truncated, "damaged or not an SQLite database"),
+        (_foreign, r"not a batchpump journal v0 \(tables: users\)"),
+        (_newer, f"schema version {SCHEMA_VERSION + 1}.*newer batchpump.*Upgrade"),
+    ],
+)
+async def test_unusable_file_is_refused_and_left_alone(
+    tmp_path: Path, damage: Callable[[Path], None], expected: str
+) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.commit(run=make_run(), shards=[make_shard(i) for i in range(300)])
+    damage(path)
+    before = path.read_bytes()
+    for _ in range(2):  # refused the same way again: nothing was recreated, the lock was freed
+        with pytest.raises(JournalCorruptError, match=expected) as caught:
+            await SqliteJournal.open(path)
+        assert str(path) in str(caught.value)
+    assert path.read_bytes() == before
+
+
+async def test_unreadable_record_is_reported_as_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.commit(run=make_run(), shards=[make_shard(0)])
+    with raw_db(path) as conn:
+        conn.execute("UPDATE shards SET record = '{\"run_id\": 5}'")
+    async with open_journal(path) as journal:
+        with pytest.raises(JournalCorruptError, match="cannot be read while loading shards"):
+            await journal.load_shards(RUN)
+
+
+def _build_v0(path: Path, runs: list[RunRecord], shards: list[ShardRecord]) -> None:
+    with raw_db(path) as conn:
+        conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, record TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE shards (run_id TEXT NOT NULL, idx INTEGER NOT NULL,"
+            " attempt INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (run_id, idx, attempt))"
+        )
+        conn.executemany(
+            "INSERT INTO runs VALUES (?, ?)",
+            [(r.run_id, msgspec.json.encode(r).decode()) for r in runs],
+        )
+        conn.executemany(
+            "INSERT INTO shards VALUES (?, ?, ?, ?)",
+            [(s.run_id, s.index, s.attempt, msgspec.json.encode(s).decode()) for s in shards],
+        )
+
+
+async def test_v0_journal_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    runs = [make_run("b"), make_run(RUN, state="running")]
+    shards = [make_shard(1, state="submitted", batch_id="batch_1", tag="t1"), make_shard(0)]
+    _build_v0(path, runs, shards)
+    async with open_journal(path) as journal:
+        assert await journal.list_runs() == runs
+        assert await journal.load_shards(RUN) == shards[::-1]
+        await journal.commit(shards=[make_shard(2)])
+    with raw_db(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        indexed = conn.execute("SELECT idx, state, batch_id, tag FROM shards ORDER BY idx")
+        assert indexed.fetchall() == [
+            (0, "ready", None, None),
+            (1, "submitted", "batch_1", "t1"),
+            (2, "ready", None, None),
+        ]
+
+
+async def test_failed_migration_leaves_the_v0_journal_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    _build_v0(path, [make_run()], [make_shard(0)])
+    with raw_db(path) as conn:
+        conn.execute("UPDATE shards SET record = 'not json'")
+    with pytest.raises(JournalCorruptError, match="cannot be read"):
+        await SqliteJournal.open(path)
+    with raw_db(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (0,)
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
+        assert tables.fetchall() == [("runs",), ("shards",)]
+
+
+# ---------------------------------------------------------------------------------------------
+# sqlite3 errors become JournalErrors that say what to do.
+
+
+async def test_disk_full_says_free_space_and_resume(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.open_run(make_run())
+
+        def fill_up(conn: sqlite3.Connection) -> None:
+            (pages,) = conn.execute("PRAGMA page_count").fetchone()
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+
+        await journal._call(fill_up, doing="test setup")
+        big = [make_shard(i, path="x" * 2000) for i in range(50)]
+        with pytest.raises(JournalError) as caught:
+            await journal.commit(run=make_run(state="running"), shards=big)
+        assert str(caught.value) == (
+            f"journal at {path}: disk is full while committing; "
+            f"free space and run `batchpump resume {RUN}`"
+        )
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        assert await journal.get_run(RUN) == make_run()
+        assert await journal.load_shards(RUN) == []
+
+
+async def test_read_only_journal_says_so(tmp_path: Path) -> None:
+    # chmod cannot make a file read-only for root (tests often run as root), so SQLite's
+    # query_only switch stands in for a read-only file: it fails writes with SQLITE_READONLY.
+    path = tmp_path / "j.sqlite"
+    async with open_journal(path) as journal:
+        await journal.open_run(make_run())
+        await journal._call(lambda conn: conn.execute("PRAGMA query_only = ON"), doing="setup")
+        with pytest.raises(JournalError, match=r"read-only.*batchpump resume run-1") as caught:
+            await journal.commit(run=make_run(state="running"))
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        assert await journal.get_run(RUN) == make_run()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+async def test_read_only_directory_says_so(tmp_path: Path) -> None:
+    with read_only(tmp_path), pytest.raises(JournalError, match="cannot open"):
+        await SqliteJournal.open(tmp_path / "j.sqlite")
+
+
+async def test_directory_in_the_way_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "j.sqlite").mkdir()
+    with pytest.raises(JournalError, match="cannot open it") as caught:
+        await SqliteJournal.open(tmp_path / "j.sqlite")
+    assert isinstance(caught.value.__cause__, OSError)
+    journal = await SqliteJournal.open(tmp_path / "other.sqlite")  # nothing left locked
+    await journal.aclose()
+
+
+async def test_bad_synchronous_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="synchronous"):
+        await SqliteJournal.open(tmp_path / "j.sqlite", synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_repr_and_statistics(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = await SqliteJournal.open(path, synchronous="FULL")
+    await journal.open_run(make_run())
+    await journal.commit(run=make_run(), shards=[make_shard(0), make_shard(1)])
+    assert repr(journal) == f"<SqliteJournal path={str(path)!r} state=open commits=1>"
+    stats = journal.statistics()
+    assert (stats.commits, stats.runs_written, stats.shards_written) == (1, 2, 2)
+    await journal.aclose()
+    assert "state=closed" in repr(journal)
+    assert journal.statistics().state == "closed"
