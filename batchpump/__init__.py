@@ -5,6 +5,12 @@ Fast, within each provider's rate limits, and with exactly one result per input 
 
 from __future__ import annotations
 
+from contextlib import suppress as _suppress
+
+from msgspec import Struct as _Struct
+
+from ._clock import Clock, ManualClock, ScaledClock, SystemClock
+from ._config import Limits, PollPolicy, RetryPolicy
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -27,16 +33,32 @@ from ._errors import (
     TransportTimeoutError,
     UsageError,
 )
-from ._models import Canceled, Errored, Expired, Rejected, Result, Succeeded
+from ._journal_base import Journal, MemoryJournal
+from ._models import (
+    BatchInfo,
+    Canceled,
+    Errored,
+    Expired,
+    Rejected,
+    Result,
+    ResultCounts,
+    Succeeded,
+    Usage,
+)
+from ._pump import Pump, Run
+from ._runstate import RunOptions, RunStatistics
+from .providers._base import Provider
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BatchInfo",
     "BatchpumpError",
     "BatchpumpInternalError",
     "Canceled",
+    "Clock",
     "ClosedError",
     "ConflictError",
     "ConnectError",
@@ -44,19 +66,51 @@ __all__ = [
     "Expired",
     "InputError",
     "InputProblem",
+    "Journal",
     "JournalCorruptError",
     "JournalError",
     "JournalLockedError",
+    "Limits",
+    "ManualClock",
+    "MemoryJournal",
     "NotFoundError",
+    "PollPolicy",
     "ProtocolError",
+    "Provider",
     "ProviderError",
     "ProviderUnavailableError",
+    "Pump",
     "RateLimitedError",
     "Rejected",
     "Result",
+    "ResultCounts",
+    "RetryPolicy",
+    "Run",
+    "RunOptions",
+    "RunStatistics",
+    "ScaledClock",
     "Succeeded",
+    "SystemClock",
     "TransportError",
     "TransportTimeoutError",
+    "Usage",
     "UsageError",
     "__version__",
 ]
+
+
+def _fix_module_names() -> None:
+    """Make reprs and docs say ``batchpump.X`` whatever private module X lives in.
+
+    msgspec Structs keep their module: msgspec resolves their postponed annotations there.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and issubclass(obj, _Struct):
+            continue
+        if getattr(obj, "__module__", "").startswith("batchpump._"):
+            with _suppress(AttributeError, TypeError):  # typing aliases such as Result
+                obj.__module__ = __name__
+
+
+_fix_module_names()

@@ -1,0 +1,228 @@
+"""The ``batchpump`` command line.
+
+Exit codes (also in the README):
+
+====  ==========================================================================
+0     every line has a result and all of them succeeded
+1     the run finished, but some lines errored, expired, were cancelled or rejected
+2     usage or input error (nothing was sent)
+3     the provider refused us (authentication, permission, bad request)
+4     the journal cannot be used (locked by another process, corrupt, disk full)
+5     a network or provider failure outlasted the retries; ``batchpump resume`` continues
+130   interrupted (Ctrl-C); ``batchpump resume RUN_ID`` continues
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import anyio
+from rich.console import Console
+
+from . import __version__
+from ._errors import (
+    AuthenticationError,
+    BadRequestError,
+    BatchpumpError,
+    JournalError,
+    NotFoundError,
+    UsageError,
+)
+from ._progress import ProgressMode, follow, summary_table
+from ._pump import Pump, Run
+from ._runstate import RunOptions
+from .providers._base import Provider
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_SOME_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_REFUSED: Final = 3
+EXIT_JOURNAL: Final = 4
+EXIT_FAILED: Final = 5
+EXIT_INTERRUPTED: Final = 130
+
+DEFAULT_STATE_DIR: Final = ".batchpump"
+PROVIDERS: Final = ("openai",)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchpump",
+        description="Push large JSONL request sets through provider batch APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchpump {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def journal_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--journal",
+            type=Path,
+            help="state directory (default: .batchpump beside the results file, or here)",
+        )
+        p.add_argument("--provider", choices=PROVIDERS, default="openai")
+        p.add_argument(
+            "--progress", choices=("auto", "bar", "json", "none"), default="auto",
+            help="a bar on a terminal, JSON lines otherwise (default: auto)",
+        )
+
+    run = sub.add_parser("run", help="submit a JSONL file and wait for every result")
+    run.add_argument("input", type=Path)
+    run.add_argument("--endpoint", default="/v1/chat/completions")
+    run.add_argument("--out", type=Path, help="results file (default: INPUT.results.jsonl)")
+    run.add_argument("--max-attempts", type=int, default=RunOptions().max_attempts)
+    run.add_argument("--max-lines", type=int, help="most lines per batch (provider limit)")
+    run.add_argument("--max-bytes", type=int, help="most bytes per batch (provider limit)")
+    run.add_argument("--token-budget", type=int, help="most enqueued tokens per model")
+    run.add_argument("--on-invalid", choices=("raise", "skip"), default="raise")
+    run.add_argument("--fresh", action="store_true", help="start over, even if this run exists")
+    journal_arg(run)
+
+    for name, text in (("resume", "continue a run"), ("cancel", "cancel a run")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_id")
+        journal_arg(p)
+
+    status = sub.add_parser("status", help="list runs in a journal")
+    status.add_argument("run_id", nargs="?")
+    status.add_argument("--journal", type=Path)
+
+    emulate = sub.add_parser("emulate", help="serve the provider emulator on loopback")
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=8080)
+    emulate.add_argument(
+        "--time-scale", type=float, default=1.0,
+        help="emulated seconds per real second (3600: a 24 h window in 24 s)",
+    )
+
+    demo = sub.add_parser("demo", help="a real run against the in-process emulator (no key)")
+    demo.add_argument("--lines", type=int, default=100_000)
+    demo.add_argument("--dir", type=Path, help="where to keep the demo's files (default: temp)")
+    demo.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
+    return parser
+
+
+def make_provider(name: str) -> Provider:
+    """Build a provider from its usual environment variables (read here, at the edge)."""
+    if name == "openai":
+        from .providers.openai import OpenAI
+
+        return OpenAI(
+            api_key=os.environ.get("OPENAI_API_KEY"), base_url=os.environ.get("OPENAI_BASE_URL")
+        )
+    raise UsageError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
+
+
+async def _finish(run: Run, mode: ProgressMode, console: Console) -> int:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow, run, mode=mode)
+        counts = await run.wait()
+    console.print(summary_table(run.statistics(), str(run.results_path)))
+    return EXIT_OK if counts.succeeded == counts.total else EXIT_SOME_FAILED
+
+
+async def _run(args: argparse.Namespace, console: Console) -> int:
+    out: Path = args.out or args.input.with_name(args.input.name.removesuffix(".jsonl") + ".results.jsonl")
+    state = args.journal or out.resolve().parent / DEFAULT_STATE_DIR
+    options = RunOptions(
+        max_attempts=args.max_attempts,
+        max_lines=args.max_lines,
+        max_bytes=args.max_bytes,
+        token_budget=args.token_budget,
+        on_invalid=args.on_invalid,
+    )
+    async with Pump(make_provider(args.provider), state_dir=state) as pump:
+        run = await pump.submit(
+            args.input, endpoint=args.endpoint, out=out, options=options, fresh=args.fresh
+        )
+        console.print(f"run {run.id}: results go to {run.results_path}")
+        return await _finish(run, args.progress, console)
+
+
+async def _resume(args: argparse.Namespace, console: Console) -> int:
+    state = args.journal or Path(DEFAULT_STATE_DIR)
+    async with Pump(make_provider(args.provider), state_dir=state) as pump:
+        run = await (pump.resume(args.run_id))
+        if args.command == "cancel":
+            run.cancel()
+        return await _finish(run, args.progress, console)
+
+
+async def _status(args: argparse.Namespace, console: Console) -> int:
+    from ._journal import SqliteJournal
+
+    state = args.journal or Path(DEFAULT_STATE_DIR)
+    journal_path = state / "journal.sqlite3"
+    if not journal_path.exists():
+        raise UsageError(f"no journal at {journal_path}; pass --journal DIR")
+    journal = await SqliteJournal.open(journal_path)
+    try:
+        runs = await journal.list_runs()
+    finally:
+        await journal.aclose()
+    for record in runs:
+        if args.run_id and record.run_id != args.run_id:
+            continue
+        c = record.counts
+        console.print(
+            f"{record.run_id}  {record.state:<9}  {c.total:>9,}/{record.total_lines:<9,} lines  "
+            f"ok={c.succeeded:,} errored={c.errored:,} expired={c.expired:,} "
+            f"canceled={c.canceled:,} rejected={c.rejected:,}  {record.out_path}"
+        )
+    return EXIT_OK
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from ._clock import ScaledClock
+    from .emulator import run_emulator
+
+    run_emulator(host=args.host, port=args.port, clock=ScaledClock(args.time_scale))
+    return EXIT_OK
+
+
+async def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "run":
+        return await _run(args, console)
+    if args.command in ("resume", "cancel"):
+        return await _resume(args, console)
+    if args.command == "status":
+        return await _status(args, console)
+    from ._demo import demo
+
+    return await demo(lines=args.lines, directory=args.dir, mode=args.progress, console=console)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code (the console script exits with it)."""
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    if args.command == "emulate":
+        return _emulate(args)
+    try:
+        return anyio.run(_dispatch, args, console, backend="asyncio")
+    except KeyboardInterrupt:
+        console.print("interrupted; the journal is consistent: `batchpump resume RUN_ID` goes on")
+        return EXIT_INTERRUPTED
+    except UsageError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return EXIT_USAGE
+    except (AuthenticationError, BadRequestError, NotFoundError) as exc:
+        console.print(f"[red]refused:[/red] {exc}", highlight=False)
+        return EXIT_REFUSED
+    except JournalError as exc:
+        console.print(f"[red]journal:[/red] {exc}", highlight=False)
+        return EXIT_JOURNAL
+    except BatchpumpError as exc:
+        console.print(f"[red]failed:[/red] {exc}; `batchpump resume` continues", highlight=False)
+        return EXIT_FAILED
+
+
+def entry() -> None:
+    sys.exit(main())
