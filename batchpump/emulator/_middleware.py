@@ -1,0 +1,158 @@
+"""The fault middleware: auth, rate limits and injected faults in front of every route.
+
+Order per request: auth (401), the endpoint class's token bucket (429 with OpenAI's headers),
+then at most one drawn fault (storm 429, JSON 5xx, HTML 502, reset before handling, slow
+answer, truncated body), then the handler, then ``reset_after_create`` (the answer is lost
+*after* the batch exists). Faults never touch provider state: a fault either happens before the
+handler runs or only damages the answer's transport.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from aiohttp import web
+
+from ._faults import TokenBucket, format_duration, pick_fault
+from ._routing import EMULATOR_KEY, PROVIDERS_KEY, ROUTES_KEY, ApiError, Handler, ProviderRoutes
+from ._state import Emulator
+
+__all__ = ["fault_middleware"]
+
+_HTML_502: Final = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+#: Placeholder status of an aborted answer (never reaches the client; counted as status 0).
+_RESET_STATUS: Final = 499
+_5XX: Final = (
+    (500, "The server had an error while processing your request. Sorry about that!"),
+    (502, "Bad gateway."),
+    (503, "The engine is currently overloaded, please try again later."),
+)
+
+
+def _limit_headers(bucket: TokenBucket, *, retry_after: float | None = None) -> dict[str, str]:
+    headers = {
+        "x-ratelimit-limit-requests": str(bucket.limit.requests),
+        "x-ratelimit-remaining-requests": str(bucket.remaining),
+        "x-ratelimit-reset-requests": format_duration(bucket.seconds_until_full()),
+    }
+    if retry_after is not None:
+        headers["retry-after-ms"] = str(max(1, math.ceil(retry_after * 1000)))
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+    return headers
+
+
+def _rate_limited(limit: int, used: int, retry_after: float, headers: dict[str, str]) -> ApiError:
+    message = (
+        "Rate limit reached for requests in organization org-emulator on requests per min (RPM):"
+        f" Limit {limit}, Used {used}, Requested 1. Please try again in {retry_after:.3g}s."
+    )
+    return ApiError(429, message, type="requests", code="rate_limit_exceeded", headers=headers)
+
+
+def _abort(request: web.Request) -> web.Response:
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=_RESET_STATUS)
+
+
+async def _truncate(request: web.Request, response: web.Response) -> web.StreamResponse:
+    body = bytes(response.body) if isinstance(response.body, bytes | bytearray) else b""
+    stream = web.StreamResponse(status=response.status, headers=response.headers)
+    stream.content_length = len(body) + max(16, len(body))
+    await stream.prepare(request)
+    await stream.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.abort()
+    return stream
+
+
+async def _faulted(
+    request: web.Request, handler: Handler, emu: Emulator, name: str
+) -> web.StreamResponse:
+    info = request.app[ROUTES_KEY][name]
+    stats = emu.raw_stats
+    error = info.provider.authorize(request)
+    if error is not None:
+        raise error
+    cls = info.endpoint_class
+    faults = emu.faults
+    extra: dict[str, str] = {}
+    bucket = emu.bucket(cls) if cls is not None else None
+    if bucket is not None:
+        if not bucket.try_acquire():
+            stats.faults["rate_limited"] += 1
+            wait = bucket.seconds_until_token()
+            headers = _limit_headers(bucket, retry_after=wait)
+            raise _rate_limited(bucket.limit.requests, bucket.limit.requests, wait, headers)
+        extra = _limit_headers(bucket)
+    fault = pick_fault(faults, emu.rng) if cls is not None else "none"
+    if fault != "none":
+        stats.faults[fault] += 1
+    if fault == "storm429":
+        wait = faults.retry_after_seconds
+        headers = {
+            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+            "retry-after": str(max(1, math.ceil(wait))),
+            "x-ratelimit-limit-requests": extra.get("x-ratelimit-limit-requests", "60"),
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": format_duration(wait),
+        }
+        raise _rate_limited(60, 60, wait, headers)
+    if fault == "5xx":
+        status, message = _5XX[emu.rng.randrange(len(_5XX))]
+        raise ApiError(status, message, type="server_error")
+    if fault == "html502":
+        return web.Response(status=502, text=_HTML_502, content_type="text/html")
+    if fault == "reset":
+        return _abort(request)
+    if fault == "slow":
+        await emu.clock.sleep(faults.slow_seconds)
+    response = await handler(request)
+    response.headers.update(extra)
+    rate = faults.reset_after_create_rate
+    if info.creates and response.status == 200 and rate > 0.0 and emu.rng.random() < rate:
+        stats.faults["reset_after_create"] += 1
+        return _abort(request)
+    if fault == "truncate" and isinstance(response, web.Response):
+        return await _truncate(request, response)
+    return response
+
+
+@web.middleware
+async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Apply auth, limits and faults; render ``ApiError`` in the provider's body shape."""
+    emu = request.app[EMULATOR_KEY]
+    name = request.match_info.route.name
+    provider = None
+    try:
+        if name is None or name not in request.app[ROUTES_KEY]:
+            response = await handler(request)
+        else:
+            provider = request.app[ROUTES_KEY][name].provider
+            response = await _faulted(request, handler, emu, name)
+    except ApiError as error:
+        provider = provider or _provider_for(request)
+        if provider is None:
+            raise web.HTTPException(text=error.message) from None
+        response = provider.render_error(error)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+        provider = _provider_for(request)
+        if provider is None:
+            raise
+        message = f"Invalid URL ({request.method} {request.path})"
+        response = provider.render_error(ApiError(exc.status, message))
+    status = 0 if response.status == _RESET_STATUS else response.status
+    emu.raw_stats.requests[(name or request.path, status)] += 1
+    return response
+
+
+def _provider_for(request: web.Request) -> ProviderRoutes | None:
+    for provider in request.app[PROVIDERS_KEY]:
+        if request.path.startswith(provider.prefix):
+            return provider
+    return None

@@ -1,0 +1,122 @@
+"""The emulator's shared state: clock, configuration, seeded randomness, buckets, stats.
+
+Provider route modules keep their own state (files, batches...) in a slot of the ``Emulator``
+(``provider_state``), so adding a provider never touches this module.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, final
+
+import msgspec
+
+from .._clock import Clock, SystemClock
+from ._faults import EmulatorConfig, Faults, TokenBucket
+from ._stats import Stats
+
+__all__ = ["Emulator"]
+
+_T = TypeVar("_T")
+
+
+class _Settles(Protocol):
+    def settle(self) -> None: ...
+
+
+@final
+class Emulator:
+    """State of one emulator: every provider's objects plus the knobs and counters.
+
+    Args:
+        config: timing, seed and faults; default ``EmulatorConfig()`` (no faults).
+        clock: the clock batches progress on; default ``SystemClock()``. Tests pass a
+            ``ScaledClock`` (fast, real waits) or a ``ManualClock`` (moves on ``advance``; slow
+            responses then wait for an advance).
+    """
+
+    def __init__(self, *, config: EmulatorConfig | None = None, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._config = config if config is not None else EmulatorConfig()
+        self.rng = random.Random(self._config.seed)
+        self.line_rng = random.Random(self._config.seed + 1)
+        self._id_rng = random.Random(self._config.seed + 2)
+        self._ids = 0
+        self._buckets: dict[str, TokenBucket] = {}
+        self._stats = Stats()
+        self._providers: dict[str, Any] = {}
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """The current configuration (frozen; replace it with ``configure``)."""
+        return self._config
+
+    @property
+    def faults(self) -> Faults:
+        """The current fault knobs."""
+        return self._config.faults
+
+    def configure(self, config: EmulatorConfig) -> None:
+        """Replace the whole configuration; takes effect on the next request or batch."""
+        if config.faults.rate_limits != self._config.faults.rate_limits:
+            self._buckets.clear()
+        self._config = config
+
+    def set_faults(self, faults: Faults | None = None, /, **changes: Any) -> Faults:
+        """Replace the fault knobs (``faults``) or change some of them (``**changes``).
+
+        ``emulator.set_faults(storm_429_rate=1.0)`` starts a storm, ``set_faults(Faults())``
+        ends every fault. Returns the new knobs.
+        """
+        base = faults if faults is not None else self._config.faults
+        new = msgspec.structs.replace(base, **changes) if changes else base
+        self.configure(msgspec.structs.replace(self._config, faults=new))
+        return new
+
+    def bucket(self, endpoint_class: str) -> TokenBucket | None:
+        """The request-rate bucket of an endpoint class, or ``None`` when it is unlimited."""
+        limit = self._config.faults.rate_limits.get(endpoint_class)
+        if limit is None:
+            return None
+        bucket = self._buckets.get(endpoint_class)
+        if bucket is None or bucket.limit != limit:
+            bucket = self._buckets[endpoint_class] = TokenBucket(limit, self.clock)
+        return bucket
+
+    # -- shared helpers ----------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The emulator clock's wall time (unix seconds)."""
+        return self.clock.time()
+
+    def new_id(self, prefix: str) -> str:
+        """A fresh id such as ``batch_00000001a1b2c3d4e5f6``: unique, reproducible from the seed."""
+        self._ids += 1
+        return f"{prefix}{self._ids:08x}{self._id_rng.getrandbits(48):012x}"
+
+    def provider_state(self, name: str, factory: Callable[[Emulator], _T]) -> _T:
+        """The state slot of provider ``name``, created by ``factory(self)`` on first use."""
+        state = self._providers.get(name)
+        if state is None:
+            state = self._providers[name] = factory(self)
+        return state
+
+    @property
+    def stats(self) -> Stats:
+        """Live counters, after settling every batch that reached a terminal state by now."""
+        for state in self._providers.values():
+            settle: _Settles | None = state if hasattr(state, "settle") else None
+            if settle is not None:
+                settle.settle()
+        return self._stats
+
+    @property
+    def raw_stats(self) -> Stats:
+        """The counters without settling (what the middleware writes to)."""
+        return self._stats
+
+    def __repr__(self) -> str:
+        return f"Emulator(clock={self.clock!r}, providers={sorted(self._providers)!r})"

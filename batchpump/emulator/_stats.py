@@ -1,0 +1,91 @@
+"""What the emulator has served, counted cheaply so tests can assert the pipeline's invariants.
+
+``Stats`` is live (mutated by the middleware and the provider states). Read it through
+``Emulator.stats``, which first settles batches that reached a terminal state, so ``billing``
+is up to date with the emulator's clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, final
+
+__all__ = ["Stats"]
+
+
+@final
+class Stats:
+    """Counters of one emulator.
+
+    Attributes:
+        requests: answers per ``(route name, HTTP status)``; status 0 means the connection was
+            reset without an answer.
+        faults: injected faults served, by kind: ``rate_limited`` (token bucket 429),
+            ``storm429``, ``5xx``, ``html502``, ``reset``, ``reset_after_create``, ``slow``,
+            ``truncate``.
+        batches_created: batches created (successful create calls, also those whose answer was
+            then lost to ``reset_after_create``).
+        tags: ``metadata["batchpump_shard"]`` values over all created batches; a tag seen twice
+            means one shard attempt was created twice.
+        billing: per ``custom_id``, how many times a line ran to success (settled when its
+            batch reached a terminal state); a count above 1 is a double payment.
+    """
+
+    __slots__ = ("batches_created", "billing", "faults", "requests", "tags")
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.batches_created = 0
+        self.tags: Counter[str] = Counter()
+        self.billing: Counter[str] = Counter()
+
+    @property
+    def rate_limited(self) -> int:
+        """429s served (bucket and storm)."""
+        return self.faults["rate_limited"] + self.faults["storm429"]
+
+    @property
+    def server_errors(self) -> int:
+        """5xx answers served as faults (JSON and HTML)."""
+        return self.faults["5xx"] + self.faults["html502"]
+
+    @property
+    def resets(self) -> int:
+        """Connections aborted (before handling or after a create)."""
+        return self.faults["reset"] + self.faults["reset_after_create"]
+
+    def status_count(self, route: str, status: int) -> int:
+        """Answers with ``status`` on ``route`` (a route name such as ``openai.batches.create``)."""
+        return self.requests[(route, status)]
+
+    def route_count(self, route: str) -> int:
+        """All answers on ``route``."""
+        return sum(n for (name, _), n in self.requests.items() if name == route)
+
+    def duplicate_tags(self) -> dict[str, int]:
+        """Tags carried by more than one created batch."""
+        return {tag: n for tag, n in self.tags.items() if n > 1}
+
+    def double_billed(self) -> dict[str, int]:
+        """``custom_id``s that ran to success more than once."""
+        return {cid: n for cid, n in self.billing.items() if n > 1}
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy (used by the ``/_emulator/stats`` control route)."""
+        return {
+            "requests": [
+                {"route": r, "status": s, "count": n} for (r, s), n in sorted(self.requests.items())
+            ],
+            "faults": dict(self.faults),
+            "batches_created": self.batches_created,
+            "tags": dict(self.tags),
+            "billed_lines": sum(self.billing.values()),
+            "double_billed": self.double_billed(),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Stats(requests={sum(self.requests.values())}, batches_created={self.batches_created},"
+            f" faults={dict(self.faults)!r})"
+        )
