@@ -9,6 +9,7 @@ back exactly once.
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -91,12 +92,14 @@ async def demo(*, lines: int, directory: Path | None, mode: ProgressMode, consol
             async with Pump(provider, state_dir=work / ".batchpump") as pump:
                 run = await pump.submit(source, options=options, fresh=directory is None)
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(follow, run, mode=mode)
+                    tg.start_soon(partial(follow, run, mode=mode))
                     counts = await run.wait()
         once, duplicates = await anyio.to_thread.run_sync(count_once, run.results_path, lines)
         console.print(summary_table(run.statistics(), str(run.results_path)))
-        verdict = "every line came back exactly once" if once == lines and not duplicates else (
-            f"MISMATCH: {once:,} of {lines:,} lines have a result, {duplicates:,} duplicates"
+        verdict = (
+            "every line came back exactly once"
+            if once == lines and not duplicates
+            else (f"MISMATCH: {once:,} of {lines:,} lines have a result, {duplicates:,} duplicates")
         )
         console.print(f"[bold]{verdict}[/bold]")
         return 0 if once == lines and not duplicates and counts.succeeded == lines else 1

@@ -42,7 +42,7 @@ from ._shard import hash_file, shard_file
 from ._spool import spool
 from .providers._base import Provider
 
-__all__ = ["Pump", "Run"]
+__all__ = ["Pump", "Run", "default_results_path"]
 
 logger: Final = logging.getLogger("batchpump")
 
@@ -232,7 +232,7 @@ class Pump:
         run_id = self._run_id(input_hash, opts, fresh)
         if out is None:
             out_path = (
-                path.with_name(path.name.removesuffix(".jsonl") + ".results.jsonl")
+                default_results_path(path)
                 if not isinstance(source, AsyncIterable)
                 else self._run_dir(run_id) / "results.jsonl"
             )
@@ -362,6 +362,11 @@ class Pump:
 
     def __repr__(self) -> str:
         return f"<Pump {self.provider.name} {self._state.value} runs={len(self._runs)}>"
+
+
+def default_results_path(source: Path) -> Path:
+    """``requests.jsonl`` -> ``requests.results.jsonl``, beside the input."""
+    return source.with_name(source.name.removesuffix(".jsonl") + ".results.jsonl")
 
 
 def _rejected_part(run_dir: Path, rejected: list[Rejected]) -> PartWriter:

@@ -81,13 +81,13 @@ class Submitter:
         """Take one shard attempt from wherever the journal left it to ``submitted``."""
         ctx = self._ctx
         delay = shard.not_before - ctx.clock.time()
-        if delay > 0 and not ctx.cancelled:
+        if delay > 0 and not self._cancelled():
             await ctx.clock.sleep(delay)
-        if not ctx.cancelled:
+        if not self._cancelled():
             await ctx.budget.acquire(shard.model, shard.tokens)
-            if ctx.cancelled:  # cancelled while waiting for budget
+            if self._cancelled():  # cancelled while waiting for budget
                 await ctx.budget.release(shard.model, shard.tokens)
-        if ctx.cancelled:
+        if self._cancelled():
             await self._on_cancelled(shard)
             return
         try:
@@ -106,6 +106,10 @@ class Submitter:
         await ctx.commit(shard)
         ctx.batch_created(shard, batch)
         await self._on_submitted(shard, batch)
+
+    def _cancelled(self) -> bool:
+        # A call, not the attribute: the run can be cancelled across any await above.
+        return self._ctx.cancelled
 
     async def _submit(self, shard: ShardRecord) -> BatchInfo:
         ctx = self._ctx

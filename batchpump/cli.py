@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -35,7 +36,7 @@ from ._errors import (
     UsageError,
 )
 from ._progress import ProgressMode, follow, summary_table
-from ._pump import Pump, Run
+from ._pump import Pump, Run, default_results_path
 from ._runstate import RunOptions
 from .providers._base import Provider
 
@@ -69,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--provider", choices=PROVIDERS, default="openai")
         p.add_argument(
-            "--progress", choices=("auto", "bar", "json", "none"), default="auto",
+            "--progress",
+            choices=("auto", "bar", "json", "none"),
+            default="auto",
             help="a bar on a terminal, JSON lines otherwise (default: auto)",
         )
 
@@ -98,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=8080)
     emulate.add_argument(
-        "--time-scale", type=float, default=1.0,
+        "--time-scale",
+        type=float,
+        default=1.0,
         help="emulated seconds per real second (3600: a 24 h window in 24 s)",
     )
 
@@ -122,15 +127,15 @@ def make_provider(name: str) -> Provider:
 
 async def _finish(run: Run, mode: ProgressMode, console: Console) -> int:
     async with anyio.create_task_group() as tg:
-        tg.start_soon(follow, run, mode=mode)
+        tg.start_soon(partial(follow, run, mode=mode))
         counts = await run.wait()
     console.print(summary_table(run.statistics(), str(run.results_path)))
     return EXIT_OK if counts.succeeded == counts.total else EXIT_SOME_FAILED
 
 
 async def _run(args: argparse.Namespace, console: Console) -> int:
-    out: Path = args.out or args.input.with_name(args.input.name.removesuffix(".jsonl") + ".results.jsonl")
-    state = args.journal or out.resolve().parent / DEFAULT_STATE_DIR
+    out: Path = args.out or default_results_path(args.input)
+    state = args.journal or Path(os.path.abspath(out)).parent / DEFAULT_STATE_DIR
     options = RunOptions(
         max_attempts=args.max_attempts,
         max_lines=args.max_lines,
@@ -149,7 +154,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 async def _resume(args: argparse.Namespace, console: Console) -> int:
     state = args.journal or Path(DEFAULT_STATE_DIR)
     async with Pump(make_provider(args.provider), state_dir=state) as pump:
-        run = await (pump.resume(args.run_id))
+        run = await pump.resume(args.run_id)
         if args.command == "cancel":
             run.cancel()
         return await _finish(run, args.progress, console)
