@@ -134,8 +134,8 @@ async def _finish(run: Run, mode: ProgressMode, console: Console) -> int:
 
 
 async def _run(args: argparse.Namespace, console: Console) -> int:
-    out: Path = args.out or default_results_path(args.input)
-    state = args.journal or Path(os.path.abspath(out)).parent / DEFAULT_STATE_DIR
+    out: Path = args.out
+    state: Path = args.journal
     options = RunOptions(
         max_attempts=args.max_attempts,
         max_lines=args.max_lines,
@@ -210,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     if args.command == "emulate":
         return _emulate(args)
+    if args.command == "run":  # defaults that need the file system, resolved before the loop
+        args.out = args.out or default_results_path(args.input)
+        args.journal = args.journal or args.out.resolve().parent / DEFAULT_STATE_DIR
     try:
         return anyio.run(_dispatch, args, console, backend="asyncio")
     except KeyboardInterrupt:
