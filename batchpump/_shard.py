@@ -1,0 +1,538 @@
+"""Splitting a request file into shard files on disk, after checking every line.
+
+:func:`shard_file` streams the input once: each line is checked (:mod:`._jsonl`), routed to
+the open shard of its model and written out by a background thread that also hashes the
+input. Duplicate ``custom_id`` detection keeps one 8-byte hash per valid line (in ``array``
+buckets, not a set of strings); a hash match is confirmed by a second pass over the input, so a
+hash collision never rejects a valid file. Shards are written as ``*.tmp`` and renamed only
+once the whole input passed, so a crash or an ``InputError`` never leaves a shard that looks
+complete. The engine uploads only after :func:`shard_file` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+from array import array
+from collections import deque
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import BinaryIO, Final, Literal
+
+import msgspec
+
+from ._errors import InputError, InputProblem, UsageError
+from ._jsonl import (
+    Checked,
+    LineBlock,
+    LineChecker,
+    Problem,
+    bad_utf8_lines,
+    custom_id_of,
+    iter_blocks,
+)
+from ._models import Capabilities, Rejected, ShardRecord
+
+__all__ = [
+    "HASH_DIGEST_SIZE",
+    "MAX_PROBLEMS",
+    "ShardingOutcome",
+    "hash_file",
+    "iter_shard_ids",
+    "shard_file",
+    "write_retry_shard",
+]
+
+#: Bytes of the blake2b digest behind ``input_hash`` (hex: twice as many characters).
+HASH_DIGEST_SIZE: Final = 32
+#: With ``on_invalid="raise"``, checking stops after this many problems.
+MAX_PROBLEMS: Final = 1000
+_BUCKETS: Final = 256
+_HASH_CHUNK: Final = 8 * 1024 * 1024
+#: Buffered bytes of one shard handed to the writer thread at once.
+_FLUSH_BYTES: Final = 4 * 1024 * 1024
+#: Background tasks (hash updates, writes) pending at most.
+_IO_QUEUE: Final = 4
+_EMPTY_HINT: Final = "write one JSON request object per line"
+
+
+class ShardingOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What :func:`shard_file` produced.
+
+    Attributes:
+        shards: the shard files, attempt 1, in index order.
+        rejected: one ``Rejected`` per bad line (only with ``on_invalid="skip"``).
+        total_lines: non-blank input lines (``len(rejected) + sum(s.lines for s in shards)``).
+        input_hash: hex blake2b of the input's bytes (as :func:`hash_file`).
+    """
+
+    shards: list[ShardRecord]
+    rejected: list[Rejected]
+    total_lines: int
+    input_hash: str
+
+
+def hash_file(path: Path) -> str:
+    """Hex blake2b (``HASH_DIGEST_SIZE`` bytes) of a file's bytes, read streaming."""
+    digest = hashlib.blake2b(digest_size=HASH_DIGEST_SIZE)
+    with path.open("rb", buffering=0) as file:
+        while chunk := file.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _limit(name: str, asked: int | None, cap: int) -> int:
+    if asked is None:
+        return cap
+    if not 1 <= asked <= cap:
+        raise UsageError(f"{name}={asked} must be between 1 and the provider's limit of {cap}")
+    return asked
+
+
+class Background:
+    """One worker thread running hashing, writes and fsyncs in submission order.
+
+    ``hashlib`` and file writes release the GIL, so on a multi-core machine they overlap the
+    parsing on the calling thread. At most ``_IO_QUEUE`` tasks are pending (bounded memory);
+    an error in a task is raised by the next ``submit``/``drain``.
+    """
+
+    __slots__ = ("_inflight", "_pool")
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchpump-shard")
+        self._inflight: deque[Future[object]] = deque()
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` on the worker thread after the tasks already submitted."""
+        while len(self._inflight) >= _IO_QUEUE:
+            self._inflight.popleft().result()
+        self._inflight.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        """Wait for every submitted task; raise the first error."""
+        while self._inflight:
+            self._inflight.popleft().result()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            for future in self._inflight:
+                future.cancel()
+            wait(self._inflight)
+        finally:
+            self._inflight.clear()
+            self._pool.shutdown(wait=True)
+
+
+class _OpenShard:
+    __slots__ = (
+        "body_bytes",
+        "bytes",
+        "file",
+        "index",
+        "lines",
+        "mixed",
+        "model",
+        "pending",
+        "pending_bytes",
+        "tmp",
+    )
+
+    def __init__(self, index: int, model: str | None, tmp: Path) -> None:
+        self.index = index
+        self.model = model
+        self.mixed = False
+        self.tmp = tmp
+        self.file = tmp.open("wb")
+        self.lines = self.bytes = self.body_bytes = self.pending_bytes = 0
+        self.pending: list[bytes] = []
+
+
+def _flush_and_close(file: BinaryIO) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+
+
+class ShardWriter:
+    """Routes valid lines to open shard files (one per model when asked) and writes them.
+
+    Files are ``{index:05d}.a1.jsonl.tmp`` until :meth:`commit` fsyncs and renames them all.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        run_id: str,
+        max_lines: int,
+        max_bytes: int,
+        per_model: bool,
+        background: Background,
+    ) -> None:
+        self._out_dir = out_dir
+        self._run_id = run_id
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._per_model = per_model
+        self._background = background
+        self._open: dict[str | None, _OpenShard] = {}
+        self._all: list[_OpenShard] = []
+        self._discarded = False
+
+    def add(self, model: str | None, data: bytes, body_bytes: int) -> None:
+        """Append one line (without newline) to the open shard of ``model``."""
+        key = model if self._per_model else None
+        shard = self._open.get(key)
+        size = len(data) + 1
+        if shard is None or shard.lines >= self._max_lines or shard.bytes + size > self._max_bytes:
+            if shard is not None:
+                self._finish(shard)
+            shard = self._start(key, model)
+        elif model != shard.model:
+            shard.mixed = True
+        shard.pending.append(data)
+        shard.lines += 1
+        shard.bytes += size
+        shard.body_bytes += body_bytes
+        shard.pending_bytes += size
+        if shard.pending_bytes >= _FLUSH_BYTES:
+            self._flush(shard)
+
+    def _start(self, key: str | None, model: str | None) -> _OpenShard:
+        index = len(self._all)
+        shard = _OpenShard(index, model, self._out_dir / f"{index:05d}.a1.jsonl.tmp")
+        self._all.append(shard)
+        self._open[key] = shard
+        return shard
+
+    def _flush(self, shard: _OpenShard) -> None:
+        if shard.pending:
+            shard.pending.append(b"")  # join then ends with a newline
+            self._background.submit(shard.file.write, b"\n".join(shard.pending))
+            shard.pending = []
+            shard.pending_bytes = 0
+
+    def _finish(self, shard: _OpenShard) -> None:
+        self._flush(shard)
+        self._background.submit(_flush_and_close, shard.file)
+
+    def commit(self) -> list[ShardRecord]:
+        """Flush, fsync and rename every shard; return their records in index order."""
+        for shard in self._open.values():
+            self._finish(shard)
+        self._open.clear()
+        self._background.drain()
+        records = []
+        for shard in self._all:
+            path = shard.tmp.with_name(shard.tmp.name.removesuffix(".tmp"))
+            os.replace(shard.tmp, path)
+            records.append(
+                ShardRecord(
+                    run_id=self._run_id,
+                    index=shard.index,
+                    attempt=1,
+                    path=str(path),
+                    lines=shard.lines,
+                    bytes=shard.bytes,
+                    model=None if shard.mixed else shard.model,
+                    tokens=shard.body_bytes // 4,
+                )
+            )
+        return records
+
+    def discard(self) -> None:
+        """Stop writing and delete every file this writer created (idempotent)."""
+        if self._discarded:
+            return
+        self._discarded = True
+        try:
+            with contextlib.suppress(Exception):  # the error that got us here matters more
+                self._background.drain()
+        finally:
+            for shard in self._all:
+                shard.file.close()
+                shard.tmp.unlink(missing_ok=True)
+            self._open.clear()
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _Scan:
+    """The findings of one pass over the input."""
+
+    __slots__ = ("buckets", "problems", "stopped", "total_lines")
+
+    def __init__(self) -> None:
+        self.problems: dict[int, Problem] = {}
+        self.buckets = [array("q") for _ in range(_BUCKETS)]
+        self.total_lines = 0
+        self.stopped = False
+
+
+def _scan(
+    blocks: Iterator[LineBlock],
+    checker: LineChecker,
+    writer: ShardWriter | None,
+    *,
+    forced: dict[int, Problem],
+    max_problems: int | None,
+) -> _Scan:
+    """Check every line, write the valid ones (while ``writer`` is set), hash their ids."""
+    scan = _Scan()
+    problems = scan.problems
+    appenders = [bucket.append for bucket in scan.buckets]
+    check = checker.check
+    add = writer.add if writer is not None else None
+    total = 0
+    limit = max_problems if max_problems is not None else sys.maxsize
+    for first, lines, clean, oversized in blocks:
+        if oversized:
+            total += 1
+            problems[first] = checker.oversized(oversized)
+            bad = {}
+        else:
+            bad = {} if clean else bad_utf8_lines(lines)
+        for index, line in enumerate(lines):
+            if not line:
+                continue
+            if bad and index in bad:
+                result: Checked | Problem = bad[index]
+            elif forced and first + index in forced:
+                result = forced[first + index]
+            else:
+                result = check(line, total == 0)
+            if isinstance(result, Problem):
+                if not line.strip():
+                    continue  # a blank line
+                problems[first + index] = result
+                if len(problems) >= limit:
+                    scan.stopped = True
+                    break
+            else:
+                cid, model, body_bytes, data = result
+                h = hash(cid)
+                appenders[h & (_BUCKETS - 1)](h)
+                if add is not None:
+                    add(model, data, body_bytes)
+            total += 1
+        if problems and writer is not None and max_problems is not None:
+            writer.discard()  # the run will raise: stop writing
+            writer = add = None
+        if scan.stopped:
+            break
+    scan.total_lines = total
+    return scan
+
+
+def _colliding_hashes(buckets: list[array[int]]) -> set[int]:
+    found: set[int] = set()
+    for bucket in buckets:
+        if len(set(bucket)) != len(bucket):
+            seen: set[int] = set()
+            for h in bucket:
+                if h in seen:
+                    found.add(h)
+                seen.add(h)
+    return found
+
+
+def _confirm_duplicates(
+    path: Path, candidates: set[int], bad: Collection[int], max_line_bytes: int
+) -> dict[int, Problem]:
+    """Second pass over the lines whose id hash matched another's: real duplicates only."""
+    first_seen: dict[str, int] = {}
+    duplicates: dict[int, Problem] = {}
+    for first, lines, _, _ in iter_blocks(path, max_line_bytes=max_line_bytes):
+        for index, line in enumerate(lines):
+            lineno = first + index
+            if not line or lineno in bad:
+                continue
+            cid = custom_id_of(line)
+            if hash(cid) not in candidates:
+                continue
+            seen = first_seen.setdefault(cid, lineno)
+            if seen != lineno:
+                duplicates[lineno] = Problem(
+                    f"duplicate custom_id {cid!r} (first seen on line {seen})",
+                    "custom_id must be unique across the input; rename or drop the repeat",
+                    cid,
+                )
+    return duplicates
+
+
+def shard_file(
+    path: Path,
+    *,
+    out_dir: Path,
+    run_id: str,
+    endpoint: str,
+    capabilities: Capabilities,
+    max_lines: int | None = None,
+    max_bytes: int | None = None,
+    on_invalid: Literal["raise", "skip"] = "raise",
+) -> ShardingOutcome:
+    """Check every line of ``path`` and split the valid ones into shard files in ``out_dir``.
+
+    Shards are ``out_dir / f"{index:05d}.a1.jsonl"``, each within ``max_lines`` lines and
+    ``max_bytes`` bytes and, with ``capabilities.one_model_per_shard``, one ``body.model``
+    each (models in order of first appearance; indexes are global, so the same input always
+    gives the same files). Lines are copied byte for byte, except that a line without
+    ``method``/``url`` is re-encoded with ``"method": "POST"`` and ``"url": endpoint`` (other
+    unknown top-level keys are then dropped) and each line ends with exactly ``"\\n"``.
+    ``ShardRecord.tokens`` is an estimate: the shard's body bytes // 4.
+
+    Args:
+        path: the JSONL input.
+        out_dir: where shard files go (created if missing).
+        run_id: recorded in every ``ShardRecord``.
+        endpoint: the run's endpoint; a line's ``url``, when given, must equal it.
+        capabilities: the provider's limits.
+        max_lines: lines per shard; may only lower ``capabilities.max_lines``.
+        max_bytes: bytes per shard; may only lower ``capabilities.max_bytes``.
+        on_invalid: ``"raise"``: any bad line raises ``InputError`` and no shard file is left;
+            ``"skip"``: bad lines become ``Rejected`` results and the rest is sharded.
+
+    Raises:
+        InputError: bad lines with ``on_invalid="raise"``, or an input with no lines at all.
+        UsageError: a limit above the provider's.
+    """
+    lines_cap = _limit("max_lines", max_lines, capabilities.max_lines)
+    bytes_cap = _limit("max_bytes", max_bytes, capabilities.max_bytes)
+    line_cap = min(capabilities.max_line_bytes, bytes_cap - 1)
+    checker = LineChecker(
+        endpoint=endpoint,
+        max_line_bytes=line_cap,
+        custom_id_max_len=capabilities.custom_id_max_len,
+    )
+    raising = on_invalid == "raise"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.a1.jsonl.tmp"):
+        stale.unlink()
+    digest = hashlib.blake2b(digest_size=HASH_DIGEST_SIZE)
+    with Background() as background:
+
+        def writer() -> ShardWriter:
+            return ShardWriter(
+                out_dir,
+                run_id=run_id,
+                max_lines=lines_cap,
+                max_bytes=bytes_cap,
+                per_model=capabilities.one_model_per_shard,
+                background=background,
+            )
+
+        out = writer()
+        try:
+            blocks = iter_blocks(
+                path,
+                max_line_bytes=line_cap,
+                on_chunk=lambda chunk: background.submit(digest.update, chunk),
+            )
+            scan = _scan(
+                blocks, checker, out, forced={}, max_problems=MAX_PROBLEMS if raising else None
+            )
+            background.drain()
+            candidates = set() if scan.stopped else _colliding_hashes(scan.buckets)
+            problems = scan.problems
+            duplicates: dict[int, Problem] = {}
+            if candidates:
+                duplicates = _confirm_duplicates(path, candidates, problems, line_cap)
+                problems.update(duplicates)
+            if scan.total_lines == 0:
+                problems = {0: Problem("the input is empty: no request lines", _EMPTY_HINT)}
+            if problems and (raising or scan.total_lines == 0):
+                out.discard()
+                _raise(path, problems, stopped=scan.stopped)
+            if duplicates:
+                # Rare: shard again without the repeats, so shards stay as if never written.
+                out.discard()
+                out = writer()
+                again = iter_blocks(path, max_line_bytes=line_cap)
+                _scan(again, checker, out, forced=duplicates, max_problems=None)
+            shards = out.commit()
+        except BaseException:
+            out.discard()
+            raise
+    fsync_dir(out_dir)
+    rejected = [
+        Rejected(
+            custom_id=problem.custom_id or f"line-{line}",
+            line=line,
+            message=f"{problem.message} ({problem.hint})" if problem.hint else problem.message,
+        )
+        for line, problem in sorted(problems.items())
+    ]
+    return ShardingOutcome(
+        shards=shards,
+        rejected=rejected,
+        total_lines=scan.total_lines,
+        input_hash=digest.hexdigest(),
+    )
+
+
+def _raise(path: Path, problems: dict[int, Problem], *, stopped: bool) -> None:
+    listed = [InputProblem(n, p.message, p.hint) for n, p in sorted(problems.items())]
+    if stopped:
+        listed.append(
+            InputProblem(0, f"stopped checking after {MAX_PROBLEMS} problems", "fix these first")
+        )
+    raise InputError(str(path), listed)
+
+
+def iter_shard_ids(path: Path) -> Iterator[str]:
+    """Yield the ``custom_id`` of every line of a shard file, in order, streaming."""
+    for _, lines, _, _ in iter_blocks(path, max_line_bytes=sys.maxsize):
+        for line in lines:
+            if line:
+                yield custom_id_of(line)
+
+
+def write_retry_shard(src: Path, dest: Path, custom_ids: Collection[str]) -> tuple[int, int]:
+    """Copy the lines of shard file ``src`` whose ``custom_id`` is in ``custom_ids`` to ``dest``.
+
+    Lines are copied byte for byte, in their order in ``src``. ``dest`` is written atomically
+    (temporary file, fsync, rename). Ids not found in ``src`` are ignored.
+
+    Returns:
+        ``(lines, bytes)`` written.
+    """
+    wanted = custom_ids if isinstance(custom_ids, set | frozenset) else frozenset(custom_ids)
+    tmp = dest.with_name(dest.name + ".tmp")
+    count = size = 0
+    try:
+        with tmp.open("wb") as out:
+            for _, lines, _, _ in iter_blocks(src, max_line_bytes=sys.maxsize):
+                keep = [line for line in lines if line and custom_id_of(line) in wanted]
+                if keep:
+                    keep.append(b"")
+                    data = b"\n".join(keep)
+                    out.write(data)
+                    count += len(keep) - 1
+                    size += len(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dest.parent)
+    return count, size

@@ -1,0 +1,166 @@
+"""Benchmark: batchpump's validation + sharding against a stdlib validator and a plain copy.
+
+Usage: ``python benchmarks/bench_shard.py [--size-mb 1024] [--quick]``
+
+Generates (once, cached in a temp dir) a realistic chat-completions JSONL of the given size,
+then runs each candidate in a fresh subprocess over the same warm file and reads that child's
+peak RSS from ``os.wait4``:
+
+- ``batchpump``: ``shard_file`` with the OpenAI defaults (50k lines / 200 MB per shard);
+- ``stdlib``: ``json.loads`` per line, a ``set`` of custom_ids, writing the same shard files;
+- ``copy``: ``shutil.copyfile`` of the input (the I/O floor).
+
+Prints one summary line and writes ``benchmarks/results/bench_shard.json``. Never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Final
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``batchpump`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import msgspec
+
+from batchpump._models import Capabilities
+from batchpump._shard import hash_file, shard_file
+from benchmarks._datagen import DEFAULT_NON_ASCII_SHARE, cached_dataset
+
+MB: Final = 1024 * 1024
+RESULTS: Final = Path(__file__).resolve().parent / "results" / "bench_shard.json"
+ENDPOINT: Final = "/v1/chat/completions"
+CANDIDATES: Final = ("batchpump", "stdlib", "copy")
+_CAPS: Final = Capabilities()
+
+
+def _stdlib(path: Path, out: Path) -> int:
+    """The baseline a user would write: json.loads per line, a set of ids, shard files."""
+    seen: set[str] = set()
+    index = lines = size = 0
+    shard = (out / f"{index:05d}.jsonl").open("wb")
+    with path.open("rb") as src:
+        for raw in src:
+            obj = json.loads(raw)
+            cid = obj["custom_id"]
+            if not isinstance(obj, dict) or not isinstance(cid, str) or cid in seen:
+                raise ValueError(f"bad line {raw[:80]!r}")
+            if not isinstance(obj.get("body"), dict):
+                raise ValueError("bad body")
+            seen.add(cid)
+            if lines >= _CAPS.max_lines or size + len(raw) > _CAPS.max_bytes:
+                shard.close()
+                index += 1
+                lines = size = 0
+                shard = (out / f"{index:05d}.jsonl").open("wb")
+            shard.write(raw)
+            lines += 1
+            size += len(raw)
+    shard.close()
+    return index + 1
+
+
+def _worker(name: str, path: Path, out: Path) -> None:
+    start = time.perf_counter()
+    if name == "batchpump":
+        outcome = shard_file(
+            path, out_dir=out, run_id="bench", endpoint=ENDPOINT, capabilities=_CAPS
+        )
+        shards = len(outcome.shards)
+    elif name == "stdlib":
+        shards = _stdlib(path, out)
+    else:
+        shutil.copyfile(path, out / "copy.jsonl")
+        shards = 1
+    print(json.dumps({"seconds": time.perf_counter() - start, "shards": shards}))
+
+
+def _measure(name: str, path: Path) -> dict[str, float]:
+    """Run one candidate in a fresh interpreter; its wall time and its own peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-shard-") as out:
+        argv = [sys.executable, __file__, "--worker", name, "--input", str(path), "--out", out]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE)
+        assert child.stdout is not None
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            raise SystemExit(f"{name} failed with exit code {child.returncode}")
+    report = json.loads(output)
+    size = path.stat().st_size
+    return {
+        "seconds": round(report["seconds"], 3),
+        "mb_per_s": round(size / MB / report["seconds"], 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+        "shards": report["shards"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024, help="input size (default 1024)")
+    parser.add_argument("--quick", action="store_true", help="a ~20 MB input")
+    parser.add_argument("--non-ascii-share", type=float, default=DEFAULT_NON_ASCII_SHARE)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", choices=CANDIDATES, help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(args.worker, args.input, args.out)
+        return
+    size_mb = 20 if args.quick else args.size_mb
+    path = cached_dataset(size_mb * MB, seed=args.seed, non_ascii_share=args.non_ascii_share)
+    hash_file(path)  # warm the page cache so every candidate reads from memory
+    with path.open("rb") as file:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(8 * MB), b""))
+    figures = {name: _measure(name, path) for name in CANDIDATES}
+    ours, base, copy = figures["batchpump"], figures["stdlib"], figures["copy"]
+    record: dict[str, Any] = {
+        "benchmark": "bench_shard",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "msgspec": msgspec.__version__,
+        },
+        "input": {
+            "bytes": path.stat().st_size,
+            "lines": lines,
+            "mean_line_bytes": round(path.stat().st_size / max(lines, 1)),
+            "non_ascii_share": args.non_ascii_share,
+            "seed": args.seed,
+        },
+        "batchpump": ours,
+        "baselines": {"stdlib": base, "copy": copy},
+        "ratios": {
+            "speed_vs_stdlib": round(ours["mb_per_s"] / base["mb_per_s"], 2),
+            "speed_vs_copy": round(ours["mb_per_s"] / copy["mb_per_s"], 3),
+            "rss_vs_stdlib": round(ours["peak_rss_mb"] / base["peak_rss_mb"], 2),
+        },
+        "targets": {"mb_per_s": 400, "speed_vs_stdlib": 4, "peak_rss_mb": 150},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    print(
+        f"bench_shard {record['input']['bytes'] / MB:.0f} MB, {lines:,} lines: "
+        f"batchpump {ours['mb_per_s']:.0f} MB/s, peak RSS {ours['peak_rss_mb']:.0f} MB | "
+        f"stdlib {base['mb_per_s']:.0f} MB/s, {base['peak_rss_mb']:.0f} MB | "
+        f"copy {copy['mb_per_s']:.0f} MB/s | "
+        f"{record['ratios']['speed_vs_stdlib']}x stdlib, "
+        f"{record['ratios']['speed_vs_copy']:.2f}x copy -> {RESULTS}"
+    )
+
+
+if __name__ == "__main__":
+    main()

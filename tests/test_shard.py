@@ -1,0 +1,235 @@
+"""Sharding: limits, per-model routing, byte-for-byte copies, stability, retry shards.
+
+Rules: files in ``tmp_path`` only; hypothesis covers the invariant that every valid line lands
+in exactly one shard exactly once, within the limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchpump._errors import UsageError
+from batchpump._models import Capabilities, Rejected
+from batchpump._shard import (
+    HASH_DIGEST_SIZE,
+    ShardingOutcome,
+    hash_file,
+    iter_shard_ids,
+    shard_file,
+    write_retry_shard,
+)
+
+ENDPOINT = "/v1/chat/completions"
+_ENC = msgspec.json.Encoder()
+
+
+def line(cid: str, model: str = "m", pad: int = 0, *, full: bool = True) -> bytes:
+    body = {"model": model, "messages": [{"role": "user", "content": "x" * pad}]}
+    if full:
+        return _ENC.encode({"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body})
+    return _ENC.encode({"custom_id": cid, "body": body})
+
+
+def run(
+    path: Path, out: Path, caps: Capabilities | None = None, **options: object
+) -> ShardingOutcome:
+    return shard_file(
+        path,
+        out_dir=out,
+        run_id="run-1",
+        endpoint=ENDPOINT,
+        capabilities=caps or Capabilities(),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def shard_lines(outcome: ShardingOutcome) -> list[list[bytes]]:
+    return [Path(s.path).read_bytes().split(b"\n")[:-1] for s in outcome.shards]
+
+
+def test_line_and_byte_limits(tmp_path: Path) -> None:
+    lines = [line(f"id-{i}", pad=i % 7 * 10) for i in range(100)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    by_lines = run(path, tmp_path / "a", max_lines=7)
+    assert [s.lines for s in by_lines.shards] == [7] * 14 + [2]
+    by_bytes = run(path, tmp_path / "b", max_bytes=1000)
+    assert all(s.bytes <= 1000 for s in by_bytes.shards)
+    for outcome in (by_lines, by_bytes):
+        assert [x for shard in shard_lines(outcome) for x in shard] == lines
+        for record in outcome.shards:
+            data = Path(record.path).read_bytes()
+            assert (record.bytes, record.lines) == (len(data), data.count(b"\n"))
+            assert record.path.endswith(f"{record.index:05d}.a1.jsonl")
+            assert (record.attempt, record.state, record.run_id) == (1, "ready", "run-1")
+        assert [s.index for s in outcome.shards] == list(range(len(outcome.shards)))
+        assert sorted(p.name for p in (tmp_path / "a").iterdir())[-1].endswith(".a1.jsonl")
+
+
+def test_limits_may_only_be_lowered(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(line("a") + b"\n")
+    caps = Capabilities(max_lines=10, max_bytes=10_000)
+    with pytest.raises(UsageError, match="max_lines=11"):
+        run(path, tmp_path / "s", caps, max_lines=11)
+    with pytest.raises(UsageError, match="max_bytes=0"):
+        run(path, tmp_path / "s", caps, max_bytes=0)
+
+
+def test_per_model_shards_in_order_of_first_appearance(tmp_path: Path) -> None:
+    models = ["b", "a", "b", "c", "a", "b", "b", "a"]
+    lines = [line(f"id-{i}", model) for i, model in enumerate(models)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    outcome = run(path, tmp_path / "s", max_lines=2)
+    assert [(s.index, s.model, s.lines) for s in outcome.shards] == [
+        (0, "b", 2),
+        (1, "a", 2),
+        (2, "c", 1),
+        (3, "b", 2),
+        (4, "a", 1),
+    ]
+    assert shard_lines(outcome)[3] == [lines[5], lines[6]]
+    anything = Capabilities(one_model_per_shard=False)
+    mixed = run(path, tmp_path / "m", anything, max_lines=3)
+    assert [s.model for s in mixed.shards] == [None, None, None]
+    assert [list(shard) for shard in shard_lines(mixed)] == [
+        lines[:3],
+        lines[3:6],
+        lines[6:],
+    ]
+    single = run(path, tmp_path / "one", anything, max_lines=1)
+    assert [s.model for s in single.shards] == models
+
+
+def test_copies_bytes_and_fills_in_method_and_url(tmp_path: Path) -> None:
+    spaced = b'{ "custom_id" : "a" , "method": "POST", "url": "%s", "body": {"model": "m"} }'
+    short = line("b", full=False)
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(spaced % ENDPOINT.encode() + b"\n" + short + b"\n")
+    outcome = run(path, tmp_path / "s")
+    first, second = shard_lines(outcome)[0]
+    assert first == spaced % ENDPOINT.encode()
+    assert msgspec.json.decode(second) == {
+        "custom_id": "b",
+        "method": "POST",
+        "url": ENDPOINT,
+        "body": msgspec.json.decode(short)["body"],
+    }
+    body_bytes = len(b'{"model": "m"}') + len(_ENC.encode(msgspec.json.decode(short)["body"]))
+    assert outcome.shards[0].tokens == body_bytes // 4
+
+
+def test_stable_across_runs_and_hash(tmp_path: Path) -> None:
+    lines = [line(f"id-{i}", "ab"[i % 3 == 0], pad=i) for i in range(60)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    one = run(path, tmp_path / "one", max_lines=9)
+    two = run(path, tmp_path / "two", max_lines=9)
+    assert [(s.index, s.model, s.lines, s.bytes, s.tokens) for s in one.shards] == [
+        (s.index, s.model, s.lines, s.bytes, s.tokens) for s in two.shards
+    ]
+    for a, b in zip(one.shards, two.shards, strict=True):
+        assert Path(a.path).read_bytes() == Path(b.path).read_bytes()
+    expected = hashlib.blake2b(path.read_bytes(), digest_size=HASH_DIGEST_SIZE).hexdigest()
+    assert one.input_hash == two.input_hash == hash_file(path) == expected
+
+
+def test_skip_turns_bad_lines_into_rejected(tmp_path: Path) -> None:
+    raw = [line("a"), b"not json", line("b"), line("a"), b'{"custom_id": "c"}', line("d")]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    outcome = run(path, tmp_path / "s", on_invalid="skip")
+    assert shard_lines(outcome) == [[line("a"), line("b"), line("d")]]
+    assert [(r.line, r.custom_id) for r in outcome.rejected] == [
+        (2, "line-2"),
+        (4, "a"),
+        (5, "c"),
+    ]
+    assert all(isinstance(r, Rejected) for r in outcome.rejected)
+    assert outcome.rejected[1].message.startswith("duplicate custom_id 'a' (first seen on line 1)")
+    assert outcome.total_lines == 6 == len(outcome.rejected) + outcome.shards[0].lines
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["00000.a1.jsonl"]
+
+
+def test_stale_tmp_files_are_removed(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "00007.a1.jsonl.tmp").write_bytes(b"half a shard")
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(line("a") + b"\n")
+    run(path, out)
+    assert sorted(p.name for p in out.iterdir()) == ["00000.a1.jsonl"]
+
+
+def test_retry_shard_round_trip(tmp_path: Path) -> None:
+    lines = [line(f"id-{i}", pad=i) for i in range(50)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    (shard,) = run(path, tmp_path / "s").shards
+    assert list(iter_shard_ids(Path(shard.path))) == [f"id-{i}" for i in range(50)]
+    wanted = {"id-3", "id-40", "id-7", "missing"}
+    dest = tmp_path / "s" / "00000.a2.jsonl"
+    count, size = write_retry_shard(Path(shard.path), dest, wanted)
+    expected = lines[3] + b"\n" + lines[7] + b"\n" + lines[40] + b"\n"
+    assert dest.read_bytes() == expected
+    assert (count, size) == (3, len(expected))
+    assert list(iter_shard_ids(dest)) == ["id-3", "id-7", "id-40"]
+    assert not dest.with_name(dest.name + ".tmp").exists()
+    assert write_retry_shard(Path(shard.path), tmp_path / "empty.jsonl", []) == (0, 0)
+
+
+_ids = st.one_of(
+    st.sampled_from(["a", "b", "c"]),  # repeats: duplicates must be rejected
+    st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=12),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(_ids, st.sampled_from(["m1", "m2", "m3"]), st.integers(0, 300), st.booleans()),
+        min_size=1,
+        max_size=80,
+    ),
+    max_lines=st.integers(1, 20),
+    max_bytes=st.integers(450, 3000),
+    per_model=st.booleans(),
+)
+def test_every_valid_line_in_exactly_one_shard(
+    rows: list[tuple[str, str, int, bool]], max_lines: int, max_bytes: int, per_model: bool
+) -> None:
+    lines = [line(cid, model, pad, full=full) for cid, model, pad, full in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        caps = Capabilities(one_model_per_shard=per_model)
+        outcome = run(
+            path, Path(tmp) / "s", caps, max_lines=max_lines, max_bytes=max_bytes, on_invalid="skip"
+        )
+        written = shard_lines(outcome)
+        for record, shard in zip(outcome.shards, written, strict=True):
+            assert 1 <= record.lines == len(shard) <= max_lines
+            assert record.bytes == sum(len(x) + 1 for x in shard) <= max_bytes
+            if per_model:
+                models = {msgspec.json.decode(x)["body"]["model"] for x in shard}
+                assert models == {record.model}
+    # What should have been accepted: the first row of each id that fits, filled in.
+    accepted: dict[str, bytes] = {}
+    for cid, model, pad, _ in rows:
+        filled = line(cid, model, pad)
+        if cid not in accepted and len(filled) + 1 <= max_bytes:
+            accepted[cid] = filled
+    everything = [x for shard in written for x in shard]
+    assert sorted(everything) == sorted(accepted.values())  # each exactly once
+    for model in ("m1", "m2", "m3"):  # input order kept within a model
+        mine = [x for x in accepted.values() if b'"model":"%s"' % model.encode() in x]
+        assert [x for x in everything if x in mine] == mine
+    assert outcome.total_lines == len(rows) == len(outcome.rejected) + len(everything)
