@@ -21,18 +21,16 @@ Same contract as ``MemoryJournal`` (see ``_journal_base``), kept on disk:
   untouched: a journal is never recreated silently, since that would resubmit every line.
 - **Errors.** sqlite3 and OS errors surface as ``JournalError`` subclasses that say what
   happened and what to do, chained to the original.
+
+The lock and file modes live in ``_journal_lock``; the schema, migrations and sqlite error
+mapping in ``_journal_schema``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import fcntl
 import os
-import socket
 import sqlite3
-import stat
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -42,52 +40,34 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from ._errors import (
-    BatchpumpInternalError,
-    ClosedError,
-    JournalCorruptError,
-    JournalError,
-    JournalLockedError,
-    UsageError,
+from ._errors import ClosedError, JournalError, UsageError
+from ._journal_lock import FILE_MODE as FILE_MODE
+from ._journal_lock import _create_file, _Lock, _tighten_sidecars
+from ._journal_schema import (
+    _INSERT_RUN,
+    _UPSERT_RUN,
+    _UPSERT_SHARD,
+    SCHEMA_VERSION,
+    _corrupt,
+    _inspect,
+    _map_sqlite_error,
+    _prepare_schema,
+    _run_dec,
+    _run_row,
+    _shard_dec,
+    _shard_row,
 )
+from ._journal_schema import APPLICATION_ID as APPLICATION_ID
 from ._models import RunRecord, ShardRecord
 
 __all__ = ["SCHEMA_VERSION", "JournalStatistics", "SqliteJournal", "open_journal"]
 
 Synchronous: TypeAlias = Literal["NORMAL", "FULL"]
 
-#: ``PRAGMA user_version`` of the layout this module writes.
-SCHEMA_VERSION: Final = 1
-#: ``PRAGMA application_id`` marking a batchpump journal (ASCII ``bpmp``).
-APPLICATION_ID: Final = 0x62706D70
-
-#: Mode of the journal file and its ``-wal``, ``-shm`` and ``.lock`` siblings.
-FILE_MODE: Final = 0o600
 #: How long one statement waits for another program's SQLite lock (e.g. the ``sqlite3`` shell).
 BUSY_TIMEOUT_MS: Final = 5_000
 
 _T = TypeVar("_T")
-_enc: Final = msgspec.json.Encoder()
-_run_dec: Final = msgspec.json.Decoder(RunRecord)
-_shard_dec: Final = msgspec.json.Decoder(ShardRecord)
-
-_INSERT_RUN: Final = (
-    "INSERT INTO runs (run_id, state, record) VALUES (?, ?, CAST(? AS TEXT))"
-    " ON CONFLICT (run_id) DO NOTHING"
-)
-_UPSERT_RUN: Final = (
-    "INSERT INTO runs (run_id, state, record) VALUES (?, ?, CAST(? AS TEXT))"
-    " ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, record = excluded.record"
-)
-_UPSERT_SHARD: Final = (
-    "INSERT INTO shards (run_id, idx, attempt, state, batch_id, tag, record)"
-    " VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TEXT))"
-    " ON CONFLICT (run_id, idx, attempt) DO UPDATE SET state = excluded.state,"
-    " batch_id = excluded.batch_id, tag = excluded.tag, record = excluded.record"
-)
-
-_RunRow: TypeAlias = tuple[str, str, bytes]
-_ShardRow: TypeAlias = tuple[str, int, int, str, str | None, str | None, bytes | str]
 
 
 class JournalStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,209 +88,9 @@ class JournalStatistics(msgspec.Struct, frozen=True, kw_only=True):
     shards_written: int
 
 
-_SCHEMA_V1: Final = (
-    "CREATE TABLE runs (run_id TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL)",
-    "CREATE TABLE shards (run_id TEXT NOT NULL REFERENCES runs (run_id),"
-    " idx INTEGER NOT NULL, attempt INTEGER NOT NULL, state TEXT NOT NULL,"
-    " batch_id TEXT, tag TEXT, record TEXT NOT NULL,"
-    " PRIMARY KEY (run_id, idx, attempt)) WITHOUT ROWID",
-    "CREATE INDEX shards_by_state ON shards (run_id, state)",
-    "CREATE INDEX shards_by_batch_id ON shards (batch_id) WHERE batch_id IS NOT NULL",
-    "CREATE INDEX shards_by_tag ON shards (tag) WHERE tag IS NOT NULL",
-)
-_FRESH_START: Final = (
-    "start over with --fresh or another --journal PATH (this resubmits every line)"
-)
-
-
-def _corrupt(path: Path, problem: str) -> JournalCorruptError:
-    return JournalCorruptError(
-        f"journal at {path}: {problem}. It was left as it is and nothing was resubmitted; "
-        f"restore a backup of it, or {_FRESH_START}"
-    )
-
-
-def _map_sqlite_error(
-    exc: sqlite3.Error, path: Path, doing: str, run_id: str | None = None
-) -> JournalError | BatchpumpInternalError:
-    """Turn a sqlite3 error into the ``JournalError`` a caller can act on."""
-    name: str = exc.sqlite_errorname or type(exc).__name__
-    where = f"journal at {path}"
-    resume = f"`batchpump resume {run_id or 'RUN_ID'}`"
-    if name.startswith("SQLITE_FULL"):
-        return JournalError(f"{where}: disk is full while {doing}; free space and run {resume}")
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return _corrupt(path, f"the file is damaged or not an SQLite database ({exc})")
-    if name.startswith("SQLITE_READONLY"):
-        return JournalError(
-            f"{where}: cannot write while {doing}, the file or its directory is read-only "
-            f"({exc}); make both writable by this user and run {resume}"
-        )
-    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
-        return JournalError(f"{where}: cannot open it ({exc}); check the path and permissions")
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return JournalLockedError(
-            f"{where}: another program holds an SQLite lock on it ({exc}); close it (a "
-            f"`sqlite3` shell?) and run {resume}"
-        )
-    if name.startswith("SQLITE_IOERR"):
-        return JournalError(
-            f"{where}: disk I/O error while {doing} ({exc}); check the disk and run {resume}"
-        )
-    if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
-        return BatchpumpInternalError(f"{where}: a shard was committed before its run was opened")
-    return JournalError(f"{where}: {doing} failed: {name}: {exc}")
-
-
-class _Holder(msgspec.Struct, frozen=True):
-    pid: int
-    hostname: str
-    since: float
-
-
-@final
-class _Lock:
-    """The advisory ``flock`` on ``<journal>.lock``; the kernel drops it when the holder dies."""
-
-    __slots__ = ("_fd", "path")
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self._fd = fd
-
-    @classmethod
-    def acquire(cls, journal: Path) -> _Lock:
-        path = journal.with_name(journal.name + ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        try:
-            if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
-                os.fchmod(fd, FILE_MODE)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held_by = _describe_holder(os.pread(fd, 4096, 0))
-                raise JournalLockedError(
-                    f"journal at {journal} is in use by {held_by} (lock file {path}); wait for "
-                    "that batchpump to finish or stop it. The lock goes away by itself when "
-                    "that process exits, even if it crashed"
-                ) from None
-            me = _Holder(pid=os.getpid(), hostname=socket.gethostname(), since=time.time())
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, _enc.encode(me), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(path, fd)
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # forget the holder; the lock itself is what counts
-            os.close(fd)  # drops the flock
-
-
-def _describe_holder(raw: bytes) -> str:
-    try:
-        holder = msgspec.json.decode(raw, type=_Holder)
-    except msgspec.DecodeError:
-        return "another process (it has not written its name yet)"
-    since = datetime.datetime.fromtimestamp(holder.since, tz=datetime.UTC)
-    return f"pid {holder.pid} on {holder.hostname} since {since.isoformat(timespec='seconds')}"
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     """Open the SQLite connection (a seam: tests wrap it to inject faults or watch threads)."""
     return sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-
-
-def _create_file(path: Path) -> None:
-    """Create ``path`` 0600 (or tighten an existing one to 0600) before SQLite touches it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise JournalError(f"journal at {path}: not a regular file")
-        if stat.S_IMODE(info.st_mode) != FILE_MODE:
-            os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
-
-
-def _tighten_sidecars(path: Path) -> None:
-    """Make sure ``-wal`` and ``-shm`` are 0600 (SQLite copies the database file's mode)."""
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_IMODE(side.stat().st_mode) != FILE_MODE:
-                side.chmod(FILE_MODE)
-
-
-def _inspect(conn: sqlite3.Connection, path: Path) -> tuple[int, set[str]]:
-    """Read the schema version and tables, refusing what is not a journal we understand."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    tables = {
-        name
-        for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-        )
-    }
-    if app_id not in (0, APPLICATION_ID):
-        raise _corrupt(path, f"not a batchpump journal (SQLite application_id {app_id:#x})")
-    if not 0 <= version <= SCHEMA_VERSION:
-        raise JournalCorruptError(
-            f"journal at {path} has schema version {version}, but this batchpump reads "
-            f"versions 0 to {SCHEMA_VERSION}: it was written by a newer batchpump. Upgrade "
-            "batchpump (pip install -U batchpump) and run the same command again; the "
-            "journal was not changed"
-        )
-    expected = {"runs", "shards"} if tables or version else set()
-    if tables != expected:
-        found = ", ".join(sorted(tables)) or "none"
-        raise _corrupt(path, f"not a batchpump journal v{version} (tables: {found})")
-    return version, tables
-
-
-def _migrate_v0(conn: sqlite3.Connection) -> None:
-    """v0 -> v1: v0 kept ``runs (run_id PRIMARY KEY, record)`` and ``shards (run_id, idx,
-    attempt, record)``; v1 adds the indexed state, batch id and tag columns and the run key."""
-    conn.execute("ALTER TABLE runs RENAME TO runs_v0")
-    conn.execute("ALTER TABLE shards RENAME TO shards_v0")
-    for statement in _SCHEMA_V1:
-        conn.execute(statement)
-    for (record,) in conn.execute("SELECT record FROM runs_v0 ORDER BY rowid").fetchall():
-        run = _run_dec.decode(record)
-        conn.execute(_UPSERT_RUN, (run.run_id, run.state, record))
-    shards = conn.execute("SELECT record FROM shards_v0").fetchall()
-    conn.executemany(_UPSERT_SHARD, (_shard_row(_shard_dec.decode(r), r) for (r,) in shards))
-    conn.execute("DROP TABLE shards_v0")
-    conn.execute("DROP TABLE runs_v0")
-
-
-#: ``_MIGRATIONS[v]`` turns a version ``v`` journal into version ``v + 1``.
-_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {0: _migrate_v0}
-
-
-def _prepare_schema(conn: sqlite3.Connection, version: int, *, fresh: bool) -> None:
-    """Create the schema in a new file, or migrate an old one, in one transaction."""
-    if version == SCHEMA_VERSION:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if fresh:
-            for statement in _SCHEMA_V1:
-                conn.execute(statement)
-        else:
-            for step in range(version, SCHEMA_VERSION):
-                _MIGRATIONS[step](conn)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _open_sync(
@@ -343,22 +123,6 @@ def _open_sync(
         lock.release()
         raise
     return conn, lock
-
-
-def _run_row(run: RunRecord) -> _RunRow:
-    return (run.run_id, run.state, _enc.encode(run))
-
-
-def _shard_row(shard: ShardRecord, record: bytes | str | None = None) -> _ShardRow:
-    return (
-        shard.run_id,
-        shard.index,
-        shard.attempt,
-        shard.state,
-        shard.batch_id,
-        shard.tag,
-        _enc.encode(shard) if record is None else record,
-    )
 
 
 @final

@@ -98,11 +98,15 @@ async def _faulted(
         headers = {
             "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
             "retry-after": str(max(1, math.ceil(wait))),
-            "x-ratelimit-limit-requests": extra.get("x-ratelimit-limit-requests", "60"),
             "x-ratelimit-remaining-requests": "0",
             "x-ratelimit-reset-requests": format_duration(wait),
         }
-        raise _rate_limited(60, 60, wait, headers)
+        # A storm is not a quota: advertise a limit only when a bucket really sets one.
+        limit = extra.get("x-ratelimit-limit-requests")
+        if limit is not None:
+            headers["x-ratelimit-limit-requests"] = limit
+        shown = int(limit) if limit is not None else 10_000
+        raise _rate_limited(shown, shown, wait, headers)
     if fault == "5xx":
         status, message = _5XX[emu.rng.randrange(len(_5XX))]
         raise ApiError(status, message, type="server_error")
