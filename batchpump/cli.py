@@ -211,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "emulate":
         return _emulate(args)
     if args.command == "run":  # defaults that need the file system, resolved before the loop
+        if not args.input.is_file():
+            what = "is a directory" if args.input.is_dir() else "no such file"
+            console.print(f"[red]error:[/red] {args.input}: {what}", highlight=False)
+            return EXIT_USAGE
         args.out = args.out or default_results_path(args.input)
         args.journal = args.journal or args.out.resolve().parent / DEFAULT_STATE_DIR
     try:

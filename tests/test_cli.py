@@ -1,0 +1,117 @@
+"""The CLI in-process via ``main(argv)``, against an emulator in its own process.
+
+Rules: the emulator subprocess listens on 127.0.0.1 port 0 (its URL is read from its first
+line), on a fast clock, and is terminated at the end of the module; the CLI runs in-process;
+keys are fake; every test is bounded by the pytest timeout.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchpump.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
+
+from .helpers import assert_exactly_once, read_results, write_requests
+
+KEY = "sk-test-cli-not-a-real-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def emulator_url() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchpump.emulator", "--port", "0", "--time-scale", "2000"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("batchpump emulator listening on "), line
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture
+def openai_env(emulator_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{emulator_url}/v1")
+
+
+def test_demo_runs_100k_lines_exactly_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["demo", "--dir", str(tmp_path), "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == EXIT_OK, err
+    assert "every line came back exactly once" in err
+    results = read_results(tmp_path / "demo-requests.results.jsonl")
+    assert_exactly_once(results, [f"demo-{i}" for i in range(100_000)])
+
+
+@pytest.mark.usefixtures("openai_env")
+def test_run_status_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "requests.jsonl"
+    ids = write_requests(src, 300)
+    out = tmp_path / "out.jsonl"
+    argv = ["run", str(src), "--out", str(out), "--max-lines", "100", "--progress", "json"]
+    assert main(argv) == EXIT_OK
+    captured = capsys.readouterr()
+    assert_exactly_once(read_results(out), ids)
+    assert '"state":"done"' in captured.err  # JSON progress lines off a terminal
+    assert KEY not in captured.err + captured.out
+
+    journal = tmp_path / ".batchpump"
+    assert main(["status", "--journal", str(journal)]) == EXIT_OK
+    status = capsys.readouterr().err
+    assert "done" in status and "300/300" in status
+
+    # Running the same command again resumes the finished run: no new batches, same results.
+    assert main(argv) == EXIT_OK
+    assert_exactly_once(read_results(out), ids)
+
+
+@pytest.mark.usefixtures("openai_env")
+def test_bad_input_exits_2_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "requests.jsonl"
+    write_requests(src, 3)
+    with src.open("ab") as f:
+        f.write(b'{"custom_id": "req-1", "body": {}}\n')
+    assert main(["run", str(src), "--progress", "none"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "line 4" in err and "duplicate" in err and "line 2" in err
+
+
+@pytest.mark.usefixtures("openai_env")
+def test_skipped_lines_make_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "requests.jsonl"
+    write_requests(src, 5)
+    with src.open("ab") as f:
+        f.write(b"[1, 2]\n")
+    code = main(["run", str(src), "--on-invalid", "skip", "--progress", "none"])
+    assert code == EXIT_SOME_FAILED, capsys.readouterr().err
+
+
+def test_missing_key_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    src = tmp_path / "requests.jsonl"
+    write_requests(src, 1)
+    assert main(["run", str(src), "--progress", "none"]) == EXIT_USAGE
+    assert "OPENAI_API_KEY" in capsys.readouterr().err
+
+
+def test_missing_input_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "/nonexistent/requests.jsonl", "--progress", "none"]) == EXIT_USAGE
+    assert "no such file" in capsys.readouterr().err
