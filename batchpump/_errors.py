@@ -215,3 +215,13 @@ class JournalCorruptError(JournalError):
 
 class BatchpumpInternalError(BatchpumpError):
     """A broken invariant inside batchpump. This is a bug: please report it."""
+
+
+def unwrap_group(exc: BaseException) -> BaseException:
+    """A task group's single failure, unwrapped (nested groups too); several stay grouped.
+
+    Public calls use it so a caller catches ``InputError``, not ``ExceptionGroup[InputError]``.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

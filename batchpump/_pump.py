@@ -32,7 +32,7 @@ from anyio.abc import TaskGroup
 
 from ._clock import Clock, SystemClock
 from ._engine import Engine
-from ._errors import ClosedError, UsageError
+from ._errors import ClosedError, UsageError, unwrap_group
 from ._journal import SqliteJournal
 from ._journal_base import Journal
 from ._models import Rejected, Result, ResultCounts, RunRecord, ShardRecord
@@ -115,7 +115,7 @@ class Run:
             ctx.run.state = "cancelled" if ctx.cancelled else "done"
             await ctx.journal.commit(run=ctx.run)
         except BaseException as exc:
-            self._error = _unwrap(exc)
+            self._error = unwrap_group(exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -183,7 +183,7 @@ class Pump:
                 try:
                     await self._tg.__aexit__(None, None, None)
                 except BaseExceptionGroup as group:
-                    raise _unwrap(group) from None
+                    raise unwrap_group(group) from None
         finally:
             await self.aclose()
 
@@ -374,10 +374,3 @@ def _rejected_part(run_dir: Path, rejected: list[Rejected]) -> PartWriter:
     for result in rejected:
         part.add(result)
     return part
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """A task group's single failure, unwrapped; several stay grouped."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc

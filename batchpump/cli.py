@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -34,6 +35,7 @@ from ._errors import (
     JournalError,
     NotFoundError,
     UsageError,
+    unwrap_group,
 )
 from ._progress import ProgressMode, follow, summary_table
 from ._pump import Pump, Run, default_results_path
@@ -204,6 +206,36 @@ async def _dispatch(args: argparse.Namespace, console: Console) -> int:
     return await demo(lines=args.lines, directory=args.dir, mode=args.progress, console=console)
 
 
+async def _interruptible(args: argparse.Namespace, console: Console) -> int:
+    """Run the command; the first Ctrl-C (or SIGTERM) stops it cleanly, a second one at once.
+
+    Stopping cleanly cancels the work at its next await: every journal commit either happened
+    or did not (each is one transaction), a batch whose create was in flight is reconciled by
+    its tag on resume, and results past the last commit are cut off on resume.
+    """
+    code = EXIT_INTERRUPTED
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        signal.signal(signal.SIGINT, signal.SIG_DFL)  # the second is final
+                        console.print(
+                            "stopping; the journal is consistent and `batchpump resume RUN_ID` "
+                            "continues (Ctrl-C again to stop at once)"
+                        )
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch)
+            code = await _dispatch(args, console)
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise unwrap_group(group) from None
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (the console script exits with it)."""
     args = _parser().parse_args(argv)
@@ -218,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out = args.out or default_results_path(args.input)
         args.journal = args.journal or args.out.resolve().parent / DEFAULT_STATE_DIR
     try:
-        return anyio.run(_dispatch, args, console, backend="asyncio")
+        return anyio.run(_interruptible, args, console, backend="asyncio")
     except KeyboardInterrupt:
         console.print("interrupted; the journal is consistent: `batchpump resume RUN_ID` goes on")
         return EXIT_INTERRUPTED
