@@ -35,6 +35,7 @@ from ._models import (
     ShardRecord,
 )
 from ._results import PartWriter, ResultSink
+from ._retry import backoff
 from ._runstate import RunContext
 from ._shard import iter_shard_ids, write_retry_shard
 
@@ -54,6 +55,7 @@ class Collector:
         self._sink = sink
         self._resubmit = resubmit
         self.ignored = 0
+        self._rng = random.Random()
 
     async def serve(self, batches: ObjectReceiveStream[tuple[ShardRecord, BatchInfo]]) -> None:
         async with batches:
@@ -83,7 +85,7 @@ class Collector:
                     raise
                 logger.warning("download of batch %s failed (%s); again", batch.id, exc)
                 ctx.retries += 1
-                await ctx.clock.sleep(ctx.options.retry.wait(attempt, _rng()))
+                await ctx.clock.sleep(backoff(attempt, ctx.options.retry, self._rng))
 
     async def _join(self, shard: ShardRecord, batch: BatchInfo) -> None:
         ctx = self._ctx
@@ -248,7 +250,3 @@ def _errored(
         code=code,
         message=message,
     )
-
-
-def _rng() -> random.Random:
-    return random.Random()

@@ -7,7 +7,6 @@ and encode into the journal with the run.
 
 from __future__ import annotations
 
-import random
 from typing import Final, Literal, TypeAlias
 
 import msgspec
@@ -78,11 +77,6 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"wait_jitter must be within [0, 1], got {self.wait_jitter!r}")
         if self.wait_exp_base < 1:
             raise ValueError(f"wait_exp_base must be >= 1, got {self.wait_exp_base!r}")
-
-    def wait(self, n: int, rng: random.Random) -> float:
-        """Seconds to wait before retry ``n`` (0-based): capped exponential with jitter."""
-        base = min(self.wait_initial * self.wait_exp_base**n, self.wait_max)
-        return base * (1 - self.wait_jitter * rng.random())
 
     @classmethod
     def no_wait(cls, attempts: int = DEFAULT_RETRY_ATTEMPTS) -> RetryPolicy:

@@ -30,6 +30,7 @@ from ._errors import (
     TransportError,
 )
 from ._models import BatchInfo, ShardRecord
+from ._retry import backoff
 from ._runstate import RunContext
 from .providers._base import shard_tag
 
@@ -173,4 +174,4 @@ class Submitter:
         return found
 
     def _wait(self, tries: int) -> float:
-        return self._ctx.options.retry.wait(tries - 1, self._rng)
+        return backoff(tries - 1, self._ctx.options.retry, self._rng)

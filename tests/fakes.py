@@ -114,7 +114,9 @@ class FakeProvider:
             state = batch.final
         errors: tuple[BatchError, ...] = ()
         if state == "failed":
-            errors = (BatchError(code="token_limit_exceeded", message="Enqueued token limit reached"),)
+            errors = (
+                BatchError(code="token_limit_exceeded", message="Enqueued token limit reached"),
+            )
         done = state in ("completed", "expired", "cancelled")
         batch.info = msgspec.structs.replace(
             info,
@@ -144,7 +146,9 @@ class FakeProvider:
 
     async def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]:
         fake = self.batches[batch.id]
-        ids = fake.ids[: len(fake.ids) // 2] if batch.state in ("expired", "cancelled") else fake.ids
+        ids = (
+            fake.ids[: len(fake.ids) // 2] if batch.state in ("expired", "cancelled") else fake.ids
+        )
         for custom_id in ids:
             if self.flaky.get(custom_id, 0) >= attempt:
                 yield Errored(

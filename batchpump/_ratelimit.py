@@ -1,0 +1,288 @@
+"""Per-endpoint-class gates: rate, concurrency, one shared 429 pause, and AIMD.
+
+Each provider client holds one ``EndpointGate`` per endpoint class (``upload``, ``create``,
+``poll``, ``download``, ``item``). A call passes the gate in ``slot()``:
+
+1. the *pause*: after a 429 the whole class waits until the provider's retry-after instant.
+   One task sleeps on the ``Clock``; every other caller waits on one ``anyio.Event`` (so N
+   concurrent 429s cost one sleep, and the pause never sits inside aiolimiter, whose wake-up
+   is O(n) in its waiters);
+2. the *concurrency* cap, an ``anyio.CapacityLimiter``;
+3. the *rate*, an ``aiolimiter.AsyncLimiter`` paced at the current rate, when one is known.
+
+AIMD: a 429 halves the rate (once per congestion event: only a call started after the last
+decrease can decrease it again, never below 1/8 of the ceiling); each success adds
+``increase`` x ceiling, never above the ceiling. With no configured rate, the ceiling is
+learned from ``x-ratelimit-limit-requests`` (per minute) or, on the first 429, from the rate
+observed just before it.
+
+aiolimiter paces on the event loop's clock (it cannot take ours); every other wait goes
+through the injected ``Clock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal, TypeAlias, final
+
+import anyio
+import msgspec
+from aiolimiter import AsyncLimiter
+
+from ._clock import Clock
+
+__all__ = [
+    "DEFAULT_INCREASE",
+    "DEFAULT_MIN_RATE",
+    "ENDPOINT_CLASSES",
+    "FLOOR_FRACTION",
+    "EndpointClass",
+    "EndpointGate",
+    "GateStatistics",
+]
+
+EndpointClass: TypeAlias = Literal["upload", "create", "poll", "download", "item"]
+ENDPOINT_CLASSES: Final[tuple[EndpointClass, ...]] = (
+    "upload",
+    "create",
+    "poll",
+    "download",
+    "item",
+)
+
+#: The rate AIMD never goes below, in requests per second.
+DEFAULT_MIN_RATE: Final = 0.05
+#: Nor below this fraction of the ceiling (three halvings): random 429 storms must not crush
+#: throughput to a trickle; the shared pause already honours each retry-after.
+FLOOR_FRACTION: Final = 1 / 8
+#: Additive increase per success, as a fraction of the ceiling (8 successes undo a halving
+#: from the ceiling): quick enough that sporadic 429s do not pin the rate at the floor.
+DEFAULT_INCREASE: Final = 1 / 16
+#: Seconds of history used to estimate the rate that caused a 429 when none was known.
+_OBSERVE_WINDOW: Final = 10.0
+#: Fewer calls than this in the window teach nothing about the provider's rate.
+_MIN_OBSERVED: Final = 2
+#: The limiter is rebuilt only when the rate moved by more than this fraction.
+_REBUILD_TOLERANCE: Final = 0.1
+
+
+@final
+class GateStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one gate.
+
+    Attributes:
+        endpoint: the endpoint class.
+        rate: the current rate in requests per second, ``None`` if unlimited.
+        ceiling: the configured or learned rate AIMD climbs back to, ``None`` if unknown.
+        paused_until: the ``Clock.monotonic()`` instant the pause ends, ``None`` if not paused.
+        waiting: callers waiting for the pause, a concurrency slot or the rate.
+        in_flight: calls holding a slot.
+        rate_limited: 429 answers seen.
+        pauses: sleeps taken for pauses (one per pause, however many callers waited).
+    """
+
+    endpoint: str
+    rate: float | None
+    ceiling: float | None
+    paused_until: float | None
+    waiting: int
+    in_flight: int
+    rate_limited: int
+    pauses: int
+
+
+def _limiter(rate: float) -> Any:
+    # Capacity 1 paced at ``rate``: evenly spaced calls, no burst after a quiet spell.
+    return AsyncLimiter(1, 1.0 / rate)
+
+
+@final
+class EndpointGate:
+    """Rate, concurrency and the shared 429 pause for one endpoint class.
+
+    Args:
+        endpoint: the endpoint class this gate guards.
+        clock: every pause waits on it.
+        concurrency: calls in flight at once (>= 1).
+        rate: the configured ceiling in requests per second; ``None`` to learn it.
+        min_rate: AIMD's floor in requests per second (default 0.05).
+        increase: additive increase per success, a fraction of the ceiling (default 1/16).
+    """
+
+    def __init__(
+        self,
+        endpoint: EndpointClass,
+        *,
+        clock: Clock,
+        concurrency: int,
+        rate: float | None = None,
+        min_rate: float = DEFAULT_MIN_RATE,
+        increase: float = DEFAULT_INCREASE,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+        self.endpoint: Final = endpoint
+        self._clock = clock
+        self._capacity = anyio.CapacityLimiter(concurrency)
+        self._configured = rate
+        self._ceiling = rate
+        self._rate = rate
+        self._limiter: Any = _limiter(rate) if rate is not None else None
+        self._limiter_rate = rate
+        self._min_rate = min_rate
+        self._increase = increase
+        self._paused_until = 0.0
+        self._resume = anyio.Event()
+        self._sleeper = False
+        self._pause_waiting = 0
+        self._rate_waiting = 0
+        self._rate_limited = 0
+        self._pauses = 0
+        self._tickets = 0
+        self._decreased_at_ticket = -1
+        self._window_start: float | None = None
+        self._window_count = 0
+        self._prev_rate = 0.0
+
+    # -- passing the gate ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[int]:
+        """Wait for the pause, a concurrency slot and the rate; yield the call's ticket.
+
+        Tickets increase with every call; a failed call hands its ticket back to
+        ``on_rate_limited(started=)``.
+        """
+        await self.wait_unpaused()
+        async with self._capacity:
+            await self.wait_unpaused()
+            limiter = self._limiter
+            if limiter is not None:
+                self._rate_waiting += 1
+                try:
+                    await limiter.acquire()
+                finally:
+                    self._rate_waiting -= 1
+            self._observe_start(self._clock.monotonic())
+            self._tickets += 1
+            yield self._tickets
+
+    async def wait_unpaused(self) -> None:
+        """Return once the class is not paused; many callers share one sleep."""
+        while (remaining := self._paused_until - self._clock.monotonic()) > 0:
+            self._pause_waiting += 1
+            try:
+                if self._sleeper:
+                    await self._resume.wait()
+                    continue
+                self._sleeper = True
+                self._pauses += 1
+                try:
+                    await self._clock.sleep(remaining)
+                finally:
+                    self._sleeper = False
+                    event, self._resume = self._resume, anyio.Event()
+                    event.set()
+            finally:
+                self._pause_waiting -= 1
+
+    def pause(self, seconds: float) -> None:
+        """Pause the whole class for ``seconds`` from now (extends, never shortens, a pause)."""
+        until = self._clock.monotonic() + max(0.0, seconds)
+        self._paused_until = max(self._paused_until, until)
+
+    # -- feedback -------------------------------------------------------------------------------
+
+    def on_rate_limited(self, wait: float, *, started: int | None = None) -> None:
+        """Record a 429: pause the class for ``wait`` seconds and halve the rate.
+
+        Args:
+            wait: seconds to pause (the provider's retry-after, else the caller's backoff).
+            started: the ticket ``slot()`` yielded for the failed call; a call that entered
+                before the last decrease does not decrease again (one halving per event).
+        """
+        self._rate_limited += 1
+        self.pause(wait)
+        if started is not None and started <= self._decreased_at_ticket:
+            return
+        self._decreased_at_ticket = self._tickets
+        if self._rate is None:
+            observed = self._observed_rate(self._clock.monotonic())
+            if observed is None:
+                return  # too little traffic to learn from: the pause alone will do
+            self._ceiling = observed
+            self._rate = observed
+        self._set_rate(self._rate / 2.0)
+
+    def on_success(self, *, limit_requests: float | None = None) -> None:
+        """Record a success: learn the ceiling from a header, then creep the rate up.
+
+        Args:
+            limit_requests: the provider's ``x-ratelimit-limit-requests`` (per minute), if sent.
+        """
+        if limit_requests is not None and limit_requests > 0:
+            learned = limit_requests / 60.0
+            ceiling = learned if self._configured is None else min(self._configured, learned)
+            self._ceiling = ceiling
+            if self._rate is None or self._rate > ceiling:
+                self._set_rate(ceiling)
+        if self._rate is not None and self._ceiling is not None and self._rate < self._ceiling:
+            self._set_rate(self._rate + self._ceiling * self._increase)
+
+    def statistics(self) -> GateStatistics:
+        """A frozen snapshot of this gate."""
+        until = self._paused_until
+        return GateStatistics(
+            endpoint=self.endpoint,
+            rate=self._rate,
+            ceiling=self._ceiling,
+            paused_until=until if until > self._clock.monotonic() else None,
+            waiting=self._pause_waiting
+            + self._capacity.statistics().tasks_waiting
+            + self._rate_waiting,
+            in_flight=self._capacity.borrowed_tokens,
+            rate_limited=self._rate_limited,
+            pauses=self._pauses,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"EndpointGate({self.endpoint!r}, rate={s.rate!r}, ceiling={s.ceiling!r}, "
+            f"in_flight={s.in_flight}, waiting={s.waiting}, paused_until={s.paused_until!r})"
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _set_rate(self, rate: float) -> None:
+        ceiling = self._ceiling if self._ceiling is not None else rate
+        floor = max(self._min_rate, ceiling * FLOOR_FRACTION)
+        rate = max(floor, min(rate, ceiling))
+        self._rate = rate
+        old = self._limiter_rate
+        if old is None or abs(rate - old) > _REBUILD_TOLERANCE * old:
+            # Waiters on the old limiter finish at the old pace; new callers use the new one.
+            self._limiter = _limiter(rate)
+            self._limiter_rate = rate
+
+    def _observe_start(self, now: float) -> None:
+        if self._window_start is None:
+            self._window_start = now
+        elapsed = now - self._window_start
+        if elapsed >= _OBSERVE_WINDOW:
+            self._prev_rate = self._window_count / elapsed
+            self._window_start = now
+            self._window_count = 0
+        self._window_count += 1
+
+    def _observed_rate(self, now: float) -> float | None:
+        """Requests per second just before a 429 (a window shorter than 1 s counts as 1 s).
+
+        ``None`` when fewer than ``_MIN_OBSERVED`` calls were seen: nothing to learn from.
+        """
+        if self._window_count < _MIN_OBSERVED and self._prev_rate == 0.0:
+            return None
+        start = self._window_start if self._window_start is not None else now
+        current = self._window_count / max(now - start, 1.0)
+        return max(current, self._prev_rate, self._min_rate)

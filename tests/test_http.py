@@ -1,0 +1,520 @@
+"""HttpClient against small aiohttp.web apps.
+
+Rules: loopback only (127.0.0.1, port 0 via aiohttp's TestServer); every wait goes through a
+ManualClock or a zero-wait RetryPolicy, so no test sleeps; each test has a hard timeout; every
+client and server is closed (filterwarnings=error catches leaks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from aiohttp import BodyPartReader, web
+from aiohttp.test_utils import TestServer
+
+from batchpump._clock import ManualClock
+from batchpump._config import Limits, RetryPolicy
+from batchpump._errors import (
+    BadRequestError,
+    ClosedError,
+    ConnectError,
+    ProtocolError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    TransportTimeoutError,
+)
+from batchpump._http import HttpClient
+
+pytestmark = pytest.mark.timeout(20)
+
+SECRET = "sk-test-SECRET-abcdef0123456789"
+Serve = Callable[[web.Application], Awaitable[str]]
+
+
+class SignalClock:
+    """A ManualClock that records each sleep and signals when one starts."""
+
+    def __init__(self) -> None:
+        self.inner = ManualClock()
+        self.sleeps: list[float] = []
+        self.sleeping = anyio.Event()
+
+    def time(self) -> float:
+        return self.inner.time()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.sleeping.set()
+        await self.inner.sleep(seconds)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/v1"))
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+def make_client(
+    base_url: str,
+    *,
+    retry: RetryPolicy | None = None,
+    clock: SignalClock | ManualClock | None = None,
+) -> HttpClient:
+    return HttpClient(
+        provider="testprov",
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {SECRET}"},
+        secrets=[SECRET],
+        limits=Limits(),
+        retry=retry or RetryPolicy.no_wait(attempts=4),
+        clock=clock or ManualClock(),
+    )
+
+
+def app_with(
+    path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.Application:
+    app = web.Application()
+    app.router.add_route("*", path, handler)
+    return app
+
+
+async def test_retries_5xx_then_succeeds(serve: Serve) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            return web.json_response(
+                {"error": {"message": "boom", "type": "server_error"}}, status=503
+            )
+        return web.json_response({"ok": True}, headers={"x-request-id": "req_1"})
+
+    async with make_client(await serve(app_with("/v1/thing", handler))) as client:
+        resp = await client.request("GET", "/thing", cls="poll")
+        stats = client.statistics()
+    assert resp.status == 200
+    assert resp.body == b'{"ok": true}'
+    assert resp.request_id == "req_1"
+    assert calls == 3
+    assert (stats.requests, stats.retries, stats.server_errors) == (3, 2, 2)
+
+
+async def test_429_retry_after_ms_pauses_the_class_on_the_clock(serve: Serve) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "slow down",
+                        "type": "requests",
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                status=429,
+                headers={"retry-after-ms": "1500"},
+            )
+        return web.json_response({"ok": True})
+
+    clock = SignalClock()
+    async with make_client(await serve(app_with("/v1/b", handler)), clock=clock) as client:
+        result: list[int] = []
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                result.append((await client.request("GET", "/b", cls="poll")).status)
+
+            tg.start_soon(call)
+            await clock.sleeping.wait()
+            gate = client.gate("poll").statistics()
+            assert gate.paused_until == 1.5
+            assert gate.rate_limited == 1
+            assert result == []
+            clock.inner.advance(1.5)
+        assert result == [200]
+        assert clock.sleeps == [1.5]
+        assert client.statistics().rate_limited == 1
+
+
+async def test_retry_after_beyond_the_deadline_raises_at_once(serve: Serve) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"error": {"message": "later", "type": "requests"}},
+            status=429,
+            headers={"retry-after": "600"},
+        )
+
+    clock = SignalClock()
+    policy = RetryPolicy(attempts=5, timeout=60.0, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0)
+    async with make_client(
+        await serve(app_with("/v1/b", handler)), retry=policy, clock=clock
+    ) as client:
+        with pytest.raises(RateLimitedError) as info:
+            await client.request("GET", "/b", cls="poll")
+    assert info.value.retry_after == 600.0
+    assert clock.sleeps == []
+
+
+async def test_should_retry_false_is_obeyed(serve: Serve) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.json_response(
+            {"error": {"message": "nope", "type": "server_error"}},
+            status=503,
+            headers={"x-should-retry": "false"},
+        )
+
+    async with make_client(await serve(app_with("/v1/b", handler))) as client:
+        with pytest.raises(ProviderUnavailableError) as info:
+            await client.request("GET", "/b", cls="poll")
+    assert calls == 1
+    assert info.value.status == 503
+    assert info.value.code == "server_error"
+
+
+async def test_400_is_not_retried_and_carries_the_details(serve: Serve) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        body = {
+            "error": {
+                "message": "Missing required parameter: 'input_file_id'.",
+                "type": "invalid_request_error",
+                "param": "input_file_id",
+                "code": "missing_required_parameter",
+            }
+        }
+        return web.json_response(body, status=400, headers={"x-request-id": "req_400"})
+
+    async with make_client(await serve(app_with("/v1/batches", handler))) as client:
+        with pytest.raises(BadRequestError) as info:
+            await client.request("POST", "/batches", cls="create", json=b"{}")
+    exc = info.value
+    assert calls == 1
+    assert exc.code == "missing_required_parameter"
+    assert exc.request_id == "req_400"
+    assert "input_file_id" in str(exc)
+
+
+async def test_non_idempotent_post_not_retried_on_5xx(serve: Serve) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        return web.json_response({"error": {"message": "oops", "type": "server_error"}}, status=500)
+
+    async with make_client(await serve(app_with("/v1/batches", handler))) as client:
+        with pytest.raises(ProviderUnavailableError):
+            await client.request("POST", "/batches", cls="create", json=b"{}", idempotent=False)
+    assert calls == 1
+
+
+async def test_reset_after_send_retried_only_when_idempotent(serve: Serve) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        await request.read()
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response(status=200)
+
+    url = await serve(app_with("/v1/batches", handler))
+    async with make_client(url) as client:
+        with pytest.raises(ConnectError):
+            await client.request("POST", "/batches", cls="create", json=b"{}", idempotent=False)
+        assert calls == 1
+        with pytest.raises(ConnectError):
+            await client.request("GET", "/batches", cls="poll")
+        # aiohttp itself re-sends an idempotent request once on a reused, dropped connection
+        assert calls >= 1 + 4
+        assert client.statistics().requests == 1 + 4
+
+
+async def test_non_idempotent_post_retried_after_429(serve: Serve) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return web.json_response({"error": {"message": "slow", "type": "requests"}}, status=429)
+        return web.json_response({"id": "batch_1"})
+
+    clock = ManualClock()
+    async with make_client(await serve(app_with("/v1/batches", handler)), clock=clock) as client:
+        resp = await client.request("POST", "/batches", cls="create", json=b"{}", idempotent=False)
+    assert resp.status == 200
+    assert calls == 2
+
+
+async def test_connection_refused_is_retried_even_for_a_create() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with make_client(f"http://127.0.0.1:{port}/v1", retry=RetryPolicy.no_wait(3)) as client:
+        with pytest.raises(ConnectError) as info:
+            await client.request("POST", "/batches", cls="create", json=b"{}", idempotent=False)
+        assert client.statistics().requests == 3
+        assert client.statistics().transport_errors == 3
+    assert info.value.__cause__ is not None
+
+
+async def test_truncated_body_is_a_protocol_error(serve: Serve) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = 1000
+        await resp.prepare(request)
+        await resp.write(b'{"data": [1, 2')
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async with make_client(
+        await serve(app_with("/v1/b", handler)), retry=RetryPolicy.no_wait(2)
+    ) as client:
+        with pytest.raises(ProtocolError):
+            await client.request("GET", "/b", cls="poll")
+        assert client.statistics().requests == 2
+
+
+async def test_html_502_maps_to_unavailable_with_an_excerpt(serve: Serve) -> None:
+    page = "<html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>"
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=502, text=page, content_type="text/html")
+
+    async with make_client(
+        await serve(app_with("/v1/b", handler)), retry=RetryPolicy.no_wait(1)
+    ) as client:
+        with pytest.raises(ProviderUnavailableError) as info:
+            await client.request("GET", "/b", cls="poll")
+    assert info.value.status == 502
+    assert "502 Bad Gateway" in info.value.body
+    assert "non-JSON" in str(info.value)
+
+
+async def test_html_200_where_json_expected_is_a_protocol_error(serve: Serve) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=200, text="<html>login</html>", content_type="text/html")
+
+    async with make_client(
+        await serve(app_with("/v1/b", handler)), retry=RetryPolicy.no_wait(1)
+    ) as client:
+        with pytest.raises(ProtocolError, match="not JSON"):
+            await client.request("GET", "/b", cls="poll")
+
+
+async def test_timeout_is_a_transport_timeout(serve: Serve) -> None:
+    release = anyio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({})
+
+    policy = RetryPolicy(attempts=1, request_timeout=0.2)
+    async with make_client(await serve(app_with("/v1/b", handler)), retry=policy) as client:
+        try:
+            with pytest.raises(TransportTimeoutError) as info:
+                await client.request("GET", "/b", cls="poll")
+        finally:
+            release.set()
+    assert isinstance(info.value, TimeoutError)
+
+
+async def test_the_key_never_leaks(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        auth = request.headers["Authorization"]
+        assert SECRET in auth
+        body = {
+            "error": {
+                "message": f"Incorrect API key provided: {auth}",
+                "type": "invalid_request_error",
+            }
+        }
+        return web.json_response(body, status=401 if request.method == "GET" else 500)
+
+    caplog.set_level(logging.DEBUG, logger="batchpump")
+    url = await serve(app_with("/v1/b", handler))
+    client = make_client(url, retry=RetryPolicy.no_wait(2))
+    errors: list[Exception] = []
+    async with client:
+        for method in ("GET", "POST"):
+            try:
+                await client.request(method, "/b", cls="poll")
+            except Exception as exc:
+                errors.append(exc)
+        assert SECRET not in repr(client)
+    assert len(errors) == 2
+    for error in errors:
+        assert "[REDACTED]" in str(error)
+        for text in (str(error), repr(error), getattr(error, "body", "")):
+            assert SECRET not in text
+    assert caplog.records, "expected DEBUG/WARNING records"
+    for record in caplog.records:
+        assert SECRET not in record.getMessage()
+
+
+async def test_stream_lines_across_chunks_and_a_last_line_without_newline(serve: Serve) -> None:
+    lines = [b'{"custom_id": "%d", "x": "%s"}' % (i, b"y" * (i * 37 % 300)) for i in range(500)]
+    payload = b"\n".join(lines[:250]) + b"\r\n" + b"\n".join(lines[250:])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for start in range(0, len(payload), 777):
+            await resp.write(payload[start : start + 777])
+        await resp.write_eof()
+        return resp
+
+    async with make_client(await serve(app_with("/v1/files/f/content", handler))) as client:
+        async with client.stream("GET", "/files/f/content") as stream:
+            assert stream.status == 200
+            got = [line async for line in stream.iter_lines()]
+        assert client.statistics().bytes_received == len(payload)
+    assert got == lines
+
+
+async def test_stream_truncated_raises_protocol_error(serve: Serve) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = 10_000
+        await resp.prepare(request)
+        await resp.write(b'{"a": 1}\n{"b"')
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async with make_client(await serve(app_with("/v1/f", handler))) as client:
+        got: list[bytes] = []
+
+        async def read_all() -> None:
+            async with client.stream("GET", "/f") as stream:
+                got.extend([line async for line in stream.iter_lines()])
+
+        with pytest.raises(ProtocolError):
+            await read_all()
+    assert got == []  # the comprehension never finished: nothing half-read is handed out
+
+
+async def test_stream_retries_before_the_first_byte(serve: Serve) -> None:
+    calls = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return web.Response(status=503, text="busy")
+        return web.Response(body=b"a\nb\n")
+
+    client = make_client(await serve(app_with("/v1/f", handler)))
+    async with client, client.stream("GET", "/f") as stream:
+        got = [line async for line in stream.iter_lines()]
+    assert got == [b"a", b"b"]
+    assert calls == 2
+
+
+async def test_multipart_upload_streams_a_multi_megabyte_file(serve: Serve, tmp_path: Path) -> None:
+    data = b"".join(b'{"custom_id": "r%07d"}\n' % i for i in range(250_000))  # ~6 MB
+    path = tmp_path / "shard.jsonl"
+    path.write_bytes(data)
+    seen: dict[str, object] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            assert isinstance(part, BodyPartReader)
+            if part.filename is None:
+                seen[part.name or ""] = (await part.read()).decode()
+                continue
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := await part.read_chunk(256 * 1024):
+                digest.update(chunk)
+                size += len(chunk)
+            seen["file"] = (part.name, part.filename, size, digest.hexdigest())
+        return web.json_response({"id": "file-1"})
+
+    async with make_client(await serve(app_with("/v1/files", handler))) as client:
+        resp = await client.upload_file(
+            str(path),
+            "/files",
+            fields={"purpose": "batch"},
+            file_field="file",
+            filename="shard.jsonl",
+            length=len(data),
+            content_type="application/jsonl",
+        )
+        part = await client.upload_file(
+            str(path), "/files", fields={}, file_field="data", filename="p", offset=100, length=1000
+        )
+        sent = client.statistics().bytes_sent
+    assert resp.body == b'{"id": "file-1"}'
+    assert part.status == 200
+    assert seen["purpose"] == "batch"
+    assert seen["file"] == ("data", "p", 1000, hashlib.sha256(data[100:1100]).hexdigest())
+    assert sent == len(data) + 1000
+
+
+async def test_upload_retry_reopens_the_file(serve: Serve, tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"x" * 300_000)
+    sizes: list[int] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.read()
+        sizes.append(len(body))
+        if len(sizes) == 1:
+            return web.Response(status=502, text="bad gateway")
+        return web.json_response({"id": "file-2"})
+
+    async with make_client(await serve(app_with("/v1/files", handler))) as client:
+        resp = await client.upload_file(
+            str(path),
+            "/files",
+            fields={"purpose": "batch"},
+            file_field="file",
+            filename="s.jsonl",
+            length=300_000,
+        )
+    assert resp.status == 200
+    assert len(sizes) == 2
+    assert sizes[0] == sizes[1] > 300_000
+
+
+async def test_closed_client_refuses_calls() -> None:
+    client = make_client("http://127.0.0.1:9/v1")
+    await client.aclose()
+    with pytest.raises(ClosedError):
+        await client.request("GET", "/b", cls="poll")
+    assert "closed" in repr(client)

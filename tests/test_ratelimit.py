@@ -1,0 +1,210 @@
+"""EndpointGate: one shared 429 pause, concurrency, AIMD.
+
+Rules: no network; a ManualClock drives every pause (no real sleeping); tasks are checked with
+``anyio.wait_all_tasks_blocked``; each test is bounded by a hard timeout.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from batchpump._clock import ManualClock
+from batchpump._ratelimit import EndpointGate
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class CountingClock:
+    """A ManualClock that counts the sleeps taken through it."""
+
+    def __init__(self) -> None:
+        self.inner = ManualClock()
+        self.sleeps = 0
+
+    def time(self) -> float:
+        return self.inner.time()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        await self.inner.sleep(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.inner.advance(seconds)
+
+
+async def test_one_pause_is_shared_by_every_waiter() -> None:
+    clock = CountingClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=100)
+    gate.on_rate_limited(30.0)
+    entered: list[int] = []
+
+    async def caller(i: int) -> None:
+        async with gate.slot():
+            entered.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(caller, i)
+        await anyio.wait_all_tasks_blocked()
+        stats = gate.statistics()
+        assert entered == []
+        assert stats.waiting == 50
+        assert stats.paused_until == 30.0
+        clock.advance(29.0)
+        await anyio.wait_all_tasks_blocked()
+        assert entered == []
+        clock.advance(1.0)
+    assert sorted(entered) == list(range(50))
+    assert clock.sleeps == 1
+    assert gate.statistics().pauses == 1
+    assert gate.statistics().paused_until is None
+
+
+async def test_concurrent_429s_do_not_stack_sleeps_or_halvings() -> None:
+    clock = CountingClock()
+    gate = EndpointGate("create", clock=clock, concurrency=10, rate=1000.0)
+    starts = []
+    for _ in range(10):
+        async with gate.slot() as started:
+            starts.append(started)
+    for started in starts:
+        gate.on_rate_limited(5.0, started=started)
+    stats = gate.statistics()
+    assert stats.rate_limited == 10
+    assert stats.rate == 500.0  # halved once, not ten times
+    assert stats.paused_until == 5.0
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(gate.wait_unpaused)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(5.0)
+    assert clock.sleeps == 1
+
+
+async def test_pause_extended_while_waiting_costs_one_more_sleep() -> None:
+    clock = CountingClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=4)
+    gate.pause(5.0)
+    done = anyio.Event()
+
+    async def waiter() -> None:
+        await gate.wait_unpaused()
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(3.0)
+        gate.pause(10.0)  # now until t=13
+        clock.advance(2.0)
+        await anyio.wait_all_tasks_blocked()
+        assert not done.is_set()
+        clock.advance(8.0)
+    assert done.is_set()
+    assert clock.sleeps == 2
+
+
+async def test_cancelled_sleeper_hands_the_pause_to_another_waiter() -> None:
+    clock = CountingClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=4)
+    gate.pause(5.0)
+    finished: list[str] = []
+    scope = anyio.CancelScope()
+
+    async def sleeper() -> None:
+        with scope:
+            await gate.wait_unpaused()
+
+    async def waiter() -> None:
+        await gate.wait_unpaused()
+        finished.append("second")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleeper)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert clock.sleeps == 1
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert clock.sleeps == 2  # the waiter took over the one sleep
+        clock.advance(5.0)
+    assert finished == ["second"]
+
+
+async def test_aimd_halves_then_creeps_back_to_the_ceiling() -> None:
+    clock = ManualClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=2, rate=10.0, increase=0.1)
+    gate.on_rate_limited(0.0)
+    assert gate.statistics().rate == 5.0
+    gate.on_success()
+    assert gate.statistics().rate == pytest.approx(6.0)
+    for _ in range(20):
+        gate.on_success()
+    stats = gate.statistics()
+    assert stats.rate == 10.0
+    assert stats.ceiling == 10.0
+
+
+async def test_aimd_never_goes_below_the_floor() -> None:
+    gate = EndpointGate("poll", clock=ManualClock(), concurrency=1, rate=1.0, min_rate=0.25)
+    for _ in range(10):
+        gate.on_rate_limited(0.0)  # started=None: each counts as a new congestion event
+    assert gate.statistics().rate == 0.25
+    fast = EndpointGate("poll", clock=ManualClock(), concurrency=1, rate=80.0)
+    for _ in range(10):
+        fast.on_rate_limited(0.0)
+    assert fast.statistics().rate == 10.0  # 1/8 of the ceiling
+
+
+async def test_rate_learned_from_limit_header() -> None:
+    gate = EndpointGate("poll", clock=ManualClock(), concurrency=2)
+    assert gate.statistics().rate is None
+    gate.on_success(limit_requests=600.0)  # per minute
+    stats = gate.statistics()
+    assert stats.rate == 10.0
+    assert stats.ceiling == 10.0
+
+    capped = EndpointGate("poll", clock=ManualClock(), concurrency=2, rate=4.0)
+    capped.on_success(limit_requests=600.0)
+    assert capped.statistics().ceiling == 4.0
+
+
+async def test_rate_learned_from_first_429() -> None:
+    clock = ManualClock()
+    gate = EndpointGate("create", clock=clock, concurrency=8)
+    for _ in range(8):
+        async with gate.slot():
+            pass
+    gate.on_rate_limited(1.0)
+    stats = gate.statistics()
+    assert stats.ceiling == 8.0  # what we were doing when the provider said no
+    assert stats.rate == 4.0
+
+
+async def test_concurrency_is_capped() -> None:
+    gate = EndpointGate("download", clock=ManualClock(), concurrency=3)
+    peak = 0
+    release = anyio.Event()
+
+    async def caller() -> None:
+        nonlocal peak
+        async with gate.slot():
+            peak = max(peak, gate.statistics().in_flight)
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        stats = gate.statistics()
+        assert stats.in_flight == 3
+        assert stats.waiting == 7
+        release.set()
+    assert peak == 3
