@@ -1,4 +1,4 @@
-"""The CLI in-process via ``main(argv)``, against an emulator in its own process.
+"""The CLI in-process via ``main(argv)``, against ``batchpump emulate`` in its own process.
 
 Rules: the emulator subprocess listens on 127.0.0.1 port 0 (its URL is read from its first
 line), on a fast clock, and is terminated at the end of the module; the CLI runs in-process;
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from batchpump.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
@@ -24,7 +25,7 @@ KEY = "sk-test-cli-not-a-real-key-0123456789"
 @pytest.fixture(scope="module")
 def emulator_url() -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchpump.emulator", "--port", "0", "--time-scale", "2000"],
+        [sys.executable, "-m", "batchpump", "emulate", "--port", "0", "--time-scale", "2000"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -115,3 +116,37 @@ def test_missing_key_is_a_usage_error(
 def test_missing_input_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "/nonexistent/requests.jsonl", "--progress", "none"]) == EXIT_USAGE
     assert "no such file" in capsys.readouterr().err
+
+
+def test_openai_sdk_works_against_batchpump_emulate(emulator_url: str, tmp_path: Path) -> None:
+    """The official SDK, unchanged, against the emulator the CLI serves."""
+    import openai
+
+    src = tmp_path / "requests.jsonl"
+    write_requests(src, 3)
+    client = openai.OpenAI(api_key=KEY, base_url=f"{emulator_url}/v1", max_retries=0)
+    with client, src.open("rb") as f:
+        uploaded = client.files.create(file=f, purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"who": "sdk"},
+        )
+        assert client.batches.retrieve(batch.id).id == batch.id
+        assert batch.id in [b.id for b in client.batches.list(limit=2)]
+        for _ in range(10_000):  # the emulator's clock runs 2000x: done in a few reads
+            batch = client.batches.retrieve(batch.id)
+            if batch.status == "completed":
+                break
+        assert batch.status == "completed" and batch.output_file_id is not None
+        lines = client.files.content(batch.output_file_id).text.splitlines()
+        assert sorted(msgspec.json.decode(line)["custom_id"] for line in lines) == [
+            "req-0",
+            "req-1",
+            "req-2",
+        ]
+        other = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert client.batches.cancel(other.id).status in ("cancelling", "cancelled")
