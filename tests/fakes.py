@@ -12,6 +12,7 @@ import itertools
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+
 import anyio
 import msgspec
 

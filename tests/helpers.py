@@ -34,6 +34,6 @@ def assert_exactly_once(results: list[Result], ids: list[str]) -> None:
     counts = Counter(r.custom_id for r in results)
     duplicated = {k: v for k, v in counts.items() if v > 1}
     assert not duplicated, f"results given more than once: {list(duplicated.items())[:5]}"
-    assert set(counts) == set(ids), (
-        f"missing {sorted(set(ids) - set(counts))[:5]}, unexpected {sorted(set(counts) - set(ids))[:5]}"
-    )
+    missing = sorted(set(ids) - set(counts))[:5]
+    unexpected = sorted(set(counts) - set(ids))[:5]
+    assert set(counts) == set(ids), f"missing {missing}, unexpected {unexpected}"

@@ -73,7 +73,8 @@ def test_run_status_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str
     journal = tmp_path / ".batchpump"
     assert main(["status", "--journal", str(journal)]) == EXIT_OK
     status = capsys.readouterr().err
-    assert "done" in status and "300/300" in status
+    assert "done" in status
+    assert "300/300" in status
 
     # Running the same command again resumes the finished run: no new batches, same results.
     assert main(argv) == EXIT_OK
@@ -90,7 +91,9 @@ def test_bad_input_exits_2_naming_the_line(
         f.write(b'{"custom_id": "req-1", "body": {}}\n')
     assert main(["run", str(src), "--progress", "none"]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert "line 4" in err and "duplicate" in err and "line 2" in err
+    assert "line 4" in err
+    assert "duplicate" in err
+    assert "line 2" in err
 
 
 @pytest.mark.usefixtures("openai_env")
@@ -139,7 +142,8 @@ def test_openai_sdk_works_against_batchpump_emulate(emulator_url: str, tmp_path:
             batch = client.batches.retrieve(batch.id)
             if batch.status == "completed":
                 break
-        assert batch.status == "completed" and batch.output_file_id is not None
+        assert batch.status == "completed"
+        assert batch.output_file_id is not None
         lines = client.files.content(batch.output_file_id).text.splitlines()
         assert sorted(msgspec.json.decode(line)["custom_id"] for line in lines) == [
             "req-0",

@@ -66,10 +66,14 @@ async def test_retryable_lines_go_again_until_max_attempts(tmp_path: Path) -> No
     ids, out, _ = await run_once(tmp_path, provider, max_attempts=3)
     results = {r.custom_id: r for r in read_results(out)}
     assert_exactly_once(list(results.values()), ids)
-    assert isinstance(results["req-1"], Succeeded) and results["req-1"].attempt == 2
-    assert isinstance(results["req-2"], Succeeded) and results["req-2"].attempt == 3
+    assert isinstance(results["req-1"], Succeeded)
+    assert results["req-1"].attempt == 2
+    assert isinstance(results["req-2"], Succeeded)
+    assert results["req-2"].attempt == 3
     failed = results["req-3"]
-    assert isinstance(failed, Errored) and failed.attempt == 3 and failed.retryable
+    assert isinstance(failed, Errored)
+    assert failed.attempt == 3
+    assert failed.retryable
     assert set(provider.tags.values()) == {1}
 
 
@@ -98,7 +102,8 @@ async def test_lost_create_answer_is_reconciled_not_recreated(tmp_path: Path) ->
     provider = FakeProvider(lose_create_answer={1, 4, 5})
     ids, out, _ = await run_once(tmp_path, provider)
     assert_exactly_once(read_results(out), ids)
-    assert len(provider.tags) == 10 and set(provider.tags.values()) == {1}
+    assert len(provider.tags) == 10
+    assert set(provider.tags.values()) == {1}
     assert provider.calls["reconcile"] == 3
 
 
@@ -118,10 +123,14 @@ async def test_crash_between_create_sent_and_recorded_resumes_without_second_bat
             raise Crash
 
     provider = FakeProvider(after_create=crash)
-    with pytest.raises(Crash):
+
+    async def first_process() -> None:
         async with Pump(provider, journal=journal, state_dir=tmp_path / "s") as pump:
             run = await pump.submit(src, options=FAST)
             await run.wait()
+
+    with pytest.raises(Crash):
+        await first_process()
     (record,) = await journal.list_runs()
     creating = [s for s in await journal.load_shards(record.run_id) if s.state == "creating"]
     assert creating, "the crash hook fired between create sent and create recorded"
@@ -131,7 +140,8 @@ async def test_crash_between_create_sent_and_recorded_resumes_without_second_bat
         run = await pump.resume(record.run_id)
         await run.wait()
     assert_exactly_once(read_results(src.with_name("in.results.jsonl")), ids)
-    assert len(provider.tags) == 10 and set(provider.tags.values()) == {1}
+    assert len(provider.tags) == 10
+    assert set(provider.tags.values()) == {1}
     assert set(provider.billed.values()) == {1}
 
 
@@ -162,7 +172,8 @@ async def test_results_iterator_streams_every_line(tmp_path: Path) -> None:
     assert_exactly_once(results, ids)
     assert counts.succeeded == 500
     stats = run.statistics()
-    assert stats.results.succeeded == 500 and stats.state == "done"
+    assert stats.results.succeeded == 500
+    assert stats.state == "done"
     assert stats.batches_created == 6
 
 
@@ -215,7 +226,8 @@ async def test_skip_invalid_lines_become_rejected(tmp_path: Path) -> None:
     assert_exactly_once(results, [*ids, "bad"])
     (rejected,) = [r for r in results if isinstance(r, Rejected)]
     assert rejected.line == 51
-    assert counts.rejected == 1 and counts.succeeded == 50
+    assert counts.rejected == 1
+    assert counts.succeeded == 50
 
 
 async def test_token_budget_holds_back_submissions(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from batchpump import (
 )
 from batchpump._journal import SqliteJournal
 from batchpump._models import ShardRecord
-from batchpump.emulator import EmulatorConfig, Faults, open_emulator
+from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 
@@ -63,9 +63,11 @@ async def test_clean_run(emulator: RunningEmulator, tmp_path: Path) -> None:
         counts = await run.wait()
     results = read_results(run.results_path)
     assert_exactly_once(results, ids)
-    assert counts.succeeded == 1_000 and all(isinstance(r, Succeeded) for r in results)
+    assert counts.succeeded == 1_000
+    assert all(isinstance(r, Succeeded) for r in results)
     stats = emulator.emulator.stats
-    assert len(stats.tags) == 5 and set(stats.tags.values()) == {1}
+    assert len(stats.tags) == 5
+    assert set(stats.tags.values()) == {1}
     assert set(stats.billing.values()) == {1}
 
 
@@ -89,7 +91,8 @@ async def test_429_storms_and_5xx_lose_nothing_and_create_once(
     assert_exactly_once(results, ids)
     assert counts.succeeded == 2_000
     stats = emulator.emulator.stats
-    assert stats.rate_limited > 0 and stats.server_errors > 0
+    assert stats.rate_limited > 0
+    assert stats.server_errors > 0
     assert set(stats.tags.values()) == {1}, "a shard attempt was created twice"
     assert set(stats.billing.values()) == {1}, "a line was paid for twice"
 
@@ -119,10 +122,14 @@ async def test_crash_between_create_sent_and_recorded(
     ids = write_requests(src, 1_000)
     state = tmp_path / "state"
     crashing = CrashAfterCreate(api_key=KEY, base_url=emulator.openai_base_url)
-    with pytest.raises(Crash):
+
+    async def first_process() -> None:
         async with Pump(crashing, state_dir=state) as pump:
             run = await pump.submit(src, options=OPTIONS)
             await run.wait()
+
+    with pytest.raises(Crash):
+        await first_process()
     journal = await SqliteJournal.open(state / "journal.sqlite3")
     try:
         (record,) = await journal.list_runs()
@@ -137,5 +144,7 @@ async def test_crash_between_create_sent_and_recorded(
         await run.wait()
     assert_exactly_once(read_results(run.results_path), ids)
     stats = emulator.emulator.stats
-    assert len(stats.tags) == 5 and set(stats.tags.values()) == {1}
-    assert stats.batches_created == 5 and before >= 2
+    assert len(stats.tags) == 5
+    assert set(stats.tags.values()) == {1}
+    assert stats.batches_created == 5
+    assert before >= 2
