@@ -188,6 +188,9 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
         max_line_bytes: most bytes in one input line.
         custom_id_max_len: longest ``custom_id`` the provider accepts, if it limits it.
         one_model_per_shard: a batch may only target one model.
+        line_format: the shape of a shard line: ``"openai"`` (``{custom_id, method, url,
+            body}``) or ``"anthropic"`` (``{custom_id, params}``; OpenAI chat lines are
+            converted by ``_convert`` while sharding).
     """
 
     cancel: bool = True
@@ -199,6 +202,7 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     max_line_bytes: int = 200 * 1024 * 1024
     custom_id_max_len: int | None = None
     one_model_per_shard: bool = True
+    line_format: Literal["openai", "anthropic"] = "openai"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import BinaryIO, Final, Literal
 
 import msgspec
 
+from ._convert import AnthropicLineChecker
 from ._errors import InputError, InputProblem, UsageError
 from ._jsonl import (
     Checked,
@@ -290,7 +291,7 @@ class _Scan:
 
 def _scan(
     blocks: Iterator[LineBlock],
-    checker: LineChecker,
+    checker: LineChecker | AnthropicLineChecker,
     writer: ShardWriter | None,
     *,
     forced: dict[int, Problem],
@@ -398,7 +399,9 @@ def shard_file(
     gives the same files). Lines are copied byte for byte, except that a line without
     ``method``/``url`` is re-encoded with ``"method": "POST"`` and ``"url": endpoint`` (other
     unknown top-level keys are then dropped) and each line ends with exactly ``"\\n"``.
-    ``ShardRecord.tokens`` is an estimate: the shard's body bytes // 4.
+    ``ShardRecord.tokens`` is an estimate: the shard's body bytes // 4. With
+    ``capabilities.line_format == "anthropic"`` lines are ``{"custom_id", "params"}`` instead
+    (native lines copied as they are, OpenAI chat lines converted; see ``_convert``).
 
     Args:
         path: the JSONL input.
@@ -418,11 +421,14 @@ def shard_file(
     lines_cap = _limit("max_lines", max_lines, capabilities.max_lines)
     bytes_cap = _limit("max_bytes", max_bytes, capabilities.max_bytes)
     line_cap = min(capabilities.max_line_bytes, bytes_cap - 1)
-    checker = LineChecker(
+    base = LineChecker(
         endpoint=endpoint,
         max_line_bytes=line_cap,
         custom_id_max_len=capabilities.custom_id_max_len,
     )
+    checker: LineChecker | AnthropicLineChecker = base
+    if capabilities.line_format == "anthropic":  # native {custom_id, params}; chat converted
+        checker = AnthropicLineChecker(base, max_line_bytes=line_cap)
     raising = on_invalid == "raise"
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.a1.jsonl.tmp"):

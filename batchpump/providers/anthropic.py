@@ -1,0 +1,377 @@
+"""The Anthropic Message Batches adapter.
+
+Requests travel inline: ``create`` streams ``{"requests": [<shard lines>]}`` from the shard
+file into ``POST /v1/messages/batches`` (chunked; the body is never built in memory). Shard
+lines are already native ``{"custom_id", "params"}`` (the sharder converts OpenAI chat lines,
+see ``batchpump._convert``). Results stream line by line from the batch's ``results_url``.
+
+Reconciling an interrupted create without a metadata tag
+---------------------------------------------------------
+Anthropic batches carry no metadata, so :meth:`Anthropic.reconcile` identifies the batch an
+ambiguous create made by its content:
+
+1. list batches newest first, down to ``since`` (the recorded intent time minus slack);
+2. keep candidates with exactly ``shard.lines`` requests, not created or adopted by this
+   client for another shard attempt, and not ended before ``since`` (ours cannot have);
+3. confirm a candidate only by its results: the set of ``custom_id``\\s must equal the
+   shard's. Candidates still processing are re-read (via the clock, with a growing interval)
+   until they end (at most 24 h after creation, when Anthropic expires them) and then checked.
+
+What is left at risk: (a) a shard attempt with *exactly* the same lines as an earlier attempt
+of the same shard (only when a whole batch expired or was cancelled and is retried), created
+after a process restart within ``since`` of that earlier batch's end, can adopt the earlier
+batch; its lines then come back as expired/cancelled once more and are retried again, and if
+the create had in fact reached Anthropic, that orphaned batch runs (and bills) once more; (b) a
+batch whose results are archived (29 days) cannot be confirmed and is never adopted; (c) the
+submitter that reconciles waits until the candidates end, which can take hours in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from pathlib import Path
+from typing import Final, TypeVar, final
+
+import anyio
+import msgspec
+
+from .._clock import Clock, SystemClock
+from .._config import Limits, RetryPolicy
+from .._errors import NotFoundError, ProtocolError, ProviderError, UsageError
+from .._http import HttpClient, HttpStatistics
+from .._jsonl import custom_id_of, iter_blocks
+from .._models import BatchInfo, Capabilities, Result, ShardRecord
+from ._anthropic_wire import (
+    ARCHIVED_CODE,
+    BATCH_DECODER,
+    BATCH_LIST_DECODER,
+    RESULT_LINE_DECODER,
+    WireBatch,
+    to_batch_info,
+    to_result,
+)
+
+__all__ = ["CAPABILITIES", "DEFAULT_BASE_URL", "DEFAULT_VERSION", "Anthropic"]
+
+logger: Final = logging.getLogger("batchpump.providers.anthropic")
+_T = TypeVar("_T")
+
+DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
+DEFAULT_VERSION: Final = "2023-06-01"
+API_KEY_ENV: Final = "ANTHROPIC_API_KEY"
+BASE_URL_ENV: Final = "ANTHROPIC_BASE_URL"
+BATCHES_PATH: Final = "/v1/messages/batches"
+#: Batches per list page (the 2024-11 spec's maximum; the current API allows 1,000).
+LIST_PAGE_SIZE: Final = 100
+#: Bytes read from the shard file per thread call while streaming a create body.
+BODY_CHUNK: Final = 1024 * 1024
+_BODY_OPEN: Final = b'{"requests":['
+_BODY_CLOSE: Final = b"]}"
+#: Reconcile: first and longest wait between re-reads of a still-processing candidate (s).
+RECONCILE_WAIT_MIN: Final = 1.0
+RECONCILE_WAIT_MAX: Final = 60.0
+#: Reconcile: a candidate still processing this long after its ``expires_at`` is dropped.
+RECONCILE_GRACE: Final = 3600.0
+
+CAPABILITIES: Final = Capabilities(
+    cancel=True,
+    metadata_tag=False,
+    inline_input=True,
+    list_batches=True,
+    max_lines=100_000,
+    # 256 MB per request, less the ``{"requests":[...]}`` envelope.
+    max_bytes=256 * 1000 * 1000 - 64,
+    max_line_bytes=256 * 1000 * 1000 - 64,
+    custom_id_max_len=64,
+    one_model_per_shard=True,
+    line_format="anthropic",
+)
+
+
+async def _request_body(path: str) -> AsyncIterator[bytes]:
+    """``{"requests":[line,line,...]}`` from a shard file, one chunk in memory at a time."""
+    yield _BODY_OPEN
+    offset = 0
+    carry = b""
+    sep = b""
+    while chunk := await anyio.to_thread.run_sync(_read_at, path, offset, BODY_CHUNK):
+        offset += len(chunk)
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        kept = [line.rstrip(b"\r") for line in lines if line.strip()]
+        if kept:
+            yield sep + b",".join(kept)
+            sep = b","
+    if carry.strip():
+        yield sep + carry.rstrip(b"\r")
+    yield _BODY_CLOSE
+
+
+def _read_at(path: str, offset: int, size: int) -> bytes:
+    # Open, seek, read, close in one thread call: no handle outlives a cancelled body writer.
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        return fp.read(size)
+
+
+def _shard_ids(path: str) -> set[str]:
+    ids: set[str] = set()
+    for _, lines, _, _ in iter_blocks(Path(path), max_line_bytes=sys.maxsize):
+        ids.update(custom_id_of(line) for line in lines if line)
+    return ids
+
+
+@final
+class Anthropic:
+    """The Anthropic Message Batches API.
+
+    Args:
+        api_key: defaults to ``$ANTHROPIC_API_KEY``; ``UsageError`` if neither is set.
+        base_url: defaults to ``$ANTHROPIC_BASE_URL``, else ``https://api.anthropic.com``.
+        version: the ``anthropic-version`` header, default ``2023-06-01``.
+        limits: rate and concurrency per endpoint class (default ``Limits()``).
+        retry: how each HTTP call is retried (default ``RetryPolicy()``).
+        clock: every wait goes through it (default ``SystemClock()``).
+    """
+
+    name: Final = "anthropic"
+    capabilities: Final = CAPABILITIES
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        version: str = DEFAULT_VERSION,
+        limits: Limits | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        key = api_key or os.environ.get(API_KEY_ENV)
+        if not key:
+            raise UsageError(f"no Anthropic API key: pass api_key= or set {API_KEY_ENV}")
+        url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self._clock = clock or SystemClock()
+        self._claimed: set[str] = set()  # batches this client created or adopted
+        self._http = HttpClient(
+            provider=self.name,
+            base_url=url,
+            headers={"x-api-key": key, "anthropic-version": version},
+            secrets=(key,),
+            limits=limits or Limits(),
+            retry=retry or RetryPolicy(),
+            clock=self._clock,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._http.base_url
+
+    def __repr__(self) -> str:
+        return f"Anthropic(base_url={self._http.redact(self.base_url)!r})"
+
+    async def __aenter__(self) -> Anthropic:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        await self._http.aclose()
+
+    def statistics(self) -> HttpStatistics:
+        """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
+        return self._http.statistics()
+
+    # -- submit -----------------------------------------------------------------------------
+
+    async def prepare(self, shard: ShardRecord) -> str:
+        """Nothing to upload: requests go inline. Returns the shard file's path."""
+        return shard.path
+
+    async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:
+        """``POST /v1/messages/batches``, the body streamed from the shard file.
+
+        ``endpoint`` and ``tag`` are not sent (Anthropic has neither); never blind-retried.
+        """
+        path = shard.input_ref or shard.path
+        resp = await self._http.send_stream(
+            "POST",
+            BATCHES_PATH,
+            body=lambda: _request_body(path),
+            size=shard.bytes,
+            cls="create",
+            idempotent=False,
+        )
+        batch = self._batch(resp.body)
+        self._claimed.add(batch.id)
+        return batch
+
+    async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
+        """Find the batch an interrupted ``create`` made, by size and then by its results.
+
+        See the module docstring for the method and what it leaves at risk.
+        """
+        candidates: list[WireBatch] = []
+        async with aclosing(self._walk()) as walk:
+            async for wire in walk:
+                if wire.created_at.timestamp() < since:
+                    break
+                ended_early = wire.ended_at is not None and wire.ended_at.timestamp() < since
+                if (
+                    wire.id in self._claimed
+                    or wire.request_counts.total != shard.lines
+                    or ended_early
+                    or wire.archived_at is not None
+                ):
+                    continue
+                candidates.append(wire)
+        if not candidates:
+            return None
+        expected = await anyio.to_thread.run_sync(_shard_ids, shard.path)
+        wait = RECONCILE_WAIT_MIN
+        while candidates:
+            pending: list[WireBatch] = []
+            for wire in candidates:
+                if wire.processing_status != "ended":
+                    if self._clock.time() < _deadline(wire):
+                        pending.append(wire)
+                    continue
+                if await self._holds(wire, expected):
+                    self._claimed.add(wire.id)
+                    return to_batch_info(wire)
+            if not pending:
+                return None
+            logger.info("reconcile: waiting for %d candidate batch(es) to end", len(pending))
+            await self._clock.sleep(wait)
+            wait = min(wait * 2, RECONCILE_WAIT_MAX)
+            candidates = [await self._retrieve_wire(w.id) for w in pending]
+        return None
+
+    async def _holds(self, wire: WireBatch, expected: set[str]) -> bool:
+        """Whether the ended batch's results are exactly the ``custom_id``\\s ``expected``."""
+        seen = 0
+        try:
+            async with aclosing(self.results(to_batch_info(wire), attempt=0)) as results:
+                async for result in results:
+                    if result.custom_id not in expected:
+                        return False
+                    seen += 1
+        except ProviderError as exc:
+            logger.info("reconcile: results of %s unreadable (%s)", wire.id, exc)
+            return False
+        return seen == len(expected)
+
+    # -- poll -------------------------------------------------------------------------------
+
+    async def retrieve(self, batch_id: str) -> BatchInfo:
+        """``GET /v1/messages/batches/{id}``."""
+        return to_batch_info(await self._retrieve_wire(batch_id))
+
+    async def _retrieve_wire(self, batch_id: str) -> WireBatch:
+        resp = await self._http.request("GET", f"{BATCHES_PATH}/{batch_id}", cls="poll")
+        return self._decode(BATCH_DECODER, resp.body, "message batch")
+
+    async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
+        """Every batch newest first, 100 per page (``after_id``), fetched as the caller iterates."""
+        async with aclosing(self._walk()) as walk:
+            async for wire in walk:
+                yield to_batch_info(wire)
+
+    async def _walk(self) -> AsyncGenerator[WireBatch, None]:
+        after: str | None = None
+        while True:
+            params = {"limit": str(LIST_PAGE_SIZE)}
+            if after is not None:
+                params["after_id"] = after
+            resp = await self._http.request("GET", BATCHES_PATH, cls="poll", params=params)
+            page = self._decode(BATCH_LIST_DECODER, resp.body, "batch list")
+            for wire in page.data:
+                yield wire
+            if not page.has_more or not page.data:
+                return
+            after = page.last_id or page.data[-1].id
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        """Ask Anthropic to cancel; a batch that already ended is returned as it is."""
+        resp = await self._http.request(
+            "POST", f"{BATCHES_PATH}/{batch_id}/cancel", cls="poll", passthrough=(400, 409)
+        )
+        if resp.status in (400, 409):
+            return await self.retrieve(batch_id)
+        return self._batch(resp.body)
+
+    def failure_is_transient(self, batch: BatchInfo) -> bool:
+        """Always ``False``: Anthropic has no batch-level failure state."""
+        return False
+
+    # -- collect ----------------------------------------------------------------------------
+
+    async def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]:
+        """Stream the batch's results JSONL, one result per line.
+
+        Raises:
+            ProviderError: the results were archived (status 410) or are gone (404).
+            ProtocolError: a line that is not a result line.
+        """
+        archived = [e for e in batch.errors if e.code == ARCHIVED_CODE]
+        if archived:
+            raise ProviderError(
+                archived[0].message, provider=self.name, status=410, code=ARCHIVED_CODE
+            )
+        path = self._results_path(batch)
+        try:
+            async with self._http.stream(
+                "GET", path, cls="download", headers={"Accept": "application/binary"}
+            ) as stream:
+                number = 0
+                async for raw in stream.iter_lines():
+                    number += 1
+                    try:
+                        line = RESULT_LINE_DECODER.decode(raw)
+                    except msgspec.DecodeError as exc:
+                        raise ProtocolError(
+                            f"anthropic: results of {batch.id} line {number}: {exc}"
+                        ) from exc
+                    yield to_result(line, batch_id=batch.id, attempt=attempt)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"results of batch {batch.id} are not available (archived or deleted?)",
+                provider=self.name,
+                status=exc.status,
+                request_id=exc.request_id,
+                body=exc.body,
+                code=exc.code,
+            ) from exc
+
+    def _results_path(self, batch: BatchInfo) -> str:
+        """The results URL as a path under ``base_url``; the key is never sent elsewhere."""
+        url = batch.output_ref
+        if url is not None and url.startswith(self.base_url + "/"):
+            return url[len(self.base_url) :]
+        if url is not None and url.startswith("/"):
+            return url
+        return f"{BATCHES_PATH}/{batch.id}/results"
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _batch(self, body: bytes) -> BatchInfo:
+        return to_batch_info(self._decode(BATCH_DECODER, body, "message batch"))
+
+    @staticmethod
+    def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
+        try:
+            return decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"anthropic: unexpected {what} object: {exc}") from exc
+
+
+def _deadline(wire: WireBatch) -> float:
+    expires = wire.expires_at.timestamp() if wire.expires_at is not None else None
+    base = expires if expires is not None else wire.created_at.timestamp() + 86_400.0
+    return base + RECONCILE_GRACE
