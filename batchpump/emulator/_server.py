@@ -43,6 +43,33 @@ class RunningEmulator:
         """``url + "/v1"``: the ``base_url`` for the official OpenAI SDK."""
         return f"{self.url}/v1"
 
+    @property
+    def together_base_url(self) -> str:
+        """``url + "/together/v1"``: the ``base_url`` of Together clients (mount "together")."""
+        return f"{self.url}/together/v1"
+
+    @property
+    def azure_endpoint(self) -> str:
+        """The ``azure_endpoint`` for Azure OpenAI clients (mount ``"azure"``; routes under
+        ``/openai``)."""
+        return self.url
+
+    @property
+    def telus_base_url(self) -> str:
+        """``url + "/telus"``: the ``base_url`` of GT Studio clients (mount ``"telus"``)."""
+        return f"{self.url}/telus"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """``url``: the ``base_url`` for the official Anthropic SDK (its paths start ``/v1``)."""
+        return self.url
+
+    @property
+    def llamacloud_base_url(self) -> str:
+        """``url``: the ``base_url`` for LlamaCloud clients (mount ``"llamacloud"``; paths
+        start ``/api``)."""
+        return self.url
+
 
 @asynccontextmanager
 async def open_emulator(

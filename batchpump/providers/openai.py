@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Final, TypeVar, final
+from typing import ClassVar, Final, TypeVar
 
 import anyio
 import msgspec
@@ -69,7 +69,6 @@ CAPABILITIES: Final = Capabilities(
 )
 
 
-@final
 class OpenAI:
     """The OpenAI Batch API.
 
@@ -85,8 +84,9 @@ class OpenAI:
         part_size: bytes per Uploads API part (64 MiB, the API's maximum).
     """
 
-    name: Final = "openai"
-    capabilities: Final = CAPABILITIES
+    # Not final: ``AzureOpenAI`` specializes auth (``_auth_headers``) and URLs (``_path``).
+    name: ClassVar[str] = "openai"
+    capabilities: ClassVar[Capabilities] = CAPABILITIES
 
     def __init__(
         self,
@@ -107,7 +107,7 @@ class OpenAI:
         if part_size < 1 or multipart_threshold < 0:
             raise UsageError("part_size must be >= 1 and multipart_threshold >= 0")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
-        headers = {"Authorization": f"Bearer {key}"}
+        headers = self._auth_headers(key)
         if organization:
             headers["OpenAI-Organization"] = organization
         if project:
@@ -156,7 +156,7 @@ class OpenAI:
             return await self._upload_in_parts(shard.path, filename, size)
         resp = await self._http.upload_file(
             shard.path,
-            "/files",
+            self._path("/files"),
             fields={"purpose": "batch"},
             file_field="file",
             filename=filename,
@@ -170,7 +170,7 @@ class OpenAI:
             filename=filename, purpose="batch", bytes=size, mime_type=JSONL_MIME
         )
         resp = await self._http.request(
-            "POST", "/uploads", cls="upload", json=ENCODER.encode(create)
+            "POST", self._path("/uploads"), cls="upload", json=ENCODER.encode(create)
         )
         upload_id = self._decode(UPLOAD_DECODER, resp.body, "upload").id
         offsets = range(0, size, self._part_size)
@@ -181,7 +181,7 @@ class OpenAI:
             try:
                 part = await self._http.upload_file(
                     path,
-                    f"/uploads/{upload_id}/parts",
+                    self._path(f"/uploads/{upload_id}/parts"),
                     fields={},
                     file_field="data",
                     filename=filename,
@@ -203,7 +203,10 @@ class OpenAI:
             raise failure[0]
         done = WireCompleteUpload(part_ids=part_ids)
         resp = await self._http.request(
-            "POST", f"/uploads/{upload_id}/complete", cls="upload", json=ENCODER.encode(done)
+            "POST",
+            self._path(f"/uploads/{upload_id}/complete"),
+            cls="upload",
+            json=ENCODER.encode(done),
         )
         upload = self._decode(UPLOAD_DECODER, resp.body, "upload")
         if upload.file is None:
@@ -212,7 +215,9 @@ class OpenAI:
 
     async def _cancel_upload(self, upload_id: str) -> None:
         try:
-            await self._http.request("POST", f"/uploads/{upload_id}/cancel", cls="upload")
+            await self._http.request(
+                "POST", self._path(f"/uploads/{upload_id}/cancel"), cls="upload"
+            )
         except Exception:  # best effort: the upload expires after an hour anyway
             return
 
@@ -227,7 +232,11 @@ class OpenAI:
             metadata={TAG_METADATA_KEY: tag},
         )
         resp = await self._http.request(
-            "POST", "/batches", cls="create", json=ENCODER.encode(body), idempotent=False
+            "POST",
+            self._path("/batches"),
+            cls="create",
+            json=ENCODER.encode(body),
+            idempotent=False,
         )
         return self._batch(resp.body)
 
@@ -241,7 +250,7 @@ class OpenAI:
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
         """``GET /batches/{id}``."""
-        resp = await self._http.request("GET", f"/batches/{batch_id}", cls="poll")
+        resp = await self._http.request("GET", self._path(f"/batches/{batch_id}"), cls="poll")
         return self._batch(resp.body)
 
     async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
@@ -251,7 +260,9 @@ class OpenAI:
             params = {"limit": str(LIST_PAGE_SIZE)}
             if after is not None:
                 params["after"] = after
-            resp = await self._http.request("GET", "/batches", cls="poll", params=params)
+            resp = await self._http.request(
+                "GET", self._path("/batches"), cls="poll", params=params
+            )
             page = self._decode(BATCH_LIST_DECODER, resp.body, "batch list")
             for wire in page.data:
                 yield to_batch_info(wire)
@@ -262,7 +273,7 @@ class OpenAI:
     async def cancel(self, batch_id: str) -> BatchInfo:
         """Ask OpenAI to cancel; an already terminal batch (409) is returned as it is."""
         resp = await self._http.request(
-            "POST", f"/batches/{batch_id}/cancel", cls="poll", passthrough=(409,)
+            "POST", self._path(f"/batches/{batch_id}/cancel"), cls="poll", passthrough=(409,)
         )
         if resp.status == 409:
             return await self.retrieve(batch_id)
@@ -284,7 +295,7 @@ class OpenAI:
                 continue
             async with self._http.stream(
                 "GET",
-                f"/files/{file_id}/content",
+                self._path(f"/files/{file_id}/content"),
                 cls="download",
                 headers={"Accept": "application/binary"},
             ) as stream:
@@ -305,6 +316,14 @@ class OpenAI:
                     yield result
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _auth_headers(self, key: str) -> dict[str, str]:
+        """The auth header(s) every call carries (a hook for ``AzureOpenAI``)."""
+        return {"Authorization": f"Bearer {key}"}
+
+    def _path(self, path: str) -> str:
+        """The URL path of an API path; a hook for ``AzureOpenAI`` (adds ``?api-version=``)."""
+        return path
 
     def _batch(self, body: bytes) -> BatchInfo:
         return to_batch_info(self._decode(BATCH_DECODER, body, "batch"))
