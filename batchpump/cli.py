@@ -16,7 +16,6 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -53,7 +52,9 @@ EXIT_FAILED: Final = 5
 EXIT_INTERRUPTED: Final = 130
 
 DEFAULT_STATE_DIR: Final = ".batchpump"
-PROVIDERS: Final = ("openai",)
+PROVIDERS: Final = ("openai", "azure", "together", "anthropic")
+#: Surfaces ``batchpump emulate`` serves by default (all that can share one server).
+EMULATED: Final = ("openai", "azure", "together", "anthropic")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=8080)
     emulate.add_argument(
+        "--providers",
+        default=",".join(EMULATED),
+        help=f"comma-separated surfaces to serve (default: {','.join(EMULATED)})",
+    )
+    emulate.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
@@ -117,13 +123,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def make_provider(name: str) -> Provider:
-    """Build a provider from its usual environment variables (read here, at the edge)."""
+    """Build a provider from its usual environment variables (read by the adapters' defaults).
+
+    ``openai``: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``. ``azure``: ``AZURE_OPENAI_API_KEY``,
+    ``AZURE_OPENAI_ENDPOINT``, ``OPENAI_API_VERSION``. ``together``: ``TOGETHER_API_KEY``,
+    ``TOGETHER_BASE_URL``. ``anthropic``: ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``.
+    """
     if name == "openai":
         from .providers.openai import OpenAI
 
-        return OpenAI(
-            api_key=os.environ.get("OPENAI_API_KEY"), base_url=os.environ.get("OPENAI_BASE_URL")
-        )
+        return OpenAI()
+    if name == "azure":
+        from .providers.azure import AzureOpenAI
+
+        return AzureOpenAI()
+    if name == "together":
+        from .providers.together import Together
+
+        return Together()
+    if name == "anthropic":
+        from .providers.anthropic import Anthropic
+
+        return Anthropic()
     raise UsageError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
 
 
@@ -190,7 +211,13 @@ def _emulate(args: argparse.Namespace) -> int:
     from ._clock import ScaledClock
     from .emulator import run_emulator
 
-    run_emulator(host=args.host, port=args.port, clock=ScaledClock(args.time_scale))
+    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
+    unknown = sorted(set(providers) - set(EMULATED))
+    if unknown:
+        raise UsageError(f"cannot emulate {', '.join(unknown)}; choose from {', '.join(EMULATED)}")
+    run_emulator(
+        host=args.host, port=args.port, clock=ScaledClock(args.time_scale), providers=providers
+    )
     return EXIT_OK
 
 
@@ -241,7 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(stderr=True)
     if args.command == "emulate":
-        return _emulate(args)
+        try:
+            return _emulate(args)
+        except UsageError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            return EXIT_USAGE
     if args.command == "run":  # defaults that need the file system, resolved before the loop
         if not args.input.is_file():
             what = "is a directory" if args.input.is_dir() else "no such file"

@@ -154,3 +154,39 @@ def test_openai_sdk_works_against_batchpump_emulate(emulator_url: str, tmp_path:
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
         assert client.batches.cancel(other.id).status in ("cancelling", "cancelled")
+
+
+@pytest.mark.parametrize(
+    ("provider", "env"),
+    [
+        ("anthropic", {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": "{url}"}),
+        ("together", {"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": "{url}/together/v1"}),
+        (
+            "azure",
+            {
+                "AZURE_OPENAI_API_KEY": KEY,
+                "AZURE_OPENAI_ENDPOINT": "{url}",
+                "OPENAI_API_VERSION": "2024-10-21",
+            },
+        ),
+    ],
+)
+def test_run_other_providers_from_their_usual_variables(
+    provider: str,
+    env: dict[str, str],
+    emulator_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(url=emulator_url))
+    src = tmp_path / "requests.jsonl"
+    ids = write_requests(src, 120, model="claude-3-5-haiku" if provider == "anthropic" else "m")
+    out = tmp_path / "out.jsonl"
+    argv = ["run", str(src), "--provider", provider, "--out", str(out), "--max-lines", "50"]
+    code = main([*argv, "--progress", "none"])
+    err = capsys.readouterr().err
+    assert code == EXIT_OK, err
+    assert_exactly_once(read_results(out), ids)
+    assert KEY not in err
