@@ -17,7 +17,11 @@ __all__ = ["Clock", "ManualClock", "ScaledClock", "SystemClock"]
 
 @runtime_checkable
 class Clock(Protocol):
-    """What the engine and the emulator need from time."""
+    """What the engine and the emulator need from time.
+
+    A clock may also have a ``speed`` attribute: its seconds per real second (1 when absent).
+    Rate limiters that can only pace in real time use it to convert rates.
+    """
 
     def time(self) -> float:
         """Wall-clock seconds since the epoch (for provider timestamps)."""
@@ -35,6 +39,9 @@ class Clock(Protocol):
 @final
 class SystemClock:
     """The real clock."""
+
+    #: Clock seconds per real second (rate limiters that pace in real time read it).
+    speed = 1.0
 
     def time(self) -> float:
         return time.time()
@@ -60,6 +67,7 @@ class ScaledClock:
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
         self.scale = scale
+        self.speed = scale
         self._t0_real = time.monotonic()
         self._t0_wall = time.time() if start is None else start
 

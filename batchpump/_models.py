@@ -69,14 +69,15 @@ class Succeeded(_ResultBase, frozen=True, kw_only=True, tag="succeeded"):
 class Errored(_ResultBase, frozen=True, kw_only=True, tag="errored"):
     """The request failed for good (after ``attempt`` tries).
 
-    ``body`` is the provider's error body when there was one (raw bytes), ``code`` and
+    ``body`` is the provider's error body when there was one (raw bytes; ``msgspec.UNSET``
+    when there was none, a sentinel because msgspec cannot decode ``Raw | None``), ``code`` and
     ``message`` its short form, ``retryable`` whether another attempt could have succeeded.
     """
 
     code: str
     message: str
     status_code: int | None = None
-    body: msgspec.Raw | None = None
+    body: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     retryable: bool = False
 
 
@@ -234,6 +235,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
     out_offset: int = 0
     counts: ResultCounts = msgspec.field(default_factory=ResultCounts)
     options: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
+    input_hash: str = ""
 
 
 class ShardRecord(msgspec.Struct, kw_only=True):

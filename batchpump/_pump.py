@@ -177,6 +177,7 @@ class Pump:
             out_path=str(out_path.resolve()),
             created_at=self._clock.time(),
             options=msgspec.Raw(_options_encoder.encode(opts)),
+            input_hash=input_hash,
         )
         record, _ = await journal.open_run(record)
         if run_id in self._runs:
@@ -248,6 +249,14 @@ class Pump:
                 on_invalid=opts.on_invalid,
             )
         )
+        if ctx.run.input_hash and outcome.input_hash != ctx.run.input_hash:
+            # The bytes sharded are not the bytes the run id was made from: the file changed
+            # (it is still being written?). Sending them would tie them to the wrong run.
+            await anyio.to_thread.run_sync(_remove, [Path(s.path) for s in outcome.shards])
+            raise UsageError(
+                f"{path} changed while batchpump was reading it; wait until it is complete "
+                "and run the same command again (nothing was sent)"
+            )
         part = _rejected_part(run_dir, outcome.rejected)
 
         async def commit(length: int) -> None:
@@ -297,6 +306,11 @@ class Pump:
 def default_results_path(source: Path) -> Path:
     """``requests.jsonl`` -> ``requests.results.jsonl``, beside the input."""
     return source.with_name(source.name.removesuffix(".jsonl") + ".results.jsonl")
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _rejected_part(run_dir: Path, rejected: list[Rejected]) -> PartWriter:

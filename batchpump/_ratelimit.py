@@ -16,8 +16,9 @@ decrease can decrease it again, never below 1/8 of the ceiling); each success ad
 learned from ``x-ratelimit-limit-requests`` (per minute) or, on the first 429, from the rate
 observed just before it.
 
-aiolimiter paces on the event loop's clock (it cannot take ours); every other wait goes
-through the injected ``Clock``.
+aiolimiter paces on the event loop's clock (it cannot take ours): rates are kept in Clock
+seconds and converted with the clock's ``speed`` (Clock seconds per real second: 1 for the
+system clock, ``scale`` for a ``ScaledClock``); every other wait goes through the ``Clock``.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class GateStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _limiter(rate: float) -> Any:
-    # Capacity 1 paced at ``rate``: evenly spaced calls, no burst after a quiet spell.
+    # Capacity 1 paced at ``rate`` per event-loop second: evenly spaced calls, no burst after
+    # a quiet spell.
     return AsyncLimiter(1, 1.0 / rate)
 
 
@@ -128,7 +130,10 @@ class EndpointGate:
         self._configured = rate
         self._ceiling = rate
         self._rate = rate
-        self._limiter: Any = _limiter(rate) if rate is not None else None
+        # Rates are per Clock second; aiolimiter paces on the event loop's clock, so a clock
+        # that runs faster than real time (ScaledClock.speed) scales the pacing to match.
+        self._speed = float(getattr(clock, "speed", 1.0))
+        self._limiter: Any = _limiter(rate * self._speed) if rate is not None else None
         self._limiter_rate = rate
         self._min_rate = min_rate
         self._increase = increase
@@ -144,6 +149,7 @@ class EndpointGate:
         self._window_start: float | None = None
         self._window_count = 0
         self._prev_rate = 0.0
+        self._probing = False
 
     # -- passing the gate ---------------------------------------------------------------------
 
@@ -213,6 +219,7 @@ class EndpointGate:
                 return  # too little traffic to learn from: the pause alone will do
             self._ceiling = observed
             self._rate = observed
+            self._probing = True
         self._set_rate(self._rate / 2.0)
 
     def on_success(self, *, limit_requests: float | None = None) -> None:
@@ -225,9 +232,16 @@ class EndpointGate:
             learned = limit_requests / 60.0
             ceiling = learned if self._configured is None else min(self._configured, learned)
             self._ceiling = ceiling
+            self._probing = False
             if self._rate is None or self._rate > ceiling:
                 self._set_rate(ceiling)
-        if self._rate is not None and self._ceiling is not None and self._rate < self._ceiling:
+        if self._rate is None or self._ceiling is None:
+            return
+        if self._probing and self._rate >= self._ceiling:
+            # A ceiling guessed from traffic before one 429 is only a guess (the 429 may have
+            # been a random storm, not a quota): keep probing above it until the next 429.
+            self._ceiling *= 1.0 + self._increase
+        if self._rate < self._ceiling:
             self._set_rate(self._rate + self._ceiling * self._increase)
 
     def statistics(self) -> GateStatistics:
@@ -263,7 +277,7 @@ class EndpointGate:
         old = self._limiter_rate
         if old is None or abs(rate - old) > _REBUILD_TOLERANCE * old:
             # Waiters on the old limiter finish at the old pace; new callers use the new one.
-            self._limiter = _limiter(rate)
+            self._limiter = _limiter(rate * self._speed)
             self._limiter_rate = rate
 
     def _observe_start(self, now: float) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,14 +29,13 @@ from typing import Any, Final
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``batchpump`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgspec
-
 from batchpump._models import Capabilities
 from batchpump._shard import hash_file, shard_file
+from benchmarks._common import machine_info, write_record
 from benchmarks._datagen import DEFAULT_NON_ASCII_SHARE, cached_dataset
 
 MB: Final = 1024 * 1024
-RESULTS: Final = Path(__file__).resolve().parent / "results" / "bench_shard.json"
+NAME: Final = "bench_shard"
 ENDPOINT: Final = "/v1/chat/completions"
 CANDIDATES: Final = ("batchpump", "stdlib", "copy")
 _CAPS: Final = Capabilities()
@@ -126,14 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     figures = {name: _measure(name, path) for name in CANDIDATES}
     ours, base, copy = figures["batchpump"], figures["stdlib"], figures["copy"]
     record: dict[str, Any] = {
-        "benchmark": "bench_shard",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "msgspec": msgspec.__version__,
-        },
+        "benchmark": NAME,
+        "machine": machine_info(),
         "input": {
             "bytes": path.stat().st_size,
             "lines": lines,
@@ -150,15 +142,14 @@ def main(argv: list[str] | None = None) -> None:
         },
         "targets": {"mb_per_s": 400, "speed_vs_stdlib": 4, "peak_rss_mb": 150},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    path = write_record(NAME, record)
     print(
         f"bench_shard {record['input']['bytes'] / MB:.0f} MB, {lines:,} lines: "
         f"batchpump {ours['mb_per_s']:.0f} MB/s, peak RSS {ours['peak_rss_mb']:.0f} MB | "
         f"stdlib {base['mb_per_s']:.0f} MB/s, {base['peak_rss_mb']:.0f} MB | "
         f"copy {copy['mb_per_s']:.0f} MB/s | "
         f"{record['ratios']['speed_vs_stdlib']}x stdlib, "
-        f"{record['ratios']['speed_vs_copy']:.2f}x copy -> {RESULTS}"
+        f"{record['ratios']['speed_vs_copy']:.2f}x copy -> {path}"
     )
 
 

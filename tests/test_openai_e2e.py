@@ -51,7 +51,9 @@ def provider(emu: RunningEmulator) -> OpenAI:
         api_key=KEY,
         base_url=emu.openai_base_url,
         retry=RetryPolicy.no_wait(attempts=30),
-        limits=Limits(),
+        # Known ceilings, as a user with published limits would give: random storms then halve
+        # the rate at most to 1/8 of them instead of to a rate learned from a quiet moment.
+        limits=Limits(upload_rate=500, create_rate=500, poll_rate=100, download_rate=500),
     )
 
 
