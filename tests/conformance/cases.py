@@ -5,19 +5,7 @@ the adapter against the emulator, and how to count batches per shard attempt on 
 side. Everything else (cancel, tags, inline input, listing) is read from the adapter's own
 ``capabilities``; the tests never branch on a case's name.
 
-Example (what a new provider adds)::
-
-    def _together(emu: RunningEmulator, *, retry: RetryPolicy) -> Provider:
-        return Together(api_key=KEY, base_url=emu.together_base_url, retry=retry)
-
-    TOGETHER = ProviderCase(
-        name="together",
-        providers=("together",),
-        make=_together,
-        count_batches=by_emulator_tag,
-        cancel_routes=("together.batches.cancel",),
-    )
-    CASES = (OPENAI, TOGETHER)
+The entries below (OpenAI, Together, Anthropic, Azure) show the shape.
 """
 
 from __future__ import annotations
@@ -30,7 +18,10 @@ from typing import Final, Protocol
 
 from batchpump import Provider, RetryPolicy
 from batchpump.emulator import RunningEmulator, Stats
+from batchpump.providers.anthropic import Anthropic
+from batchpump.providers.azure import AzureOpenAI
 from batchpump.providers.openai import OpenAI
+from batchpump.providers.together import Together
 
 from ..helpers import write_requests as write_chat_requests
 
@@ -117,5 +108,40 @@ OPENAI: Final = ProviderCase(
     cancel_routes=("openai.batches.cancel",),
 )
 
+
+def _together(emu: RunningEmulator, *, retry: RetryPolicy) -> Provider:
+    return Together(api_key=KEY, base_url=emu.together_base_url, retry=retry)
+
+
+def _anthropic(emu: RunningEmulator, *, retry: RetryPolicy) -> Provider:
+    return Anthropic(api_key=KEY, base_url=emu.anthropic_base_url, retry=retry)
+
+
+def _azure(emu: RunningEmulator, *, retry: RetryPolicy) -> Provider:
+    return AzureOpenAI(api_key=KEY, azure_endpoint=emu.azure_endpoint, retry=retry)
+
+
+TOGETHER: Final = ProviderCase(
+    name="together",
+    providers=("together",),
+    make=_together,
+    count_batches=by_emulator_tag,
+    cancel_routes=("together.batches.cancel",),
+)
+ANTHROPIC: Final = ProviderCase(
+    name="anthropic",
+    providers=("anthropic",),
+    make=_anthropic,
+    count_batches=by_emulator_tag,
+    cancel_routes=("anthropic.batches.cancel",),
+)
+AZURE: Final = ProviderCase(
+    name="azure",
+    providers=("azure",),
+    make=_azure,
+    count_batches=by_emulator_tag,
+    cancel_routes=("azure.batches.cancel",),
+)
+
 #: Every provider the suite runs against. Add a case here; nothing else changes.
-CASES: Final[tuple[ProviderCase, ...]] = (OPENAI,)
+CASES: Final[tuple[ProviderCase, ...]] = (OPENAI, TOGETHER, ANTHROPIC, AZURE)
