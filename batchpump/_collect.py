@@ -148,13 +148,7 @@ class Collector:
         ctx = self._ctx
         follow_up = await self._next_attempt(shard, retry) if retry else None
         shard.state = "done"
-
-        async def commit(length: int) -> None:
-            ctx.run.out_offset = length
-            ctx.run.counts.merge(counts)
-            await ctx.commit(shard, *([follow_up] if follow_up else []), run=True)
-
-        await self._sink.publish(part, commit)
+        await self._sink.publish(part, [shard, *([follow_up] if follow_up else [])], counts)
         if follow_up is not None:
             ctx.retries += 1
             ctx.opened()

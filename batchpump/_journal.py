@@ -32,6 +32,8 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, TypeAlias, TypeVar, final
@@ -54,8 +56,10 @@ from ._journal_schema import (
     _prepare_schema,
     _run_dec,
     _run_row,
+    _RunRow,
     _shard_dec,
     _shard_row,
+    _ShardRow,
 )
 from ._journal_schema import APPLICATION_ID as APPLICATION_ID
 from ._models import RunRecord, ShardRecord
@@ -77,6 +81,7 @@ class JournalStatistics(msgspec.Struct, frozen=True, kw_only=True):
         path: the journal file.
         state: ``"open"`` or ``"closed"``.
         commits: ``commit`` calls that completed.
+        transactions: transactions those commits took (fewer when commits were grouped).
         runs_written: run records written by ``commit`` and ``open_run``.
         shards_written: shard records written by ``commit``.
     """
@@ -84,8 +89,20 @@ class JournalStatistics(msgspec.Struct, frozen=True, kw_only=True):
     path: str
     state: Literal["open", "closed"]
     commits: int
+    transactions: int = 0
     runs_written: int
     shards_written: int
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One caller's commit waiting for the next group transaction."""
+
+    run_row: _RunRow | None
+    shard_rows: list[_ShardRow]
+    run_id: str
+    done: bool = False
+    error: Exception | None = None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -142,8 +159,12 @@ class SqliteJournal:
         self._limiter = anyio.CapacityLimiter(1)
         self._closed = False
         self._commits = 0
+        self._groups = 0
         self._runs_written = 0
         self._shards_written = 0
+        self._pending: list[_Pending] = []
+        self._flushing = False
+        self._round_done = anyio.Event()
 
     @classmethod
     async def open(
@@ -258,32 +279,70 @@ class SqliteJournal:
     ) -> None:
         """Write ``run`` and ``shards`` (inserted or replaced by key) in one transaction.
 
+        Commits that arrive while another is being written are grouped into the next single
+        transaction (group commit): each caller still returns only once its own records are
+        durable, and a group is all-or-nothing, so every caller of a failed group raises.
+
         Raises:
             TypeError: a record holds a value msgspec cannot encode; nothing was written.
             JournalError: the write failed (disk full, read-only...); nothing was written.
         """
         run_row = None if run is None else _run_row(run)
         shard_rows = [_shard_row(shard) for shard in shards]
-        run_id = run.run_id if run is not None else (shards[0].run_id if shards else None)
+        if run_row is None and not shard_rows:
+            self._commits += 1  # nothing to write, as MemoryJournal counts it
+            return
+        run_id = run.run_id if run is not None else shards[0].run_id
+        item = _Pending(run_row, shard_rows, run_id)
+        self._pending.append(item)
+        while not item.done:
+            if self._flushing:
+                await self._round_done.wait()
+            else:
+                await self._flush()
+        if item.error is not None:
+            raise item.error
 
-        def job(conn: sqlite3.Connection) -> None:
-            if run_row is not None or shard_rows:
-                conn.execute("BEGIN IMMEDIATE")
+    async def _flush(self) -> None:
+        """Write every pending commit, a round (one transaction) at a time."""
+        self._flushing = True
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
                 try:
-                    if run_row is not None:
-                        conn.execute(_UPSERT_RUN, run_row)
-                    conn.executemany(_UPSERT_SHARD, shard_rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
-            self._commits += 1
-            self._runs_written += run_row is not None
-            self._shards_written += len(shard_rows)
+                    await self._call(
+                        partial(self._write, group=group),
+                        doing="committing",
+                        run_id=group[0].run_id,
+                    )
+                except Exception as exc:
+                    for item in group:
+                        item.error = exc
+                finally:
+                    for item in group:
+                        item.done = True
+                    event, self._round_done = self._round_done, anyio.Event()
+                    event.set()
+        finally:
+            self._flushing = False
 
-        await self._call(job, doing="committing", run_id=run_id)
+    def _write(self, conn: sqlite3.Connection, *, group: list[_Pending]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in group:
+                if item.run_row is not None:
+                    conn.execute(_UPSERT_RUN, item.run_row)
+                conn.executemany(_UPSERT_SHARD, item.shard_rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        self._commits += len(group)
+        self._groups += 1
+        self._runs_written += sum(item.run_row is not None for item in group)
+        self._shards_written += sum(len(item.shard_rows) for item in group)
 
     def statistics(self) -> JournalStatistics:
         """A snapshot of what this journal has done since it was opened."""
@@ -291,6 +350,7 @@ class SqliteJournal:
             path=str(self._path),
             state="closed" if self._closed else "open",
             commits=self._commits,
+            transactions=self._groups,
             runs_written=self._runs_written,
             shards_written=self._shards_written,
         )

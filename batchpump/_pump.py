@@ -35,7 +35,7 @@ from ._engine import Engine
 from ._errors import ClosedError, UsageError, unwrap_group
 from ._journal import SqliteJournal
 from ._journal_base import Journal
-from ._models import Rejected, ResultCounts, RunRecord
+from ._models import Rejected, ResultCounts, RunRecord, ShardRecord
 from ._results import PartWriter, ResultSink
 from ._run import Run
 from ._runstate import RunContext, RunOptions, TokenBudget
@@ -214,8 +214,6 @@ class Pump:
     async def _start(self, record: RunRecord, opts: RunOptions) -> Run:
         journal = self.journal
         run_dir = self._run_dir(record.run_id)
-        sink = ResultSink(Path(record.out_path), record.out_offset)
-        await sink.open()
         ctx = RunContext(
             provider=self.provider,
             journal=journal,
@@ -225,6 +223,14 @@ class Pump:
             work_dir=anyio.Path(run_dir),
             budget=TokenBudget(opts.token_budget),
         )
+
+        async def commit(length: int, shards: list[ShardRecord], counts: ResultCounts) -> None:
+            ctx.run.out_offset = length
+            ctx.run.counts.merge(counts)
+            await ctx.commit(*shards, run=True)
+
+        sink = ResultSink(Path(record.out_path), record.out_offset, commit)
+        await sink.open()
         if record.state in ("sharding", "failed"):
             await self._shard(ctx, sink, Path(record.input_path), run_dir)
         shards = await journal.load_shards(record.run_id)
@@ -258,15 +264,10 @@ class Pump:
                 "and run the same command again (nothing was sent)"
             )
         part = _rejected_part(run_dir, outcome.rejected)
-
-        async def commit(length: int) -> None:
-            ctx.run.state = "running"
-            ctx.run.total_lines = outcome.total_lines
-            ctx.run.out_offset = length
-            ctx.run.counts = ResultCounts(rejected=len(outcome.rejected))
-            await ctx.journal.commit(run=ctx.run, shards=outcome.shards)
-
-        await sink.publish(part, commit)
+        ctx.run.state = "running"
+        ctx.run.total_lines = outcome.total_lines
+        ctx.run.counts = ResultCounts()
+        await sink.publish(part, outcome.shards, ResultCounts(rejected=len(outcome.rejected)))
 
     async def _materialize(
         self, source: str | os.PathLike[str] | AsyncIterable[bytes | str]

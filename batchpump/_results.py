@@ -1,9 +1,11 @@
 """The results file: append-only JSONL, one final ``Result`` per input line.
 
-Collectors write a finished batch's results to a part file first, then ``ResultSink.publish``
-appends the part to the results file, fsyncs it and commits the new length (``out_offset``) in
-the journal in the same step. On resume the file is cut back to the journaled length, so a crash
-between append and commit never leaves a result twice. Files are created 0600.
+Collectors gather a finished batch's results in a ``PartWriter`` (memory, or a part file once
+large), then ``ResultSink.publish`` appends it to the results file, fsyncs it and commits the new
+length (``out_offset``) in the journal together with the shard records it settles, in one
+transaction. Concurrent publications share one append, fsync and transaction. On resume the
+file is cut back to the journaled length, so a crash between append and commit never leaves a
+result twice. Files are created 0600.
 
 All file I/O runs in worker threads, in large chunks: the event loop never blocks on disk.
 """
@@ -13,14 +15,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, final
+from typing import BinaryIO, Final, final
 
 import anyio
 import anyio.to_thread
 import msgspec
 
-from ._models import Result
+from ._models import Result, ResultCounts, ShardRecord
 
 __all__ = ["PartWriter", "ResultSink", "create_private", "decode_results"]
 
@@ -51,12 +54,13 @@ def decode_results(data: bytes) -> list[Result]:
 
 @final
 class PartWriter:
-    """Buffers encoded results and writes them to a part file in a worker thread."""
+    """Collects one batch's encoded results: in memory while small, in a part file past
+    ``FLUSH_BYTES`` (written in a worker thread), so a huge batch never sits in memory."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._buffer = bytearray()
-        self._started = False
+        self._on_disk = False
         self.count = 0
 
     def add(self, result: Result) -> None:
@@ -69,9 +73,10 @@ class PartWriter:
         return len(self._buffer) >= FLUSH_BYTES
 
     async def flush(self) -> None:
+        """Move the buffered results to the part file."""
         data, self._buffer = bytes(self._buffer), bytearray()
-        first = not self._started
-        self._started = True
+        first = not self._on_disk
+        self._on_disk = True
         await anyio.to_thread.run_sync(self._write, data, first)
 
     def _write(self, data: bytes, first: bool) -> None:
@@ -80,17 +85,52 @@ class PartWriter:
         with self.path.open("ab") as f:
             f.write(data)
 
+    def write_to(self, dst: BinaryIO) -> None:
+        """Append everything collected to ``dst`` (in a worker thread)."""
+        if self._on_disk:
+            with self.path.open("rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        dst.write(self._buffer)
+
+    def discard(self) -> None:
+        """Remove the part file, if any (in a worker thread)."""
+        if self._on_disk:
+            self.path.unlink(missing_ok=True)
+
+
+Commit = Callable[[int, list[ShardRecord], ResultCounts], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Publication:
+    part: PartWriter
+    shards: list[ShardRecord]
+    counts: ResultCounts
+    done: bool = False
+    error: Exception | None = None
+
 
 @final
 class ResultSink:
-    """The run's results file, with the committed length as the source of truth."""
+    """The run's results file, with the committed length as the source of truth.
 
-    def __init__(self, path: Path, committed: int) -> None:
+    Args:
+        path: the results file.
+        committed: its length as last committed in the journal.
+        commit: writes, in ONE journal transaction, the new length, the shard records that the
+            appended results settle and the counts they add.
+    """
+
+    def __init__(self, path: Path, committed: int, commit: Commit) -> None:
         self.path = path
         self.committed = committed
-        self._lock = anyio.Lock()
+        self._commit = commit
         self._changed = anyio.Event()
+        self._pending: list[_Publication] = []
+        self._flushing = False
+        self._round_done = anyio.Event()
         self.finished = False
+        self.appends = 0
 
     async def open(self) -> None:
         """Create the file if needed and cut it back to the committed length."""
@@ -101,23 +141,62 @@ class ResultSink:
         with self.path.open("r+b") as f:
             f.truncate(self.committed)
 
-    async def publish(self, part: PartWriter, commit: Callable[[int], Awaitable[None]]) -> None:
-        """Append ``part`` to the results file, then ``commit(new_length)`` to the journal."""
-        await part.flush()
-        async with self._lock:
-            if part.count:
-                length = await anyio.to_thread.run_sync(self._append, part.path)
+    async def publish(
+        self, part: PartWriter, shards: list[ShardRecord], counts: ResultCounts
+    ) -> None:
+        """Append ``part`` to the results file and commit it with ``shards`` and ``counts``.
+
+        Publications that arrive while another is being written share the next append, fsync
+        and journal transaction (group commit); each caller returns once its own results are
+        durable and committed.
+        """
+        item = _Publication(part, shards, counts)
+        self._pending.append(item)
+        while not item.done:
+            if self._flushing:
+                await self._round_done.wait()
             else:
-                length = self.committed
-            await commit(length)
-            self.committed = length
-        await anyio.to_thread.run_sync(_unlink, part.path)
+                await self._flush()
+        if item.error is not None:
+            raise item.error
+
+    async def _flush(self) -> None:
+        self._flushing = True
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    await self._publish(group)
+                except Exception as exc:
+                    for item in group:
+                        item.error = exc
+                finally:
+                    for item in group:
+                        item.done = True
+                    event, self._round_done = self._round_done, anyio.Event()
+                    event.set()
+        finally:
+            self._flushing = False
+
+    async def _publish(self, group: list[_Publication]) -> None:
+        parts = [item.part for item in group]
+        length = self.committed
+        if any(part.count for part in parts):
+            length = await anyio.to_thread.run_sync(self._append, parts)
+        counts = ResultCounts()
+        for item in group:
+            counts.merge(item.counts)
+        await self._commit(length, [s for item in group for s in item.shards], counts)
+        self.committed = length
+        self.appends += 1
+        await anyio.to_thread.run_sync(_discard, parts)
         self._notify()
 
-    def _append(self, part: Path) -> int:
-        with part.open("rb") as src, self.path.open("r+b") as dst:
+    def _append(self, parts: list[PartWriter]) -> int:
+        with self.path.open("r+b") as dst:
             dst.seek(self.committed)
-            shutil.copyfileobj(src, dst, 1 << 20)
+            for part in parts:
+                part.write_to(dst)
             dst.flush()
             os.fsync(dst.fileno())
             return dst.tell()
@@ -156,5 +235,6 @@ def _read(path: Path, offset: int, end: int) -> bytes:
         return data
 
 
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)
+def _discard(parts: list[PartWriter]) -> None:
+    for part in parts:
+        part.discard()

@@ -3,8 +3,10 @@
 The hot path of the control plane. Only protocols here (``Provider``, ``Journal``, ``Clock``):
 no aiohttp, no sqlite3. Each step is written to the journal *before* the action it enables:
 
-``ready`` --prepare--> ``uploaded`` (input_ref) --intent--> ``creating`` (tag, intent_at)
+``ready`` --prepare--> (input_ref) --intent--> ``creating`` (input_ref, tag, intent_at)
 --create--> ``submitted`` (batch_id)
+
+(``uploaded`` is still understood on resume: a requeued attempt starts there, reusing its file.)
 
 A create that fails ambiguously (timeout, reset, 5xx after the request was sent) is never simply
 sent again: the provider is first asked whether a batch with this attempt's tag exists
@@ -119,9 +121,11 @@ class Submitter:
             if adopted is not None:
                 return adopted
         if shard.input_ref is None or shard.state in ("ready", "uploading"):
+            # Not committed on its own: the create intent below records input_ref too. A crash
+            # in between leaves the attempt "ready", and it uploads again (an orphan file
+            # costs nothing; a second batch would).
             shard.input_ref = await ctx.provider.prepare(shard)
             shard.state = "uploaded"
-            await ctx.commit(shard)
         try:
             return await self._create(shard)
         except NotFoundError:

@@ -584,3 +584,22 @@ async def test_repr_and_statistics(tmp_path: Path) -> None:
     await journal.aclose()
     assert "state=closed" in repr(journal)
     assert journal.statistics().state == "closed"
+
+
+async def test_concurrent_commits_are_grouped_and_each_is_durable(tmp_path: Path) -> None:
+    """Commits arriving while one is written share the next transaction (group commit)."""
+    path = tmp_path / "journal.sqlite"
+    async with open_journal(path) as journal:
+        await journal.open_run(make_run("run-1"))
+
+        async def commit(index: int) -> None:
+            await journal.commit(shards=[make_shard(index)])
+
+        async with anyio.create_task_group() as tg:
+            for index in range(200):
+                tg.start_soon(commit, index)
+        stats = journal.statistics()
+    assert stats.commits == 200
+    assert stats.transactions < stats.commits
+    async with open_journal(path) as reopened:
+        assert [s.index for s in await reopened.load_shards("run-1")] == list(range(200))
