@@ -191,7 +191,9 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
         one_model_per_shard: a batch may only target one model.
         line_format: the shape of a shard line: ``"openai"`` (``{custom_id, method, url,
             body}``) or ``"anthropic"`` (``{custom_id, params}``; OpenAI chat lines are
-            converted by ``_convert`` while sharding).
+            converted by ``_convert`` while sharding) or ``"items"`` (``{custom_id, ...}``
+            documents or jobs, checked by the adapter's ``check_line`` and grouped into shards
+            by its ``item_group_field``).
     """
 
     cancel: bool = True
@@ -203,7 +205,7 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     max_line_bytes: int = 200 * 1024 * 1024
     custom_id_max_len: int | None = None
     one_model_per_shard: bool = True
-    line_format: Literal["openai", "anthropic"] = "openai"
+    line_format: Literal["openai", "anthropic", "items"] = "openai"
 
 
 # ---------------------------------------------------------------------------------------------

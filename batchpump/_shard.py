@@ -26,6 +26,7 @@ import msgspec
 
 from ._convert import AnthropicLineChecker
 from ._errors import InputError, InputProblem, UsageError
+from ._items import ItemCheck, ItemLineChecker
 from ._jsonl import (
     Checked,
     LineBlock,
@@ -291,7 +292,7 @@ class _Scan:
 
 def _scan(
     blocks: Iterator[LineBlock],
-    checker: LineChecker | AnthropicLineChecker,
+    checker: LineChecker | AnthropicLineChecker | ItemLineChecker,
     writer: ShardWriter | None,
     *,
     forced: dict[int, Problem],
@@ -390,6 +391,8 @@ def shard_file(
     max_lines: int | None = None,
     max_bytes: int | None = None,
     on_invalid: Literal["raise", "skip"] = "raise",
+    item_check: ItemCheck | None = None,
+    item_group_field: str | None = None,
 ) -> ShardingOutcome:
     """Check every line of ``path`` and split the valid ones into shard files in ``out_dir``.
 
@@ -413,6 +416,8 @@ def shard_file(
         max_bytes: bytes per shard; may only lower ``capabilities.max_bytes``.
         on_invalid: ``"raise"``: any bad line raises ``InputError`` and no shard file is left;
             ``"skip"``: bad lines become ``Rejected`` results and the rest is sharded.
+        item_check: for ``line_format == "items"``, the adapter's ``check_line``.
+        item_group_field: for items, the field that splits shards (like ``body.model``).
 
     Raises:
         InputError: bad lines with ``on_invalid="raise"``, or an input with no lines at all.
@@ -426,9 +431,17 @@ def shard_file(
         max_line_bytes=line_cap,
         custom_id_max_len=capabilities.custom_id_max_len,
     )
-    checker: LineChecker | AnthropicLineChecker = base
+    checker: LineChecker | AnthropicLineChecker | ItemLineChecker = base
     if capabilities.line_format == "anthropic":  # native {custom_id, params}; chat converted
         checker = AnthropicLineChecker(base, max_line_bytes=line_cap)
+    elif capabilities.line_format == "items":  # documents or jobs, checked by the adapter
+        checker = ItemLineChecker(
+            base,
+            item_check,
+            group_field=item_group_field,
+            max_line_bytes=line_cap,
+            custom_id_max_len=capabilities.custom_id_max_len,
+        )
     raising = on_invalid == "raise"
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.a1.jsonl.tmp"):
