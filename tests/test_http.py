@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from batchpump._clock import ManualClock
 from batchpump._config import Limits, RetryPolicy
 from batchpump._errors import (
+    AuthenticationError,
     BadRequestError,
     ClosedError,
     ConnectError,
@@ -518,3 +519,115 @@ async def test_closed_client_refuses_calls() -> None:
     with pytest.raises(ClosedError):
         await client.request("GET", "/b", cls="poll")
     assert "closed" in repr(client)
+
+
+async def test_redirect_not_followed_returns_the_302_and_its_location(serve: Serve) -> None:
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    async def files(request: web.Request) -> web.Response:
+        seen.append((request.content_type, {k: str(v) for k, v in (await request.post()).items()}))
+        headers = {"Location": "https://storage.example/up?sig=abc", "X-File-Id": "file-1"}
+        return web.Response(status=302, headers=headers)
+
+    async def followed(request: web.Request) -> web.Response:
+        return web.json_response({"followed": True})
+
+    app = app_with("/v1/files", files)
+    app.router.add_route("*", "/v1/next", followed)
+    url = await serve(app)
+    async with make_client(url) as client:
+        resp = await client.request(
+            "POST",
+            "/files",
+            cls="upload",
+            form={"purpose": "batch-api", "file_name": "a b.jsonl"},
+            follow_redirects=False,
+        )
+        # The default still follows (here to a JSON answer on the same host).
+        app_redirect = await client.request("GET", "/next", cls="poll")
+    assert resp.status == 302
+    assert resp.headers["location"] == "https://storage.example/up?sig=abc"
+    assert resp.headers["x-file-id"] == "file-1"
+    assert seen == [
+        ("application/x-www-form-urlencoded", {"purpose": "batch-api", "file_name": "a b.jsonl"})
+    ]
+    assert app_redirect.body == b'{"followed": true}'
+
+
+async def test_put_file_streams_a_slice_without_the_key(
+    serve: Serve, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = bytes(range(256)) * 8_000  # ~2 MB: more than one upload chunk
+    path = tmp_path / "shard.jsonl"
+    path.write_bytes(data)
+    received: list[tuple[str, dict[str, str], bytes]] = []
+    in_flight: list[int] = []
+
+    async def storage(request: web.Request) -> web.Response:
+        body = b"".join([chunk async for chunk in request.content.iter_chunked(1 << 16)])
+        received.append((request.method, dict(request.headers), body))
+        in_flight.append(client.gate("upload").statistics().in_flight)
+        if len(received) == 1:
+            return web.Response(status=503, text="<Error>SlowDown</Error>")
+        return web.Response(status=200, headers={"ETag": '"etag-1"'})
+
+    caplog.set_level(logging.DEBUG, logger="batchpump")
+    storage_url = await serve(app_with("/v1/bucket/{key}", storage))
+    signed = f"{storage_url}/bucket/obj?X-Amz-Signature=SIG%2Fsecret&X-Amz-Expires=60"
+    async with make_client("http://127.0.0.1:9/v1") as client:  # the API host is elsewhere
+        whole = await client.put_file(signed, str(path), content_type="application/jsonl")
+        part = await client.put_file(signed, str(path), offset=10, length=100)
+        stats = client.statistics()
+    assert (whole.status, whole.headers["etag"], part.status) == (200, '"etag-1"', 200)
+    assert [(m, len(body)) for m, _, body in received] == [
+        ("PUT", len(data)),
+        ("PUT", len(data)),
+        ("PUT", 100),
+    ]
+    assert received[1][2] == data
+    assert received[2][2] == data[10:110]
+    for _, headers, body in received:
+        assert "Authorization" not in headers
+        assert not any(SECRET in value for value in headers.values())
+        assert headers["Content-Length"] == str(len(body))
+        assert "Transfer-Encoding" not in headers
+    assert received[1][1]["Content-Type"] == "application/jsonl"
+    assert received[2][1]["Content-Type"] == "application/octet-stream"
+    assert (stats.requests, stats.retries, stats.server_errors) == (3, 1, 1)
+    assert in_flight == [1, 1, 1], "each PUT holds an upload slot"
+    for record in caplog.records:
+        assert "SIG" not in record.getMessage(), "the signature was logged"
+
+
+async def test_put_file_retries_a_dropped_connection_and_redacts_the_signature(
+    serve: Serve, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b"y" * 5_000)
+    calls = 0
+
+    async def storage(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        await request.read()
+        if calls == 1:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=200)
+        sig = request.query["sig"]
+        return web.Response(status=403, text=f"<Error>SignatureProvided {sig}</Error>")
+
+    url = f"{await serve(app_with('/v1/put', storage))}/put?sig=s1gnature-XYZ"
+    async with make_client("http://127.0.0.1:9/v1") as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.put_file(url, str(path))
+    assert calls == 2, "a dropped PUT is retried; a 403 is not"
+    assert info.value.status == 403
+    for text in (str(info.value), info.value.body):
+        assert "s1gnature-XYZ" not in text
+
+
+async def test_put_file_refuses_a_relative_url(tmp_path: Path) -> None:
+    async with make_client("http://127.0.0.1:9/v1") as client:
+        with pytest.raises(ValueError, match="absolute"):
+            await client.put_file("/files/x", str(tmp_path / "nothing"))

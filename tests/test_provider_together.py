@@ -17,6 +17,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
 from batchpump._clock import ManualClock
@@ -27,7 +29,7 @@ from batchpump.emulator._server import RunningEmulator
 from batchpump.emulator._together_store import TogetherState
 from batchpump.providers import Provider
 from batchpump.providers._base import shard_tag
-from batchpump.providers._together_wire import WireBatchJob, to_batch_info
+from batchpump.providers._together_wire import WireBatchJob, to_batch_info, upload_target
 from batchpump.providers.together import Together, file_name
 
 from .helpers import assert_exactly_once, read_results, write_requests
@@ -150,6 +152,102 @@ async def test_prepare_uploads_two_field_lines(
     lines = msgspec.json.Decoder(dict[str, object]).decode_lines(stored.data)
     assert [sorted(line) for line in lines] == [["body", "custom_id"]] * 5
     assert _names(tmp_path) == [Path(s.path).name], "the staged upload file was left behind"
+    stats = emu.emulator.stats
+    assert stats.status_count("together.files.create", 302) == 1, "redirect not followed"
+    assert stats.status_count("together.storage.put", 200) == 1
+    assert stats.status_count("together.files.preprocess", 200) == 1
+    assert stats.route_count("together.files.upload") == 0, "no multipart upload"
+
+
+async def test_signed_url_upload_never_sends_the_key_to_storage(tmp_path: Path) -> None:
+    """A fake Together API whose 302 points at a second loopback server, the "storage host"."""
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    async def record(request: web.Request) -> bytes:
+        body = await request.read()
+        seen.append((request.method, request.path, dict(request.headers), body))
+        return body
+
+    async def put(request: web.Request) -> web.Response:
+        await record(request)
+        puts = [entry for entry in seen if entry[0] == "PUT"]
+        return web.Response(status=503 if len(puts) == 1 else 200)  # the first PUT is retried
+
+    storage = TestServer(web.Application(), host="127.0.0.1", port=0)
+    storage.app.router.add_put("/bucket/{key}", put)
+    await storage.start_server()
+
+    async def create(request: web.Request) -> web.Response:
+        await record(request)
+        location = storage.make_url("/bucket/obj").with_query({"X-Amz-Signature": "s1g"})
+        headers = {"Location": str(location), "X-Together-File-Id": "file-abc"}
+        return web.Response(status=302, headers=headers)
+
+    async def preprocess(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response({"id": "file-abc", "filename": "x", "Processed": True})
+
+    api = TestServer(web.Application(), host="127.0.0.1", port=0)
+    api.app.router.add_post("/v1/files", create)
+    api.app.router.add_post("/v1/files/{file_id}/preprocess", preprocess)
+    await api.start_server()
+    try:
+        async with Together(
+            api_key=KEY, base_url=str(api.make_url("/v1")), retry=RetryPolicy.no_wait(3)
+        ) as provider:
+            file_id = await provider.prepare(shard(tmp_path, 3))
+    finally:
+        await api.close()
+        await storage.close()
+    assert file_id == "file-abc"
+    assert [(m, p) for m, p, _, _ in seen] == [
+        ("POST", "/v1/files"),
+        ("PUT", "/bucket/obj"),
+        ("PUT", "/bucket/obj"),
+        ("POST", "/v1/files/file-abc/preprocess"),
+    ]
+    create_headers, create_body = seen[0][2], seen[0][3]
+    assert create_headers["Authorization"] == f"Bearer {KEY}"
+    assert create_body.decode() == (
+        f"purpose=batch-api&file_name={file_name(shard_tag('run', 0, 1))}&file_type=jsonl"
+    )
+    for _, _, headers, body in seen[1:3]:
+        assert "Authorization" not in headers
+        assert not any(KEY in value for value in headers.values())
+        assert headers["Content-Length"] == str(len(body))
+        lines = msgspec.json.Decoder(dict[str, object]).decode_lines(body)
+        assert [sorted(line) for line in lines] == [["body", "custom_id"]] * 3
+
+
+@pytest.mark.parametrize(
+    ("base", "location", "file_id", "problem"),
+    [
+        ("https://api.together.ai/v1", "https://r2.example.com/up?sig=1", "file-1", None),
+        ("http://127.0.0.1:4010/v1", "http://127.0.0.1:4011/up", "file-1", None),
+        ("https://api.together.ai/v1", "http://r2.example.com/up", "file-1", "refusing"),
+        ("https://api.together.ai/v1", "https://127.0.0.1/up", "file-1", "refusing"),
+        ("https://api.together.ai/v1", "https://10.0.0.7/up", "file-1", "refusing"),
+        ("https://api.together.ai/v1", "https://localhost/up", "file-1", "refusing"),
+        ("https://api.together.ai/v1", "/relative/up", "file-1", "absolute"),
+        ("https://api.together.ai/v1", "https://r2.example.com/up", "file-../x", "file id"),
+        ("https://api.together.ai/v1", "https://r2.example.com/up", "", "redirect"),
+    ],
+)
+def test_upload_redirect_safety(
+    base: str, location: str, file_id: str, problem: str | None
+) -> None:
+    headers = {"location": location, "x-together-file-id": file_id}
+    if problem is None:
+        assert upload_target(302, headers, base_url=base) == (file_id, location)
+    else:
+        with pytest.raises(ProtocolError, match=problem):
+            upload_target(302, headers, base_url=base)
+
+
+def test_an_answer_that_is_not_a_redirect_is_a_protocol_error() -> None:
+    headers = {"location": "https://r2.example.com/up", "x-together-file-id": "file-1"}
+    with pytest.raises(ProtocolError, match="without a redirect"):
+        upload_target(200, headers, base_url="https://api.together.ai/v1")
 
 
 async def test_create_logs_the_warning_and_ties_the_job_to_its_file(

@@ -8,8 +8,12 @@ codes another attempt may fix.
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -32,6 +36,7 @@ __all__ = [
     "WireInputLine",
     "to_batch_info",
     "to_together_result",
+    "upload_target",
 ]
 
 #: Together's raw batch status -> the normalized lifecycle. The only place statuses are
@@ -55,6 +60,8 @@ FINALIZING_PROGRESS: Final = 100.0
 RETRYABLE_LINE_CODES: Final = frozenset(
     {"timeout", "request_timeout", "rate_limit_exceeded", "server_error", "overloaded"}
 )
+#: A file id as the SDKs accept it before putting it in a path: ``file-`` and no ``/ . ? #``.
+FILE_ID: Final = re.compile(r"file-[^/.?#%\s]+")
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -118,6 +125,47 @@ CREATED_DECODER: Final = msgspec.json.Decoder(WireJobWithWarning)
 BATCH_LIST_DECODER: Final = msgspec.json.Decoder(list[WireBatchJob])
 INPUT_LINE_DECODER: Final = msgspec.json.Decoder(WireInputLine)
 RESULT_LINE_DECODER: Final = msgspec.json.Decoder(WireResultLine)
+
+
+# -- upload redirect ----------------------------------------------------------------------------
+
+
+def upload_target(status: int, headers: Mapping[str, str], *, base_url: str) -> tuple[str, str]:
+    """The file id and the storage URL of ``POST /files``'s redirect (lower-case ``headers``).
+
+    Applies the v2 SDK's safety rule: the URL must be absolute ``https`` on a public host; plain
+    ``http`` and loopback/private/link-local addresses are accepted only when ``base_url`` is
+    itself ``http`` (a local emulator or proxy). The file id must look like ``file-...`` since
+    it goes into a path. Anything else is a ``ProtocolError``.
+    """
+    location, file_id = headers.get("location"), headers.get("x-together-file-id")
+    if not 300 <= status < 400 or not location or not file_id:
+        raise ProtocolError(
+            f"together: POST /files answered {status} without a redirect "
+            f"(Location {'set' if location else 'missing'}, X-Together-File-Id {file_id!r})"
+        )
+    if not FILE_ID.fullmatch(file_id):
+        raise ProtocolError(f"together: unusable upload file id {file_id!r}")
+    url = urlsplit(location)
+    insecure_ok = urlsplit(base_url).scheme == "http"
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ProtocolError(f"together: upload redirect is not an absolute URL ({url.scheme!r})")
+    if not insecure_ok and (url.scheme != "https" or _local_host(url.hostname)):
+        raise ProtocolError(
+            f"together: refusing upload redirect to {url.scheme}://{url.hostname} "
+            "(needs https on a public host)"
+        )
+    return file_id, location
+
+
+def _local_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
 
 
 # -- mapping ------------------------------------------------------------------------------------

@@ -1,17 +1,20 @@
 """The Together AI Batch API adapter.
 
-Files go up as one streamed ``multipart/form-data`` POST to ``/files/upload`` (Together's
-documented cURL upload, ``purpose=batch-api``), after the shard's lines are rewritten to
-Together's two-field form ``{"custom_id", "body"}``. Together's create takes no metadata, so the
-shard-attempt tag travels in the input *file name* (``bp1-<run>-<index>-<attempt>.jsonl``):
-each attempt creates from a file named after it (a requeued attempt that inherited its
-predecessor's file uploads its own first), and ``reconcile`` finds the job whose input file
-carries the tag: exact, and robust to a crash between that upload and the create.
-``GET /batches`` answers a bare array, sorted here newest first.
+Files go up by Together's signed-URL flow, the one both SDKs use: ``POST /files`` with the form
+fields ``purpose=batch-api``, ``file_name`` and ``file_type`` is sent *without following
+redirects* and answers 302 with ``Location`` (a presigned storage URL) and
+``X-Together-File-Id``; the bytes are streamed from disk by a ``PUT`` to that URL that carries
+no Together key; ``POST /files/{id}/preprocess`` then checks the file and answers its
+``FileResponse``. The shard's lines are first rewritten to Together's two-field form
+``{"custom_id", "body"}``. (Together also documents a direct multipart ``POST /files/upload``
+but says nothing about when to prefer it, so it is not used.)
 
-Why not the SDKs' signed-URL upload (``POST /files`` -> 302 -> ``PUT`` to storage ->
-``/preprocess``)? It needs a POST that does not follow redirects and a raw, unauthenticated
-PUT to an absolute URL; ``HttpClient`` offers neither yet. The emulator serves both flows.
+Together's create takes no metadata, so the shard-attempt tag travels in the input *file name*
+(``bp1-<run>-<index>-<attempt>.jsonl``): each attempt creates from a file named after it (a
+requeued attempt that inherited its predecessor's file uploads its own first), and
+``reconcile`` finds the job whose input file carries the tag: exact, and robust to a crash
+between that upload and the create. ``GET /batches`` answers a bare array, sorted here newest
+first.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from ._together_wire import (
     WireCreateBatch,
     to_batch_info,
     to_together_result,
+    upload_target,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "Together"]
@@ -57,7 +61,6 @@ API_KEY_ENV: Final = "TOGETHER_API_KEY"
 BASE_URL_ENV: Final = "TOGETHER_BASE_URL"
 COMPLETION_WINDOW: Final = "24h"
 FILE_PURPOSE: Final = "batch-api"
-JSONL_MIME: Final = "application/jsonl"
 #: Substrings of a ``FAILED`` job's ``error`` that mean a queue or token limit (the 30B
 #: enqueued-tokens-per-model queue): the lines are requeued, not failed. Together does not
 #: publish the wording, so these are deliberately broad.
@@ -146,8 +149,8 @@ class Together:
         """Upload the shard as Together input (``purpose=batch-api``); return the file id.
 
         The file is named after the shard attempt's tag. The lines are rewritten to
-        ``{"custom_id", "body"}`` into a sibling file, streamed from disk, then removed. A file
-        not yet ``Processed`` is sent to ``/preprocess``.
+        ``{"custom_id", "body"}`` into a sibling file, which is ``PUT`` to the storage URL of
+        ``POST /files``'s redirect and then removed; ``/preprocess`` finishes the upload.
         """
         return await self._upload(
             shard, file_name(shard_tag(shard.run_id, shard.index, shard.attempt))
@@ -158,21 +161,22 @@ class Together:
         staged = source.with_name(f"{source.stem}.together.jsonl")
         size = await anyio.to_thread.run_sync(_write_together_lines, source, staged)
         try:
-            resp = await self._http.upload_file(
-                str(staged),
-                "/files/upload",
-                fields={"purpose": FILE_PURPOSE, "file_name": name, "file_type": "jsonl"},
-                file_field="file",
-                filename=name,
-                length=size,
-                content_type=JSONL_MIME,
+            # Retried freely: a repeat leaves at most an empty, unnamed-by-any-job file record.
+            start = await self._http.request(
+                "POST",
+                "/files",
+                cls="upload",
+                form={"purpose": FILE_PURPOSE, "file_name": name, "file_type": "jsonl"},
+                follow_redirects=False,
             )
+            file_id, location = upload_target(start.status, start.headers, base_url=self.base_url)
+            await self._http.put_file(location, str(staged), length=size)
         finally:
             await anyio.Path(staged).unlink(missing_ok=True)
-        file = self._decode(FILE_DECODER, resp.body, "file")
-        if not file.processed:
-            done = await self._http.request("POST", f"/files/{file.id}/preprocess", cls="upload")
-            file = self._decode(FILE_DECODER, done.body, "file")
+        done = await self._http.request("POST", f"/files/{file_id}/preprocess", cls="upload")
+        file = self._decode(FILE_DECODER, done.body, "file")
+        if file.id != file_id:
+            raise ProtocolError(f"together: preprocess of {file_id} answered file {file.id}")
         self._names[file.id] = name
         return file.id
 

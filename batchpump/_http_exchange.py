@@ -1,0 +1,314 @@
+"""The retry loop every HTTP call goes through, and aiohttp's exceptions mapped in one place.
+
+``Transport`` owns the aiohttp session, the gates and the traffic counters. ``exchange`` sends
+one ``Call``: each try passes the gate of the call's endpoint class, a failure becomes a
+batchpump error (``map_errors`` for no usable answer, ``status_error`` for a non-2xx one), and
+the ``RetryPolicy`` with the one predicate in ``_retry`` decides whether and when to try again.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+import aiohttp
+import msgspec
+import yarl
+
+from ._clock import Clock
+from ._config import Limits, RetryPolicy
+from ._errors import (
+    ClosedError,
+    ConnectError,
+    ProtocolError,
+    ProviderError,
+    RateLimitedError,
+    TransportError,
+    TransportTimeoutError,
+)
+from ._http_body import Response
+from ._http_errors import Redactor, check_json, limit_requests, request_id, status_error
+from ._ratelimit import ENDPOINT_CLASSES, EndpointClass, EndpointGate, GateStatistics
+from ._retry import NO_RETRY, RETRY, RetryVerdict, backoff, retry_verdict
+
+__all__ = ["USER_AGENT", "Call", "HttpStatistics", "Transport"]
+
+logger: Final = logging.getLogger("batchpump.http")
+
+USER_AGENT: Final = "batchpump/0.1"
+#: Failures that prove the request never left: safe to retry even a create.
+_NEVER_CONNECTED: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@final
+class HttpStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one client's traffic (tries, not calls) and its gates."""
+
+    requests: int
+    retries: int
+    rate_limited: int
+    server_errors: int
+    transport_errors: int
+    bytes_sent: int
+    bytes_received: int
+    gates: tuple[GateStatistics, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """One logical call, sent once per try.
+
+    ``data`` builds the body afresh for each try (``None``: no body); ``size`` only feeds the
+    statistics. ``label`` names the call in logs (never a query string: it may be a signature).
+    ``authorized=False`` sends none of the client's own headers (a storage PUT). With
+    ``redirects=False`` a 3xx answer is returned as it is. ``secrets`` are redacted from this
+    call's errors on top of the client's.
+    """
+
+    method: str
+    url: str | yarl.URL
+    label: str
+    cls: EndpointClass
+    data: Callable[[], Any] | None = None
+    size: int = 0
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] | None = None
+    authorized: bool = True
+    idempotent: bool = True
+    passthrough: Collection[int] = ()
+    stream: bool = False
+    bulk: bool = False
+    redirects: bool = True
+    expect_json: bool = True
+    secrets: Sequence[str] = ()
+
+
+@final
+class Transport:
+    """The session, gates and counters of one ``HttpClient``, and its retry loop."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        headers: Mapping[str, str],
+        redactor: Redactor,
+        limits: Limits,
+        retry: RetryPolicy,
+        clock: Clock,
+    ) -> None:
+        self.provider: Final = provider
+        self.retry: Final = retry
+        self.redactor: Final = redactor
+        self._headers = {"User-Agent": USER_AGENT, **headers}
+        self._clock = clock
+        self._rng = random.Random()
+        self.gates: Final[dict[EndpointClass, EndpointGate]] = {
+            cls: EndpointGate(
+                cls,
+                clock=clock,
+                rate=getattr(limits, f"{cls}_rate"),
+                concurrency=getattr(limits, f"{cls}_concurrency"),
+            )
+            for cls in ENDPOINT_CLASSES
+        }
+        self._pool_size = sum(getattr(limits, f"{cls}_concurrency") for cls in ENDPOINT_CLASSES)
+        self._session: aiohttp.ClientSession | None = None
+        self._state = _State.OPEN
+        self._requests = self._retries = self._rate_limited = 0
+        self._server_errors = self._transport_errors = 0
+        self._sent = self._recv = 0
+
+    @property
+    def state(self) -> str:
+        return self._state.value
+
+    def check_open(self) -> None:
+        if self._state is _State.CLOSED:
+            raise ClosedError(f"the {self.provider} HTTP client is closed")
+
+    async def aclose(self) -> None:
+        self._state = _State.CLOSED
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def statistics(self) -> HttpStatistics:
+        return HttpStatistics(
+            requests=self._requests,
+            retries=self._retries,
+            rate_limited=self._rate_limited,
+            server_errors=self._server_errors,
+            transport_errors=self._transport_errors,
+            bytes_sent=self._sent,
+            bytes_received=self._recv,
+            gates=tuple(g.statistics() for g in self.gates.values()),
+        )
+
+    def _received(self, n: int) -> None:
+        self._recv += n
+
+    @contextmanager
+    def map_errors(self, redactor: Redactor | None = None) -> Iterator[None]:
+        """Turn aiohttp's exceptions into batchpump's ``TransportError`` tree (chained)."""
+
+        def redact(text: str) -> str:
+            return (redactor or self.redactor).redact(f"{self.provider}: {text}")
+
+        try:
+            yield
+        except TimeoutError as exc:
+            raise TransportTimeoutError(f"{self.provider}: no answer in time") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(redact(f"cannot connect: {exc}")) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise ProtocolError(redact(f"response body truncated or malformed: {exc}")) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise ConnectError(redact(f"connection lost: {exc}")) from exc
+        except aiohttp.ClientError as exc:
+            raise ProtocolError(redact(f"bad response: {exc}")) from exc
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        self.check_open()
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0)
+            # No default headers: each try names its own, so a storage PUT carries no key.
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def _try_timeout(self, deadline: float | None, *, bulk: bool) -> aiohttp.ClientTimeout:
+        per_try = self.retry.request_timeout
+        if deadline is not None:
+            per_try = max(0.001, min(per_try, deadline - self._clock.monotonic()))
+        if bulk:
+            return aiohttp.ClientTimeout(total=None, sock_connect=per_try, sock_read=per_try)
+        return aiohttp.ClientTimeout(total=per_try)
+
+    @asynccontextmanager
+    async def exchange(self, call: Call) -> AsyncIterator[tuple[aiohttp.ClientResponse, Response]]:
+        """Send ``call`` until it answers 2xx (or a passthrough/3xx status it returns), and
+        yield the live aiohttp answer with its ``Response`` (body unread when streaming).
+
+        Raises:
+            ProviderError: a non-2xx answer (subclass by status) after the retries.
+            TransportError: no usable answer.
+        """
+        session = self._ensure_session()
+        gate = self.gates[call.cls]
+        redactor = self.redactor.extended(call.secrets)
+        headers = {**(self._headers if call.authorized else {"User-Agent": USER_AGENT})}
+        headers.update(call.headers or {})
+        timeout = self.retry.timeout
+        deadline = self._clock.monotonic() + timeout if timeout is not None else None
+        tries = 0
+        while True:
+            tries += 1
+            async with AsyncExitStack() as stack:
+                started = await stack.enter_async_context(gate.slot())
+                self._requests += 1
+                self._sent += call.size
+                failure: ProviderError | TransportError
+                try:
+                    with self.map_errors(redactor):
+                        resp = await stack.enter_async_context(
+                            session.request(
+                                call.method,
+                                call.url,
+                                data=call.data() if call.data is not None else None,
+                                params=call.params,
+                                headers=headers,
+                                allow_redirects=call.redirects,
+                                timeout=self._try_timeout(deadline, bulk=call.bulk or call.stream),
+                            )
+                        )
+                        redirect = not call.redirects and 300 <= resp.status < 400
+                        ok = 200 <= resp.status < 300 or resp.status in call.passthrough
+                        ok = ok or redirect
+                        body = b"" if ok and call.stream else await resp.read()
+                    self._recv += len(body)
+                    response = Response(
+                        status=resp.status,
+                        headers={k.lower(): v for k, v in resp.headers.items()},
+                        body=body,
+                        request_id=request_id(resp.headers),
+                    )
+                    logger.debug(
+                        "%s %s -> %d (try %d)", call.method, call.label, resp.status, tries
+                    )
+                    if ok and not call.stream and call.expect_json and not redirect:
+                        check_json(self.provider, resp.status, body, redact=redactor)
+                    if ok:
+                        gate.on_success(limit_requests=limit_requests(response.headers))
+                except TransportError as exc:
+                    failure = exc
+                    self._transport_errors += 1
+                    verdict = RETRY
+                    proven = isinstance(exc.__cause__, _NEVER_CONNECTED)
+                else:
+                    if ok:
+                        yield resp, response
+                        return
+                    failure = status_error(
+                        self.provider,
+                        response.status,
+                        response.headers,
+                        body,
+                        now=self._clock.time(),
+                        redact=redactor,
+                    )
+                    verdict = retry_verdict(
+                        response.status, response.headers, body, now=self._clock.time()
+                    )
+                    proven = 400 <= response.status < 500
+                    self._server_errors += response.status >= 500
+            wait = self._plan_retry(failure, verdict, tries, deadline, call.idempotent, proven)
+            if isinstance(failure, RateLimitedError):
+                self._rate_limited += 1
+                gate.on_rate_limited(wait, started=started)
+                wait = 0.0  # the retry waits on the class pause in gate.slot()
+            self._retries += 1
+            logger.warning(
+                "%s %s failed (%s); retry %d/%d in %.3fs",
+                call.method,
+                call.label,
+                failure,
+                tries,
+                self.retry.attempts - 1,
+                wait,
+            )
+            if wait > 0:
+                await self._clock.sleep(wait)
+
+    def _plan_retry(
+        self,
+        failure: ProviderError | TransportError,
+        verdict: RetryVerdict,
+        tries: int,
+        deadline: float | None,
+        idempotent: bool,
+        proven: bool,
+    ) -> float:
+        """Seconds to wait before the next try, or raise ``failure`` if there is none."""
+        if not idempotent and not proven:
+            verdict = NO_RETRY
+        if not verdict.retry or tries >= self.retry.attempts:
+            raise failure
+        wait = (
+            verdict.after
+            if verdict.after is not None
+            else backoff(tries - 1, self.retry, self._rng)
+        )
+        if deadline is not None and self._clock.monotonic() + wait > deadline:
+            raise failure
+        return wait
