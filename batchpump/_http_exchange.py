@@ -8,6 +8,7 @@ the ``RetryPolicy`` with the one predicate in ``_retry`` decides whether and whe
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import random
@@ -92,6 +93,14 @@ class Call:
     redirects: bool = True
     expect_json: bool = True
     secrets: Sequence[str] = ()
+
+
+#: Redirects followed for one call before giving up.
+MAX_REDIRECTS: Final = 5
+
+
+def _is_redirect(response: Response) -> bool:
+    return 300 <= response.status < 400 and "location" in response.headers
 
 
 @final
@@ -196,14 +205,44 @@ class Transport:
         return aiohttp.ClientTimeout(total=per_try)
 
     @asynccontextmanager
-    async def exchange(self, call: Call) -> AsyncIterator[tuple[aiohttp.ClientResponse, Response]]:
+    async def exchange(
+        self, call: Call, *, hops: int = 0
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, Response]]:
         """Send ``call`` until it answers 2xx (or a passthrough/3xx status it returns), and
         yield the live aiohttp answer with its ``Response`` (body unread when streaming).
+
+        Redirects of calls carrying our headers are followed here, not by aiohttp: to the same
+        origin with the headers, anywhere else without them. aiohttp would re-send custom key
+        headers (``x-api-key``, ``api-key``) to whatever host a redirect names, such as the
+        storage host of a signed download URL.
 
         Raises:
             ProviderError: a non-2xx answer (subclass by status) after the retries.
             TransportError: no usable answer.
         """
+        hop: Call | None = None
+        async with self._exchange(call) as (resp, response):
+            if not (call.redirects and call.authorized and _is_redirect(response)):
+                yield resp, response
+                return
+            if hops >= MAX_REDIRECTS:
+                raise ProtocolError(f"{self.provider}: more than {MAX_REDIRECTS} redirects")
+            target = resp.url.join(yarl.URL(response.headers["location"]))
+            same_origin = target.origin() == yarl.URL(str(call.url)).origin()
+            hop = dataclasses.replace(
+                call,
+                method="GET" if response.status in (301, 302, 303) else call.method,
+                url=target,
+                params=None,
+                authorized=same_origin,
+                headers=call.headers if same_origin else None,
+                data=call.data if response.status in (307, 308) else None,
+            )
+        async with self.exchange(hop, hops=hops + 1) as answer:
+            yield answer
+
+    @asynccontextmanager
+    async def _exchange(self, call: Call) -> AsyncIterator[tuple[aiohttp.ClientResponse, Response]]:
         session = self._ensure_session()
         gate = self.gates[call.cls]
         redactor = self.redactor.extended(call.secrets)
@@ -228,11 +267,14 @@ class Transport:
                                 data=call.data() if call.data is not None else None,
                                 params=call.params,
                                 headers=headers,
-                                allow_redirects=call.redirects,
+                                # ours are followed in exchange(), origin-aware
+                                allow_redirects=call.redirects and not call.authorized,
                                 timeout=self._try_timeout(deadline, bulk=call.bulk or call.stream),
                             )
                         )
-                        redirect = not call.redirects and 300 <= resp.status < 400
+                        redirect = 300 <= resp.status < 400 and (
+                            not call.redirects or call.authorized
+                        )
                         ok = 200 <= resp.status < 300 or resp.status in call.passthrough
                         ok = ok or redirect
                         body = b"" if ok and call.stream else await resp.read()

@@ -631,3 +631,40 @@ async def test_put_file_refuses_a_relative_url(tmp_path: Path) -> None:
     async with make_client("http://127.0.0.1:9/v1") as client:
         with pytest.raises(ValueError, match="absolute"):
             await client.put_file("/files/x", str(tmp_path / "nothing"))
+
+
+async def test_redirects_keep_our_headers_only_on_the_same_origin(serve: Serve) -> None:
+    """A signed download URL on another host must never receive the key (x-api-key style)."""
+    seen: dict[str, dict[str, str]] = {}
+
+    async def storage(request: web.Request) -> web.Response:
+        seen["storage"] = dict(request.headers)
+        return web.Response(body=b'{"a":1}\n{"b":2}\n')
+
+    storage_url = await serve(app_with("/v1/blob", storage))
+
+    async def api(request: web.Request) -> web.Response:
+        seen.setdefault("api", dict(request.headers))
+        if request.path.endswith("/moved"):
+            raise web.HTTPFound("/v1/content")  # same origin: headers kept
+        if request.path.endswith("/content"):
+            seen["api-after-hop"] = dict(request.headers)
+            raise web.HTTPFound(f"{storage_url}/blob?sig=abc")
+        return web.Response(status=404)
+
+    base = await serve(app_with("/v1/{tail:.*}", api))
+    client = HttpClient(
+        provider="testprov",
+        base_url=base,
+        headers={"x-api-key": SECRET},
+        secrets=[SECRET],
+        limits=Limits(),
+        retry=RetryPolicy.no_wait(attempts=2),
+        clock=ManualClock(),
+    )
+    async with client, client.stream("GET", "/moved") as response:
+        lines = [line async for line in response.iter_lines()]
+    assert lines == [b'{"a":1}', b'{"b":2}']
+    assert seen["api"]["x-api-key"] == SECRET
+    assert seen["api-after-hop"]["x-api-key"] == SECRET
+    assert SECRET not in str(seen["storage"])
