@@ -52,9 +52,9 @@ EXIT_FAILED: Final = 5
 EXIT_INTERRUPTED: Final = 130
 
 DEFAULT_STATE_DIR: Final = ".batchpump"
-PROVIDERS: Final = ("openai", "azure", "together", "anthropic")
-#: Surfaces ``batchpump emulate`` serves by default (all that can share one server).
-EMULATED: Final = ("openai", "azure", "together", "anthropic")
+PROVIDERS: Final = ("openai", "azure", "together", "anthropic", "llamacloud", "telus")
+#: Surfaces ``batchpump emulate`` serves by default (all of them share one server).
+EMULATED: Final = PROVIDERS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
             help="state directory (default: .batchpump beside the results file, or here)",
         )
         p.add_argument("--provider", choices=PROVIDERS, default="openai")
+        p.add_argument("--job-type", choices=("parse_v2", "extract_v2"), help="llamacloud")
+        p.add_argument("--config-id", help="llamacloud: the parse or extract configuration")
+        p.add_argument("--work-flow-id", help="telus: the workflow of items that name none")
         p.add_argument(
             "--progress",
             choices=("auto", "bar", "json", "none"),
@@ -122,12 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_provider(name: str) -> Provider:
+def make_provider(name: str, args: argparse.Namespace | None = None) -> Provider:
     """Build a provider from its usual environment variables (read by the adapters' defaults).
 
     ``openai``: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``. ``azure``: ``AZURE_OPENAI_API_KEY``,
     ``AZURE_OPENAI_ENDPOINT``, ``OPENAI_API_VERSION``. ``together``: ``TOGETHER_API_KEY``,
     ``TOGETHER_BASE_URL``. ``anthropic``: ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``.
+    ``llamacloud``: ``LLAMA_CLOUD_API_KEY``, ``LLAMA_CLOUD_BASE_URL``. ``telus``:
+    ``TELUS_GTSTUDIO_API_KEY``, ``TELUS_GTSTUDIO_PROJECT_ID``, ``TELUS_GTSTUDIO_BASE_URL``.
     """
     if name == "openai":
         from .providers.openai import OpenAI
@@ -145,6 +150,18 @@ def make_provider(name: str) -> Provider:
         from .providers.anthropic import Anthropic
 
         return Anthropic()
+    if name == "llamacloud":
+        from .providers.llamacloud import LlamaCloud
+
+        extract = getattr(args, "job_type", None) == "extract_v2"
+        return LlamaCloud(
+            job_type="extract_v2" if extract else "parse_v2",
+            configuration_id=getattr(args, "config_id", None),
+        )
+    if name == "telus":
+        from .providers.telus import Telus
+
+        return Telus(work_flow_id=getattr(args, "work_flow_id", None))
     raise UsageError(f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}")
 
 
@@ -166,7 +183,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         token_budget=args.token_budget,
         on_invalid=args.on_invalid,
     )
-    async with Pump(make_provider(args.provider), state_dir=state) as pump:
+    async with Pump(make_provider(args.provider, args), state_dir=state) as pump:
         run = await pump.submit(
             args.input, endpoint=args.endpoint, out=out, options=options, fresh=args.fresh
         )
@@ -176,7 +193,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 
 async def _resume(args: argparse.Namespace, console: Console) -> int:
     state = args.journal or Path(DEFAULT_STATE_DIR)
-    async with Pump(make_provider(args.provider), state_dir=state) as pump:
+    async with Pump(make_provider(args.provider, args), state_dir=state) as pump:
         run = await pump.resume(args.run_id)
         if args.command == "cancel":
             run.cancel()

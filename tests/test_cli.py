@@ -190,3 +190,42 @@ def test_run_other_providers_from_their_usual_variables(
     assert code == EXIT_OK, err
     assert_exactly_once(read_results(out), ids)
     assert KEY not in err
+
+
+def test_run_item_providers_from_their_usual_variables(
+    emulator_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """LlamaCloud documents and TELUS jobs through the same command."""
+    monkeypatch.setenv("LLAMA_CLOUD_API_KEY", KEY)
+    monkeypatch.setenv("LLAMA_CLOUD_BASE_URL", emulator_url)
+    monkeypatch.setenv("TELUS_GTSTUDIO_API_KEY", KEY)
+    monkeypatch.setenv("TELUS_GTSTUDIO_PROJECT_ID", "5b1e0c8e-7f6a-4a8e-9d1c-3f2b9a6c4e10")
+    monkeypatch.setenv("TELUS_GTSTUDIO_BASE_URL", f"{emulator_url}/telus")
+    docs = tmp_path / "docs.jsonl"
+    jobs = tmp_path / "jobs.jsonl"
+    with docs.open("wb") as d, jobs.open("wb") as j:
+        for i in range(30):
+            (tmp_path / f"doc-{i}.txt").write_text(f"document {i}")
+            d.write(
+                msgspec.json.encode(
+                    {"custom_id": f"doc-{i}", "file": str(tmp_path / f"doc-{i}.txt")}
+                )
+            )
+            d.write(b"\n")
+            job = {"custom_id": f"job-{i}", "data": {"image_url": f"https://img.example/{i}.png"}}
+            j.write(msgspec.json.encode(job) + b"\n")
+    flow = "0c0a7c4e-2d3b-4f5a-8e9d-1a2b3c4d5e6f"
+    for provider, src, extra in (
+        ("llamacloud", docs, []),
+        ("telus", jobs, ["--work-flow-id", flow]),
+    ):
+        out = tmp_path / f"{provider}.results.jsonl"
+        argv = ["run", str(src), "--provider", provider, "--out", str(out), *extra]
+        code = main([*argv, "--max-lines", "10", "--progress", "none"])
+        err = capsys.readouterr().err
+        assert code == EXIT_OK, err
+        prefix = "doc" if provider == "llamacloud" else "job"
+        assert_exactly_once(read_results(out), [f"{prefix}-{i}" for i in range(30)])
