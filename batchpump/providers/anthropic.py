@@ -39,10 +39,9 @@ from typing import Final, TypeVar, final
 import anyio
 import msgspec
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock
 from .._config import Limits, RetryPolicy
-from .._errors import NotFoundError, ProtocolError, ProviderError, UsageError
-from .._http import HttpClient, HttpStatistics
+from .._errors import NotFoundError, ProtocolError, ProviderError
 from .._jsonl import custom_id_of, iter_blocks
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
 from ._anthropic_wire import (
@@ -54,6 +53,7 @@ from ._anthropic_wire import (
     to_batch_info,
     to_result,
 )
+from ._http_adapter import HttpAdapter, from_env
 
 __all__ = ["CAPABILITIES", "DEFAULT_BASE_URL", "DEFAULT_VERSION", "Anthropic"]
 
@@ -126,7 +126,7 @@ def _shard_ids(path: str) -> set[str]:
 
 
 @final
-class Anthropic:
+class Anthropic(HttpAdapter):
     """The Anthropic Message Batches API.
 
     Args:
@@ -151,42 +151,17 @@ class Anthropic:
         retry: RetryPolicy | None = None,
         clock: Clock | None = None,
     ) -> None:
-        key = api_key or os.environ.get(API_KEY_ENV)
-        if not key:
-            raise UsageError(f"no Anthropic API key: pass api_key= or set {API_KEY_ENV}")
+        key = from_env(api_key, API_KEY_ENV, what="Anthropic API key")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
-        self._clock = clock or SystemClock()
         self._claimed: set[str] = set()  # batches this client created or adopted
-        self._http = HttpClient(
-            provider=self.name,
+        self._connect(
             base_url=url,
             headers={"x-api-key": key, "anthropic-version": version},
             secrets=(key,),
-            limits=limits or Limits(),
-            retry=retry or RetryPolicy(),
-            clock=self._clock,
+            limits=limits,
+            retry=retry,
+            clock=clock,
         )
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
-
-    def __repr__(self) -> str:
-        return f"Anthropic(base_url={self._http.redact(self.base_url)!r})"
-
-    async def __aenter__(self) -> Anthropic:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP session."""
-        await self._http.aclose()
-
-    def statistics(self) -> HttpStatistics:
-        """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
-        return self._http.statistics()
 
     # -- submit -----------------------------------------------------------------------------
 

@@ -16,12 +16,12 @@ from typing import ClassVar, Final, TypeVar
 import anyio
 import msgspec
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock
 from .._config import Limits, RetryPolicy
 from .._errors import ProtocolError, UsageError
-from .._http import HttpClient, HttpStatistics
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
 from ._base import TAG_METADATA_KEY, find_by_tag
+from ._http_adapter import HttpAdapter, from_env
 from ._openai_wire import (
     BATCH_DECODER,
     BATCH_LIST_DECODER,
@@ -69,7 +69,7 @@ CAPABILITIES: Final = Capabilities(
 )
 
 
-class OpenAI:
+class OpenAI(HttpAdapter):
     """The OpenAI Batch API.
 
     Args:
@@ -101,9 +101,7 @@ class OpenAI:
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
     ) -> None:
-        key = api_key or os.environ.get(API_KEY_ENV)
-        if not key:
-            raise UsageError(f"no OpenAI API key: pass api_key= or set {API_KEY_ENV}")
+        key = from_env(api_key, API_KEY_ENV, what="OpenAI API key")
         if part_size < 1 or multipart_threshold < 0:
             raise UsageError("part_size must be >= 1 and multipart_threshold >= 0")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
@@ -115,36 +113,9 @@ class OpenAI:
         self._limits = limits or Limits()
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
-        self._http = HttpClient(
-            provider=self.name,
-            base_url=url,
-            headers=headers,
-            secrets=(key,),
-            limits=self._limits,
-            retry=retry or RetryPolicy(),
-            clock=clock or SystemClock(),
+        self._connect(
+            base_url=url, headers=headers, secrets=(key,), limits=limits, retry=retry, clock=clock
         )
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
-
-    def __repr__(self) -> str:
-        return f"OpenAI(base_url={self._http.redact(self.base_url)!r})"
-
-    async def __aenter__(self) -> OpenAI:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP session."""
-        await self._http.aclose()
-
-    def statistics(self) -> HttpStatistics:
-        """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
-        return self._http.statistics()
 
     # -- submit -----------------------------------------------------------------------------
 

@@ -28,12 +28,12 @@ from typing import Final, TypeVar, final
 import anyio
 import msgspec
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock
 from .._config import Limits, RetryPolicy
 from .._errors import ProtocolError, UsageError
-from .._http import HttpClient, HttpStatistics
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
 from ._base import shard_tag
+from ._http_adapter import HttpAdapter, from_env
 from ._together_wire import (
     BATCH_DECODER,
     BATCH_LIST_DECODER,
@@ -80,7 +80,7 @@ CAPABILITIES: Final = Capabilities(
 
 
 @final
-class Together:
+class Together(HttpAdapter):
     """The Together AI Batch API.
 
     Args:
@@ -105,43 +105,19 @@ class Together:
         clock: Clock | None = None,
         priority: int | None = None,
     ) -> None:
-        key = api_key or os.environ.get(API_KEY_ENV)
-        if not key:
-            raise UsageError(f"no Together API key: pass api_key= or set {API_KEY_ENV}")
+        key = from_env(api_key, API_KEY_ENV, what="Together API key")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self._priority = priority
         #: Uploaded file id -> its name (the shard-attempt tag), learned by ``prepare``.
         self._names: dict[str, str] = {}
-        self._http = HttpClient(
-            provider=self.name,
+        self._connect(
             base_url=url,
             headers={"Authorization": f"Bearer {key}"},
             secrets=(key,),
-            limits=limits or Limits(),
-            retry=retry or RetryPolicy(),
-            clock=clock or SystemClock(),
+            limits=limits,
+            retry=retry,
+            clock=clock,
         )
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
-
-    def __repr__(self) -> str:
-        return f"Together(base_url={self._http.redact(self.base_url)!r})"
-
-    async def __aenter__(self) -> Together:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP session."""
-        await self._http.aclose()
-
-    def statistics(self) -> HttpStatistics:
-        """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
-        return self._http.statistics()
 
     # -- submit -----------------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""What every HTTP adapter shares: reading its key, its ``HttpClient``, lifecycle, statistics.
+
+Adapters subclass ``HttpAdapter`` and call ``_connect`` from ``__init__``; the verbs stay theirs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Self
+
+from .._clock import Clock, SystemClock
+from .._config import Limits, RetryPolicy
+from .._errors import UsageError
+from .._http import HttpClient, HttpStatistics
+
+__all__ = ["HttpAdapter", "from_env"]
+
+
+def from_env(value: str | None, names: str | Sequence[str], *, what: str) -> str:
+    """``value``, else the first set environment variable of ``names``; ``UsageError`` if none.
+
+    Args:
+        value: what the caller passed (wins when given).
+        names: the provider's usual variable(s), in order of preference.
+        what: how the error names the missing thing (``"OpenAI API key"``).
+    """
+    names = (names,) if isinstance(names, str) else tuple(names)
+    found = value or next((v for n in names if (v := os.environ.get(n))), None)
+    if not found:
+        raise UsageError(f"no {what}: pass it as an argument or set {names[0]}")
+    return found
+
+
+class HttpAdapter:
+    """Base of the HTTP provider adapters (not a protocol: the verbs are in ``Provider``)."""
+
+    name: ClassVar[str]
+    _http: HttpClient
+    _clock: Clock
+
+    def _connect(
+        self,
+        *,
+        base_url: str,
+        headers: Mapping[str, str],
+        secrets: Sequence[str],
+        limits: Limits | None,
+        retry: RetryPolicy | None,
+        clock: Clock | None,
+    ) -> None:
+        """Create the adapter's one HTTP client (its session opens lazily, on first use)."""
+        self._clock = clock or SystemClock()
+        self._http = HttpClient(
+            provider=self.name,
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            secrets=secrets,
+            limits=limits or Limits(),
+            retry=retry or RetryPolicy(),
+            clock=self._clock,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._http.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._http.redact(self.base_url)!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        await self._http.aclose()
+
+    def statistics(self) -> HttpStatistics:
+        """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
+        return self._http.statistics()
