@@ -43,6 +43,7 @@ import anyio.to_thread
 import msgspec
 
 from ._errors import ClosedError, JournalError, UsageError
+from ._group import GroupCommit
 from ._journal_lock import FILE_MODE as FILE_MODE
 from ._journal_lock import _create_file, _Lock, _tighten_sidecars
 from ._journal_schema import (
@@ -101,8 +102,6 @@ class _Pending:
     run_row: _RunRow | None
     shard_rows: list[_ShardRow]
     run_id: str
-    done: bool = False
-    error: Exception | None = None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -162,9 +161,7 @@ class SqliteJournal:
         self._groups = 0
         self._runs_written = 0
         self._shards_written = 0
-        self._pending: list[_Pending] = []
-        self._flushing = False
-        self._round_done = anyio.Event()
+        self._group: GroupCommit[_Pending] = GroupCommit(self._write_group)
 
     @classmethod
     async def open(
@@ -293,38 +290,12 @@ class SqliteJournal:
             self._commits += 1  # nothing to write, as MemoryJournal counts it
             return
         run_id = run.run_id if run is not None else shards[0].run_id
-        item = _Pending(run_row, shard_rows, run_id)
-        self._pending.append(item)
-        while not item.done:
-            if self._flushing:
-                await self._round_done.wait()
-            else:
-                await self._flush()
-        if item.error is not None:
-            raise item.error
+        await self._group.submit(_Pending(run_row, shard_rows, run_id))
 
-    async def _flush(self) -> None:
-        """Write every pending commit, a round (one transaction) at a time."""
-        self._flushing = True
-        try:
-            while self._pending:
-                group, self._pending = self._pending, []
-                try:
-                    await self._call(
-                        partial(self._write, group=group),
-                        doing="committing",
-                        run_id=group[0].run_id,
-                    )
-                except Exception as exc:
-                    for item in group:
-                        item.error = exc
-                finally:
-                    for item in group:
-                        item.done = True
-                    event, self._round_done = self._round_done, anyio.Event()
-                    event.set()
-        finally:
-            self._flushing = False
+    async def _write_group(self, group: list[_Pending]) -> None:
+        await self._call(
+            partial(self._write, group=group), doing="committing", run_id=group[0].run_id
+        )
 
     def _write(self, conn: sqlite3.Connection, *, group: list[_Pending]) -> None:
         conn.execute("BEGIN IMMEDIATE")

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
+from ._group import GroupCommit
 from ._models import Result, ResultCounts, ShardRecord
 
 __all__ = ["PartWriter", "ResultSink", "create_private", "decode_results"]
@@ -106,8 +107,6 @@ class _Publication:
     part: PartWriter
     shards: list[ShardRecord]
     counts: ResultCounts
-    done: bool = False
-    error: Exception | None = None
 
 
 @final
@@ -126,9 +125,7 @@ class ResultSink:
         self.committed = committed
         self._commit = commit
         self._changed = anyio.Event()
-        self._pending: list[_Publication] = []
-        self._flushing = False
-        self._round_done = anyio.Event()
+        self._group: GroupCommit[_Publication] = GroupCommit(self._publish)
         self.finished = False
         self.appends = 0
 
@@ -150,33 +147,7 @@ class ResultSink:
         and journal transaction (group commit); each caller returns once its own results are
         durable and committed.
         """
-        item = _Publication(part, shards, counts)
-        self._pending.append(item)
-        while not item.done:
-            if self._flushing:
-                await self._round_done.wait()
-            else:
-                await self._flush()
-        if item.error is not None:
-            raise item.error
-
-    async def _flush(self) -> None:
-        self._flushing = True
-        try:
-            while self._pending:
-                group, self._pending = self._pending, []
-                try:
-                    await self._publish(group)
-                except Exception as exc:
-                    for item in group:
-                        item.error = exc
-                finally:
-                    for item in group:
-                        item.done = True
-                    event, self._round_done = self._round_done, anyio.Event()
-                    event.set()
-        finally:
-            self._flushing = False
+        await self._group.submit(_Publication(part, shards, counts))
 
     async def _publish(self, group: list[_Publication]) -> None:
         parts = [item.part for item in group]
