@@ -6,15 +6,19 @@ Adapters subclass ``HttpAdapter`` and call ``_connect`` from ``__init__``; the v
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import ClassVar, Self
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import ClassVar, Self, TypeVar
+
+import msgspec
 
 from .._clock import Clock, SystemClock
 from .._config import Limits, RetryPolicy
-from .._errors import UsageError
+from .._errors import ProtocolError, UsageError
 from .._http import HttpClient, HttpStatistics
 
 __all__ = ["HttpAdapter", "from_env"]
+
+_T = TypeVar("_T")
 
 
 def from_env(value: str | None, names: str | Sequence[str], *, what: str) -> str:
@@ -81,3 +85,32 @@ class HttpAdapter:
     def statistics(self) -> HttpStatistics:
         """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
         return self._http.statistics()
+
+    def _decode(self, decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
+        """Decode a control-plane answer; a shape we don't know is a ``ProtocolError``."""
+        try:
+            return decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"{self.name}: unexpected {what} object: {exc}") from exc
+
+    async def _jsonl(
+        self,
+        path: str,
+        decoder: msgspec.json.Decoder[_T],
+        *,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncGenerator[_T, None]:
+        """Stream a JSONL download line by line (bounded memory), decoding each line.
+
+        Raises:
+            ProtocolError: a line that does not decode, named by ``what`` and its number.
+        """
+        async with self._http.stream("GET", path, cls="download", headers=headers) as stream:
+            number = 0
+            async for raw in stream.iter_lines():
+                number += 1
+                try:
+                    yield decoder.decode(raw)
+                except msgspec.DecodeError as exc:
+                    raise ProtocolError(f"{self.name}: {what} line {number}: {exc}") from exc

@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Final, TypeVar, final
 
 import anyio
-import msgspec
 
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
-from .._errors import NotFoundError, ProtocolError, ProviderError
+from .._errors import NotFoundError, ProviderError
 from .._jsonl import custom_id_of, iter_blocks
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
 from ._anthropic_wire import (
@@ -301,18 +300,14 @@ class Anthropic(HttpAdapter):
             )
         path = self._results_path(batch)
         try:
-            async with self._http.stream(
-                "GET", path, cls="download", headers={"Accept": "application/binary"}
-            ) as stream:
-                number = 0
-                async for raw in stream.iter_lines():
-                    number += 1
-                    try:
-                        line = RESULT_LINE_DECODER.decode(raw)
-                    except msgspec.DecodeError as exc:
-                        raise ProtocolError(
-                            f"anthropic: results of {batch.id} line {number}: {exc}"
-                        ) from exc
+            lines = self._jsonl(
+                path,
+                RESULT_LINE_DECODER,
+                what=f"results of {batch.id}",
+                headers={"Accept": "application/binary"},
+            )
+            async with aclosing(lines):
+                async for line in lines:
                     yield to_result(line, batch_id=batch.id, attempt=attempt)
         except NotFoundError as exc:
             raise NotFoundError(
@@ -337,13 +332,6 @@ class Anthropic(HttpAdapter):
 
     def _batch(self, body: bytes) -> BatchInfo:
         return to_batch_info(self._decode(BATCH_DECODER, body, "message batch"))
-
-    @staticmethod
-    def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
-        try:
-            return decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(f"anthropic: unexpected {what} object: {exc}") from exc
 
 
 def _deadline(wire: WireBatch) -> float:

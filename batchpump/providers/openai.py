@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from pathlib import Path
 from typing import ClassVar, Final, TypeVar
 
@@ -265,17 +266,17 @@ class OpenAI(HttpAdapter):
         for file_id in (batch.output_ref, batch.error_ref):
             if file_id is None:
                 continue
-            async with self._http.stream(
-                "GET",
+            lines = self._jsonl(
                 self._path(f"/files/{file_id}/content"),
-                cls="download",
+                RESULT_LINE_DECODER,
+                what=f"result file {file_id}",
                 headers={"Accept": "application/binary"},
-            ) as stream:
+            )
+            async with aclosing(lines):
                 number = 0
-                async for raw in stream.iter_lines():
+                async for line in lines:
                     number += 1
                     try:
-                        line = RESULT_LINE_DECODER.decode(raw)
                         result = to_result(line, batch_id=batch.id, attempt=attempt)
                     except msgspec.DecodeError as exc:
                         raise ProtocolError(
@@ -299,10 +300,3 @@ class OpenAI(HttpAdapter):
 
     def _batch(self, body: bytes) -> BatchInfo:
         return to_batch_info(self._decode(BATCH_DECODER, body, "batch"))
-
-    @staticmethod
-    def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
-        try:
-            return decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(f"openai: unexpected {what} object: {exc}") from exc

@@ -22,11 +22,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Final, TypeVar, final
 
 import anyio
-import msgspec
 
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
@@ -255,16 +255,13 @@ class Together(HttpAdapter):
         for file_id in (batch.output_ref, batch.error_ref):
             if file_id is None:
                 continue
-            async with self._http.stream("GET", f"/files/{file_id}/content") as stream:
+            lines = self._jsonl(
+                f"/files/{file_id}/content", RESULT_LINE_DECODER, what=f"result file {file_id}"
+            )
+            async with aclosing(lines):
                 number = 0
-                async for raw in stream.iter_lines():
+                async for line in lines:
                     number += 1
-                    try:
-                        line = RESULT_LINE_DECODER.decode(raw)
-                    except msgspec.DecodeError as exc:
-                        raise ProtocolError(
-                            f"together: file {file_id} line {number} is not a result line: {exc}"
-                        ) from exc
                     result = to_together_result(line, batch_id=batch.id, attempt=attempt)
                     if result is None:
                         raise ProtocolError(
@@ -273,13 +270,6 @@ class Together(HttpAdapter):
                     yield result
 
     # -- helpers ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
-        try:
-            return decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(f"together: unexpected {what} object: {exc}") from exc
 
 
 def file_name(tag: str) -> str:
