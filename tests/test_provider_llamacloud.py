@@ -193,6 +193,24 @@ async def test_failed_jobs_in_a_completed_batch_are_errored(
     assert msgspec.json.decode(done.response)["extract_result"]["document"].endswith(".txt")
 
 
+async def test_reconcile_adopts_only_the_attempts_own_directory(
+    manual: tuple[RunningEmulator, ManualClock], tmp_path: Path
+) -> None:
+    emu, clock = manual
+    path = items(tmp_path, 3)
+    async with adapter(emu, clock, tmp_path) as lc:
+        first = shard(path, 3)
+        first.input_ref = await lc.prepare(first)
+        created = await lc.create(first, endpoint="", tag="t")
+        assert (await lc.reconcile(first, since=0.0)) == created
+        # A later attempt carrying the first attempt's directory never adopts its batch.
+        later = msgspec.structs.replace(shard(path, 3, attempt=2), input_ref=first.input_ref)
+        assert await lc.reconcile(later, since=0.0) is None
+        later.input_ref = await lc.prepare(later)
+        assert later.input_ref != first.input_ref
+        assert await lc.reconcile(later, since=0.0) is None  # its directory, no batch yet
+
+
 async def test_cancel_and_422(manual: tuple[RunningEmulator, ManualClock], tmp_path: Path) -> None:
     emu, clock = manual
     path = items(tmp_path, 5)
@@ -201,7 +219,7 @@ async def test_cancel_and_422(manual: tuple[RunningEmulator, ManualClock], tmp_p
         rec.input_ref = await lc.prepare(rec)
         batch = await lc.create(rec, endpoint="", tag="t")
         cancelling = await lc.cancel(batch.id)
-        assert not cancelling.terminal
+        assert (cancelling.state, cancelling.raw_status) == ("cancelling", "PENDING")
         clock.advance(10)
         assert (await lc.cancel(batch.id)).state == "cancelled"  # terminal: returned as is
         with pytest.raises(BadRequestError) as caught:

@@ -358,6 +358,18 @@ async def test_rejected_jobs_are_errored(
     result = (await collect(telus, info.id))["r0"]
     assert isinstance(result, Errored)
     assert (result.code, result.retryable) == ("job_rejected", False)
+    assert not emu.emulator.stats.billing, "a rejected job is no paid work"
+
+
+async def test_create_reports_the_servers_created_at(
+    emu: RunningEmulator, telus: Telus, tmp_path: Path
+) -> None:
+    advance(emu, 3_600)  # the emulator's clock and the adapter's differ by an hour at least
+    info = await telus.create(shard(tmp_path, [item("r0")]), endpoint="", tag="bp1:run:0:1")
+    again = await telus.retrieve(info.id)
+    assert (again.id, again.created_at, again.tag) == (info.id, info.created_at, info.tag)
+    async with aclosing(telus.list_batches()) as batches:
+        assert [b.created_at async for b in batches] == [info.created_at]
 
 
 async def test_cancel_says_the_api_has_none(telus: Telus) -> None:

@@ -119,7 +119,8 @@ async def _faulted(
     response = await handler(request)
     response.headers.update(extra)
     rate = faults.reset_after_create_rate
-    if info.creates and response.status == 200 and rate > 0.0 and emu.rng.random() < rate:
+    created = 200 <= response.status < 300
+    if info.creates and created and rate > 0.0 and emu.rng.random() < rate:
         stats.faults["reset_after_create"] += 1
         return _abort(request)
     if fault == "truncate" and isinstance(response, web.Response):

@@ -10,7 +10,9 @@ once all are finished, else ``In Progress`` / ``Not Started`` (ours).
 
 Every POST takes a token from one bucket of ``post_rate`` per second (the documented 20 POST/s,
 burst ``post_burst``) on the emulator clock; beyond it the answer is 429. Shared stats count
-batches per name in ``tags`` and jobs per ``reference_id`` in ``billing`` (a job is paid work).
+batches per name in ``tags`` and paid jobs per ``reference_id`` in ``billing``: a job that will
+end ``completed`` is paid work (counted when it is created, since its outcome is fixed then),
+a ``rejected`` one is not (``Stats.billing`` counts lines that ran to success).
 """
 
 from __future__ import annotations
@@ -288,7 +290,8 @@ class TelusState:
         batch.seqs.append(job.seq)
         batch.picked.append(picked)
         insort(batch.done, done)
-        self.emulator.raw_stats.billing[ref] += 1
+        if job.outcome == "completed":  # a rejected job is no paid work
+            self.emulator.raw_stats.billing[ref] += 1
         return job
 
     # -- reads ------------------------------------------------------------------------------

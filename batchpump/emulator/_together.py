@@ -35,7 +35,6 @@ PREFIX: Final = "/together/v1"
 STORAGE: Final = "/together/_storage"
 _CHUNK: Final = 1 << 16
 #: The middleware's placeholder status of an aborted answer (counted as status 0).
-_RESET_STATUS: Final = 499
 _SIGNING_KEY: Final = b"batchpump-emulator-together-storage"
 _encoder: Final = msgspec.json.Encoder()
 _create_batch: Final = msgspec.json.Decoder(CreateBatchBody)
@@ -209,14 +208,6 @@ async def create_batch(request: web.Request) -> web.Response:
         raise ApiError(400, "Invalid JSON body") from None
     state = together_state(request)
     batch = state.create_batch(body)
-    emu = request.app[EMULATOR_KEY]
-    rate = emu.faults.reset_after_create_rate
-    # The shared middleware applies this knob to 200 answers only; Together's create is a 201.
-    if rate > 0.0 and emu.rng.random() < rate:
-        emu.raw_stats.faults["reset_after_create"] += 1
-        if request.transport is not None:
-            request.transport.abort()
-        return web.Response(status=_RESET_STATUS)
     return _json(JobWithWarning(job=state.wire(batch), warning=state.warnings.get(batch.id)), 201)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import random
 from collections.abc import AsyncGenerator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from .._errors import (
 from .._http import HttpClient, HttpStatistics, Response
 from .._models import BatchInfo, Canceled, Capabilities, Result, ShardRecord, Succeeded
 from .._ratelimit import EndpointClass
+from .._retry import backoff
 from ._llamacloud_wire import (
     BATCH_DECODER,
     BATCH_PAGE_DECODER,
@@ -165,6 +167,8 @@ class LlamaCloud:
         self._clock = clock or SystemClock()
         self._horizon: float | None = None
         self._limits = limits or Limits(upload_rate=DEFAULT_UPLOAD_RATE)
+        self._retry = retry or RetryPolicy()
+        self._rng = random.Random()
         self._upload_workers = self._limits.upload_concurrency
         self._http = HttpClient(
             provider=self.name,
@@ -172,7 +176,7 @@ class LlamaCloud:
             headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
             secrets=(key,),
             limits=self._limits,
-            retry=retry or RetryPolicy(),
+            retry=self._retry,
             clock=self._clock,
         )
 
@@ -253,18 +257,24 @@ class LlamaCloud:
 
     async def _create_directory(self, name: str) -> str:
         expires = datetime.fromtimestamp(self._clock.time() + DIRECTORY_TTL, tz=UTC)
-        body = WireDirectoryCreate(name=name, expires_at=expires.isoformat())
-        try:
-            resp = await self._call(
-                "POST", "/api/v1/beta/directories", "create", json=ENCODER.encode(body),
-                idempotent=False,
-            )  # fmt: skip
-        except (TransportError, ProviderUnavailableError):
-            found = await self._find_directory(name)  # did the ambiguous create land?
-            if found is None:
-                raise
-            return found
-        return self._decode(DIRECTORY_DECODER, resp.body, "directory").id
+        body = ENCODER.encode(WireDirectoryCreate(name=name, expires_at=expires.isoformat()))
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                resp = await self._call(
+                    "POST", "/api/v1/beta/directories", "create", json=body, idempotent=False
+                )
+            except (TransportError, ProviderUnavailableError):
+                found = await self._find_directory(name)  # did the ambiguous create land?
+                if found is not None:
+                    return found
+                if tries >= self._retry.attempts:
+                    raise
+                # It did not: creating it again cannot make a second directory of that name.
+                await self._clock.sleep(backoff(tries - 1, self._retry, self._rng))
+                continue
+            return self._decode(DIRECTORY_DECODER, resp.body, "directory").id
 
     async def _upload(self, directory_id: str, item: Item) -> None:
         path = self._path(item.file)
@@ -297,10 +307,24 @@ class LlamaCloud:
         return self._seen(self._decode(BATCH_DECODER, resp.body, "batch"))
 
     async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
-        """The batch over this attempt's directory, if an interrupted create made one."""
+        """The batch over this attempt's directory, if an interrupted create made one.
+
+        The directory is found by the attempt's name, not trusted from ``input_ref``: a record
+        carrying another attempt's directory (say, copied forward) must not adopt that
+        attempt's batch. When ``input_ref`` names a different directory, nothing is adopted.
+        """
         if shard.input_ref is None:
             return None
-        params = {"source_directory_id": shard.input_ref}
+        directory_id = await self._find_directory(directory_name(shard))
+        if directory_id is None:
+            return None
+        if directory_id != shard.input_ref:
+            logger.warning(
+                "shard %d attempt %d: input_ref %s is not its directory %s; nothing adopted",
+                shard.index, shard.attempt, shard.input_ref, directory_id,
+            )  # fmt: skip
+            return None
+        params = {"source_directory_id": directory_id}
         found = [b async for b in self._batches(params)]
         if not found:
             return None
@@ -328,12 +352,19 @@ class LlamaCloud:
             yield info
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        """Ask LlamaCloud to stop; an already terminal batch (400) is returned as it is."""
+        """Ask LlamaCloud to stop; an already terminal batch (400) is returned as it is.
+
+        The API has no ``CANCELLING`` status: an accepted cancel answers with the batch's
+        status so far (``PENDING``/``RUNNING``) until it stops, which is ``cancelling`` here.
+        """
         path = f"/api/v2/batches/{batch_id}/cancel"
         resp = await self._call("POST", path, "create", passthrough=(400,))
         if resp.status == 400:
             return await self.retrieve(batch_id)
-        return to_batch_info(self._decode(BATCH_DECODER, resp.body, "batch"))
+        info = to_batch_info(self._decode(BATCH_DECODER, resp.body, "batch"))
+        if info.terminal:
+            return info
+        return msgspec.structs.replace(info, state="cancelling")
 
     def failure_is_transient(self, batch: BatchInfo) -> bool:
         """Never: a FAILED batch is an orchestration failure whose per-file results are not

@@ -230,13 +230,23 @@ class Telus:
     async def _fill(
         self, shard: ShardRecord, batch_id: str, tag: str, *, existing: bool
     ) -> BatchInfo:
+        """Create the batch's missing jobs; the batch as the project details show it.
+
+        ``created_at`` is the server's (the client's clock is not the provider's: ``retrieve``
+        and ``list_batches`` must report the same batch the same way). The state stays
+        ``pending`` while any job exists (the engine polls it from here), ``completed`` when
+        every item was refused at creation.
+        """
         outcome = await self._jobs.create_all(shard.path, batch_id, existing=existing)
         self._rejected[batch_id] = outcome.errored
+        wire = next((w for w in await self._details() if w.id == batch_id), None)
+        if wire is None:
+            raise ProtocolError(f"telus: batch {batch_id} is missing from the project details")
         return BatchInfo(
             id=batch_id,
             state="pending" if outcome.jobs else "completed",
             raw_status="created",
-            created_at=self._clock.time(),
+            created_at=to_batch_info(wire).created_at,
             tag=tag,
             output_ref=batch_id,
             total=outcome.jobs,

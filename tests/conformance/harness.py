@@ -212,6 +212,11 @@ class Env:
     def provider(self) -> Provider:
         return self.case.make(self.running, retry=HTTP_RETRY)
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the case's adapter declares (read from a fresh adapter that sends nothing)."""
+        return self.provider().capabilities
+
     def spy(self) -> Spy:
         return Spy(self.provider())
 
@@ -242,6 +247,9 @@ class Env:
                 endpoint=self.case.endpoint,
                 capabilities=provider.capabilities,
                 max_lines=max_lines,
+                # What ``Pump`` passes for item providers (``line_format == "items"``).
+                item_check=getattr(provider, "check_line", None),
+                item_group_field=getattr(provider, "item_group_field", None),
             )
         )
         return outcome.shards
@@ -299,6 +307,8 @@ async def open_env(case: ProviderCase, speed: Speed, tmp: Path) -> AsyncIterator
     async with open_emulator(
         config=speed.config, clock=ScaledClock(speed.scale), providers=case.providers
     ) as running:
+        if case.setup is not None:
+            case.setup(running)
         yield Env(case, running, tmp)
 
 

@@ -15,7 +15,29 @@ Rules:
   no shard attempt has two batches (and every batch belongs to one attempt); no line is billed
   twice, and a line is billed exactly when its final result is ``Succeeded``.
 - Capabilities decide: what the adapter declares in ``provider.capabilities`` (cancel,
-  metadata_tag, inline_input, list_batches) selects the checks, never the case's name.
+  metadata_tag, inline_input, list_batches, line_format) selects the checks, never the case's
+  name.
+
+Item providers (``line_format == "items"``: LlamaCloud documents, GT Studio annotation jobs)
+differ from request batches in three ways the tests branch on, each through a predicate of
+``Capabilities`` defined below:
+
+- ``_requests_per_line``: every line costs its own calls (an upload or a job POST, then one or
+  more downloads), so a run is hundreds of requests instead of ~30. The rate-limit test lowers
+  its 429 storm rate for them (still ~10 storms per run, P(none) < 1e-4), or the storms'
+  pauses (LlamaCloud's answers carry only a whole-second ``retry-after``) would dominate.
+- ``_creates_per_item``: items sent inline (``inline_input``) are created one call per item
+  (a GT Studio job POST), and every such call is a create whose answer the emulator's
+  ``reset_after_create`` fault can lose. The server-error test then counts one lost answer per
+  batch *and* per item (each item still created exactly once) instead of one per batch. And a
+  retryable line error meets such an item at its own create call, which retries it on the
+  spot, so the partial-failure test does not require a line to succeed on a later attempt.
+- ``_has_completion_window``: documents and human annotation jobs have no completion window
+  (neither API has an ``expired`` state), so the expiry test does not apply and is skipped.
+  ``Capabilities`` has no field for this yet; ``line_format == "items"`` stands for it.
+
+Where an adapter has no ``cancel``, the cancel-run test does not stretch its batches to an
+hour (nothing can stop them: the engine waits them out, so they only cost time).
 
 Add a provider with one ``ProviderCase`` in ``tests/conformance/cases.py``.
 """
@@ -44,7 +66,7 @@ from batchpump import (
     UsageError,
 )
 from batchpump._journal import SqliteJournal
-from batchpump._models import ShardRecord
+from batchpump._models import Capabilities, ShardRecord
 from batchpump._pump import JOURNAL_NAME
 from batchpump._submit import RECONCILE_SLACK
 from batchpump.emulator import RateLimit
@@ -81,6 +103,21 @@ def case(request: pytest.FixtureRequest) -> ProviderCase:
 
 def _shards(case: ProviderCase, lines: int) -> int:
     return math.ceil(lines / case.max_lines)
+
+
+def _requests_per_line(caps: Capabilities) -> bool:
+    """Items are uploaded or created one by one and their results fetched one by one."""
+    return caps.line_format == "items"
+
+
+def _creates_per_item(caps: Capabilities) -> bool:
+    """Inline items: ``create`` makes the batch, then one job per item, each its own create."""
+    return caps.line_format == "items" and caps.inline_input
+
+
+def _has_completion_window(caps: Capabilities) -> bool:
+    """Batches can expire with lines unfinished (request batches' 24 h window)."""
+    return caps.line_format != "items"
 
 
 # -- 1. the verbs, directly on the adapter ----------------------------------------------------
@@ -225,17 +262,25 @@ async def test_rate_limited(case: ProviderCase, tmp_path: Path) -> None:
     other clients of the same account would, so the next create and the next poll certainly
     get a bucket 429 with a 0.5 s Retry-After. Once two were served, full buckets replace
     them, so the rest of the run is not held to 2 requests/s.
+
+    Item providers send a request or more per line (``_requests_per_line``): ~500 requests in
+    this run, so the storm rate is lower (0.02: ~10 storms, P(no storm) < 1e-4), and the
+    ``item`` class (job POSTs) has its bucket too.
     """
-    limit = RateLimit(requests=3_000, per_seconds=1_500)
-    classes = ("upload", "create", "poll", "download")
+    # 30,000 per 15,000 s: a ceiling of ~500 requests/s from the header (per minute), and a
+    # refill of 2 per second (the drained buckets' Retry-After is 0.5 s).
+    limit = RateLimit(requests=30_000, per_seconds=15_000)
+    classes = ("upload", "create", "poll", "download", "item")
     async with open_env(case, REALTIME, tmp_path) as env:
         emulator = env.running.emulator
+        spy = env.spy()
         emulator.set_faults(
             rate_limits=dict.fromkeys(classes, limit),
-            storm_429_rate=0.5,  # high: a run is only ~30 requests (P(no storm) ~ 1e-9)
+            # high: a run is only ~30 requests (P(no storm) ~ 1e-9), unless every line costs
+            # its own requests
+            storm_429_rate=0.02 if _requests_per_line(spy.capabilities) else 0.5,
             retry_after_seconds=0.005,
         )
-        spy = env.spy()
         phase = "full"
 
         def before(verb: str, n: int) -> None:
@@ -268,7 +313,11 @@ async def test_rate_limited(case: ProviderCase, tmp_path: Path) -> None:
 async def test_server_errors_and_resets(case: ProviderCase, tmp_path: Path) -> None:
     """5xx (JSON and HTML), resets before handling, truncated bodies, and *every* create answer
     lost after the batch was made: the engine must find each batch again (``reconcile``: by
-    tag, or by whatever equivalent the adapter has) instead of creating it twice."""
+    tag, or by whatever equivalent the adapter has) instead of creating it twice.
+
+    With ``_creates_per_item`` every item's create answer is lost too: each item must still
+    be created exactly once (its retry finds it there), one lost answer per batch and per line.
+    """
     async with open_env(case, NORMAL, tmp_path) as env:
         env.running.emulator.set_faults(
             error_5xx_rate=0.2,
@@ -285,7 +334,10 @@ async def test_server_errors_and_resets(case: ProviderCase, tmp_path: Path) -> N
         assert stats.server_errors > 0
         assert stats.faults["reset"] > 0
         assert len(env.check_batches()) == _shards(case, LINES)
-        assert stats.faults["reset_after_create"] == stats.batches_created
+        creates = stats.batches_created
+        if _creates_per_item(env.capabilities):
+            creates += len(ids)
+        assert stats.faults["reset_after_create"] == creates
 
 
 # -- 5. expiry --------------------------------------------------------------------------------
@@ -300,6 +352,8 @@ async def test_expiry(case: ProviderCase, tmp_path: Path, recovers: bool) -> Non
     are read (before any retry attempt exists), so every line ends ``Succeeded``.
     """
     async with open_env(case, EXPIRY, tmp_path) as env:
+        if not _has_completion_window(env.capabilities):
+            pytest.skip("no completion window: documents and annotation jobs never expire")
         emulator = env.running.emulator
         emulator.set_faults(expire=True, expire_done_fraction=0.5)
         spy = env.spy()
@@ -354,7 +408,10 @@ async def test_partial_failure(case: ProviderCase, tmp_path: Path) -> None:
         assert any(not r.retryable for r in errored), "no fatal line error was drawn"
         for err in errored:
             assert not err.retryable or err.attempt == max_attempts, err
-        assert any(isinstance(r, Succeeded) and r.attempt > 1 for r in results)
+        if not _creates_per_item(spy.capabilities):
+            # (Per-item creation meets a retryable error at the item's own create call and
+            # retries it there: the line never needs a second attempt.)
+            assert any(isinstance(r, Succeeded) and r.attempt > 1 for r in results)
 
         # What the adapter reported, attempt by attempt, against what the engine did with it.
         reported: dict[tuple[str, int], Result] = {}
@@ -439,9 +496,11 @@ async def test_cancel_run(case: ProviderCase, tmp_path: Path) -> None:
     cancelled where the adapter can, every line settles once (``Succeeded`` or ``Canceled``)."""
     async with open_env(case, NORMAL, tmp_path) as env:
         emulator = env.running.emulator
-        # Batches run for 3.6 s unless cancelled, so the cancel always finds them running.
-        emulator.configure(msgspec.structs.replace(emulator.config, run_seconds=3_600))
         spy = env.spy()
+        if spy.capabilities.cancel:
+            # Batches run for 3.6 s unless cancelled, so the cancel always finds them running.
+            # (Without cancel the engine waits for the batch: a long one would only cost time.)
+            emulator.configure(msgspec.structs.replace(emulator.config, run_seconds=3_600))
         runs: list[Run] = []
 
         def cancel_run(shard: ShardRecord, batch: BatchInfo) -> None:
