@@ -35,7 +35,7 @@ from ._engine import Engine
 from ._errors import ClosedError, UsageError, unwrap_group
 from ._journal import SqliteJournal
 from ._journal_base import Journal
-from ._models import Rejected, ResultCounts, RunRecord, ShardRecord
+from ._models import Rejected, ResultCounts, RunRecord
 from ._results import PartWriter, ResultSink
 from ._run import Run
 from ._runstate import RunContext, RunOptions, TokenBudget
@@ -223,13 +223,7 @@ class Pump:
             work_dir=anyio.Path(run_dir),
             budget=TokenBudget(opts.token_budget),
         )
-
-        async def commit(length: int, shards: list[ShardRecord], counts: ResultCounts) -> None:
-            ctx.run.out_offset = length
-            ctx.run.counts.merge(counts)
-            await ctx.commit(*shards, run=True)
-
-        sink = ResultSink(Path(record.out_path), record.out_offset, commit)
+        sink = ResultSink(Path(record.out_path), record.out_offset, ctx.commit_results)
         await sink.open()
         if record.state in ("sharding", "failed"):
             await self._shard(ctx, sink, Path(record.input_path), run_dir)

@@ -149,6 +149,15 @@ class RunContext:
         """Write shard attempts (and the run record, if asked) in one transaction."""
         await self.journal.commit(run=self.run if run else None, shards=shards)
 
+    async def commit_results(
+        self, length: int, shards: list[ShardRecord], counts: ResultCounts
+    ) -> None:
+        """Record new results: the results file's length, the shards they settle, their counts,
+        in one transaction (the ``ResultSink`` commit)."""
+        self.run.out_offset = length
+        self.run.counts.merge(counts)
+        await self.commit(*shards, run=True)
+
     def opened(self, count: int = 1) -> None:
         self.open_attempts += count
 

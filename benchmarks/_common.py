@@ -19,6 +19,7 @@ import platform
 import re
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ __all__ = [
     "machine_line",
     "open_emulator_process",
     "percentiles",
+    "process_cpu_seconds",
     "route_counts",
     "write_record",
 ]
@@ -120,6 +122,23 @@ def percentiles(values: list[float], *points: float) -> dict[str, float | None]:
         rank = min(len(ordered) - 1, max(0, round(point / 100 * len(ordered)) - 1))
         out[key] = ordered[rank]
     return out
+
+
+def process_cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds used so far by process ``pid`` (default: this process).
+
+    Reads ``/proc/PID/stat`` (Linux); ``None`` where it cannot be read. For a child that is
+    still running (the emulator), where ``resource.getrusage`` cannot see it.
+    """
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    # After the ")" of the command name: state is field 3, utime 14 and stime 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def route_counts(snapshot: Mapping[str, Any]) -> dict[str, int]:

@@ -266,7 +266,7 @@ async def drive(
         work_dir=anyio.Path(work),
         budget=TokenBudget(None),
     )
-    sink = ResultSink(work / "results.jsonl", 0)
+    sink = ResultSink(work / "results.jsonl", 0, ctx.commit_results)
     await sink.open()
     handed: dict[str, float] = {}
     started: dict[str, float] = {}
