@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final, Literal, TypeAlias, final
+from typing import Final, Literal, TypeAlias, final
 
 import anyio
 import msgspec
@@ -64,8 +64,9 @@ DEFAULT_INCREASE: Final = 1 / 16
 _OBSERVE_WINDOW: Final = 10.0
 #: Fewer calls than this in the window teach nothing about the provider's rate.
 _MIN_OBSERVED: Final = 2
-#: The limiter is rebuilt only when the rate moved by more than this fraction.
-_REBUILD_TOLERANCE: Final = 0.1
+#: Seconds of calls the pacer may bank: late wake-ups are made up instead of lost (a bucket of
+#: one call loses every scheduling delay for good), while a quiet spell buys only this burst.
+BURST_SECONDS: Final = 0.1
 
 
 @final
@@ -93,10 +94,28 @@ class GateStatistics(msgspec.Struct, frozen=True, kw_only=True):
     pauses: int
 
 
-def _limiter(rate: float) -> Any:
-    # Capacity 1 paced at ``rate`` per event-loop second: evenly spaced calls, no burst after
-    # a quiet spell.
-    return AsyncLimiter(1, 1.0 / rate)
+@final
+class _Pacer(AsyncLimiter):
+    """aiolimiter's leaky bucket, re-rated in place.
+
+    One pacer per gate for its whole life: rebuilding a limiter on every AIMD step would let
+    each new one admit a call at once while waiters on the old one kept the old pace, so a gate
+    under 429 feedback would stop pacing at all.
+    """
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(*_shape(rate))
+
+    def set_rate(self, rate: float) -> None:
+        self.max_rate, self.time_period = _shape(rate)
+        # aiolimiter derives its leak rate once, in __init__; keep it in step.
+        self._rate_per_sec = self.max_rate / self.time_period
+
+
+def _shape(rate: float) -> tuple[float, float]:
+    """``(capacity, period)`` pacing ``rate`` calls per second with a ``BURST_SECONDS`` bank."""
+    capacity = max(1.0, rate * BURST_SECONDS)
+    return capacity, capacity / rate
 
 
 @final
@@ -133,8 +152,7 @@ class EndpointGate:
         # Rates are per Clock second; aiolimiter paces on the event loop's clock, so a clock
         # that runs faster than real time (ScaledClock.speed) scales the pacing to match.
         self._speed = float(getattr(clock, "speed", 1.0))
-        self._limiter: Any = _limiter(rate * self._speed) if rate is not None else None
-        self._limiter_rate = rate
+        self._limiter: _Pacer | None = _Pacer(rate * self._speed) if rate is not None else None
         self._min_rate = min_rate
         self._increase = increase
         self._paused_until = 0.0
@@ -170,6 +188,7 @@ class EndpointGate:
                     await limiter.acquire()
                 finally:
                     self._rate_waiting -= 1
+                await self.wait_unpaused()  # a 429 may have paused the class meanwhile
             self._observe_start(self._clock.monotonic())
             self._tickets += 1
             yield self._tickets
@@ -274,11 +293,10 @@ class EndpointGate:
         floor = max(self._min_rate, ceiling * FLOOR_FRACTION)
         rate = max(floor, min(rate, ceiling))
         self._rate = rate
-        old = self._limiter_rate
-        if old is None or abs(rate - old) > _REBUILD_TOLERANCE * old:
-            # Waiters on the old limiter finish at the old pace; new callers use the new one.
-            self._limiter = _limiter(rate * self._speed)
-            self._limiter_rate = rate
+        if self._limiter is None:
+            self._limiter = _Pacer(rate * self._speed)
+        else:
+            self._limiter.set_rate(rate * self._speed)
 
     def _observe_start(self, now: float) -> None:
         if self._window_start is None:

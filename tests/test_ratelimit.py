@@ -208,3 +208,17 @@ async def test_concurrency_is_capped() -> None:
         assert stats.waiting == 7
         release.set()
     assert peak == 3
+
+
+async def test_rate_changes_re_rate_one_pacer_in_place() -> None:
+    """AIMD steps keep one pacer (a rebuilt limiter would admit its first caller at once)."""
+    gate = EndpointGate("poll", clock=ManualClock(), concurrency=4, rate=100.0)
+    pacer = gate._limiter
+    assert pacer is not None
+    gate.on_rate_limited(0.0)
+    assert gate._limiter is pacer
+    assert pacer._rate_per_sec == pytest.approx(50.0)
+    for _ in range(20):
+        gate.on_success()
+    assert gate._limiter is pacer
+    assert pacer._rate_per_sec == pytest.approx(100.0)

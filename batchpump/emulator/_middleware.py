@@ -35,8 +35,10 @@ _5XX: Final = (
 
 
 def _limit_headers(bucket: TokenBucket, *, retry_after: float | None = None) -> dict[str, str]:
+    per_minute = round(bucket.limit.requests * 60 / bucket.limit.per_seconds)
     headers = {
-        "x-ratelimit-limit-requests": str(bucket.limit.requests),
+        # OpenAI states the limit per minute, whatever window the bucket refills over.
+        "x-ratelimit-limit-requests": str(max(1, per_minute)),
         "x-ratelimit-remaining-requests": str(bucket.remaining),
         "x-ratelimit-reset-requests": format_duration(bucket.seconds_until_full()),
     }
