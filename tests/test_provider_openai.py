@@ -473,7 +473,7 @@ async def test_results_maps_every_line_kind(provider: OpenAI, fake: FakeOpenAI) 
         400,
         False,
     )
-    assert bad_r.body is not None
+    assert isinstance(bad_r.body, msgspec.Raw)
     assert msgspec.json.decode(bad_r.body) == bad
     boom_r = got["boom"]
     assert isinstance(boom_r, Errored)
