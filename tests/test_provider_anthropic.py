@@ -45,7 +45,7 @@ from .helpers import assert_exactly_once, read_results
 
 pytestmark = pytest.mark.timeout(40)
 
-KEY = "sk-ant-test-emulator-not-a-real-key"
+KEY = "test-anthropic-key-not-a-real-one"
 QUICK = EmulatorConfig(run_seconds=5, cancel_seconds=1)
 #: Retries at once, with no overall bound (the scaled clock would make 900 s last 0.9 s).
 NO_WAIT = RetryPolicy(attempts=30, timeout=None, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0)

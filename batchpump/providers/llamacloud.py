@@ -31,21 +31,21 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock
 from .._config import Limits, RetryPolicy
 from .._errors import (
     BadRequestError,
     NotFoundError,
-    ProtocolError,
     ProviderError,
     ProviderUnavailableError,
     TransportError,
     UsageError,
 )
-from .._http import HttpClient, HttpStatistics, Response
+from .._http import Response
 from .._models import BatchInfo, Canceled, Capabilities, Result, ShardRecord, Succeeded
 from .._ratelimit import EndpointClass
 from .._retry import backoff
+from ._http_adapter import HttpAdapter, from_env
 from ._llamacloud_wire import (
     BATCH_DECODER,
     BATCH_PAGE_DECODER,
@@ -113,7 +113,7 @@ CAPABILITIES: Final = Capabilities(
 
 
 @final
-class LlamaCloud:
+class LlamaCloud(HttpAdapter):
     """LlamaCloud v2 batches (``parse_v2`` / ``extract_v2``).
 
     Args:
@@ -151,9 +151,7 @@ class LlamaCloud:
         clock: Clock | None = None,
         root: str | os.PathLike[str] | None = None,
     ) -> None:
-        key = api_key or os.environ.get(API_KEY_ENV)
-        if not key:
-            raise UsageError(f"no LlamaCloud API key: pass api_key= or set {API_KEY_ENV}")
+        key = from_env(api_key, API_KEY_ENV, what="LlamaCloud API key")
         if job_type not in MAX_FILE_BYTES:
             raise UsageError(f"job_type must be 'parse_v2' or 'extract_v2', got {job_type!r}")
         if configuration_id is None and job_type == "extract_v2":
@@ -164,42 +162,22 @@ class LlamaCloud:
         self.expand: Final = tuple(expand)
         self.cleanup: Final = cleanup
         self._root = Path(root) if root is not None else Path.cwd()
-        self._clock = clock or SystemClock()
         self._horizon: float | None = None
         self._limits = limits or Limits(upload_rate=DEFAULT_UPLOAD_RATE)
         self._retry = retry or RetryPolicy()
         self._rng = random.Random()
         self._upload_workers = self._limits.upload_concurrency
-        self._http = HttpClient(
-            provider=self.name,
+        self._connect(
             base_url=url,
             headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
             secrets=(key,),
             limits=self._limits,
             retry=self._retry,
-            clock=self._clock,
+            clock=clock,
         )
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
 
     def __repr__(self) -> str:
         return f"LlamaCloud(base_url={self.base_url!r}, job_type={self.job_type!r})"
-
-    async def __aenter__(self) -> LlamaCloud:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP session."""
-        await self._http.aclose()
-
-    def statistics(self) -> HttpStatistics:
-        """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
-        return self._http.statistics()
 
     # -- input ------------------------------------------------------------------------------
 
@@ -545,12 +523,6 @@ class LlamaCloud:
         if info.created_at:
             self._horizon = min(self._horizon or info.created_at, info.created_at)
         return info
-
-    def _decode(self, decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
-        try:
-            return decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(f"llamacloud: unexpected {what} object: {exc}") from exc
 
 
 def directory_name(shard: ShardRecord) -> str:

@@ -33,6 +33,7 @@ from .._config import Limits, PollPolicy, RetryPolicy
 from .._errors import NotFoundError, ProtocolError, UsageError
 from .._http import HttpClient, HttpStatistics
 from .._models import BatchInfo, Capabilities, Errored, Result, ShardRecord
+from ._http_adapter import from_env
 from ._telus_jobs import JobCreator, JobStatistics, iter_results
 from ._telus_wire import (
     BATCH_CREATED_DECODER,
@@ -83,10 +84,6 @@ class TelusStatistics(msgspec.Struct, frozen=True, kw_only=True):
     jobs: JobStatistics
 
 
-def _env(names: tuple[str, ...]) -> str | None:
-    return next((v for n in names if (v := os.environ.get(n))), None)
-
-
 @final
 class Telus:
     """TELUS GT Studio batches and annotation jobs.
@@ -123,12 +120,8 @@ class Telus:
         clock: Clock | None = None,
         job_rate: float = DEFAULT_JOB_RATE,
     ) -> None:
-        key = api_key or _env(API_KEY_ENVS)
-        if not key:
-            raise UsageError(f"no GT Studio API key: pass api_key= or set {API_KEY_ENVS[0]}")
-        project = project_id or _env(PROJECT_ENVS)
-        if not project:
-            raise UsageError(f"no GT Studio project: pass project_id= or set {PROJECT_ENVS[0]}")
+        key = from_env(api_key, API_KEY_ENVS, what="GT Studio API key")
+        project = from_env(project_id, PROJECT_ENVS, what="GT Studio project id")
         if job_rate <= 0:
             raise UsageError(f"job_rate must be positive, got {job_rate!r}")
         root = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
