@@ -258,6 +258,7 @@ class Transport:
                 self._requests += 1
                 self._sent += call.size
                 failure: ProviderError | TransportError
+                failure_headers: Mapping[str, str] = {}
                 try:
                     with self.map_errors(redactor):
                         resp = await stack.enter_async_context(
@@ -314,10 +315,15 @@ class Transport:
                     )
                     proven = 400 <= response.status < 500
                     self._server_errors += response.status >= 500
+                    failure_headers = response.headers
             wait = self._plan_retry(failure, verdict, tries, deadline, call.idempotent, proven)
             if isinstance(failure, RateLimitedError):
                 self._rate_limited += 1
-                gate.on_rate_limited(wait, started=started)
+                gate.on_rate_limited(
+                    wait,
+                    started=started,
+                    limit_requests=limit_requests(failure_headers),
+                )
                 wait = 0.0  # the retry waits on the class pause in gate.slot()
             self._retries += 1
             logger.warning(

@@ -13,8 +13,10 @@ Each provider client holds one ``EndpointGate`` per endpoint class (``upload``, 
 AIMD: a 429 halves the rate (once per congestion event: only a call started after the last
 decrease can decrease it again, never below 1/8 of the ceiling); each success adds
 ``increase`` x ceiling, never above the ceiling. With no configured rate, the ceiling is
-learned from ``x-ratelimit-limit-requests`` (per minute) or, on the first 429, from the rate
-observed just before it.
+learned from ``x-ratelimit-limit-requests`` (per minute), on a success or on the 429 itself.
+With neither, a 429 pauses the class for its retry-after and nothing more: a ceiling guessed
+from the traffic seen before one 429 (often a cold start, or a random storm rather than a
+quota) throttled whole runs to a trickle, so batchpump no longer guesses.
 
 aiolimiter paces on the event loop's clock (it cannot take ours): rates are kept in Clock
 seconds and converted with the clock's ``speed`` (Clock seconds per real second: 1 for the
@@ -60,10 +62,6 @@ FLOOR_FRACTION: Final = 1 / 8
 #: Additive increase per success, as a fraction of the ceiling (8 successes undo a halving
 #: from the ceiling): quick enough that sporadic 429s do not pin the rate at the floor.
 DEFAULT_INCREASE: Final = 1 / 16
-#: Seconds of history used to estimate the rate that caused a 429 when none was known.
-_OBSERVE_WINDOW: Final = 10.0
-#: Fewer calls than this in the window teach nothing about the provider's rate.
-_MIN_OBSERVED: Final = 2
 #: Seconds of calls the pacer may bank: late wake-ups are made up instead of lost (a bucket of
 #: one call loses every scheduling delay for good), while a quiet spell buys only this burst.
 BURST_SECONDS: Final = 0.1
@@ -164,10 +162,6 @@ class EndpointGate:
         self._pauses = 0
         self._tickets = 0
         self._decreased_at_ticket = -1
-        self._window_start: float | None = None
-        self._window_count = 0
-        self._prev_rate = 0.0
-        self._probing = False
 
     # -- passing the gate ---------------------------------------------------------------------
 
@@ -189,7 +183,6 @@ class EndpointGate:
                 finally:
                     self._rate_waiting -= 1
                 await self.wait_unpaused()  # a 429 may have paused the class meanwhile
-            self._observe_start(self._clock.monotonic())
             self._tickets += 1
             yield self._tickets
 
@@ -219,27 +212,25 @@ class EndpointGate:
 
     # -- feedback -------------------------------------------------------------------------------
 
-    def on_rate_limited(self, wait: float, *, started: int | None = None) -> None:
-        """Record a 429: pause the class for ``wait`` seconds and halve the rate.
+    def on_rate_limited(
+        self, wait: float, *, started: int | None = None, limit_requests: float | None = None
+    ) -> None:
+        """Record a 429: pause the class for ``wait`` seconds and halve a known rate.
 
         Args:
             wait: seconds to pause (the provider's retry-after, else the caller's backoff).
             started: the ticket ``slot()`` yielded for the failed call; a call that entered
                 before the last decrease does not decrease again (one halving per event).
+            limit_requests: the 429's ``x-ratelimit-limit-requests`` (per minute), if sent.
         """
         self._rate_limited += 1
         self.pause(wait)
+        self._learn(limit_requests)
         if started is not None and started <= self._decreased_at_ticket:
             return
         self._decreased_at_ticket = self._tickets
-        if self._rate is None:
-            observed = self._observed_rate(self._clock.monotonic())
-            if observed is None:
-                return  # too little traffic to learn from: the pause alone will do
-            self._ceiling = observed
-            self._rate = observed
-            self._probing = True
-        self._set_rate(self._rate / 2.0)
+        if self._rate is not None:
+            self._set_rate(self._rate / 2.0)
 
     def on_success(self, *, limit_requests: float | None = None) -> None:
         """Record a success: learn the ceiling from a header, then creep the rate up.
@@ -247,21 +238,19 @@ class EndpointGate:
         Args:
             limit_requests: the provider's ``x-ratelimit-limit-requests`` (per minute), if sent.
         """
-        if limit_requests is not None and limit_requests > 0:
-            learned = limit_requests / 60.0
-            ceiling = learned if self._configured is None else min(self._configured, learned)
-            self._ceiling = ceiling
-            self._probing = False
-            if self._rate is None or self._rate > ceiling:
-                self._set_rate(ceiling)
-        if self._rate is None or self._ceiling is None:
-            return
-        if self._probing and self._rate >= self._ceiling:
-            # A ceiling guessed from traffic before one 429 is only a guess (the 429 may have
-            # been a random storm, not a quota): keep probing above it until the next 429.
-            self._ceiling *= 1.0 + self._increase
-        if self._rate < self._ceiling:
+        self._learn(limit_requests)
+        if self._rate is not None and self._ceiling is not None and self._rate < self._ceiling:
             self._set_rate(self._rate + self._ceiling * self._increase)
+
+    def _learn(self, limit_requests: float | None) -> None:
+        """Take the provider's advertised limit as the ceiling (capped by the configured one)."""
+        if limit_requests is None or limit_requests <= 0:
+            return
+        learned = limit_requests / 60.0
+        ceiling = learned if self._configured is None else min(self._configured, learned)
+        self._ceiling = ceiling
+        if self._rate is None or self._rate > ceiling:
+            self._set_rate(ceiling)
 
     def statistics(self) -> GateStatistics:
         """A frozen snapshot of this gate."""
@@ -297,24 +286,3 @@ class EndpointGate:
             self._limiter = _Pacer(rate * self._speed)
         else:
             self._limiter.set_rate(rate * self._speed)
-
-    def _observe_start(self, now: float) -> None:
-        if self._window_start is None:
-            self._window_start = now
-        elapsed = now - self._window_start
-        if elapsed >= _OBSERVE_WINDOW:
-            self._prev_rate = self._window_count / elapsed
-            self._window_start = now
-            self._window_count = 0
-        self._window_count += 1
-
-    def _observed_rate(self, now: float) -> float | None:
-        """Requests per second just before a 429 (a window shorter than 1 s counts as 1 s).
-
-        ``None`` when fewer than ``_MIN_OBSERVED`` calls were seen: nothing to learn from.
-        """
-        if self._window_count < _MIN_OBSERVED and self._prev_rate == 0.0:
-            return None
-        start = self._window_start if self._window_start is not None else now
-        current = self._window_count / max(now - start, 1.0)
-        return max(current, self._prev_rate, self._min_rate)

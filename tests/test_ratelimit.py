@@ -176,7 +176,9 @@ async def test_rate_learned_from_limit_header() -> None:
     assert capped.statistics().ceiling == 4.0
 
 
-async def test_rate_learned_from_first_429() -> None:
+async def test_a_429_without_a_known_limit_pauses_but_guesses_no_rate() -> None:
+    """No configured or advertised limit: the pause alone (a guess from cold-start traffic,
+    or from a random storm, would throttle the whole run)."""
     clock = ManualClock()
     gate = EndpointGate("create", clock=clock, concurrency=8)
     for _ in range(8):
@@ -184,8 +186,17 @@ async def test_rate_learned_from_first_429() -> None:
             pass
     gate.on_rate_limited(1.0)
     stats = gate.statistics()
-    assert stats.ceiling == 8.0  # what we were doing when the provider said no
-    assert stats.rate == 4.0
+    assert stats.ceiling is None
+    assert stats.rate is None
+    assert stats.paused_until == 1.0
+
+
+async def test_a_429_teaches_the_limit_it_advertises() -> None:
+    gate = EndpointGate("poll", clock=ManualClock(), concurrency=8)
+    gate.on_rate_limited(0.5, limit_requests=600.0)
+    stats = gate.statistics()
+    assert stats.ceiling == 10.0
+    assert stats.rate == 5.0  # learned, then halved for this 429
 
 
 async def test_concurrency_is_capped() -> None:
