@@ -33,6 +33,7 @@ from ._anthropic_wire import (
     message_body,
     rfc3339,
 )
+from ._faults import done_when_expired
 from ._routing import ApiError
 from ._state import Emulator
 
@@ -201,7 +202,7 @@ class AnthropicState:
         done_final = n
         if faults.expire:
             end = now + DAY
-            done_final = math.floor(n * min(1.0, max(0.0, faults.expire_done_fraction)))
+            done_final = done_when_expired(faults, n)
         elif faults.stuck_finalizing:
             end = now + DAY
         else:

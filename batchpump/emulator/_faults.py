@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Final, Literal, TypeAlias, final
+from typing import Final, Literal, NamedTuple, TypeAlias, final
 
 import msgspec
 
@@ -27,9 +27,12 @@ __all__ = [
     "Fault",
     "Faults",
     "RateLimit",
+    "Timeline",
     "TokenBucket",
+    "done_when_expired",
     "format_duration",
     "pick_fault",
+    "plan_timeline",
 ]
 
 #: Endpoint classes faults and rate limits are keyed by (the client's limiter classes).
@@ -212,3 +215,39 @@ def pick_fault(faults: Faults, rng: random.Random) -> Fault:
         if rate > 0.0 and rng.random() < rate:
             return fault  # type: ignore[return-value]
     return "none"
+
+
+#: How long a batch's completion window lasts, in emulator seconds (24 h).
+WINDOW_SECONDS: Final = 86_400.0
+
+
+def done_when_expired(faults: Faults, lines: int) -> int:
+    """How many of ``lines`` finish before an expiring batch's window ends."""
+    return math.floor(lines * min(1.0, max(0.0, faults.expire_done_fraction)))
+
+
+class Timeline(NamedTuple):
+    """When a file-based batch (OpenAI, Together) ends and how, fixed at create.
+
+    ``run_end``: when it stops running; ``final_end``: when it reaches its final state (``None``:
+    stuck in finalizing); ``done_final``: lines done by then.
+    """
+
+    outcome: Literal["completed", "failed", "expired"]
+    run_end: float
+    final_end: float | None
+    done_final: int
+
+
+def plan_timeline(config: EmulatorConfig, *, now: float, lines: int, failed: bool) -> Timeline:
+    """The lifecycle the configuration and its faults give a batch created ``now``."""
+    faults = config.faults
+    validate_end = now + config.validate_seconds
+    if failed:
+        return Timeline("failed", validate_end, validate_end, lines)
+    if faults.expire:
+        run_end = now + WINDOW_SECONDS
+        return Timeline("expired", run_end, run_end, done_when_expired(faults, lines))
+    run_end = validate_end + config.run_seconds + config.line_seconds * lines
+    final_end = None if faults.stuck_finalizing else run_end + config.finalize_seconds
+    return Timeline("completed", run_end, final_end, lines)

@@ -9,11 +9,10 @@ order; result files are built once per batch, when a read first sees it terminal
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from typing import Final, final
 
-from ._faults import EmulatorConfig
+from ._faults import EmulatorConfig, plan_timeline
 from ._openai_batch import (
     LINE_FATAL,
     LINE_OK,
@@ -21,7 +20,6 @@ from ._openai_batch import (
     LINE_RETRY_500,
     BatchRecord,
     InputLine,
-    Outcome,
     parse_input,
 )
 from ._openai_bodies import build_result_files
@@ -177,20 +175,10 @@ class OpenAIState(FileStore):
             )
             errors = [BatchErrorObject(code="token_limit_exceeded", message=message)]
         validate_end = now + config.validate_seconds
-        n = len(lines)
-        done_final = n
-        final_end: float | None
-        outcome: Outcome
+        plan = plan_timeline(config, now=now, lines=len(lines), failed=bool(errors))
+        outcome, run_end, final_end, done_final = plan
         if errors:
-            outcome, run_end, final_end, lines, tokens = "failed", validate_end, validate_end, [], 0
-        elif faults.expire:
-            outcome, run_end = "expired", now + 86_400.0
-            final_end = run_end
-            done_final = math.floor(n * min(1.0, max(0.0, faults.expire_done_fraction)))
-        else:
-            outcome = "completed"
-            run_end = validate_end + config.run_seconds + config.line_seconds * n
-            final_end = None if faults.stuck_finalizing else run_end + config.finalize_seconds
+            lines, tokens = [], 0
         batch = BatchRecord(
             id=emu.new_id("batch_"),
             endpoint=endpoint,

@@ -11,12 +11,12 @@ synchronously raises ``ApiError`` here.
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Final, final
 
 import msgspec
 
-from ._openai_batch import LINE_FATAL, LINE_OK, BatchRecord, InputLine, Outcome
+from ._faults import plan_timeline
+from ._openai_batch import LINE_FATAL, LINE_OK, BatchRecord, InputLine
 from ._openai_bodies import response_body
 from ._openai_store import _draw_codes
 from ._openai_wire import BatchErrorObject
@@ -195,19 +195,10 @@ class TogetherState:
                 " tokens in the queue. Retry once running jobs finish."
             )
         validate_end = now + config.validate_seconds
-        done_final, n = len(lines), len(lines)
-        final_end: float | None
-        outcome: Outcome
+        plan = plan_timeline(config, now=now, lines=len(lines), failed=problem is not None)
+        outcome, run_end, final_end, done_final = plan
         if problem is not None:
-            outcome, run_end, final_end, lines, tokens = "failed", validate_end, validate_end, [], 0
-        elif faults.expire:
-            outcome, run_end = "expired", now + 86_400.0
-            final_end = run_end
-            done_final = math.floor(n * min(1.0, max(0.0, faults.expire_done_fraction)))
-        else:
-            outcome = "completed"
-            run_end = validate_end + config.run_seconds + config.line_seconds * n
-            final_end = None if faults.stuck_finalizing else run_end + config.finalize_seconds
+            lines, tokens = [], 0
         batch = BatchRecord(
             id=_uuid(emu.new_id("batch")),
             endpoint=body.endpoint,
