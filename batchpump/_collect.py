@@ -97,7 +97,12 @@ class Collector:
         async with aclosing(ctx.provider.results(batch, attempt=shard.attempt)) as results:
             async for result in results:
                 if result.custom_id not in expected:
-                    self.ignored += 1
+                    self.ignored += 1  # unknown, or a second result for a joined line
+                    logger.warning(
+                        "batch %s: ignored a result for %r (not pending in this attempt)",
+                        batch.id,
+                        result.custom_id,
+                    )
                     continue
                 expected.discard(result.custom_id)
                 if not last_try and _retryable(result, ctx.cancelled):

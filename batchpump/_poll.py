@@ -171,9 +171,6 @@ class Poller:
                 tracked.cancel_sent = True
                 tracked.info = await ctx.provider.cancel(tracked.info.id)
 
-    def statistics(self) -> dict[str, int]:
-        return {"sweeps": self.sweeps, "retrieves": self.retrieves, "tracked": len(self)}
-
 
 def _no_result_files(info: BatchInfo) -> bool:
     """``completed`` with lines done but neither file: a provider glitch users report."""
