@@ -16,7 +16,7 @@ from batchpump import Canceled, Errored, InputError, Rejected, Succeeded
 from batchpump._config import PollPolicy, RetryPolicy
 from batchpump._journal_base import MemoryJournal
 from batchpump._models import BatchInfo, Capabilities, ShardRecord
-from batchpump._pump import Pump
+from batchpump._pump import Pump, Run
 from batchpump._runstate import RunOptions
 
 from .fakes import FakeProvider
@@ -178,23 +178,27 @@ async def test_results_iterator_streams_every_line(tmp_path: Path) -> None:
 
 
 async def test_cancel_settles_every_line(tmp_path: Path) -> None:
-    provider = FakeProvider()
     src = tmp_path / "in.jsonl"
     ids = write_requests(src, 1_000)
+    run: Run | None = None
+
+    def cancel_on_second_create(shard: ShardRecord, batch: BatchInfo) -> None:
+        # Deterministic: the run is cancelled the moment its second batch exists.
+        if batch.id == "batch_2" and run is not None:
+            run.cancel()
+
+    provider = FakeProvider(after_create=cancel_on_second_create)
+    # One batch at a time (token budget 1): the second exists only once the first is collected.
     opts = RunOptions(max_lines=100, token_budget=1, poll=FAST.poll, retry=FAST.retry)
     async with Pump(provider, journal=MemoryJournal(), state_dir=tmp_path / "s") as pump:
         run = await pump.submit(src, options=opts)
-        seen = 0
-        async for _ in run.results():
-            seen += 1
-            if seen == 1:
-                run.cancel()
         await run.wait()
     results = read_results(src.with_name("in.results.jsonl"))
     assert_exactly_once(results, ids)
     kinds = Counter(type(r) for r in results)
-    assert kinds[Canceled] >= 800  # one batch at a time: at most two ran before the cancel
-    assert provider.calls["create"] <= 2
+    assert provider.calls["create"] == 2
+    assert provider.calls["cancel"] == 1  # the second batch, cancelled at the provider
+    assert kinds[Canceled] >= 800  # the eight shards never sent, plus the cancelled batch's rest
     assert run.statistics().state == "cancelled"
 
 
