@@ -93,7 +93,7 @@ async def _faulted(
             raise _rate_limited(bucket.limit.requests, bucket.limit.requests, wait, headers)
         extra = _limit_headers(bucket)
     fault = pick_fault(faults, emu.rng) if cls is not None else "none"
-    if fault != "none":
+    if fault not in ("none", "truncate"):  # a truncation is counted once it is applied
         stats.faults[fault] += 1
     if fault == "storm429":
         wait = faults.retry_after_seconds
@@ -126,6 +126,7 @@ async def _faulted(
         stats.faults["reset_after_create"] += 1
         return _abort(request)
     if fault == "truncate" and isinstance(response, web.Response):
+        stats.faults["truncate"] += 1
         return await _truncate(request, response)
     return response
 

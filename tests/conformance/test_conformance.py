@@ -268,8 +268,7 @@ async def test_rate_limited(case: ProviderCase, tmp_path: Path) -> None:
     ``item`` class (job POSTs) has its bucket too.
     """
     # 6,000 per minute: a refill of 100 per second, advertised as such; the client paces to it
-    # (item providers send ~500 requests: ~5 s), and a drained bucket (its next token 10 ms
-    # away) answers the next call 429.
+    # (item providers send ~500 requests: ~5 s). The drain swaps slow buckets in for one 429.
     limit = RateLimit(requests=6_000, per_seconds=60)
     classes = ("upload", "create", "poll", "download", "item")
     async with open_env(case, REALTIME, tmp_path) as env:
@@ -288,6 +287,15 @@ async def test_rate_limited(case: ProviderCase, tmp_path: Path) -> None:
             nonlocal phase
             if phase == "full" and verb == "create" and n == 2:
                 phase = "drained"
+                # Swap in slow buckets (2 per second, their next token 0.5 s away once drained)
+                # so the next create or poll meets a 429 however long the adapter takes to send.
+                slow = RateLimit(requests=limit.requests, per_seconds=limit.requests / 2)
+                emulator.set_faults(
+                    rate_limits={
+                        **dict.fromkeys(classes, limit),
+                        **dict.fromkeys(("create", "poll"), slow),
+                    }
+                )
                 drain(emulator.bucket("create"))
                 drain(emulator.bucket("poll"))
             elif phase == "drained" and emulator.raw_stats.faults["rate_limited"] >= 1:
