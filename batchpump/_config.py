@@ -87,6 +87,12 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """How in-flight batches are polled.
 
+    The interval is ``interval_min`` after a change, grows by half per quiet sweep up to
+    ``interval_max``, and near a deadline is at most a quarter of the time to (or since) the
+    nearest tracked batch's ``expires_at``: it starts shrinking within ``4 * interval_max`` of
+    it and is ``interval_min`` within ``4 * interval_min`` either side. Never below
+    ``interval_min``.
+
     Attributes:
         interval_min: seconds between sweeps right after a create and near a deadline.
         interval_max: seconds between sweeps while batches are long-running.

@@ -6,6 +6,17 @@ in-flight batch was seen or the walk is older than the oldest of them; a batch t
 is read on its own. The interval adapts: ``interval_min`` while something changes (and right
 after a create), growing by half each quiet sweep up to ``interval_max``.
 
+Near a deadline it is short again. A batch's deadline is its ``BatchInfo.expires_at`` (the
+provider's end of the completion window; batches without one have no known deadline). After
+each sweep the interval is capped at ``DEADLINE_SHARE`` (a quarter) of the time between now and
+the tracked deadline nearest to now, before or after it, and never below ``interval_min``. So
+"near" means within ``4 * interval_max`` of a deadline (4 minutes by default): sweeps close in
+on it geometrically, run at ``interval_min`` within ``4 * interval_min`` either side, and relax
+again past it, so a provider slow to flag the expiry is not polled at the floor forever.
+``expires_at`` is epoch seconds, so it is compared with ``ctx.clock.time()`` (the run clock's
+wall time: the system clock, or the fake one tests and the emulator share), never with
+``monotonic()``; a provider's clock skew only shifts the short stretch by that skew.
+
 Terminal batches are handed to the collectors. Two provider behaviours are not trusted:
 ``completed`` with no result file at all (re-read for ``missing_output_grace`` before its lines
 count as unfinished) and a batch stuck in ``finalizing`` past ``finalizing_timeout`` (cancelled
@@ -15,13 +26,15 @@ where the provider can, then collected like any cancelled batch).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Final, final
 
 import anyio
 
+from ._config import PollPolicy
 from ._models import BatchInfo, ShardRecord
 from ._runstate import RunContext
 
@@ -34,6 +47,8 @@ logger: Final = logging.getLogger("batchpump.poll")
 SWEEP_SLACK: Final = 120.0
 #: Growth of the interval after a sweep that changed nothing.
 INTERVAL_GROWTH: Final = 1.5
+#: Near a deadline the interval is at most this share of the time to (or since) it.
+DEADLINE_SHARE: Final = 0.25
 
 BatchDone = Callable[[ShardRecord, BatchInfo], Awaitable[None]]
 
@@ -87,6 +102,9 @@ class Poller:
                 self._interval = policy.interval_min
             else:
                 self._interval = min(self._interval * INTERVAL_GROWTH, policy.interval_max)
+            deadlines = (t.info.expires_at for t in self._tracked.values())
+            now = self._ctx.clock.time()
+            self._interval = min(self._interval, deadline_cap(policy, deadlines, now))
             await self._nap(started)
 
     async def _nap(self, started: float) -> None:
@@ -170,6 +188,13 @@ class Poller:
                     logger.warning("batch %s stuck in finalizing; cancelling it", tracked.info.id)
                 tracked.cancel_sent = True
                 tracked.info = await ctx.provider.cancel(tracked.info.id)
+
+
+def deadline_cap(policy: PollPolicy, deadlines: Iterable[float | None], now: float) -> float:
+    """The longest interval the deadline nearest to ``now`` allows (epoch seconds, ``None``
+    for unknown): ``DEADLINE_SHARE`` of the time to or since it, within the policy's bounds."""
+    gap = min((abs(d - now) for d in deadlines if d is not None), default=math.inf)
+    return max(policy.interval_min, min(policy.interval_max, gap * DEADLINE_SHARE))
 
 
 def _no_result_files(info: BatchInfo) -> bool:
