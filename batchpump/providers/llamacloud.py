@@ -13,19 +13,21 @@ terminal, and each completed job's JSON (``GET /api/v2/parse/{id}?expand=markdow
 ``GET /api/v2/extract/{id}``) becomes a ``Succeeded`` response, byte for byte. ``FAILED`` jobs
 inside a ``COMPLETED`` batch are ``Errored`` (retryable unless the message says the document
 itself is bad). With ``cleanup`` the directory is deleted once every result was handed over.
+
+This module holds the adapter's verbs and the batch lifecycle; the directory side lives in
+``_llamacloud_directories``, result collection in ``_llamacloud_results``, and the calls they
+share (readable FastAPI errors, ``page_token`` walks) in ``_llamacloud_api``.
 """
 
 from __future__ import annotations
 
 import logging
-import mimetypes
 import os
-import random
 from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar, Final, TypeVar, final
-from urllib.parse import urlencode
+from typing import ClassVar, Final, final
 
 import anyio
 import anyio.to_thread
@@ -33,44 +35,22 @@ import msgspec
 
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
-from .._errors import (
-    BadRequestError,
-    NotFoundError,
-    ProviderError,
-    ProviderUnavailableError,
-    TransportError,
-    UsageError,
-)
-from .._http import Response
-from .._models import BatchInfo, Canceled, Capabilities, Result, ShardRecord, Succeeded
-from .._ratelimit import EndpointClass
-from .._retry import backoff
+from .._errors import NotFoundError, UsageError
+from .._models import BatchInfo, Capabilities, Result, ShardRecord
 from ._http_adapter import HttpAdapter, from_env
+from ._llamacloud_api import LlamaCloudApi
+from ._llamacloud_directories import Directories, directory_name, resolve
+from ._llamacloud_results import JobResults
 from ._llamacloud_wire import (
     BATCH_DECODER,
-    BATCH_PAGE_DECODER,
-    DIRECTORY_DECODER,
-    DIRECTORY_PAGE_DECODER,
     ENCODER,
-    FILE_DECODER,
-    FILE_PAGE_DECODER,
     ITEM_DECODER,
-    JOB_PAGE_DECODER,
-    TERMINAL_JOB_STATUSES,
-    Item,
     JobType,
     WireBatch,
     WireBatchConfig,
     WireBatchCreate,
-    WireDirectoryCreate,
-    WireDirectoryFile,
-    WireJob,
     WireJobConfig,
-    WirePage,
     check_file,
-    detail_message,
-    errored,
-    read_items,
     shard_configuration,
     to_batch_info,
 )
@@ -78,7 +58,6 @@ from ._llamacloud_wire import (
 __all__ = ["DEFAULT_BASE_URL", "LlamaCloud"]
 
 logger: Final = logging.getLogger("batchpump.llamacloud")
-_T = TypeVar("_T")
 
 DEFAULT_BASE_URL: Final = "https://api.cloud.llamaindex.ai"
 API_KEY_ENV: Final = "LLAMA_CLOUD_API_KEY"
@@ -89,14 +68,6 @@ MB: Final = 1000 * 1000
 MAX_FILE_BYTES: Final[dict[str, int]] = {"parse_v2": 512 * MB, "extract_v2": 100 * MB}
 #: Directory uploads per second: the published file-upload limit, 50 per 5 s window.
 DEFAULT_UPLOAD_RATE: Final = 10.0
-DIRECTORY_TTL: Final = 2 * 86_400.0
-PAGE_SIZE: Final = 100
-#: Job ids per bulk status call (keeps the query string short).
-JOB_IDS_PER_CALL: Final = 100
-#: Job contents fetched together before they are yielded (the download gate bounds calls).
-CONTENT_CHUNK: Final = 16
-JOB_POLL_MIN: Final = 1.0
-JOB_POLL_MAX: Final = 10.0
 
 CAPABILITIES: Final = Capabilities(
     cancel=True,
@@ -161,20 +132,29 @@ class LlamaCloud(HttpAdapter):
         self.configuration_id: Final = configuration_id or PARSE_PRESET
         self.expand: Final = tuple(expand)
         self.cleanup: Final = cleanup
-        self._root = Path(root) if root is not None else Path.cwd()
         self._horizon: float | None = None
-        self._limits = limits or Limits(upload_rate=DEFAULT_UPLOAD_RATE)
-        self._retry = retry or RetryPolicy()
-        self._rng = random.Random()
-        self._upload_workers = self._limits.upload_concurrency
+        limits = limits or Limits(upload_rate=DEFAULT_UPLOAD_RATE)
+        retry = retry or RetryPolicy()
         self._connect(
             base_url=url,
             headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
             secrets=(key,),
-            limits=self._limits,
-            retry=self._retry,
+            limits=limits,
+            retry=retry,
             clock=clock,
         )
+        self._api = LlamaCloudApi(self._http, name=self.name)
+        #: The adapter's one JSON call (422 and ``{"detail"}`` bodies made readable).
+        self._call = self._api.call
+        self._root = Path(root) if root is not None else Path.cwd()
+        self._directories = Directories(
+            self._api,
+            root=self._root,
+            workers=limits.upload_concurrency,
+            retry=retry,
+            clock=self._clock,
+        )
+        self._jobs = JobResults(self._api, job_type=job_type, expand=self.expand, clock=self._clock)
 
     def __repr__(self) -> str:
         return f"LlamaCloud(base_url={self.base_url!r}, job_type={self.job_type!r})"
@@ -199,77 +179,13 @@ class LlamaCloud(HttpAdapter):
             not isinstance(item.configuration_id, str) or not item.configuration_id
         ):
             return ("configuration_id must be a non-empty string", 'e.g. "cfg-..." or leave it out')
-        return check_file(self._path(item.file), MAX_FILE_BYTES[self.job_type])
-
-    def _path(self, file: str) -> Path:
-        path = Path(file).expanduser()
-        return path if path.is_absolute() else self._root / path
+        return check_file(resolve(self._root, item.file), MAX_FILE_BYTES[self.job_type])
 
     # -- submit -----------------------------------------------------------------------------
 
     async def prepare(self, shard: ShardRecord) -> str:
         """Make (or find) the attempt's directory, upload what is not there yet; return its id."""
-        name = directory_name(shard)
-        directory_id = await self._find_directory(name)
-        if directory_id is None:
-            directory_id = await self._create_directory(name)
-        done = {f.unique_id async for f in self._files(directory_id)}
-        items = await anyio.to_thread.run_sync(read_items, Path(shard.path))
-        todo = [i for i in items if i.custom_id not in done]
-        logger.info("directory %s: %d to upload, %d there", name, len(todo), len(done))
-        queue = iter(todo)
-
-        async def worker() -> None:
-            for item in queue:  # shared iterator: each item goes to one worker
-                await self._upload(directory_id, item)
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(len(todo), self._upload_workers)):
-                tg.start_soon(worker)
-        return directory_id
-
-    async def _find_directory(self, name: str) -> str | None:
-        resp = await self._call("GET", "/api/v1/beta/directories", "poll", params={"name": name})
-        page = self._decode(DIRECTORY_PAGE_DECODER, resp.body, "directory list")
-        return next((d.id for d in page.items if d.name == name), None)
-
-    async def _create_directory(self, name: str) -> str:
-        expires = datetime.fromtimestamp(self._clock.time() + DIRECTORY_TTL, tz=UTC)
-        body = ENCODER.encode(WireDirectoryCreate(name=name, expires_at=expires.isoformat()))
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                resp = await self._call(
-                    "POST", "/api/v1/beta/directories", "create", json=body, idempotent=False
-                )
-            except (TransportError, ProviderUnavailableError):
-                found = await self._find_directory(name)  # did the ambiguous create land?
-                if found is not None:
-                    return found
-                if tries >= self._retry.attempts:
-                    raise
-                # It did not: creating it again cannot make a second directory of that name.
-                await self._clock.sleep(backoff(tries - 1, self._retry, self._rng))
-                continue
-            return self._decode(DIRECTORY_DECODER, resp.body, "directory").id
-
-    async def _upload(self, directory_id: str, item: Item) -> None:
-        path = self._path(item.file)
-        size = (await anyio.Path(path).stat()).st_size
-        try:
-            resp = await self._http.upload_file(
-                str(path),
-                f"/api/v1/beta/directories/{directory_id}/files/upload",
-                fields={"unique_id": item.custom_id, "display_name": path.name},
-                file_field="upload_file",
-                filename=path.name,
-                length=size,
-                content_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-            )
-        except ProviderError as exc:
-            raise self._explained(exc) from exc
-        self._decode(FILE_DECODER, resp.body, "directory file")
+        return await self._directories.fill(shard)
 
     async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:
         """``POST /api/v2/batches`` over the attempt's directory (``endpoint``/``tag`` unused:
@@ -282,7 +198,7 @@ class LlamaCloud(HttpAdapter):
         resp = await self._call(
             "POST", "/api/v2/batches", "create", json=ENCODER.encode(body), idempotent=False
         )
-        return self._seen(self._decode(BATCH_DECODER, resp.body, "batch"))
+        return self._seen(self._api.decode(BATCH_DECODER, resp.body, "batch"))
 
     async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
         """The batch over this attempt's directory, if an interrupted create made one.
@@ -293,7 +209,7 @@ class LlamaCloud(HttpAdapter):
         """
         if shard.input_ref is None:
             return None
-        directory_id = await self._find_directory(directory_name(shard))
+        directory_id = await self._directories.find(directory_name(shard))
         if directory_id is None:
             return None
         if directory_id != shard.input_ref:
@@ -303,7 +219,7 @@ class LlamaCloud(HttpAdapter):
             )  # fmt: skip
             return None
         params = {"source_directory_id": directory_id}
-        found = [b async for b in self._batches(params)]
+        found = [b async for b in self._api.batches(params)]
         if not found:
             return None
         return self._seen(max(found, key=lambda b: b.created_at or ""))
@@ -312,7 +228,7 @@ class LlamaCloud(HttpAdapter):
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
         """``GET /api/v2/batches/{id}``."""
-        return to_batch_info(await self._get_batch(batch_id, expand=False))
+        return to_batch_info(await self._api.get_batch(batch_id, expand=False))
 
     async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
         """Every batch since this adapter's oldest known batch, newest first.
@@ -324,7 +240,7 @@ class LlamaCloud(HttpAdapter):
         if self._horizon is not None:
             start = datetime.fromtimestamp(self._horizon - 3600.0, tz=UTC)
             params["created_at_on_or_after"] = start.isoformat()
-        found = [to_batch_info(b) async for b in self._batches(params)]
+        found = [to_batch_info(b) async for b in self._api.batches(params)]
         found.sort(key=lambda b: b.created_at, reverse=True)
         for info in found:
             yield info
@@ -339,7 +255,7 @@ class LlamaCloud(HttpAdapter):
         resp = await self._call("POST", path, "create", passthrough=(400,))
         if resp.status == 400:
             return await self.retrieve(batch_id)
-        info = to_batch_info(self._decode(BATCH_DECODER, resp.body, "batch"))
+        info = to_batch_info(self._api.decode(BATCH_DECODER, resp.body, "batch"))
         if info.terminal:
             return info
         return msgspec.structs.replace(info, state="cancelling")
@@ -354,177 +270,21 @@ class LlamaCloud(HttpAdapter):
 
     async def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]:
         """One result per mapped file: content of completed jobs, errors, cancellations."""
-        wire = await self._get_batch(batch.id, expand=True)
+        wire = await self._api.get_batch(batch.id, expand=True)
         try:
-            names = {f.id: f.unique_id async for f in self._files(wire.source_directory_id)}
+            names = {f.id: f.unique_id async for f in self._api.files(wire.source_directory_id)}
         except NotFoundError:  # directory gone: no mapping, the lines count as unfinished
             logger.warning("directory of batch %s is gone; its lines are retried", batch.id)
             return
-        jobs: dict[str, str] = {}
-        for entry in wire.results or ():
-            custom_id = names.get(entry.source_directory_file_id)
-            if custom_id is None:
-                continue
-            if entry.job_reference is not None:
-                jobs[entry.job_reference.id] = custom_id
-            elif entry.error_message is not None:
-                yield errored(custom_id, batch.id, attempt, "mapping_error", entry.error_message)
-        delay, wait = JOB_POLL_MIN, wire.status == "COMPLETED"
-        while jobs:
-            statuses = await self._job_statuses(list(jobs))
-            ended = [j for j in statuses if j.status in TERMINAL_JOB_STATUSES and j.id in jobs]
-            for start in range(0, len(ended), CONTENT_CHUNK):
-                chunk = ended[start : start + CONTENT_CHUNK]
-                for result in await self._settle(chunk, jobs, batch.id, attempt):
-                    yield result
-            for job in ended:
-                jobs.pop(job.id, None)
-            if not jobs or not wait:
-                break
-            await self._clock.sleep(delay)
-            delay = min(delay * 1.5, JOB_POLL_MAX)
+        collected = self._jobs.collect(wire, names, batch_id=batch.id, attempt=attempt)
+        async with aclosing(collected):
+            async for result in collected:
+                yield result
         if self.cleanup:
-            await self._delete_directory(wire.source_directory_id)
-
-    async def _job_statuses(self, job_ids: list[str]) -> list[WireJob]:
-        out: list[WireJob] = []
-        for start in range(0, len(job_ids), JOB_IDS_PER_CALL):
-            ids = job_ids[start : start + JOB_IDS_PER_CALL]
-            query = urlencode([("job_ids", i) for i in ids] + [("page_size", str(len(ids)))])
-            resp = await self._call("GET", f"{self._job_path()}?{query}", "poll")
-            out.extend(self._decode(JOB_PAGE_DECODER, resp.body, "job list").items)
-        return out
-
-    async def _settle(
-        self, ended: list[WireJob], jobs: dict[str, str], batch_id: str, attempt: int
-    ) -> list[Result]:
-        """The results of terminal jobs; completed ones' content fetched concurrently."""
-        out: list[Result] = []
-
-        async def fetch(job_id: str, custom_id: str) -> None:
-            expand = urlencode([("expand", e) for e in self.expand])
-            path = f"{self._job_path()}/{job_id}"
-            if self.job_type == "parse_v2" and expand:
-                path = f"{path}?{expand}"
-            resp = await self._call("GET", path, "download")
-            out.append(
-                Succeeded(
-                    custom_id=custom_id,
-                    batch_id=batch_id,
-                    attempt=attempt,
-                    response=msgspec.Raw(resp.body),
-                )
-            )
-
-        async with anyio.create_task_group() as tg:
-            for job in ended:
-                custom_id = jobs[job.id]
-                if job.status == "COMPLETED":
-                    tg.start_soon(fetch, job.id, custom_id)
-                elif job.status == "CANCELLED":
-                    out.append(Canceled(custom_id=custom_id, batch_id=batch_id, attempt=attempt))
-                else:
-                    message = job.error_message or f"job {job.id} failed"
-                    out.append(errored(custom_id, batch_id, attempt, "job_failed", message))
-        return out
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _job_path(self) -> str:
-        return "/api/v2/parse" if self.job_type == "parse_v2" else "/api/v2/extract"
-
-    async def _get_batch(self, batch_id: str, *, expand: bool) -> WireBatch:
-        params = {"expand": "results"} if expand else None
-        resp = await self._call("GET", f"/api/v2/batches/{batch_id}", "poll", params=params)
-        return self._decode(BATCH_DECODER, resp.body, "batch")
-
-    async def _delete_directory(self, directory_id: str) -> None:
-        try:
-            await self._call("DELETE", f"/api/v1/beta/directories/{directory_id}", "create")
-        except (ProviderError, TransportError) as exc:  # best effort: ephemeral ones expire
-            logger.info("could not delete directory %s: %s", directory_id, exc)
-
-    def _files(self, directory_id: str) -> AsyncGenerator[WireDirectoryFile, None]:
-        path = f"/api/v1/beta/directories/{directory_id}/files"
-        return self._walk(path, {}, FILE_PAGE_DECODER, "file list")
-
-    def _batches(self, params: dict[str, str]) -> AsyncGenerator[WireBatch, None]:
-        return self._walk("/api/v2/batches", params, BATCH_PAGE_DECODER, "batch list")
-
-    async def _walk(
-        self,
-        path: str,
-        params: dict[str, str],
-        decoder: msgspec.json.Decoder[WirePage[_T]],
-        what: str,
-    ) -> AsyncGenerator[_T, None]:
-        """Walk a ``page_token`` listing, one page fetched as the caller iterates."""
-        token: str | None = None
-        while True:
-            query = {**params, "page_size": str(PAGE_SIZE)}
-            if token:
-                query["page_token"] = token
-            resp = await self._call("GET", path, "poll", params=query)
-            page = self._decode(decoder, resp.body, what)
-            for entry in page.items:
-                yield entry
-            token = page.next_page_token
-            if not token or not page.items:
-                return
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        cls: EndpointClass,
-        *,
-        json: bytes | None = None,
-        params: dict[str, str] | None = None,
-        idempotent: bool = True,
-        passthrough: tuple[int, ...] = (),
-    ) -> Response:
-        """One JSON call; 422 bodies and ``{"detail": ...}`` become readable errors."""
-        try:
-            resp = await self._http.request(
-                method, path, cls=cls, json=json, params=params, idempotent=idempotent,
-                passthrough=(422, *passthrough),
-            )  # fmt: skip
-        except ProviderError as exc:
-            raise self._explained(exc) from exc
-        if resp.status == 422:
-            detail = detail_message(resp.body) or "the request failed validation"
-            raise BadRequestError(
-                self._http.redact(f"invalid request ({method} {path.split('?')[0]}): {detail}"),
-                provider=self.name,
-                status=422,
-                request_id=resp.request_id,
-                body=self._http.redact(resp.body[:2000].decode("utf-8", "replace")),
-                code="validation_error",
-            )
-        return resp
-
-    def _explained(self, exc: ProviderError) -> ProviderError:
-        """``exc`` with FastAPI's ``detail`` as its message (same class, same fields)."""
-        detail = detail_message(exc.body)
-        if detail is None:
-            return exc
-        return type(exc)(
-            self._http.redact(detail),
-            provider=exc.provider,
-            status=exc.status,
-            request_id=exc.request_id,
-            retry_after=exc.retry_after,
-            body=exc.body,
-            code=exc.code,
-        )
+            await self._directories.delete(wire.source_directory_id)
 
     def _seen(self, wire: WireBatch) -> BatchInfo:
         info = to_batch_info(wire)
         if info.created_at:
             self._horizon = min(self._horizon or info.created_at, info.created_at)
         return info
-
-
-def directory_name(shard: ShardRecord) -> str:
-    """The source directory of one shard attempt: ``bp-<run>-<index>-<attempt>``."""
-    return f"bp-{shard.run_id[:24]}-{shard.index}-{shard.attempt}"
