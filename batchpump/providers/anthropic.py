@@ -5,35 +5,15 @@ file into ``POST /v1/messages/batches`` (chunked; the body is never built in mem
 lines are already native ``{"custom_id", "params"}`` (the sharder converts OpenAI chat lines,
 see ``batchpump._convert``). Results stream line by line from the batch's ``results_url``.
 
-Reconciling an interrupted create without a metadata tag
----------------------------------------------------------
-Anthropic batches carry no metadata, so :meth:`Anthropic.reconcile` identifies the batch an
-ambiguous create made by its content:
-
-1. list batches newest first, down to ``since`` (the recorded intent time minus slack);
-2. keep candidates with exactly ``shard.lines`` requests, not created or adopted by this
-   client for another shard attempt, and not ended before ``since`` (ours cannot have);
-3. confirm a candidate only by its results: the set of ``custom_id``\\s must equal the
-   shard's. Candidates still processing are re-read (via the clock, with a growing interval)
-   until they end (at most 24 h after creation, when Anthropic expires them) and then checked.
-
-What is left at risk: (a) a shard attempt with *exactly* the same lines as an earlier attempt
-of the same shard (only when a whole batch expired or was cancelled and is retried), created
-after a process restart within ``since`` of that earlier batch's end, can adopt the earlier
-batch; its lines then come back as expired/cancelled once more and are retried again, and if
-the create had in fact reached Anthropic, that orphaned batch runs (and bills) once more; (b) a
-batch whose results are archived (29 days) cannot be confirmed and is never adopted; (c) the
-submitter that reconciles waits until the candidates end, which can take hours in production.
+An interrupted create is reconciled by content (Anthropic batches carry no metadata): see
+``_anthropic_reconcile`` for the method and what it leaves at risk.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from pathlib import Path
 from typing import Final, TypeVar, final
 
 import anyio
@@ -41,8 +21,8 @@ import anyio
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
 from .._errors import NotFoundError, ProviderError
-from .._jsonl import custom_id_of, iter_blocks
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
+from ._anthropic_reconcile import Reconciler
 from ._anthropic_wire import (
     ARCHIVED_CODE,
     BATCH_DECODER,
@@ -56,7 +36,6 @@ from ._http_adapter import HttpAdapter, from_env
 
 __all__ = ["CAPABILITIES", "DEFAULT_BASE_URL", "DEFAULT_VERSION", "Anthropic"]
 
-logger: Final = logging.getLogger("batchpump.providers.anthropic")
 _T = TypeVar("_T")
 
 DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
@@ -70,11 +49,6 @@ LIST_PAGE_SIZE: Final = 100
 BODY_CHUNK: Final = 1024 * 1024
 _BODY_OPEN: Final = b'{"requests":['
 _BODY_CLOSE: Final = b"]}"
-#: Reconcile: first and longest wait between re-reads of a still-processing candidate (s).
-RECONCILE_WAIT_MIN: Final = 1.0
-RECONCILE_WAIT_MAX: Final = 60.0
-#: Reconcile: a candidate still processing this long after its ``expires_at`` is dropped.
-RECONCILE_GRACE: Final = 3600.0
 
 CAPABILITIES: Final = Capabilities(
     cancel=True,
@@ -117,13 +91,6 @@ def _read_at(path: str, offset: int, size: int) -> bytes:
         return fp.read(size)
 
 
-def _shard_ids(path: str) -> set[str]:
-    ids: set[str] = set()
-    for _, lines, _, _ in iter_blocks(Path(path), max_line_bytes=sys.maxsize):
-        ids.update(custom_id_of(line) for line in lines if line)
-    return ids
-
-
 @final
 class Anthropic(HttpAdapter):
     """The Anthropic Message Batches API.
@@ -152,7 +119,6 @@ class Anthropic(HttpAdapter):
     ) -> None:
         key = from_env(api_key, API_KEY_ENV, what="Anthropic API key")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
-        self._claimed: set[str] = set()  # batches this client created or adopted
         self._connect(
             base_url=url,
             headers={"x-api-key": key, "anthropic-version": version},
@@ -160,6 +126,12 @@ class Anthropic(HttpAdapter):
             limits=limits,
             retry=retry,
             clock=clock,
+        )
+        self._reconciler = Reconciler(
+            walk=self._walk,
+            retrieve=self._retrieve_wire,
+            results=lambda batch: self.results(batch, attempt=0),
+            clock=self._clock,
         )
 
     # -- submit -----------------------------------------------------------------------------
@@ -183,63 +155,15 @@ class Anthropic(HttpAdapter):
             idempotent=False,
         )
         batch = self._batch(resp.body)
-        self._claimed.add(batch.id)
+        self._reconciler.claim(batch.id)
         return batch
 
     async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
         """Find the batch an interrupted ``create`` made, by size and then by its results.
 
-        See the module docstring for the method and what it leaves at risk.
+        See ``_anthropic_reconcile`` for the method and what it leaves at risk.
         """
-        candidates: list[WireBatch] = []
-        async with aclosing(self._walk()) as walk:
-            async for wire in walk:
-                if wire.created_at.timestamp() < since:
-                    break
-                ended_early = wire.ended_at is not None and wire.ended_at.timestamp() < since
-                if (
-                    wire.id in self._claimed
-                    or wire.request_counts.total != shard.lines
-                    or ended_early
-                    or wire.archived_at is not None
-                ):
-                    continue
-                candidates.append(wire)
-        if not candidates:
-            return None
-        expected = await anyio.to_thread.run_sync(_shard_ids, shard.path)
-        wait = RECONCILE_WAIT_MIN
-        while candidates:
-            pending: list[WireBatch] = []
-            for wire in candidates:
-                if wire.processing_status != "ended":
-                    if self._clock.time() < _deadline(wire):
-                        pending.append(wire)
-                    continue
-                if await self._holds(wire, expected):
-                    self._claimed.add(wire.id)
-                    return to_batch_info(wire)
-            if not pending:
-                return None
-            logger.info("reconcile: waiting for %d candidate batch(es) to end", len(pending))
-            await self._clock.sleep(wait)
-            wait = min(wait * 2, RECONCILE_WAIT_MAX)
-            candidates = [await self._retrieve_wire(w.id) for w in pending]
-        return None
-
-    async def _holds(self, wire: WireBatch, expected: set[str]) -> bool:
-        """Whether the ended batch's results are exactly the ``custom_id``\\s ``expected``."""
-        seen = 0
-        try:
-            async with aclosing(self.results(to_batch_info(wire), attempt=0)) as results:
-                async for result in results:
-                    if result.custom_id not in expected:
-                        return False
-                    seen += 1
-        except ProviderError as exc:
-            logger.info("reconcile: results of %s unreadable (%s)", wire.id, exc)
-            return False
-        return seen == len(expected)
+        return await self._reconciler.find(shard, since=since)
 
     # -- poll -------------------------------------------------------------------------------
 
@@ -332,9 +256,3 @@ class Anthropic(HttpAdapter):
 
     def _batch(self, body: bytes) -> BatchInfo:
         return to_batch_info(self._decode(BATCH_DECODER, body, "message batch"))
-
-
-def _deadline(wire: WireBatch) -> float:
-    expires = wire.expires_at.timestamp() if wire.expires_at is not None else None
-    base = expires if expires is not None else wire.created_at.timestamp() + 86_400.0
-    return base + RECONCILE_GRACE
