@@ -1,12 +1,9 @@
-"""The GT Studio emulator's objects: projects, batches, jobs, and the rules the API enforces.
+"""The GT Studio emulator's state: projects, batches, jobs, and the rules the API enforces.
 
-Human work runs lazily on the emulator clock: a job is ``pending`` (ours) for
-``validate_seconds`` until an annotator picks it up, ``in_progress`` (ours, as the provider
-notes suggest) for ``run_seconds`` x a seeded factor in [0.5, 1.5), then ``completed`` (the
-documented word), or ``rejected`` (ours) with probability ``faults.line_fatal_rate``. Nothing
-ticks: statuses and counters are computed when read. Project details count a batch's finished
-jobs (completed or rejected) in ``completed_jobs``; its status is ``Complete`` (documented)
-once all are finished, else ``In Progress`` / ``Not Started`` (ours).
+A job created now is picked up by an annotator ``validate_seconds`` later and finishes
+``run_seconds`` x a seeded factor in [0.5, 1.5) after that: ``rejected`` with probability
+``faults.line_fatal_rate``, else ``completed``. Nothing ticks: the records
+(``_telus_records``) compute every status and counter from those times when read.
 
 Every POST takes a token from one bucket of ``post_rate`` per second (the documented 20 POST/s,
 burst ``post_burst``) on the emulator clock; beyond it the answer is 429. Shared stats count
@@ -19,10 +16,8 @@ from __future__ import annotations
 
 import random
 import uuid
-from bisect import bisect_left, bisect_right, insort
+from bisect import insort
 from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final, Literal, final
 from urllib.parse import urlsplit
 
@@ -31,15 +26,8 @@ import msgspec
 from ._faults import RateLimit, TokenBucket
 from ._routing import ApiError
 from ._state import Emulator
-from ._telus_wire import (
-    BatchJobsPage,
-    CreateBatchBody,
-    CreateJobBody,
-    JobDetails,
-    JobSummary,
-    ProjectBatch,
-    ProjectDetails,
-)
+from ._telus_records import Batch, Job, Project
+from ._telus_wire import BatchJobsPage, CreateBatchBody, CreateJobBody, JobDetails, ProjectDetails
 
 __all__ = ["RESULTS_PATH", "TelusSettings", "TelusState"]
 
@@ -77,71 +65,6 @@ class TelusSettings(msgspec.Struct, frozen=True, kw_only=True):
     auth_status: Literal[400, 401] = 401
     api_keys: tuple[str, ...] = ()
     page_size: int = 100
-
-
-@dataclass(eq=False)
-class Job:
-    id: str
-    seq: int
-    reference_id: str
-    batch_id: str
-    work_flow_id: str
-    data: Any
-    priority_weight: int
-    picked_at: float
-    done_at: float
-    outcome: str
-
-    def status(self, now: float) -> str:
-        if now >= self.done_at:
-            return self.outcome
-        return "in_progress" if now >= self.picked_at else "pending"
-
-
-@dataclass(eq=False)
-class Batch:
-    id: str
-    name: str
-    description: str
-    created_at: float
-    is_default: bool = False
-    jobs: list[Job] = field(default_factory=list)
-    seqs: list[int] = field(default_factory=list)
-    picked: list[float] = field(default_factory=list)
-    done: list[float] = field(default_factory=list)
-
-    def wire(self, now: float) -> ProjectBatch:
-        total = len(self.jobs)
-        finished = bisect_right(self.done, now)
-        started = bisect_right(self.picked, now)
-        status = "Complete" if total and finished == total else "Not Started"
-        if status != "Complete" and started:
-            status = "In Progress"
-        stamp = datetime.fromtimestamp(self.created_at, UTC).isoformat()
-        return ProjectBatch(
-            id=self.id,
-            name=self.name,
-            description=self.description,
-            is_default=self.is_default,
-            total_jobs=total,
-            completed_jobs=finished,
-            total_frames=total,
-            completed_frames=finished,
-            annotations=finished,
-            created_at=stamp,
-            status=status,
-        )
-
-
-@dataclass(eq=False)
-class Project:
-    id: str
-    batches: dict[str, Batch] = field(default_factory=dict)
-    jobs: dict[str, Job] = field(default_factory=dict)
-    refs: dict[str, Job] = field(default_factory=dict)
-    names: set[str] = field(default_factory=set)
-    default: str = ""
-    last_seq: int = 0
 
 
 @final
@@ -325,31 +248,7 @@ class TelusState:
         batch = project.batches.get(batch_id)
         if batch is None:
             raise _error("GE_0001", f"batch {batch_id} not found")
-        start = 0
-        if token:
-            start = bisect_left(batch.seqs, int(token)) if token.isdigit() else -1
-            if start < 0 or start >= len(batch.seqs) or str(batch.seqs[start]) != token:
-                raise _error("invalid_request_error", "Invalid pageToken")
-        end = start + self.settings.page_size
-        now = self.emulator.now()
-        jobs = [
-            JobSummary(
-                id=j.id,
-                reference_id=j.reference_id,
-                status=(status := j.status(now)),
-                frames=1,
-                annotations=int(status == "completed"),
-            )
-            for j in batch.jobs[start:end]
-        ]
-        following = str(batch.seqs[end]) if end < len(batch.seqs) else ""
-        return BatchJobsPage(
-            id=batch.id,
-            project_id=project.id,
-            name=batch.name,
-            jobs=jobs,
-            next_page_token=following,
-        )
+        return batch.page(project.id, token, self.settings.page_size, self.emulator.now())
 
     def details(self, project_id: str) -> ProjectDetails:
         project = self.project(project_id)
