@@ -19,6 +19,8 @@ from typing import Any, Final, NamedTuple, TypeAlias, final
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from ._block import envelope_bytes
+
 __all__ = [
     "CHUNK_BYTES",
     "Checked",
@@ -144,8 +146,10 @@ def bad_utf8_lines(lines: list[bytes]) -> dict[int, Problem]:
 
 
 #: A valid line, as the sharder needs it: ``(custom_id, model, body_bytes, data)``, where
-#: ``data`` is the original line or, without method/url, the line re-encoded with them. A plain
-#: tuple, not a NamedTuple: it is built once per line on the hot path.
+#: ``data`` is the original line or, without method/url, the line re-encoded with them, and
+#: ``body_bytes`` estimates the body's size as ``len(data) - len(custom_id)`` minus the
+#: envelope (:func:`._block.envelope_bytes`; exact for compact lines). A plain tuple, not a
+#: NamedTuple: it is built once per line on the hot path.
 Checked: TypeAlias = tuple[str, str | None, int, bytes]
 
 
@@ -207,7 +211,7 @@ class LineChecker:
         custom_id_max_len: the longest ``custom_id`` accepted, if limited.
     """
 
-    __slots__ = ("_endpoint", "_id_max", "_max_line_bytes")
+    __slots__ = ("_endpoint", "_id_max", "_max_line_bytes", "_overhead")
 
     def __init__(
         self, *, endpoint: str, max_line_bytes: int, custom_id_max_len: int | None = None
@@ -215,6 +219,7 @@ class LineChecker:
         self._endpoint = endpoint
         self._max_line_bytes = max_line_bytes
         self._id_max = custom_id_max_len if custom_id_max_len is not None else 1 << 62
+        self._overhead = envelope_bytes(endpoint)
 
     def check(self, line: bytes, first: bool = False) -> Checked | Problem:
         """Check one line (without its newline; UTF-8 already checked).
@@ -249,7 +254,7 @@ class LineChecker:
         method = head.method
         url = head.url
         if method == "POST" and url == self._endpoint:
-            return (cid, model, len(body), line)
+            return (cid, model, len(line) - len(cid) - self._overhead, line)
         if method is not UNSET and method != "POST":
             return Problem(
                 f"method must be 'POST', got {method!r}",
@@ -265,7 +270,7 @@ class LineChecker:
         data = _ENCODER.encode(_Filled(cid, "POST", self._endpoint, body))
         if len(data) > self._max_line_bytes:
             return self.oversized(len(data))
-        return (cid, model, len(body), data)
+        return (cid, model, len(data) - len(cid) - self._overhead, data)
 
     def oversized(self, size: int) -> Problem:
         """The problem of a line of ``size`` bytes above the line limit."""

@@ -11,19 +11,17 @@ complete. The engine uploads only after :func:`shard_file` returns.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sys
 from array import array
-from collections import deque
-from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import BinaryIO, Final, Literal
+from typing import Final, Literal
 
 import msgspec
 
+from ._block import BlockChecker
 from ._convert import AnthropicLineChecker
 from ._errors import InputError, InputProblem, UsageError
 from ._items import ItemCheck, ItemLineChecker
@@ -37,6 +35,7 @@ from ._jsonl import (
     iter_blocks,
 )
 from ._models import Capabilities, Rejected, ShardRecord
+from ._shard_writer import Background, ShardWriter, fsync_dir
 
 __all__ = [
     "HASH_DIGEST_SIZE",
@@ -54,10 +53,9 @@ HASH_DIGEST_SIZE: Final = 32
 MAX_PROBLEMS: Final = 1000
 _BUCKETS: Final = 256
 _HASH_CHUNK: Final = 8 * 1024 * 1024
-#: Buffered bytes of one shard handed to the writer thread at once.
-_FLUSH_BYTES: Final = 4 * 1024 * 1024
-#: Background tasks (hash updates, writes) pending at most.
-_IO_QUEUE: Final = 4
+#: Check blocks of standard OpenAI-format lines as a whole (:mod:`._block`). Off only in
+#: tests that compare both paths.
+FAST_BLOCKS = True
 _EMPTY_HINT: Final = "write one JSON request object per line"
 
 
@@ -94,190 +92,6 @@ def _limit(name: str, asked: int | None, cap: int) -> int:
     return asked
 
 
-class Background:
-    """One worker thread running hashing, writes and fsyncs in submission order.
-
-    ``hashlib`` and file writes release the GIL, so on a multi-core machine they overlap the
-    parsing on the calling thread. At most ``_IO_QUEUE`` tasks are pending (bounded memory);
-    an error in a task is raised by the next ``submit``/``drain``.
-    """
-
-    __slots__ = ("_inflight", "_pool")
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchpump-shard")
-        self._inflight: deque[Future[object]] = deque()
-
-    def submit(self, fn: Callable[..., object], *args: object) -> None:
-        """Run ``fn(*args)`` on the worker thread after the tasks already submitted."""
-        while len(self._inflight) >= _IO_QUEUE:
-            self._inflight.popleft().result()
-        self._inflight.append(self._pool.submit(fn, *args))
-
-    def drain(self) -> None:
-        """Wait for every submitted task; raise the first error."""
-        while self._inflight:
-            self._inflight.popleft().result()
-
-    def __enter__(self) -> Background:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            for future in self._inflight:
-                future.cancel()
-            wait(self._inflight)
-        finally:
-            self._inflight.clear()
-            self._pool.shutdown(wait=True)
-
-
-class _OpenShard:
-    __slots__ = (
-        "body_bytes",
-        "bytes",
-        "file",
-        "index",
-        "lines",
-        "mixed",
-        "model",
-        "pending",
-        "pending_bytes",
-        "tmp",
-    )
-
-    def __init__(self, index: int, model: str | None, tmp: Path) -> None:
-        self.index = index
-        self.model = model
-        self.mixed = False
-        self.tmp = tmp
-        self.file = tmp.open("wb")
-        self.lines = self.bytes = self.body_bytes = self.pending_bytes = 0
-        self.pending: list[bytes] = []
-
-
-def _flush_and_close(file: BinaryIO) -> None:
-    file.flush()
-    os.fsync(file.fileno())
-    file.close()
-
-
-class ShardWriter:
-    """Routes valid lines to open shard files (one per model when asked) and writes them.
-
-    Files are ``{index:05d}.a1.jsonl.tmp`` until :meth:`commit` fsyncs and renames them all.
-    """
-
-    def __init__(
-        self,
-        out_dir: Path,
-        *,
-        run_id: str,
-        max_lines: int,
-        max_bytes: int,
-        per_model: bool,
-        background: Background,
-    ) -> None:
-        self._out_dir = out_dir
-        self._run_id = run_id
-        self._max_lines = max_lines
-        self._max_bytes = max_bytes
-        self._per_model = per_model
-        self._background = background
-        self._open: dict[str | None, _OpenShard] = {}
-        self._all: list[_OpenShard] = []
-        self._discarded = False
-
-    def add(self, model: str | None, data: bytes, body_bytes: int) -> None:
-        """Append one line (without newline) to the open shard of ``model``."""
-        key = model if self._per_model else None
-        shard = self._open.get(key)
-        size = len(data) + 1
-        if shard is None or shard.lines >= self._max_lines or shard.bytes + size > self._max_bytes:
-            if shard is not None:
-                self._finish(shard)
-            shard = self._start(key, model)
-        elif model != shard.model:
-            shard.mixed = True
-        shard.pending.append(data)
-        shard.lines += 1
-        shard.bytes += size
-        shard.body_bytes += body_bytes
-        shard.pending_bytes += size
-        if shard.pending_bytes >= _FLUSH_BYTES:
-            self._flush(shard)
-
-    def _start(self, key: str | None, model: str | None) -> _OpenShard:
-        index = len(self._all)
-        shard = _OpenShard(index, model, self._out_dir / f"{index:05d}.a1.jsonl.tmp")
-        self._all.append(shard)
-        self._open[key] = shard
-        return shard
-
-    def _flush(self, shard: _OpenShard) -> None:
-        if shard.pending:
-            shard.pending.append(b"")  # join then ends with a newline
-            self._background.submit(shard.file.write, b"\n".join(shard.pending))
-            shard.pending = []
-            shard.pending_bytes = 0
-
-    def _finish(self, shard: _OpenShard) -> None:
-        self._flush(shard)
-        self._background.submit(_flush_and_close, shard.file)
-
-    def commit(self) -> list[ShardRecord]:
-        """Flush, fsync and rename every shard; return their records in index order."""
-        for shard in self._open.values():
-            self._finish(shard)
-        self._open.clear()
-        self._background.drain()
-        records = []
-        for shard in self._all:
-            path = shard.tmp.with_name(shard.tmp.name.removesuffix(".tmp"))
-            os.replace(shard.tmp, path)
-            records.append(
-                ShardRecord(
-                    run_id=self._run_id,
-                    index=shard.index,
-                    attempt=1,
-                    path=str(path),
-                    lines=shard.lines,
-                    bytes=shard.bytes,
-                    model=None if shard.mixed else shard.model,
-                    tokens=shard.body_bytes // 4,
-                )
-            )
-        return records
-
-    def discard(self) -> None:
-        """Stop writing and delete every file this writer created (idempotent)."""
-        if self._discarded:
-            return
-        self._discarded = True
-        try:
-            with contextlib.suppress(Exception):  # the error that got us here matters more
-                self._background.drain()
-        finally:
-            for shard in self._all:
-                shard.file.close()
-                shard.tmp.unlink(missing_ok=True)
-            self._open.clear()
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class _Scan:
     """The findings of one pass over the input."""
 
@@ -297,16 +111,31 @@ def _scan(
     *,
     forced: dict[int, Problem],
     max_problems: int | None,
+    fast: BlockChecker | None = None,
 ) -> _Scan:
-    """Check every line, write the valid ones (while ``writer`` is set), hash their ids."""
+    """Check every line, write the valid ones (while ``writer`` is set), hash their ids.
+
+    With ``fast``, a block of standard lines is checked and routed as a whole (see
+    :mod:`._block`); any other block goes line by line.
+    """
     scan = _Scan()
     problems = scan.problems
     appenders = [bucket.append for bucket in scan.buckets]
     check = checker.check
     add = writer.add if writer is not None else None
+    add_block = writer.add_block if writer is not None else None
     total = 0
     limit = max_problems if max_problems is not None else sys.maxsize
     for first, lines, clean, oversized in blocks:
+        checked = fast.check(lines, clean) if fast is not None and not oversized else None
+        if checked is not None and fast is not None:
+            custom_ids, models, bodies = checked
+            for h in map(hash, custom_ids):
+                appenders[h & (_BUCKETS - 1)](h)
+            if add_block is not None:
+                add_block(lines, models, bodies, fast.overhead)
+            total += len(lines)
+            continue
         if oversized:
             total += 1
             problems[first] = checker.oversized(oversized)
@@ -338,7 +167,7 @@ def _scan(
             total += 1
         if problems and writer is not None and max_problems is not None:
             writer.discard()  # the run will raise: stop writing
-            writer = add = None
+            writer = add = add_block = None
         if scan.stopped:
             break
     scan.total_lines = total
@@ -366,7 +195,7 @@ def _confirm_duplicates(
     for first, lines, _, _ in iter_blocks(path, max_line_bytes=max_line_bytes):
         for index, line in enumerate(lines):
             lineno = first + index
-            if not line or lineno in bad:
+            if not line or lineno in bad or line.isspace():  # blank lines are skipped, not bad
                 continue
             cid = custom_id_of(line)
             if hash(cid) not in candidates:
@@ -442,6 +271,13 @@ def shard_file(
             max_line_bytes=line_cap,
             custom_id_max_len=capabilities.custom_id_max_len,
         )
+    fast = None
+    if capabilities.line_format == "openai" and FAST_BLOCKS:
+        fast = BlockChecker(
+            endpoint=endpoint,
+            max_line_bytes=line_cap,
+            custom_id_max_len=capabilities.custom_id_max_len,
+        )
     raising = on_invalid == "raise"
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.a1.jsonl.tmp"):
@@ -467,7 +303,12 @@ def shard_file(
                 on_chunk=lambda chunk: background.submit(digest.update, chunk),
             )
             scan = _scan(
-                blocks, checker, out, forced={}, max_problems=MAX_PROBLEMS if raising else None
+                blocks,
+                checker,
+                out,
+                forced={},
+                max_problems=MAX_PROBLEMS if raising else None,
+                fast=fast,
             )
             background.drain()
             candidates = set() if scan.stopped else _colliding_hashes(scan.buckets)

@@ -6,6 +6,7 @@ in exactly one shard exactly once, within the limits.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tempfile
 from pathlib import Path
@@ -15,7 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchpump._errors import UsageError
+from batchpump import _shard
+from batchpump._block import envelope_bytes
+from batchpump._errors import InputError, UsageError
 from batchpump._models import Capabilities, Rejected
 from batchpump._shard import (
     HASH_DIGEST_SIZE,
@@ -123,8 +126,14 @@ def test_copies_bytes_and_fills_in_method_and_url(tmp_path: Path) -> None:
         "url": ENDPOINT,
         "body": msgspec.json.decode(short)["body"],
     }
+    # tokens estimate the bodies as line bytes minus custom_id and envelope: exact for the
+    # compact line, an over-estimate (never under) for the spaced one
     body_bytes = len(b'{"model": "m"}') + len(_ENC.encode(msgspec.json.decode(short)["body"]))
-    assert outcome.shards[0].tokens == body_bytes // 4
+    envelope = envelope_bytes(ENDPOINT)
+    estimate = sum(len(data) - len(cid) - envelope for data, cid in ((first, "a"), (second, "b")))
+    assert estimate > body_bytes
+    assert len(second) - len("b") - envelope == len(_ENC.encode(msgspec.json.decode(short)["body"]))
+    assert outcome.shards[0].tokens == estimate // 4
 
 
 def test_stable_across_runs_and_hash(tmp_path: Path) -> None:
@@ -233,3 +242,79 @@ def test_every_valid_line_in_exactly_one_shard(
         mine = [x for x in accepted.values() if b'"model":"%s"' % model.encode() in x]
         assert [x for x in everything if x in mine] == mine
     assert outcome.total_lines == len(rows) == len(outcome.rejected) + len(everything)
+
+
+_ODD_LINES = (
+    b"",
+    b"   ",
+    b"not json",
+    b'{"custom_id": 7, "body": {}}',
+    b'{"custom_id": "", "method": "POST", "url": "/v1/chat/completions", "body": {}}',
+    b'{"custom_id": "n", "method": "GET", "url": "/v1/chat/completions", "body": {}}',
+    b'{"custom_id": "u", "method": "POST", "url": "/v1/embeddings", "body": {}}',
+    b'{"custom_id": "b", "method": "POST", "url": "/v1/chat/completions", "body": []}',
+    b'{"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {"model": 1}}',
+    b'{"custom_id": "z", "method": "POST", "url": "/v1/chat/completions", "body": {"s": "\xff"}}',
+    b'{"custom_id": "0", "method": "POST", "url": "/v1/chat/completions", "body": {}}\x00',
+    b'{"custom_id": "two"}{"custom_id": "objects"}',
+    '{"custom_id": "é", "method": "POST", "url": "/v1/chat/completions", "body": {}}'.encode(),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.tuples(_ids, st.sampled_from(["m1", "m2"]), st.integers(0, 200), st.booleans()),
+            st.sampled_from(_ODD_LINES),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    chunk_bytes=st.integers(64, 2048),
+    max_lines=st.integers(1, 12),
+    max_bytes=st.integers(450, 3000),
+    per_model=st.booleans(),
+)
+def test_block_and_line_paths_shard_alike(
+    rows: list[tuple[str, str, int, bool] | bytes],
+    chunk_bytes: int,
+    max_lines: int,
+    max_bytes: int,
+    per_model: bool,
+) -> None:
+    """Blocks of standard lines take the fast path (``_block``); whatever it accepts, the
+    line-by-line checker accepts the same way: same shard files, records, problems."""
+    lines = [row if isinstance(row, bytes) else line(*row[:3], full=row[3]) for row in rows]
+    caps = Capabilities(one_model_per_shard=per_model, custom_id_max_len=40)
+    small_blocks = functools.partial(_shard.iter_blocks, chunk_bytes=chunk_bytes)
+    outcomes: list[object] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        for fast in (True, False):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(_shard, "FAST_BLOCKS", fast)
+                patch.setattr(_shard, "iter_blocks", small_blocks)
+                out = Path(tmp) / str(fast)
+                try:
+                    outcome = run(
+                        path, out, caps, max_lines=max_lines, max_bytes=max_bytes, on_invalid="skip"
+                    )
+                except InputError as exc:  # nothing valid at all: the same message
+                    outcomes.append(str(exc))
+                    continue
+            files = [Path(s.path).read_bytes() for s in outcome.shards]
+            records = [msgspec.structs.replace(s, path=Path(s.path).name) for s in outcome.shards]
+            outcomes.append((files, records, outcome.rejected, outcome.total_lines))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_duplicates_beside_a_whitespace_line(tmp_path: Path) -> None:
+    """The second pass that confirms duplicate ids skips blank lines like the first does."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(line("a") + b"\n   \n" + line("a") + b"\n" + line("b") + b"\n")
+    outcome = run(path, tmp_path / "s", on_invalid="skip")
+    assert [(r.line, r.custom_id) for r in outcome.rejected] == [(3, "a")]
+    assert "duplicate custom_id 'a' (first seen on line 1)" in outcome.rejected[0].message
+    assert [x for shard in shard_lines(outcome) for x in shard] == [line("a"), line("b")]

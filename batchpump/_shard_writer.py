@@ -1,0 +1,300 @@
+"""Writing shard files: routing valid lines to open shards, off the parsing thread.
+
+:class:`ShardWriter` keeps one open shard per model (when the provider wants one model per
+batch) and buffers its lines; :class:`Background` writes the buffers on one worker thread, in
+order, so parsing on the calling thread overlaps the writes. A finished shard is fsynced on a
+small pool: one fsync per file costs a disk flush, and concurrent fsyncs share one journal
+commit on ext4 and xfs (2,000 one-line files: 1.6 ms each one by one, 0.1 ms each eight at a
+time, measured on the benchmark machine), which is what many small shards need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from itertools import accumulate
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from ._models import ShardRecord
+
+__all__ = ["Background", "ShardWriter", "fsync_dir"]
+
+#: Buffered bytes of one shard handed to the writer thread at once.
+_FLUSH_BYTES: Final = 4 * 1024 * 1024
+#: Background tasks (hash updates, writes) pending at most.
+_IO_QUEUE: Final = 4
+#: Threads fsyncing finished shard files, and finished files waiting for them at most.
+_FSYNC_THREADS: Final = 8
+_FSYNC_PENDING: Final = 64
+
+
+class Background:
+    """One worker thread running hashing and writes in submission order.
+
+    ``hashlib`` and file writes release the GIL, so on a multi-core machine they overlap the
+    parsing on the calling thread. At most ``_IO_QUEUE`` tasks are pending (bounded memory);
+    an error in a task is raised by the next ``submit``/``drain``.
+    """
+
+    __slots__ = ("_inflight", "_pool")
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchpump-shard")
+        self._inflight: deque[Future[object]] = deque()
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` on the worker thread after the tasks already submitted."""
+        while len(self._inflight) >= _IO_QUEUE:
+            self._inflight.popleft().result()
+        self._inflight.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        """Wait for every submitted task; raise the first error."""
+        while self._inflight:
+            self._inflight.popleft().result()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            for future in self._inflight:
+                future.cancel()
+            wait(self._inflight)
+        finally:
+            self._inflight.clear()
+            self._pool.shutdown(wait=True)
+
+
+class _Syncer:
+    """fsync and close finished files on a few threads; at most ``_FSYNC_PENDING`` open."""
+
+    __slots__ = ("_done", "_pool", "_slots")
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="batchpump-fsync")
+        self._slots = threading.BoundedSemaphore(_FSYNC_PENDING)
+        self._done: list[Future[None]] = []
+
+    def hand_off(self, file: BinaryIO) -> None:
+        """Flush ``file`` now (caller's thread); fsync and close it on the pool."""
+        file.flush()
+        self._slots.acquire()
+        try:
+            self._done.append(self._pool.submit(self._sync, file))
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _sync(self, file: BinaryIO) -> None:
+        try:
+            os.fsync(file.fileno())
+        finally:
+            file.close()
+            self._slots.release()
+
+    def finish(self) -> None:
+        """Wait for every fsync; raise the first error; stop the pool."""
+        try:
+            for future in self._done:
+                future.result()
+        finally:
+            self._done.clear()
+            self._pool.shutdown(wait=True)
+
+
+class _OpenShard:
+    __slots__ = (
+        "body_bytes",
+        "bytes",
+        "file",
+        "index",
+        "lines",
+        "mixed",
+        "model",
+        "pending",
+        "pending_bytes",
+        "tmp",
+    )
+
+    def __init__(self, index: int, model: str | None, tmp: Path) -> None:
+        self.index = index
+        self.model = model
+        self.mixed = False
+        self.tmp = tmp
+        self.file = tmp.open("wb")
+        self.lines = self.bytes = self.body_bytes = self.pending_bytes = 0
+        self.pending: list[bytes] = []
+
+
+class ShardWriter:
+    """Routes valid lines to open shard files (one per model when asked) and writes them.
+
+    Files are ``{index:05d}.a1.jsonl.tmp`` until :meth:`commit` renames them all, after every
+    one was fsynced.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        run_id: str,
+        max_lines: int,
+        max_bytes: int,
+        per_model: bool,
+        background: Background,
+    ) -> None:
+        self._out_dir = out_dir
+        self._run_id = run_id
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._per_model = per_model
+        self._background = background
+        self._syncer = _Syncer()
+        self._open: dict[str | None, _OpenShard] = {}
+        self._all: list[_OpenShard] = []
+        self._discarded = False
+
+    def add(self, model: str | None, data: bytes, body_bytes: int) -> None:
+        """Append one line (without newline) to the open shard of ``model``."""
+        key = model if self._per_model else None
+        shard = self._open.get(key)
+        size = len(data) + 1
+        if shard is None or shard.lines >= self._max_lines or shard.bytes + size > self._max_bytes:
+            if shard is not None:
+                self._finish(shard)
+            shard = self._start(key, model)
+        elif model != shard.model:
+            shard.mixed = True
+        shard.pending.append(data)
+        shard.lines += 1
+        shard.bytes += size
+        shard.body_bytes += body_bytes
+        shard.pending_bytes += size
+        if shard.pending_bytes >= _FLUSH_BYTES:
+            self._flush(shard)
+
+    def add_block(
+        self, lines: list[bytes], models: list[str | None], bodies: list[int], overhead: int
+    ) -> None:
+        """Append many lines at once; line ``i`` has ``models[i]`` and ``bodies[i] - overhead``
+        body bytes. Same files as calling :meth:`add` per line, without the per-line work."""
+        if self._per_model and models.count(models[0]) != len(models):
+            for line, model, body in zip(lines, models, bodies, strict=True):
+                self.add(model, line, body - overhead)
+            return
+        key = models[0] if self._per_model else None
+        start, count = 0, len(lines)
+        ends: list[int] | None = None  # ends[j]: bytes of lines[:j + 1], newlines included
+        while start < count:
+            shard = self._open.get(key)
+            first = len(lines[start]) + 1
+            if (
+                shard is None
+                or shard.lines >= self._max_lines
+                or (shard.bytes + first > self._max_bytes)
+            ):
+                if shard is not None:
+                    self._finish(shard)
+                shard = self._start(key, models[start])
+            stop = min(count, start + self._max_lines - shard.lines)
+            chunk = lines[start:stop]
+            size = sum(map(len, chunk)) + len(chunk)
+            if shard.bytes + size > self._max_bytes:  # cut after the last line that fits
+                if ends is None:
+                    ends = list(accumulate(len(line) + 1 for line in lines))
+                before = ends[start - 1] if start else 0
+                limit = before + self._max_bytes - shard.bytes
+                stop = bisect_right(ends, limit, lo=start, hi=stop)
+                chunk = lines[start:stop]
+                size = ends[stop - 1] - before
+            taken = models[start:stop]
+            if not shard.mixed and taken.count(shard.model) != len(taken):
+                shard.mixed = True
+            shard.pending += chunk
+            shard.lines += len(chunk)
+            shard.bytes += size
+            shard.body_bytes += sum(bodies[start:stop]) - overhead * len(chunk)
+            shard.pending_bytes += size
+            if shard.pending_bytes >= _FLUSH_BYTES:
+                self._flush(shard)
+            start = stop
+
+    def _start(self, key: str | None, model: str | None) -> _OpenShard:
+        index = len(self._all)
+        shard = _OpenShard(index, model, self._out_dir / f"{index:05d}.a1.jsonl.tmp")
+        self._all.append(shard)
+        self._open[key] = shard
+        return shard
+
+    def _flush(self, shard: _OpenShard) -> None:
+        if shard.pending:
+            shard.pending.append(b"")  # join then ends with a newline
+            self._background.submit(shard.file.write, b"\n".join(shard.pending))
+            shard.pending = []
+            shard.pending_bytes = 0
+
+    def _finish(self, shard: _OpenShard) -> None:
+        self._flush(shard)
+        self._background.submit(self._syncer.hand_off, shard.file)
+
+    def commit(self) -> list[ShardRecord]:
+        """Flush, fsync and rename every shard; return their records in index order."""
+        for shard in self._open.values():
+            self._finish(shard)
+        self._open.clear()
+        self._background.drain()
+        self._syncer.finish()
+        records = []
+        for shard in self._all:
+            path = shard.tmp.with_name(shard.tmp.name.removesuffix(".tmp"))
+            os.replace(shard.tmp, path)
+            records.append(
+                ShardRecord(
+                    run_id=self._run_id,
+                    index=shard.index,
+                    attempt=1,
+                    path=str(path),
+                    lines=shard.lines,
+                    bytes=shard.bytes,
+                    model=None if shard.mixed else shard.model,
+                    tokens=shard.body_bytes // 4,
+                )
+            )
+        return records
+
+    def discard(self) -> None:
+        """Stop writing and delete every file this writer created (idempotent)."""
+        if self._discarded:
+            return
+        self._discarded = True
+        try:
+            with contextlib.suppress(Exception):  # the error that got us here matters more
+                self._background.drain()
+            with contextlib.suppress(Exception):
+                self._syncer.finish()
+        finally:
+            for shard in self._all:
+                shard.file.close()
+                shard.tmp.unlink(missing_ok=True)
+            self._open.clear()
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
