@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from batchpump import _shard
 from batchpump._block import envelope_bytes
 from batchpump._errors import InputError, UsageError
+from batchpump._jsonl import iter_blocks
 from batchpump._models import Capabilities, Rejected
 from batchpump._shard import (
     HASH_DIGEST_SIZE,
@@ -287,7 +288,7 @@ def test_block_and_line_paths_shard_alike(
     line-by-line checker accepts the same way: same shard files, records, problems."""
     lines = [row if isinstance(row, bytes) else line(*row[:3], full=row[3]) for row in rows]
     caps = Capabilities(one_model_per_shard=per_model, custom_id_max_len=40)
-    small_blocks = functools.partial(_shard.iter_blocks, chunk_bytes=chunk_bytes)
+    small_blocks = functools.partial(iter_blocks, chunk_bytes=chunk_bytes)
     outcomes: list[object] = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "in.jsonl"
