@@ -27,14 +27,12 @@ from typing import Final, final
 import msgspec
 
 from ._llamacloud_jobs import FileRecord, LlamaBatch, LlamaJob, Outcome
-from ._llamacloud_wire import BatchCreateBody, DirectoryCreateBody, Page
+from ._llamacloud_wire import BatchCreateBody, DirectoryCreateBody
 from ._routing import ApiError
 from ._state import Emulator
 
 __all__ = ["HEAD_BYTES", "DirectoryRecord", "LlamaCloudConfig", "LlamaCloudState"]
 
-DEFAULT_PAGE_SIZE: Final = 50
-MAX_PAGE_SIZE: Final = 1000
 #: Bytes of each upload kept to echo in parse output.
 HEAD_BYTES: Final = 512
 _TRANSIENT_ERROR: Final = "Internal error while processing the document; please retry."
@@ -88,22 +86,6 @@ class DirectoryRecord:
 
     def by_unique_id(self, unique_id: str) -> FileRecord | None:
         return next((f for f in self.files.values() if f.unique_id == unique_id), None)
-
-
-def paginate(items: list[object], page_size: int | None, page_token: str | None) -> Page:
-    """One page of ``items`` (token = opaque offset)."""
-    size = DEFAULT_PAGE_SIZE if page_size is None else page_size
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise ApiError(400, f"page_size must be between 1 and {MAX_PAGE_SIZE}")
-    start = 0
-    if page_token:
-        try:
-            start = int(page_token.removeprefix("pt_"), 16)
-        except ValueError:
-            raise ApiError(400, "Invalid page_token") from None
-    end = start + size
-    token = f"pt_{end:x}" if end < len(items) else None
-    return Page(items=items[start:end], next_page_token=token)
 
 
 @final
