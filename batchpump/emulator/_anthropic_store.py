@@ -1,13 +1,11 @@
-"""The Anthropic emulator's batches: create rules and the lazily computed lifecycle.
+"""The Anthropic emulator's batches: the rules that create, cancel, delete and list them.
 
-Nothing runs in the background: a batch stores its timeline (``end``: when processing ends
-unless cancelled) and one outcome code per request at create; status, counts and results are
-computed from the clock on each read. Requests run in input order at an even pace between
-``created_at`` and ``end``; a cancel freezes how many ran and ends the batch ``cancel_seconds``
-later with the rest ``canceled``. With ``Faults.expire`` the batch runs until ``expires_at``
-(24 h) and only ``expire_done_fraction`` of it finishes; with ``stuck_finalizing`` every
-request finishes but the batch stays ``in_progress`` until ``expires_at``. Results are archived
-29 days after creation (or at once through :meth:`AnthropicState.archive`).
+The create rules (envelope checks, each request's outcome drawn from the fault knobs) live
+here; one batch's lifecycle is ``_anthropic_batch``. With ``Faults.expire`` the batch runs
+until ``expires_at`` (24 h) and only ``expire_done_fraction`` of it finishes; with
+``stuck_finalizing`` every request finishes but the batch stays ``in_progress`` until
+``expires_at``. Results are archived 29 days after creation (or at once through
+:meth:`AnthropicState.archive`).
 
 There is no metadata, so ``Stats.tags`` counts each created batch under
 ``anthropic:<first custom_id>:<size>:<digest of its custom_ids in order>``. A key counted twice
@@ -18,21 +16,17 @@ after it expired or was cancelled (tests that count duplicates avoid the latter)
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Iterator
-from typing import Any, Final, final
+from typing import Final, final
 
-import msgspec
-
-from ._anthropic_wire import (
-    CreateBatchBody,
-    ListPage,
-    MessageBatch,
-    RequestCounts,
-    check_params,
-    message_body,
-    rfc3339,
+from ._anthropic_batch import (
+    DAY,
+    LINE_API_ERROR,
+    LINE_FATAL,
+    LINE_INVALID,
+    LINE_OVERLOADED,
+    AnthropicBatch,
 )
+from ._anthropic_wire import CreateBatchBody, ListPage, MessageBatch, check_params
 from ._faults import done_when_expired
 from ._routing import ApiError
 from ._state import Emulator
@@ -40,129 +34,6 @@ from ._state import Emulator
 __all__ = ["MAX_REQUESTS", "AnthropicBatch", "AnthropicState"]
 
 MAX_REQUESTS: Final = 100_000
-DAY: Final = 86_400.0
-ARCHIVE_AFTER: Final = 29 * DAY
-_OK, _API_ERROR, _OVERLOADED, _FATAL, _INVALID = range(5)
-_LINE_ERRORS: Final = {
-    _API_ERROR: ("api_error", "Internal server error"),
-    _OVERLOADED: ("overloaded_error", "Overloaded"),
-    _FATAL: ("invalid_request_error", "Invalid request (emulated non-retryable line failure)."),
-}
-_encoder: Final = msgspec.json.Encoder()
-
-
-@final
-class AnthropicBatch:
-    """One batch's fixed timeline and outcomes; everything else is derived from the clock."""
-
-    __slots__ = (
-        "archived_at",
-        "cancel_at",
-        "cancel_end",
-        "codes",
-        "created_at",
-        "custom_ids",
-        "done_final",
-        "end",
-        "expires_at",
-        "id",
-        "invalid",
-        "no_results_url",
-        "params",
-        "settled",
-    )
-
-    def __init__(
-        self, *, id: str, created_at: float, end: float, done_final: int, body: CreateBatchBody
-    ) -> None:
-        self.id = id
-        self.created_at = created_at
-        self.expires_at = created_at + DAY
-        self.end = end
-        self.done_final = done_final
-        self.custom_ids = [r.custom_id for r in body.requests]
-        self.params = [r.params for r in body.requests]
-        self.codes = bytearray(len(self.custom_ids))
-        self.invalid: dict[int, str] = {}
-        self.cancel_at: float | None = None
-        self.cancel_end: float | None = None
-        self.archived_at = created_at + ARCHIVE_AFTER
-        self.no_results_url = False
-        self.settled = False
-
-    def ended_at(self) -> float:
-        """When processing ends (or ended)."""
-        if self.cancel_at is not None and self.cancel_end is not None:
-            return min(self.end, self.cancel_end)
-        return self.end
-
-    def status(self, t: float) -> str:
-        if t >= self.ended_at():
-            return "ended"
-        return "canceling" if self.cancel_at is not None else "in_progress"
-
-    def done(self) -> int:
-        """Requests that ran before processing ended (in input order)."""
-        if self.cancel_at is None or self.end <= self.cancel_at:
-            return self.done_final
-        span = self.end - self.created_at
-        frac = 1.0 if span <= 0 else min(1.0, (self.cancel_at - self.created_at) / span)
-        return math.floor(self.done_final * frac)
-
-    def fate(self, i: int, done: int) -> str:
-        if i >= done:
-            cancelled = self.cancel_at is not None and self.end > self.cancel_at
-            return "canceled" if cancelled else "expired"
-        return "succeeded" if self.codes[i] == _OK else "errored"
-
-    def counts(self, t: float) -> RequestCounts:
-        """``processing`` for every request until the batch ends, then the tallies."""
-        if self.status(t) != "ended":
-            return RequestCounts(processing=len(self.custom_ids))
-        counts = RequestCounts()
-        done = self.done()
-        for i in range(len(self.custom_ids)):
-            fate = self.fate(i, done)
-            setattr(counts, fate, getattr(counts, fate) + 1)
-        return counts
-
-    def to_wire(self, t: float, origin: str) -> MessageBatch:
-        ended = self.status(t) == "ended"
-        return MessageBatch(
-            id=self.id,
-            processing_status=self.status(t),
-            request_counts=self.counts(t),
-            ended_at=rfc3339(self.ended_at()) if ended else None,
-            created_at=rfc3339(self.created_at),
-            expires_at=rfc3339(self.expires_at),
-            archived_at=rfc3339(self.archived_at) if t >= self.archived_at else None,
-            cancel_initiated_at=rfc3339(self.cancel_at) if self.cancel_at is not None else None,
-            results_url=f"{origin}/v1/messages/batches/{self.id}/results"
-            if ended and not self.no_results_url
-            else None,
-        )
-
-    def result_lines(self, chunk: int = 1000) -> Iterator[bytes]:
-        """The results JSONL in chunks of ``chunk`` lines."""
-        done = self.done()
-        buf = bytearray()
-        for i, cid in enumerate(self.custom_ids):
-            fate = self.fate(i, done)
-            result: dict[str, Any] = {"type": fate}
-            if fate == "succeeded":
-                result["message"] = message_body(cid, self.params[i])
-            elif fate == "errored":
-                kind, message = _LINE_ERRORS.get(
-                    self.codes[i], ("invalid_request_error", self.invalid.get(i, "invalid"))
-                )
-                result["error"] = {"type": "error", "error": {"type": kind, "message": message}}
-            buf += _encoder.encode({"custom_id": cid, "result": result})
-            buf += b"\n"
-            if (i + 1) % chunk == 0:
-                yield bytes(buf)
-                buf.clear()
-        if buf:
-            yield bytes(buf)
 
 
 def _signature(custom_ids: list[str]) -> str:
@@ -215,14 +86,16 @@ class AnthropicState:
         for i, params in enumerate(batch.params):
             reason = check_params(params)
             if reason is not None:
-                batch.codes[i] = _INVALID
+                batch.codes[i] = LINE_INVALID
                 batch.invalid[i] = reason
             elif retry > 0.0 or fatal > 0.0:
                 x = emu.line_rng.random()
                 if x < retry:
-                    batch.codes[i] = _API_ERROR if emu.line_rng.random() < 0.5 else _OVERLOADED
+                    batch.codes[i] = (
+                        LINE_API_ERROR if emu.line_rng.random() < 0.5 else LINE_OVERLOADED
+                    )
                 elif x < retry + fatal:
-                    batch.codes[i] = _FATAL
+                    batch.codes[i] = LINE_FATAL
         self.batches[batch.id] = batch
         self._pos[batch.id] = len(self._order)
         self._order.append(batch.id)
@@ -256,12 +129,7 @@ class AnthropicState:
 
     def delete(self, batch_id: str) -> None:
         """Delete an ended batch (in-progress ones must be canceled first: 400)."""
-        batch = self.get(batch_id)
-        now = self.emulator.now()
-        if batch.status(now) != "ended":
-            raise ApiError(
-                400, f"Batch '{batch_id}' is still processing; cancel it before deleting it."
-            )
+        batch, now = self._ended(batch_id, "cancel it before deleting it.")
         self._settle_one(batch, now)
         del self.batches[batch_id]
 
@@ -271,12 +139,7 @@ class AnthropicState:
 
     def results(self, batch_id: str) -> AnthropicBatch:
         """The batch whose results may be streamed, or the error the API answers with."""
-        batch = self.get(batch_id)
-        now = self.emulator.now()
-        if batch.status(now) != "ended":
-            raise ApiError(
-                400, f"Batch '{batch_id}' is still processing; results are not available yet."
-            )
+        batch, now = self._ended(batch_id, "results are not available yet.")
         if now >= batch.archived_at:
             raise ApiError(
                 404, f"Results of batch '{batch_id}' were archived.", type="not_found_error"
@@ -317,6 +180,14 @@ class AnthropicState:
             first_id=data[0].id if data else None,
             last_id=data[-1].id if data else None,
         )
+
+    def _ended(self, batch_id: str, refused: str) -> tuple[AnthropicBatch, float]:
+        """The batch and the time, once it ended; before, 400 "still processing; ``refused``"."""
+        batch = self.get(batch_id)
+        now = self.emulator.now()
+        if batch.status(now) != "ended":
+            raise ApiError(400, f"Batch '{batch_id}' is still processing; {refused}")
+        return batch, now
 
     def _settle_one(self, batch: AnthropicBatch, now: float) -> None:
         if batch.settled or batch.status(now) != "ended":
