@@ -1,4 +1,4 @@
-"""The Together emulator's objects: files (two upload flows) and batch jobs.
+"""The Together emulator's batch jobs, on top of its files (``_together_store_files``).
 
 Batch jobs reuse the OpenAI emulator's ``BatchRecord`` timeline (validating, running at an even
 pace, a short write-out, expiry, cancel), shown through Together's own face: UPPER-CASE
@@ -10,7 +10,6 @@ synchronously raises ``ApiError`` here.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final, final
 
 import msgspec
@@ -22,7 +21,8 @@ from ._openai_store import _draw_codes
 from ._openai_wire import BatchErrorObject
 from ._routing import ApiError
 from ._state import Emulator
-from ._together_wire import ALLOWED_ENDPOINTS, BatchJob, CreateBatchBody, FileResponse, OutputLine
+from ._together_store_files import TogetherFile, TogetherFileStore, together_uuid
+from ._together_wire import ALLOWED_ENDPOINTS, BatchJob, CreateBatchBody, OutputLine
 from ._together_wire import rfc3339 as _rfc3339
 
 __all__ = ["MAX_CUSTOM_ID", "MAX_LINES", "TogetherFile", "TogetherState"]
@@ -32,57 +32,12 @@ MAX_CUSTOM_ID: Final = 64
 USER_ID: Final = "user-emulator"
 #: Input file names starting with this carry a batchpump shard-attempt tag (``stats.tags``).
 TAG_PREFIX: Final = "bp1-"
-_PURPOSES: Final = frozenset(
-    {
-        "fine-tune",
-        "eval",
-        "eval-sample",
-        "eval-output",
-        "eval-summary",
-        "batch-generated",
-        "batch-api",
-    }
-)
 _LINE_ERRORS: Final = {
     LINE_FATAL: ("invalid_request", "Invalid request (emulated non-retryable line failure)."),
 }
 _RETRY_ERROR: Final = ("timeout", "The request timed out (emulated retryable line failure).")
 _line_decoder: Final = msgspec.json.Decoder(InputLine)
 _encoder: Final = msgspec.json.Encoder()
-
-
-@final
-class TogetherFile:
-    """One stored file; ``data`` is ``None`` while a signed-URL upload awaits its PUT."""
-
-    __slots__ = ("created_at", "data", "file_type", "filename", "id", "processed", "purpose")
-
-    def __init__(self, id: str, filename: str, purpose: str, file_type: str, now: float) -> None:
-        self.id = id
-        self.filename = filename
-        self.purpose = purpose
-        self.file_type = file_type
-        self.created_at = now
-        self.data: bytes | None = None
-        self.processed = False
-
-    def to_wire(self) -> FileResponse:
-        data = self.data or b""
-        return FileResponse(
-            id=self.id,
-            created_at=int(self.created_at),
-            filename=self.filename,
-            bytes=len(data),
-            purpose=self.purpose,
-            file_type=self.file_type,
-            Processed=self.processed,
-            LineCount=data.count(b"\n"),
-        )
-
-
-def _uuid(raw: str) -> str:
-    digest = hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
-    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:]}"
 
 
 def parse_input(data: bytes) -> tuple[list[InputLine], str | None, str | None]:
@@ -114,58 +69,14 @@ def parse_input(data: bytes) -> tuple[list[InputLine], str | None, str | None]:
 
 
 @final
-class TogetherState:
-    """Files and batch jobs of the Together emulator."""
+class TogetherState(TogetherFileStore):
+    """Files (via ``TogetherFileStore``) and batch jobs of the Together emulator."""
 
     def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-        self.files: dict[str, TogetherFile] = {}
+        super().__init__(emulator)
         self.batches: dict[str, BatchRecord] = {}
         self.warnings: dict[str, str] = {}
         self._unsettled: dict[str, BatchRecord] = {}
-
-    # -- files ------------------------------------------------------------------------------
-
-    def new_file(
-        self, filename: str | None, purpose: str | None, file_type: str | None
-    ) -> TogetherFile:
-        """Register a file (its bytes arrive with it, or later by the signed-URL PUT)."""
-        if not filename or not purpose:
-            missing = "file_name" if not filename else "purpose"
-            raise ApiError(400, f"Missing required field: {missing}", param=missing)
-        if purpose not in _PURPOSES:
-            raise ApiError(400, f"Invalid purpose: {purpose}", param="purpose")
-        kind = file_type or "jsonl"
-        if kind not in ("jsonl", "csv", "parquet"):
-            raise ApiError(400, f"Invalid file_type: {kind}", param="file_type")
-        record = TogetherFile(
-            f"file-{_uuid(self.emulator.new_id('file'))}",
-            filename,
-            purpose,
-            kind,
-            self.emulator.now(),
-        )
-        self.files[record.id] = record
-        return record
-
-    def add_file(self, filename: str, purpose: str, data: bytes) -> TogetherFile:
-        """Store a complete, processed file."""
-        record = self.new_file(filename, purpose, "jsonl")
-        record.data, record.processed = data, True
-        return record
-
-    def get_file(self, file_id: str, *, uploaded: bool = True) -> TogetherFile:
-        """The file (404 if unknown, or still waiting for its bytes when ``uploaded``)."""
-        record = self.files.get(file_id)
-        if record is None or (uploaded and record.data is None):
-            raise ApiError(404, f"File {file_id} not found", type="not_found", param="id")
-        return record
-
-    def preprocess(self, file_id: str) -> TogetherFile:
-        """``POST /files/{id}/preprocess``: the uploaded bytes are checked and marked processed."""
-        record = self.get_file(file_id)
-        record.processed = True
-        return record
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -200,7 +111,7 @@ class TogetherState:
         if problem is not None:
             lines, tokens = [], 0
         batch = BatchRecord(
-            id=_uuid(emu.new_id("batch")),
+            id=together_uuid(emu.new_id("batch")),
             endpoint=body.endpoint,
             input_file_id=source.id,
             metadata=None,
