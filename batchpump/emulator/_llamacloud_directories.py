@@ -15,7 +15,7 @@ from aiohttp import BodyPartReader, web
 
 from ._llamacloud_http import json_response, page, state_of, validated
 from ._llamacloud_jobs import FileRecord, directory_view, file_view
-from ._llamacloud_store import HEAD_BYTES, DirectoryRecord
+from ._llamacloud_store_files import HEAD_BYTES, DirectoryRecord
 from ._llamacloud_wire import DirectoryCreateBody, Invalid, decode_body, missing
 from ._routing import ApiError, Route
 
