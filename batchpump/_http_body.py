@@ -14,10 +14,10 @@ from typing import Final, Protocol, final
 import aiohttp
 import aiohttp.abc
 import aiohttp.payload
-import anyio
 import msgspec
 
 from ._errors import ProtocolError
+from ._fileio import run_io
 
 __all__ = [
     "READ_CHUNK",
@@ -26,7 +26,7 @@ __all__ = [
     "Response",
     "StreamResponse",
     "multipart_file",
-    "read_at",
+    "read_into_at",
 ]
 
 #: Bytes read from the socket at a time when streaming a body.
@@ -123,17 +123,20 @@ class FileSlice(aiohttp.payload.Payload):
             remaining = min(remaining, content_length)
         # Each chunk is read by one thread call that opens, seeks, reads and closes: no file
         # handle lives across an await, so a cancelled body writer (aiohttp cancels it when the
-        # connection breaks) can never leak one.
+        # connection breaks) can never leak one. The buffer is allocated here, on the event
+        # loop's thread, and the worker only fills it: the MiB chunks of every upload then come
+        # from and return to one malloc arena instead of one per worker thread (``_fileio``).
+        # A new buffer per chunk, never a reused one: a TLS transport (and any transport on
+        # Python >= 3.12) keeps a reference to what it has not sent yet.
         offset = self._offset
         while remaining > 0:
-            chunk = await anyio.to_thread.run_sync(
-                read_at, self._path, offset, min(UPLOAD_CHUNK, remaining)
-            )
-            if not chunk:
+            buffer = bytearray(min(UPLOAD_CHUNK, remaining))
+            n = await run_io(read_into_at, self._path, offset, buffer)
+            if not n:
                 raise OSError(f"{self._path} is shorter than expected")
-            await writer.write(chunk)
-            offset += len(chunk)
-            remaining -= len(chunk)
+            await writer.write(buffer if n == len(buffer) else memoryview(buffer)[:n])
+            offset += n
+            remaining -= n
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a streamed file payload cannot be decoded")
@@ -160,8 +163,13 @@ def multipart_file(
     return writer
 
 
-def read_at(path: str, offset: int, size: int) -> bytes:
-    """Up to ``size`` bytes of ``path`` from ``offset`` (blocking: run it in a thread)."""
-    with open(path, "rb") as fp:
+def read_into_at(path: str, offset: int, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``path`` at ``offset``; the bytes read, fewer only at the end of
+    the file (blocking: run it in a thread)."""
+    view = memoryview(buffer)
+    filled = 0
+    with open(path, "rb", buffering=0) as fp:
         fp.seek(offset)
-        return fp.read(size)
+        while filled < len(view) and (n := fp.readinto(view[filled:])):
+            filled += n
+    return filled

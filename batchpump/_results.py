@@ -7,22 +7,25 @@ transaction. Concurrent publications share one append, fsync and transaction. On
 file is cut back to the journaled length, so a crash between append and commit never leaves a
 result twice. Files are created 0600.
 
-All file I/O runs in worker threads, in large chunks: the event loop never blocks on disk.
+All file I/O runs in worker threads (``_fileio.run_io``), in large chunks: the event loop never
+blocks on disk. The big buffers are allocated on the event loop's thread and only filled or
+drained by the workers: a part's buffer is handed to the worker as is (not copied), and the
+part file is copied into the results file through one reused buffer of the sink's, so the
+workers allocate no MiB-sized blocks of their own (see ``_fileio`` for why that matters).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, final
 
 import anyio
-import anyio.to_thread
 import msgspec
 
+from ._fileio import run_io
 from ._group import GroupCommit
 from ._models import Result, ResultCounts, ShardRecord
 
@@ -32,6 +35,8 @@ __all__ = ["PartWriter", "ResultSink", "create_private", "decode_results"]
 FLUSH_BYTES: Final = 1 << 20
 #: Bytes ``ResultSink.tail`` reads per chunk.
 TAIL_CHUNK: Final = 1 << 20
+#: Bytes of the buffer a part file is copied through into the results file.
+COPY_CHUNK: Final = 1 << 20
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Result)
@@ -75,22 +80,25 @@ class PartWriter:
 
     async def flush(self) -> None:
         """Move the buffered results to the part file."""
-        data, self._buffer = bytes(self._buffer), bytearray()
+        data, self._buffer = self._buffer, bytearray()  # handed over, not copied
         first = not self._on_disk
         self._on_disk = True
-        await anyio.to_thread.run_sync(self._write, data, first)
+        await run_io(self._write, data, first)
 
-    def _write(self, data: bytes, first: bool) -> None:
+    def _write(self, data: bytearray, first: bool) -> None:
         if first:
             create_private(self.path, truncate=True)
         with self.path.open("ab") as f:
             f.write(data)
 
-    def write_to(self, dst: BinaryIO) -> None:
-        """Append everything collected to ``dst`` (in a worker thread)."""
+    def write_to(self, dst: BinaryIO, buffer: bytearray) -> None:
+        """Append everything collected to ``dst``, the part file copied through ``buffer``
+        (in a worker thread)."""
         if self._on_disk:
-            with self.path.open("rb") as src:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            view = memoryview(buffer)
+            with self.path.open("rb", buffering=0) as src:
+                while n := src.readinto(view):
+                    dst.write(view[:n])
         dst.write(self._buffer)
 
     def discard(self) -> None:
@@ -128,10 +136,11 @@ class ResultSink:
         self._group: GroupCommit[_Publication] = GroupCommit(self._publish)
         self.finished = False
         self.appends = 0
+        self._copy_buffer = bytearray(COPY_CHUNK)  # used by one append at a time
 
     async def open(self) -> None:
         """Create the file if needed and cut it back to the committed length."""
-        await anyio.to_thread.run_sync(self._open)
+        await run_io(self._open)
 
     def _open(self) -> None:
         create_private(self.path)
@@ -153,21 +162,21 @@ class ResultSink:
         parts = [item.part for item in group]
         length = self.committed
         if any(part.count for part in parts):
-            length = await anyio.to_thread.run_sync(self._append, parts)
+            length = await run_io(self._append, parts)
         counts = ResultCounts()
         for item in group:
             counts.merge(item.counts)
         await self._commit(length, [s for item in group for s in item.shards], counts)
         self.committed = length
         self.appends += 1
-        await anyio.to_thread.run_sync(_discard, parts)
+        await run_io(_discard, parts)
         self._notify()
 
     def _append(self, parts: list[PartWriter]) -> int:
         with self.path.open("r+b") as dst:
             dst.seek(self.committed)
             for part in parts:
-                part.write_to(dst)
+                part.write_to(dst, self._copy_buffer)
             dst.flush()
             os.fsync(dst.fileno())
             return dst.tell()
@@ -186,7 +195,7 @@ class ResultSink:
         while True:
             end = self.committed
             if offset < end:
-                data = await anyio.to_thread.run_sync(_read, self.path, offset, end)
+                data = await run_io(_read, self.path, offset, end)
                 cut = data.rfind(b"\n") + 1
                 offset += cut
                 for result in _decoder.decode_lines(data[:cut]):

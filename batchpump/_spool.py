@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterable
+from functools import partial
 from pathlib import Path
 from typing import Final
 
-import anyio
-import anyio.to_thread
-
 from ._errors import UsageError
+from ._fileio import run_io
 from ._results import create_private
 
 __all__ = ["spool"]
@@ -24,23 +23,31 @@ async def spool(source: AsyncIterable[bytes | str], directory: Path) -> Path:
 
     Chunks are raw JSONL bytes (``str`` is encoded as UTF-8); a chunk need not end on a line
     boundary. The file keeps the bytes exactly, so the run id stays the content hash.
+
+    Each write opens, appends and closes in one ``run_io`` call (no handle lives across an
+    await) and is handed the buffer itself, not a copy: ``run_io`` returns only once the write
+    is done, even when the caller is cancelled, so the buffer is free to refill.
     """
     path = directory / f"{uuid.uuid4().hex}.jsonl"
-    await anyio.to_thread.run_sync(lambda: create_private(path, truncate=True))
+    await run_io(partial(create_private, path, truncate=True))
     buffer = bytearray()
-    async with await anyio.open_file(path, "ab") as f:
-        async for chunk in source:
-            if isinstance(chunk, str):
-                chunk = chunk.encode()
-            elif not isinstance(chunk, bytes | bytearray | memoryview):
-                raise UsageError(
-                    f"an async iterable source must yield JSONL bytes or str, got "
-                    f"{type(chunk).__name__}; encode objects with msgspec.json.encode first"
-                )
-            buffer += chunk
-            if len(buffer) >= SPOOL_CHUNK:
-                await f.write(bytes(buffer))
-                buffer.clear()
-        if buffer:
-            await f.write(bytes(buffer))
+    async for chunk in source:
+        if isinstance(chunk, str):
+            chunk = chunk.encode()
+        elif not isinstance(chunk, bytes | bytearray | memoryview):
+            raise UsageError(
+                f"an async iterable source must yield JSONL bytes or str, got "
+                f"{type(chunk).__name__}; encode objects with msgspec.json.encode first"
+            )
+        buffer += chunk
+        if len(buffer) >= SPOOL_CHUNK:
+            await run_io(_append, path, buffer)
+            buffer.clear()
+    if buffer:
+        await run_io(_append, path, buffer)
     return path
+
+
+def _append(path: Path, data: bytearray) -> None:
+    with path.open("ab") as f:
+        f.write(data)
