@@ -82,8 +82,10 @@ class _Syncer:
         self._slots = threading.BoundedSemaphore(_FSYNC_PENDING)
         self._done: list[Future[None]] = []
 
-    def hand_off(self, file: BinaryIO) -> None:
-        """Flush ``file`` now (caller's thread); fsync and close it on the pool."""
+    def hand_off(self, shard: _OpenShard) -> None:
+        """Flush the shard's file now (caller's thread); fsync and close it on the pool."""
+        file = shard.file
+        assert file is not None  # a finished shard has at least one line, written
         file.flush()
         self._slots.acquire()
         try:
@@ -128,9 +130,19 @@ class _OpenShard:
         self.model = model
         self.mixed = False
         self.tmp = tmp
-        self.file = tmp.open("wb")
+        self.file: BinaryIO | None = None  # opened by the writer thread, at the first write
         self.lines = self.bytes = self.body_bytes = self.pending_bytes = 0
         self.pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (on the writer thread: many small shards open many files)."""
+        if self.file is None:
+            self.file = self.tmp.open("wb")
+        self.file.write(data)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 class ShardWriter:
@@ -236,13 +248,13 @@ class ShardWriter:
     def _flush(self, shard: _OpenShard) -> None:
         if shard.pending:
             shard.pending.append(b"")  # join then ends with a newline
-            self._background.submit(shard.file.write, b"\n".join(shard.pending))
+            self._background.submit(shard.write, b"\n".join(shard.pending))
             shard.pending = []
             shard.pending_bytes = 0
 
     def _finish(self, shard: _OpenShard) -> None:
         self._flush(shard)
-        self._background.submit(self._syncer.hand_off, shard.file)
+        self._background.submit(self._syncer.hand_off, shard)
 
     def commit(self) -> list[ShardRecord]:
         """Flush, fsync and rename every shard; return their records in index order."""
@@ -281,7 +293,7 @@ class ShardWriter:
                 self._syncer.finish()
         finally:
             for shard in self._all:
-                shard.file.close()
+                shard.close()
                 shard.tmp.unlink(missing_ok=True)
             self._open.clear()
 
