@@ -9,6 +9,11 @@ Each provider client holds one ``EndpointGate`` per endpoint class (``upload``, 
    is O(n) in its waiters);
 2. the *concurrency* cap, an ``anyio.CapacityLimiter``;
 3. the *rate*, an ``aiolimiter.AsyncLimiter`` paced at the current rate, when one is known.
+   It starts with its burst bank spent, so a run's first calls are paced too.
+
+While a gate knows no rate and has had no answer yet, its first call goes alone and the others
+wait for that answer (``PROBE_WAIT`` at most): the answer's ``x-ratelimit-limit-requests``
+sets the pace before the rest leave, instead of after they all came back 429.
 
 AIMD: a 429 halves the rate (once per congestion event: only a call started after the last
 decrease can decrease it again, never below 1/8 of the ceiling); each success adds
@@ -65,6 +70,9 @@ DEFAULT_INCREASE: Final = 1 / 16
 #: Seconds of calls the pacer may bank: late wake-ups are made up instead of lost (a bucket of
 #: one call loses every scheduling delay for good), while a quiet spell buys only this burst.
 BURST_SECONDS: Final = 0.1
+#: While a gate knows no rate and has seen no answer, one call probes and the others wait for
+#: its answer (which may teach the limit) this many real seconds at most.
+PROBE_WAIT: Final = 1.0
 
 
 @final
@@ -103,11 +111,33 @@ class _Pacer(AsyncLimiter):
 
     def __init__(self, rate: float) -> None:
         super().__init__(*_shape(rate))
+        self._primed = False
+
+    async def acquire(self, amount: float = 1) -> None:
+        if not self._primed:
+            # Start with the bank spent, not full: the provider's own bucket may be empty (a
+            # previous run, another client), and a first burst would only earn 429s. The first
+            # call still goes at once.
+            self._primed = True
+            self.spend(amount)
+        await super().acquire(amount)
+
+    def spend(self, keep: float = 0.0) -> None:
+        """Empty the bank (but for ``keep`` calls): the next calls are paced, not a burst."""
+        self._leak()
+        self._level = max(self._level, self.max_rate - keep)
 
     def set_rate(self, rate: float) -> None:
+        self._leak()
+        before = self.max_rate
         self.max_rate, self.time_period = _shape(rate)
         # aiolimiter derives its leak rate once, in __init__; keep it in step.
         self._rate_per_sec = self.max_rate / self.time_period
+        # The bank is rate x BURST_SECONDS, so it grows and shrinks with the rate; keep what is
+        # left in it as it was. Keeping the level instead would turn each step up into
+        # immediate room (AIMD climbing back after a 429 would burst into the next 429) and
+        # would let a bank spent at a high rate outlast a cut by minutes.
+        self._level = max(0.0, self._level + self.max_rate - before)
 
 
 def _shape(rate: float) -> tuple[float, float]:
@@ -162,6 +192,10 @@ class EndpointGate:
         self._pauses = 0
         self._tickets = 0
         self._decreased_at_ticket = -1
+        # Set once the first call of a gate that knows no rate has answered (or given up).
+        self._probed: anyio.Event | None = anyio.Event() if rate is None else None
+        self._probing = False
+        self._probe_waiting = 0
 
     # -- passing the gate ---------------------------------------------------------------------
 
@@ -173,18 +207,53 @@ class EndpointGate:
         ``on_rate_limited(started=)``.
         """
         await self.wait_unpaused()
-        async with self._capacity:
-            await self.wait_unpaused()
-            limiter = self._limiter
-            if limiter is not None:
-                self._rate_waiting += 1
-                try:
-                    await limiter.acquire()
-                finally:
-                    self._rate_waiting -= 1
-                await self.wait_unpaused()  # a 429 may have paused the class meanwhile
-            self._tickets += 1
-            yield self._tickets
+        probe = self._claim_probe()
+        if self._probed is not None and not probe:
+            self._probe_waiting += 1
+            try:
+                with anyio.move_on_after(PROBE_WAIT):
+                    await self._probed.wait()
+            finally:
+                self._probe_waiting -= 1
+        try:
+            async with self._capacity:
+                await self.wait_unpaused()
+                limiter = self._limiter
+                if limiter is not None:
+                    self._rate_waiting += 1
+                    try:
+                        await limiter.acquire()
+                        # A 429 paused the class meanwhile: wait it out, then take a fresh
+                        # turn; every caller leaving together when a pause ends would be a
+                        # burst into a bucket that just refilled by one call.
+                        while self._paused_until > self._clock.monotonic():
+                            await self.wait_unpaused()
+                            await limiter.acquire()
+                    finally:
+                        self._rate_waiting -= 1
+                self._tickets += 1
+                yield self._tickets
+        finally:
+            if probe:
+                self._end_probe()
+
+    def _claim_probe(self) -> bool:
+        """Whether this call is the one that probes a gate that knows nothing yet.
+
+        With no rate configured, the first calls of a class would all leave at once and, on a
+        provider whose bucket is empty, all come back 429 before the first answer could teach
+        the limit. So one call goes first; the others wait for its answer (at most
+        ``PROBE_WAIT``), then pace by what it taught, if anything.
+        """
+        if self._probed is None or self._probing or self._limiter is not None:
+            return False
+        self._probing = True
+        return True
+
+    def _end_probe(self) -> None:
+        if self._probed is not None:
+            self._probed.set()
+            self._probed = None
 
     async def wait_unpaused(self) -> None:
         """Return once the class is not paused; many callers share one sleep."""
@@ -198,6 +267,8 @@ class EndpointGate:
                 self._pauses += 1
                 try:
                     await self._clock.sleep(remaining)
+                    if self._limiter is not None:
+                        self._limiter.spend()  # the pause banked nothing
                 finally:
                     self._sleeper = False
                     event, self._resume = self._resume, anyio.Event()
@@ -226,6 +297,7 @@ class EndpointGate:
         self._rate_limited += 1
         self.pause(wait)
         self._learn(limit_requests)
+        self._end_probe()
         if started is not None and started <= self._decreased_at_ticket:
             return
         self._decreased_at_ticket = self._tickets
@@ -239,6 +311,7 @@ class EndpointGate:
             limit_requests: the provider's ``x-ratelimit-limit-requests`` (per minute), if sent.
         """
         self._learn(limit_requests)
+        self._end_probe()
         if self._rate is not None and self._ceiling is not None and self._rate < self._ceiling:
             self._set_rate(self._rate + self._ceiling * self._increase)
 
@@ -261,6 +334,7 @@ class EndpointGate:
             ceiling=self._ceiling,
             paused_until=until if until > self._clock.monotonic() else None,
             waiting=self._pause_waiting
+            + self._probe_waiting
             + self._capacity.statistics().tasks_waiting
             + self._rate_waiting,
             in_flight=self._capacity.borrowed_tokens,
@@ -282,6 +356,7 @@ class EndpointGate:
         floor = max(self._min_rate, ceiling * FLOOR_FRACTION)
         rate = max(floor, min(rate, ceiling))
         self._rate = rate
+        self._end_probe()  # known now: callers waiting for the probe pace instead
         if self._limiter is None:
             self._limiter = _Pacer(rate * self._speed)
         else:

@@ -201,6 +201,7 @@ async def test_a_429_teaches_the_limit_it_advertises() -> None:
 
 async def test_concurrency_is_capped() -> None:
     gate = EndpointGate("download", clock=ManualClock(), concurrency=3)
+    gate.on_success()  # an answer came: no probe (see the next test)
     peak = 0
     release = anyio.Event()
 
@@ -219,6 +220,70 @@ async def test_concurrency_is_capped() -> None:
         assert stats.waiting == 7
         release.set()
     assert peak == 3
+
+
+async def test_first_call_of_an_unknown_class_probes_alone() -> None:
+    """With no rate known, one call goes first; its answer's limit paces the rest."""
+    gate = EndpointGate("poll", clock=ManualClock(), concurrency=8)
+    answer = anyio.Event()
+    started: list[int] = []
+
+    async def caller(first: bool) -> None:
+        async with gate.slot() as ticket:
+            started.append(ticket)
+            if first:
+                await answer.wait()
+                gate.on_rate_limited(0.0, started=ticket, limit_requests=600.0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller, True)
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(5):
+            tg.start_soon(caller, False)
+        await anyio.wait_all_tasks_blocked()
+        assert started == [1]  # the others wait for the probe's answer
+        assert gate.statistics().waiting == 5
+        answer.set()
+    assert len(started) == 6
+    assert gate.statistics().ceiling == pytest.approx(10.0)  # 600 per minute, learned
+
+
+async def test_pacer_starts_with_its_bank_spent() -> None:
+    """A told rate paces from the first call: no opening burst into an empty bucket."""
+    gate = EndpointGate("poll", clock=ManualClock(), concurrency=50, rate=100.0)
+    async with gate.slot():
+        pass
+    pacer = gate._limiter
+    assert pacer is not None
+    # A bank of 10 calls (0.1 s at 100/s): a fresh bank would hold 1 after this call, with
+    # room for 9 more at once; a spent one is (nearly) full, so the next call waits.
+    assert pacer._level > pacer.max_rate / 2
+    assert not pacer.has_capacity()
+
+
+async def test_a_cut_rate_does_not_inherit_a_spent_high_rate_bank() -> None:
+    """A bank spent at 100,000/s (10,000 calls) holds one bank after the cut, not 100 s."""
+    gate = EndpointGate("item", clock=ManualClock(), concurrency=4, rate=100_000.0)
+    async with gate.slot():
+        pass
+    gate.on_rate_limited(0.0, limit_requests=6_000.0)  # learns 100/s, then halves it
+    pacer = gate._limiter
+    assert pacer is not None
+    assert pacer._level <= pacer.max_rate == pytest.approx(5.0)  # 0.1 s at 50/s
+
+
+async def test_climbing_back_after_a_429_is_no_burst() -> None:
+    """AIMD steps up keep the bank as spent as it was: a step is not room for calls at once."""
+    gate = EndpointGate("poll", clock=ManualClock(), concurrency=4, rate=100.0)
+    async with gate.slot() as ticket:
+        pass
+    gate.on_rate_limited(0.0, started=ticket)  # 50/s
+    for _ in range(8):
+        gate.on_success()  # back to 100/s: the bank grows from 5 to 10 calls
+    pacer = gate._limiter
+    assert pacer is not None
+    assert gate.statistics().rate == pytest.approx(100.0)
+    assert not pacer.has_capacity()  # still paced: the next call waits its turn
 
 
 async def test_rate_changes_re_rate_one_pacer_in_place() -> None:
