@@ -25,7 +25,7 @@ from typing import Final, final
 from anyio.abc import ObjectReceiveStream
 
 from ._errors import TransportError
-from ._fileio import run_io
+from ._fileio import run_io, run_io_sized
 from ._jsonl import custom_id_of, iter_blocks
 from ._models import (
     BatchInfo,
@@ -97,7 +97,7 @@ class Collector:
 
     async def _join(self, shard: ShardRecord, batch: BatchInfo) -> None:
         ctx = self._ctx
-        expected = await run_io(_load_ids, Path(shard.path))
+        expected = await run_io_sized(shard.bytes, _load_ids, Path(shard.path))
         part = PartWriter(self._part_path(shard))
         retry: list[str] = []
         counts = ResultCounts()
@@ -137,7 +137,7 @@ class Collector:
         """Give every line of ``shard`` the final result ``make(custom_id)``."""
         part = PartWriter(self._part_path(shard))
         counts = ResultCounts()
-        for custom_id in await run_io(_load_ids, Path(shard.path)):
+        for custom_id in await run_io_sized(shard.bytes, _load_ids, Path(shard.path)):
             result = make(custom_id)
             part.add(result)
             counts.add(result)

@@ -32,14 +32,17 @@ from collections.abc import Callable
 from typing import Final, TypeVar, TypeVarTuple
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
-__all__ = ["FILE_IO_THREADS", "file_io_limiter", "run_io"]
+__all__ = ["FILE_IO_THREADS", "INLINE_BYTES", "file_io_limiter", "run_io", "run_io_sized"]
 
 #: File operations running at once (per event loop), so at most this many threads allocate
 #: their buffers.
 FILE_IO_THREADS: Final = 4
+#: Reads up to this many bytes run on the event loop's own thread (see :func:`run_io_sized`).
+INLINE_BYTES: Final = 64 * 1024
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -63,3 +66,18 @@ async def run_io(fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
     file opened in ``fn`` is closed in ``fn``.
     """
     return await anyio.to_thread.run_sync(fn, *args, limiter=file_io_limiter())
+
+
+async def run_io_sized(size: int, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
+    """Like :func:`run_io`, but a read of at most ``INLINE_BYTES`` runs right here.
+
+    A thread hop is two wake-ups and a GIL hand-off each way: the control-plane benchmark's
+    profile (one-line shards, 2 cores shared with the emulator) put ~0.2 ms of the event
+    loop's time on each, more than the read itself. A read of 64 KiB of a file batchpump
+    just wrote comes from the page cache in microseconds. Only reads of our own files, with no
+    fsync, may come here. Still a cancellation point, like a hop.
+    """
+    if size > INLINE_BYTES:
+        return await run_io(fn, *args)
+    await anyio.lowlevel.checkpoint()
+    return fn(*args)

@@ -17,7 +17,7 @@ import aiohttp.payload
 import msgspec
 
 from ._errors import ProtocolError
-from ._fileio import run_io
+from ._fileio import run_io_sized
 
 __all__ = [
     "READ_CHUNK",
@@ -131,7 +131,7 @@ class FileSlice(aiohttp.payload.Payload):
         offset = self._offset
         while remaining > 0:
             buffer = bytearray(min(UPLOAD_CHUNK, remaining))
-            n = await run_io(read_into_at, self._path, offset, buffer)
+            n = await run_io_sized(len(buffer), read_into_at, self._path, offset, buffer)
             if not n:
                 raise OSError(f"{self._path} is shorter than expected")
             await writer.write(buffer if n == len(buffer) else memoryview(buffer)[:n])

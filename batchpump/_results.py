@@ -101,6 +101,11 @@ class PartWriter:
                     dst.write(view[:n])
         dst.write(self._buffer)
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether some results went to the part file."""
+        return self._on_disk
+
     def discard(self) -> None:
         """Remove the part file, if any (in a worker thread)."""
         if self._on_disk:
@@ -169,7 +174,8 @@ class ResultSink:
         await self._commit(length, [s for item in group for s in item.shards], counts)
         self.committed = length
         self.appends += 1
-        await run_io(_discard, parts)
+        if any(part.on_disk for part in parts):
+            await run_io(_discard, parts)
         self._notify()
 
     def _append(self, parts: list[PartWriter]) -> int:
