@@ -300,7 +300,7 @@ def shard_file(
             blocks = iter_blocks(
                 path,
                 max_line_bytes=line_cap,
-                on_chunk=lambda chunk: background.submit(digest.update, chunk),
+                on_chunk=lambda chunk: background.submit(digest.update, chunk, size=len(chunk)),
             )
             scan = _scan(
                 blocks,

@@ -319,3 +319,14 @@ def test_duplicates_beside_a_whitespace_line(tmp_path: Path) -> None:
     assert [(r.line, r.custom_id) for r in outcome.rejected] == [(3, "a")]
     assert "duplicate custom_id 'a' (first seen on line 1)" in outcome.rejected[0].message
     assert [x for shard in shard_lines(outcome) for x in shard] == [line("a"), line("b")]
+
+
+def test_shard_files_are_private(tmp_path: Path) -> None:
+    """Small shards (written whole) and large ones (streamed by the writer thread): 0600."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(
+        b"".join(line(f"id-{i}", pad=400_000 if i == 0 else 0) + b"\n" for i in range(3))
+    )
+    outcome = run(path, tmp_path / "s", max_lines=1)
+    assert [s.bytes > 256 * 1024 for s in outcome.shards] == [True, False, False]
+    assert {Path(s.path).stat().st_mode & 0o777 for s in outcome.shards} == {0o600}
