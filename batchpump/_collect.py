@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -26,7 +25,6 @@ from anyio.abc import ObjectReceiveStream
 
 from ._errors import TransportError
 from ._fileio import run_io, run_io_sized
-from ._jsonl import custom_id_of, iter_blocks
 from ._models import (
     BatchInfo,
     Canceled,
@@ -39,19 +37,13 @@ from ._models import (
 from ._results import PartWriter, ResultSink
 from ._retry import backoff
 from ._runstate import RunContext
-from ._shard import write_retry_shard
+from ._shard_files import load_ids, write_retry_shard
 
 __all__ = ["Collector"]
 
 logger: Final = logging.getLogger("batchpump.collect")
 
 Resubmit = Callable[[ShardRecord], Awaitable[None]]
-
-#: Bytes of a shard file read at a time to list its ids. Small on purpose: the chunk and the
-#: lines split from it are what a collector holds besides the id set, four collectors may list
-#: at once, and lines of ~1 KB are malloc'ed one by one (not by Python's small-object
-#: allocator), so 8 MiB chunks (the sharder's) left tens of MB of freed heap behind.
-ID_CHUNK: Final = 1 << 20
 
 
 @final
@@ -97,7 +89,7 @@ class Collector:
 
     async def _join(self, shard: ShardRecord, batch: BatchInfo) -> None:
         ctx = self._ctx
-        expected = await run_io_sized(shard.bytes, _load_ids, Path(shard.path))
+        expected = await run_io_sized(shard.bytes, load_ids, Path(shard.path))
         part = PartWriter(self._part_path(shard))
         retry: list[str] = []
         counts = ResultCounts()
@@ -137,7 +129,7 @@ class Collector:
         """Give every line of ``shard`` the final result ``make(custom_id)``."""
         part = PartWriter(self._part_path(shard))
         counts = ResultCounts()
-        for custom_id in await run_io_sized(shard.bytes, _load_ids, Path(shard.path)):
+        for custom_id in await run_io_sized(shard.bytes, load_ids, Path(shard.path)):
             result = make(custom_id)
             part.add(result)
             counts.add(result)
@@ -214,14 +206,6 @@ class Collector:
 
     def _part_path(self, shard: ShardRecord) -> Path:
         return Path(self._ctx.work_dir) / "parts" / f"{shard.index:05d}.a{shard.attempt}.part"
-
-
-def _load_ids(path: Path) -> set[str]:
-    """The ``custom_id`` of every line of a shard file (``ID_CHUNK`` bytes read at a time)."""
-    ids: set[str] = set()
-    for block in iter_blocks(path, max_line_bytes=sys.maxsize, chunk_bytes=ID_CHUNK):
-        ids.update(custom_id_of(line) for line in block.lines if line)
-    return ids
 
 
 def _retryable(result: Result, cancelled: bool) -> bool:

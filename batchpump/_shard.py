@@ -12,10 +12,8 @@ complete. The engine uploads only after :func:`shard_file` returns.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-from array import array
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, Literal
 
@@ -23,6 +21,7 @@ import msgspec
 
 from ._block import BlockChecker
 from ._convert import AnthropicLineChecker
+from ._duplicates import MASK, IdHashes, confirm_duplicates
 from ._errors import InputError, InputProblem, UsageError
 from ._items import ItemCheck, ItemLineChecker
 from ._jsonl import (
@@ -31,7 +30,6 @@ from ._jsonl import (
     LineChecker,
     Problem,
     bad_utf8_lines,
-    custom_id_of,
     iter_blocks,
 )
 from ._models import Capabilities, Rejected, ShardRecord
@@ -42,16 +40,13 @@ __all__ = [
     "MAX_PROBLEMS",
     "ShardingOutcome",
     "hash_file",
-    "iter_shard_ids",
     "shard_file",
-    "write_retry_shard",
 ]
 
 #: Bytes of the blake2b digest behind ``input_hash`` (hex: twice as many characters).
 HASH_DIGEST_SIZE: Final = 32
 #: With ``on_invalid="raise"``, checking stops after this many problems.
 MAX_PROBLEMS: Final = 1000
-_BUCKETS: Final = 256
 _HASH_CHUNK: Final = 8 * 1024 * 1024
 #: Check blocks of standard OpenAI-format lines as a whole (:mod:`._block`). Off only in
 #: tests that compare both paths.
@@ -95,11 +90,11 @@ def _limit(name: str, asked: int | None, cap: int) -> int:
 class _Scan:
     """The findings of one pass over the input."""
 
-    __slots__ = ("buckets", "problems", "stopped", "total_lines")
+    __slots__ = ("ids", "problems", "stopped", "total_lines")
 
     def __init__(self) -> None:
         self.problems: dict[int, Problem] = {}
-        self.buckets = [array("q") for _ in range(_BUCKETS)]
+        self.ids = IdHashes()
         self.total_lines = 0
         self.stopped = False
 
@@ -120,7 +115,7 @@ def _scan(
     """
     scan = _Scan()
     problems = scan.problems
-    appenders = [bucket.append for bucket in scan.buckets]
+    appenders = scan.ids.appenders
     check = checker.check
     add = writer.add if writer is not None else None
     add_block = writer.add_block if writer is not None else None
@@ -130,8 +125,7 @@ def _scan(
         checked = fast.check(lines, clean) if fast is not None and not oversized else None
         if checked is not None and fast is not None:
             custom_ids, models, bodies = checked
-            for h in map(hash, custom_ids):
-                appenders[h & (_BUCKETS - 1)](h)
+            scan.ids.add_all(custom_ids)
             if add_block is not None:
                 add_block(lines, models, bodies, fast.overhead)
             total += len(lines)
@@ -161,7 +155,7 @@ def _scan(
             else:
                 cid, model, body_bytes, data = result
                 h = hash(cid)
-                appenders[h & (_BUCKETS - 1)](h)
+                appenders[h & MASK](h)
                 if add is not None:
                     add(model, data, body_bytes)
             total += 1
@@ -172,42 +166,6 @@ def _scan(
             break
     scan.total_lines = total
     return scan
-
-
-def _colliding_hashes(buckets: list[array[int]]) -> set[int]:
-    found: set[int] = set()
-    for bucket in buckets:
-        if len(set(bucket)) != len(bucket):
-            seen: set[int] = set()
-            for h in bucket:
-                if h in seen:
-                    found.add(h)
-                seen.add(h)
-    return found
-
-
-def _confirm_duplicates(
-    path: Path, candidates: set[int], bad: Collection[int], max_line_bytes: int
-) -> dict[int, Problem]:
-    """Second pass over the lines whose id hash matched another's: real duplicates only."""
-    first_seen: dict[str, int] = {}
-    duplicates: dict[int, Problem] = {}
-    for first, lines, _, _ in iter_blocks(path, max_line_bytes=max_line_bytes):
-        for index, line in enumerate(lines):
-            lineno = first + index
-            if not line or lineno in bad or line.isspace():  # blank lines are skipped, not bad
-                continue
-            cid = custom_id_of(line)
-            if hash(cid) not in candidates:
-                continue
-            seen = first_seen.setdefault(cid, lineno)
-            if seen != lineno:
-                duplicates[lineno] = Problem(
-                    f"duplicate custom_id {cid!r} (first seen on line {seen})",
-                    "custom_id must be unique across the input; rename or drop the repeat",
-                    cid,
-                )
-    return duplicates
 
 
 def shard_file(
@@ -311,11 +269,11 @@ def shard_file(
                 fast=fast,
             )
             background.drain()
-            candidates = set() if scan.stopped else _colliding_hashes(scan.buckets)
+            candidates = set() if scan.stopped else scan.ids.colliding()
             problems = scan.problems
             duplicates: dict[int, Problem] = {}
             if candidates:
-                duplicates = _confirm_duplicates(path, candidates, problems, line_cap)
+                duplicates = confirm_duplicates(path, candidates, problems, line_cap)
                 problems.update(duplicates)
             if scan.total_lines == 0:
                 problems = {0: Problem("the input is empty: no request lines", _EMPTY_HINT)}
@@ -356,43 +314,3 @@ def _raise(path: Path, problems: dict[int, Problem], *, stopped: bool) -> None:
             InputProblem(0, f"stopped checking after {MAX_PROBLEMS} problems", "fix these first")
         )
     raise InputError(str(path), listed)
-
-
-def iter_shard_ids(path: Path) -> Iterator[str]:
-    """Yield the ``custom_id`` of every line of a shard file, in order, streaming."""
-    for _, lines, _, _ in iter_blocks(path, max_line_bytes=sys.maxsize):
-        for line in lines:
-            if line:
-                yield custom_id_of(line)
-
-
-def write_retry_shard(src: Path, dest: Path, custom_ids: Collection[str]) -> tuple[int, int]:
-    """Copy the lines of shard file ``src`` whose ``custom_id`` is in ``custom_ids`` to ``dest``.
-
-    Lines are copied byte for byte, in their order in ``src``. ``dest`` is written atomically
-    (temporary file, fsync, rename). Ids not found in ``src`` are ignored.
-
-    Returns:
-        ``(lines, bytes)`` written.
-    """
-    wanted = custom_ids if isinstance(custom_ids, set | frozenset) else frozenset(custom_ids)
-    tmp = dest.with_name(dest.name + ".tmp")
-    count = size = 0
-    try:
-        with tmp.open("wb") as out:
-            for _, lines, _, _ in iter_blocks(src, max_line_bytes=sys.maxsize):
-                keep = [line for line in lines if line and custom_id_of(line) in wanted]
-                if keep:
-                    keep.append(b"")
-                    data = b"\n".join(keep)
-                    out.write(data)
-                    count += len(keep) - 1
-                    size += len(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(dest.parent)
-    return count, size

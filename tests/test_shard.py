@@ -21,14 +21,8 @@ from batchpump._block import envelope_bytes
 from batchpump._errors import InputError, UsageError
 from batchpump._jsonl import iter_blocks
 from batchpump._models import Capabilities, Rejected
-from batchpump._shard import (
-    HASH_DIGEST_SIZE,
-    ShardingOutcome,
-    hash_file,
-    iter_shard_ids,
-    shard_file,
-    write_retry_shard,
-)
+from batchpump._shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
+from batchpump._shard_files import iter_shard_ids, write_retry_shard
 
 ENDPOINT = "/v1/chat/completions"
 _ENC = msgspec.json.Encoder()

@@ -34,7 +34,8 @@ from batchpump import (
     Succeeded,
 )
 from batchpump._models import Capabilities, ShardRecord
-from batchpump._shard import iter_shard_ids, shard_file
+from batchpump._shard import shard_file
+from batchpump._shard_files import iter_shard_ids
 from batchpump.emulator import EmulatorConfig, RunningEmulator, Stats, open_emulator
 from batchpump.emulator._faults import TokenBucket
 
