@@ -33,7 +33,8 @@ from ._jsonl import (
     iter_blocks,
 )
 from ._models import Capabilities, Rejected, ShardRecord
-from ._shard_writer import Background, ShardWriter, fsync_dir
+from ._shard_threads import Background, fsync_dir
+from ._shard_writer import ShardWriter
 
 __all__ = [
     "HASH_DIGEST_SIZE",
