@@ -26,6 +26,8 @@ quota) throttled whole runs to a trickle, so batchpump no longer guesses.
 aiolimiter paces on the event loop's clock (it cannot take ours): rates are kept in Clock
 seconds and converted with the clock's ``speed`` (Clock seconds per real second: 1 for the
 system clock, ``scale`` for a ``ScaledClock``); every other wait goes through the ``Clock``.
+
+The pacer and the probe live in ``_ratelimit_pacing``.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from typing import Final, Literal, TypeAlias, final
 
 import anyio
 import msgspec
-from aiolimiter import AsyncLimiter
 
 from ._clock import Clock
+from ._ratelimit_pacing import _Pacer, _Probe
 
 __all__ = [
     "DEFAULT_INCREASE",
@@ -67,12 +69,6 @@ FLOOR_FRACTION: Final = 1 / 8
 #: Additive increase per success, as a fraction of the ceiling (8 successes undo a halving
 #: from the ceiling): quick enough that sporadic 429s do not pin the rate at the floor.
 DEFAULT_INCREASE: Final = 1 / 16
-#: Seconds of calls the pacer may bank: late wake-ups are made up instead of lost (a bucket of
-#: one call loses every scheduling delay for good), while a quiet spell buys only this burst.
-BURST_SECONDS: Final = 0.1
-#: While a gate knows no rate and has seen no answer, one call probes and the others wait for
-#: its answer (which may teach the limit) this many real seconds at most.
-PROBE_WAIT: Final = 1.0
 
 
 @final
@@ -98,52 +94,6 @@ class GateStatistics(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int
     rate_limited: int
     pauses: int
-
-
-@final
-class _Pacer(AsyncLimiter):
-    """aiolimiter's leaky bucket, re-rated in place.
-
-    One pacer per gate for its whole life: rebuilding a limiter on every AIMD step would let
-    each new one admit a call at once while waiters on the old one kept the old pace, so a gate
-    under 429 feedback would stop pacing at all.
-    """
-
-    def __init__(self, rate: float) -> None:
-        super().__init__(*_shape(rate))
-        self._primed = False
-
-    async def acquire(self, amount: float = 1) -> None:
-        if not self._primed:
-            # Start with the bank spent, not full: the provider's own bucket may be empty (a
-            # previous run, another client), and a first burst would only earn 429s. The first
-            # call still goes at once.
-            self._primed = True
-            self.spend(amount)
-        await super().acquire(amount)
-
-    def spend(self, keep: float = 0.0) -> None:
-        """Empty the bank (but for ``keep`` calls): the next calls are paced, not a burst."""
-        self._leak()
-        self._level = max(self._level, self.max_rate - keep)
-
-    def set_rate(self, rate: float) -> None:
-        self._leak()
-        before = self.max_rate
-        self.max_rate, self.time_period = _shape(rate)
-        # aiolimiter derives its leak rate once, in __init__; keep it in step.
-        self._rate_per_sec = self.max_rate / self.time_period
-        # The bank is rate x BURST_SECONDS, so it grows and shrinks with the rate; keep what is
-        # left in it as it was. Keeping the level instead would turn each step up into
-        # immediate room (AIMD climbing back after a 429 would burst into the next 429) and
-        # would let a bank spent at a high rate outlast a cut by minutes.
-        self._level = max(0.0, self._level + self.max_rate - before)
-
-
-def _shape(rate: float) -> tuple[float, float]:
-    """``(capacity, period)`` pacing ``rate`` calls per second with a ``BURST_SECONDS`` bank."""
-    capacity = max(1.0, rate * BURST_SECONDS)
-    return capacity, capacity / rate
 
 
 @final
@@ -192,10 +142,7 @@ class EndpointGate:
         self._pauses = 0
         self._tickets = 0
         self._decreased_at_ticket = -1
-        # Set once the first call of a gate that knows no rate has answered (or given up).
-        self._probed: anyio.Event | None = anyio.Event() if rate is None else None
-        self._probing = False
-        self._probe_waiting = 0
+        self._probe = _Probe(needed=rate is None)
 
     # -- passing the gate ---------------------------------------------------------------------
 
@@ -207,14 +154,10 @@ class EndpointGate:
         ``on_rate_limited(started=)``.
         """
         await self.wait_unpaused()
-        probe = self._claim_probe()
-        if self._probed is not None and not probe:
-            self._probe_waiting += 1
-            try:
-                with anyio.move_on_after(PROBE_WAIT):
-                    await self._probed.wait()
-            finally:
-                self._probe_waiting -= 1
+        # A gate that knows no rate sends one call first (see ``_Probe``).
+        probe = self._limiter is None and self._probe.claim()
+        if not probe:
+            await self._probe.wait()
         try:
             async with self._capacity:
                 await self.wait_unpaused()
@@ -235,25 +178,7 @@ class EndpointGate:
                 yield self._tickets
         finally:
             if probe:
-                self._end_probe()
-
-    def _claim_probe(self) -> bool:
-        """Whether this call is the one that probes a gate that knows nothing yet.
-
-        With no rate configured, the first calls of a class would all leave at once and, on a
-        provider whose bucket is empty, all come back 429 before the first answer could teach
-        the limit. So one call goes first; the others wait for its answer (at most
-        ``PROBE_WAIT``), then pace by what it taught, if anything.
-        """
-        if self._probed is None or self._probing or self._limiter is not None:
-            return False
-        self._probing = True
-        return True
-
-    def _end_probe(self) -> None:
-        if self._probed is not None:
-            self._probed.set()
-            self._probed = None
+                self._probe.end()
 
     async def wait_unpaused(self) -> None:
         """Return once the class is not paused; many callers share one sleep."""
@@ -297,7 +222,7 @@ class EndpointGate:
         self._rate_limited += 1
         self.pause(wait)
         self._learn(limit_requests)
-        self._end_probe()
+        self._probe.end()
         if started is not None and started <= self._decreased_at_ticket:
             return
         self._decreased_at_ticket = self._tickets
@@ -311,7 +236,7 @@ class EndpointGate:
             limit_requests: the provider's ``x-ratelimit-limit-requests`` (per minute), if sent.
         """
         self._learn(limit_requests)
-        self._end_probe()
+        self._probe.end()
         if self._rate is not None and self._ceiling is not None and self._rate < self._ceiling:
             self._set_rate(self._rate + self._ceiling * self._increase)
 
@@ -334,7 +259,7 @@ class EndpointGate:
             ceiling=self._ceiling,
             paused_until=until if until > self._clock.monotonic() else None,
             waiting=self._pause_waiting
-            + self._probe_waiting
+            + self._probe.waiting
             + self._capacity.statistics().tasks_waiting
             + self._rate_waiting,
             in_flight=self._capacity.borrowed_tokens,
@@ -356,7 +281,7 @@ class EndpointGate:
         floor = max(self._min_rate, ceiling * FLOOR_FRACTION)
         rate = max(floor, min(rate, ceiling))
         self._rate = rate
-        self._end_probe()  # known now: callers waiting for the probe pace instead
+        self._probe.end()  # known now: callers waiting for the probe pace instead
         if self._limiter is None:
             self._limiter = _Pacer(rate * self._speed)
         else:
