@@ -4,22 +4,20 @@
 one ``Call``: each try passes the gate of the call's endpoint class, a failure becomes a
 batchpump error (``map_errors`` for no usable answer, ``status_error`` for a non-2xx one), and
 the ``RetryPolicy`` with the one predicate in ``_retry`` decides whether and when to try again.
+``Call`` itself, the redirect rules and ``retry_wait`` are in ``_http_call``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import Final, final
 
 import aiohttp
 import msgspec
-import yarl
 
 from ._clock import Clock
 from ._config import Limits, RetryPolicy
@@ -33,9 +31,10 @@ from ._errors import (
     TransportTimeoutError,
 )
 from ._http_body import Response
+from ._http_call import MAX_REDIRECTS, Call, is_redirect, redirect_hop, retry_wait
 from ._http_errors import Redactor, check_json, limit_requests, request_id, status_error
 from ._ratelimit import ENDPOINT_CLASSES, EndpointClass, EndpointGate, GateStatistics
-from ._retry import NO_RETRY, RETRY, RetryVerdict, backoff, retry_verdict
+from ._retry import RETRY, retry_verdict
 
 __all__ = ["USER_AGENT", "Call", "HttpStatistics", "Transport"]
 
@@ -63,44 +62,6 @@ class HttpStatistics(msgspec.Struct, frozen=True, kw_only=True):
     bytes_sent: int
     bytes_received: int
     gates: tuple[GateStatistics, ...]
-
-
-@final
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Call:
-    """One logical call, sent once per try.
-
-    ``data`` builds the body afresh for each try (``None``: no body); ``size`` only feeds the
-    statistics. ``label`` names the call in logs (never a query string: it may be a signature).
-    ``authorized=False`` sends none of the client's own headers (a storage PUT). With
-    ``redirects=False`` a 3xx answer is returned as it is. ``secrets`` are redacted from this
-    call's errors on top of the client's.
-    """
-
-    method: str
-    url: str | yarl.URL
-    label: str
-    cls: EndpointClass
-    data: Callable[[], Any] | None = None
-    size: int = 0
-    params: Mapping[str, str] | None = None
-    headers: Mapping[str, str] | None = None
-    authorized: bool = True
-    idempotent: bool = True
-    passthrough: Collection[int] = ()
-    stream: bool = False
-    bulk: bool = False
-    redirects: bool = True
-    expect_json: bool = True
-    secrets: Sequence[str] = ()
-
-
-#: Redirects followed for one call before giving up.
-MAX_REDIRECTS: Final = 5
-
-
-def _is_redirect(response: Response) -> bool:
-    return 300 <= response.status < 400 and "location" in response.headers
 
 
 @final
@@ -222,22 +183,12 @@ class Transport:
         """
         hop: Call | None = None
         async with self._exchange(call) as (resp, response):
-            if not (call.redirects and call.authorized and _is_redirect(response)):
+            if not (call.redirects and call.authorized and is_redirect(response)):
                 yield resp, response
                 return
             if hops >= MAX_REDIRECTS:
                 raise ProtocolError(f"{self.provider}: more than {MAX_REDIRECTS} redirects")
-            target = resp.url.join(yarl.URL(response.headers["location"]))
-            same_origin = target.origin() == yarl.URL(str(call.url)).origin()
-            hop = dataclasses.replace(
-                call,
-                method="GET" if response.status in (301, 302, 303) else call.method,
-                url=target,
-                params=None,
-                authorized=same_origin,
-                headers=call.headers if same_origin else None,
-                data=call.data if response.status in (307, 308) else None,
-            )
+            hop = redirect_hop(call, resp.url, response)
         async with self.exchange(hop, hops=hops + 1) as answer:
             yield answer
 
@@ -316,7 +267,16 @@ class Transport:
                     proven = 400 <= response.status < 500
                     self._server_errors += response.status >= 500
                     failure_headers = response.headers
-            wait = self._plan_retry(failure, verdict, tries, deadline, call.idempotent, proven)
+            wait = retry_wait(
+                failure,
+                verdict,
+                tries=tries,
+                deadline=deadline,
+                safe=call.idempotent or proven,
+                policy=self.retry,
+                rng=self._rng,
+                clock=self._clock,
+            )
             if isinstance(failure, RateLimitedError):
                 self._rate_limited += 1
                 gate.on_rate_limited(
@@ -337,26 +297,3 @@ class Transport:
             )
             if wait > 0:
                 await self._clock.sleep(wait)
-
-    def _plan_retry(
-        self,
-        failure: ProviderError | TransportError,
-        verdict: RetryVerdict,
-        tries: int,
-        deadline: float | None,
-        idempotent: bool,
-        proven: bool,
-    ) -> float:
-        """Seconds to wait before the next try, or raise ``failure`` if there is none."""
-        if not idempotent and not proven:
-            verdict = NO_RETRY
-        if not verdict.retry or tries >= self.retry.attempts:
-            raise failure
-        wait = (
-            verdict.after
-            if verdict.after is not None
-            else backoff(tries - 1, self.retry, self._rng)
-        )
-        if deadline is not None and self._clock.monotonic() + wait > deadline:
-            raise failure
-        return wait
