@@ -33,6 +33,7 @@ from anyio.abc import TaskGroup
 from ._clock import Clock, SystemClock
 from ._engine import Engine
 from ._errors import ClosedError, UsageError, unwrap_group
+from ._fileio import run_io
 from ._journal import SqliteJournal
 from ._journal_base import Journal
 from ._models import Rejected, ResultCounts, RunRecord
@@ -158,7 +159,7 @@ class Pump:
         journal = self.journal
         opts = msgspec.structs.replace(options or RunOptions(), endpoint=endpoint)
         path = await self._materialize(source)
-        input_hash = await anyio.to_thread.run_sync(hash_file, path)
+        input_hash = await run_io(hash_file, path)
         run_id = self._run_id(input_hash, opts, fresh)
         if out is None:
             out_path = (
@@ -237,7 +238,7 @@ class Pump:
 
     async def _shard(self, ctx: RunContext, sink: ResultSink, path: Path, run_dir: Path) -> None:
         opts = ctx.options
-        outcome = await anyio.to_thread.run_sync(
+        outcome = await run_io(
             lambda: shard_file(
                 path,
                 out_dir=run_dir / "shards",

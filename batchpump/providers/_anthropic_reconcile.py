@@ -28,11 +28,9 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Final, final
 
-import anyio
-import anyio.to_thread
-
 from .._clock import Clock
 from .._errors import ProviderError
+from .._fileio import run_io_sized
 from .._jsonl import custom_id_of, iter_blocks
 from .._models import BatchInfo, Result, ShardRecord
 from ._anthropic_wire import WireBatch, to_batch_info
@@ -95,7 +93,7 @@ class Reconciler:
                 candidates.append(wire)
         if not candidates:
             return None
-        expected = await anyio.to_thread.run_sync(_shard_ids, shard.path)
+        expected = await run_io_sized(shard.bytes, _shard_ids, shard.path)
         wait = RECONCILE_WAIT_MIN
         while candidates:
             pending: list[WireBatch] = []

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Final, final
 
 import anyio
-import anyio.to_thread
 
 from .._clock import Clock
 from .._config import RetryPolicy
 from .._errors import ProviderError, ProviderUnavailableError, TransportError
+from .._fileio import run_io_sized
 from .._models import ShardRecord
 from .._retry import backoff
 from ._llamacloud_api import LlamaCloudApi
@@ -75,7 +75,7 @@ class Directories:
         if directory_id is None:
             directory_id = await self._create(name)
         done = {f.unique_id async for f in self._api.files(directory_id)}
-        items = await anyio.to_thread.run_sync(read_items, Path(shard.path))
+        items = await run_io_sized(shard.bytes, read_items, Path(shard.path))
         todo = [i for i in items if i.custom_id not in done]
         logger.info("directory %s: %d to upload, %d there", name, len(todo), len(done))
         queue = iter(todo)

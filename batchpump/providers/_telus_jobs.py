@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Final, TypeVar, final
 
 import anyio
-import anyio.to_thread
 import msgspec
 
 from .._clock import Clock
@@ -30,6 +29,7 @@ from .._errors import (
     ProviderError,
     unwrap_group,
 )
+from .._fileio import run_io
 from .._http import HttpClient, Response
 from .._models import Errored, Result, Succeeded
 from .._retry import backoff
@@ -167,7 +167,7 @@ class JobCreator:
 
         With ``existing``, the batch's jobs are paged first and items already there skipped.
         """
-        items = await anyio.to_thread.run_sync(_load, path, batch_id, self._work_flow_id)
+        items = await run_io(_load, path, batch_id, self._work_flow_id)
         done = await self._existing(batch_id) if existing else set()
         missing = [item for item in items if item.custom_id not in done]
         outcome = Outcome(jobs=len(items) - len(missing))

@@ -16,11 +16,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Final, TypeVar, final
 
-import anyio
-
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
 from .._errors import NotFoundError, ProviderError
+from .._fileio import run_io, run_io_sized
+from .._http_body import read_into_at
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
 from ._anthropic_reconcile import Reconciler
 from ._anthropic_wire import (
@@ -65,30 +65,41 @@ CAPABILITIES: Final = Capabilities(
 )
 
 
-async def _request_body(path: str) -> AsyncIterator[bytes]:
-    """``{"requests":[line,line,...]}`` from a shard file, one chunk in memory at a time."""
+async def _request_body(path: str, size: int | None = None) -> AsyncIterator[bytes]:
+    """``{"requests":[line,line,...]}`` from a shard file, one chunk in memory at a time.
+
+    ``size`` is the shard file's size when known: a shard of at most ``INLINE_BYTES`` is then
+    read on the event loop (``run_io_sized``), in one read.
+    """
     yield _BODY_OPEN
+    # Allocated here and only filled by the worker (``_fileio``); one buffer for the whole
+    # body, refilled only once what was read is copied out (``carry + chunk`` is new bytes).
+    # One byte more than a small file holds, so its first read is short: the end of the file.
+    buffer = bytearray(BODY_CHUNK if size is None else max(1, min(BODY_CHUNK, size + 1)))
     offset = 0
     carry = b""
     sep = b""
-    while chunk := await anyio.to_thread.run_sync(_read_at, path, offset, BODY_CHUNK):
-        offset += len(chunk)
+    while n := await _read_into(size, path, offset, buffer):
+        offset += n
+        chunk = buffer if n == len(buffer) else memoryview(buffer)[:n]
         lines = (carry + chunk).split(b"\n")
         carry = lines.pop()
         kept = [line.rstrip(b"\r") for line in lines if line.strip()]
         if kept:
             yield sep + b",".join(kept)
             sep = b","
+        if n < len(buffer):  # read_into_at reads short only at the end of the file
+            break
     if carry.strip():
         yield sep + carry.rstrip(b"\r")
     yield _BODY_CLOSE
 
 
-def _read_at(path: str, offset: int, size: int) -> bytes:
-    # Open, seek, read, close in one thread call: no handle outlives a cancelled body writer.
-    with open(path, "rb") as fp:
-        fp.seek(offset)
-        return fp.read(size)
+async def _read_into(size: int | None, path: str, offset: int, buffer: bytearray) -> int:
+    # Open, seek, read, close in one call: no handle outlives a cancelled body writer.
+    if size is None:
+        return await run_io(read_into_at, path, offset, buffer)
+    return await run_io_sized(size, read_into_at, path, offset, buffer)
 
 
 @final
@@ -149,7 +160,7 @@ class Anthropic(HttpAdapter):
         resp = await self._http.send_stream(
             "POST",
             BATCHES_PATH,
-            body=lambda: _request_body(path),
+            body=lambda: _request_body(path, shard.bytes),
             size=shard.bytes,
             cls="create",
             idempotent=False,

@@ -29,13 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Final, final
 
-import anyio
-import anyio.to_thread
 import msgspec
 
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
 from .._errors import NotFoundError, UsageError
+from .._fileio import run_io_sized
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
 from ._http_adapter import HttpAdapter, from_env
 from ._llamacloud_api import LlamaCloudApi
@@ -192,7 +191,7 @@ class LlamaCloud(HttpAdapter):
         the job type and configuration are the adapter's, the directory is the tag)."""
         if shard.input_ref is None:
             raise UsageError(f"shard {shard.index} has no input_ref: prepare() it first")
-        config = await anyio.to_thread.run_sync(shard_configuration, Path(shard.path))
+        config = await run_io_sized(shard.bytes, shard_configuration, Path(shard.path))
         job = WireJobConfig(type=self.job_type, configuration_id=config or self.configuration_id)
         body = WireBatchCreate(source_directory_id=shard.input_ref, config=WireBatchConfig(job=job))
         resp = await self._call(

@@ -31,6 +31,7 @@ import anyio
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
 from .._errors import ProtocolError, UsageError
+from .._fileio import run_io
 from .._models import BatchInfo, Capabilities, Result, ShardRecord
 from ._base import shard_tag
 from ._http_adapter import HttpAdapter, from_env
@@ -135,7 +136,7 @@ class Together(HttpAdapter):
     async def _upload(self, shard: ShardRecord, name: str) -> str:
         source = Path(shard.path)
         staged = source.with_name(f"{source.stem}.together.jsonl")
-        size = await anyio.to_thread.run_sync(_write_together_lines, source, staged)
+        size = await run_io(_write_together_lines, source, staged)
         try:
             # Retried freely: a repeat leaves at most an empty, unnamed-by-any-job file record.
             start = await self._http.request(
