@@ -8,6 +8,8 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
+import anyio
+
 from ._errors import UsageError
 from ._fileio import run_io
 from ._results import create_private
@@ -27,24 +29,31 @@ async def spool(source: AsyncIterable[bytes | str], directory: Path) -> Path:
     Each write opens, appends and closes in one ``run_io`` call (no handle lives across an
     await) and is handed the buffer itself, not a copy: ``run_io`` returns only once the write
     is done, even when the caller is cancelled, so the buffer is free to refill.
+
+    A spool that fails (a wrong item, an error from ``source``, a cancellation) is removed.
     """
     path = directory / f"{uuid.uuid4().hex}.jsonl"
     await run_io(partial(create_private, path, truncate=True))
-    buffer = bytearray()
-    async for chunk in source:
-        if isinstance(chunk, str):
-            chunk = chunk.encode()
-        elif not isinstance(chunk, bytes | bytearray | memoryview):
-            raise UsageError(
-                f"an async iterable source must yield JSONL bytes or str, got "
-                f"{type(chunk).__name__}; encode objects with msgspec.json.encode first"
-            )
-        buffer += chunk
-        if len(buffer) >= SPOOL_CHUNK:
+    try:
+        buffer = bytearray()
+        async for chunk in source:
+            if isinstance(chunk, str):
+                chunk = chunk.encode()
+            elif not isinstance(chunk, bytes | bytearray | memoryview):
+                raise UsageError(
+                    f"an async iterable source must yield JSONL bytes or str, got "
+                    f"{type(chunk).__name__}; encode objects with msgspec.json.encode first"
+                )
+            buffer += chunk
+            if len(buffer) >= SPOOL_CHUNK:
+                await run_io(_append, path, buffer)
+                buffer.clear()
+        if buffer:
             await run_io(_append, path, buffer)
-            buffer.clear()
-    if buffer:
-        await run_io(_append, path, buffer)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_io(partial(path.unlink, missing_ok=True))
+        raise
     return path
 
 
