@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Final, Self, final
 
 import anyio
-import anyio.to_thread
+import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
@@ -255,7 +255,7 @@ class Pump:
         if ctx.run.input_hash and outcome.input_hash != ctx.run.input_hash:
             # The bytes sharded are not the bytes the run id was made from: the file changed
             # (it is still being written?). Sending them would tie them to the wrong run.
-            await anyio.to_thread.run_sync(_remove, [Path(s.path) for s in outcome.shards])
+            await run_io(_remove, [Path(s.path) for s in outcome.shards])
             raise UsageError(
                 f"{path} changed while batchpump was reading it; wait until it is complete "
                 "and run the same command again (nothing was sent)"

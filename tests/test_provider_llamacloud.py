@@ -23,8 +23,9 @@ from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.emulator._llamacloud import llamacloud_state
 from batchpump.emulator._llamacloud_store import LlamaCloudConfig
 from batchpump.emulator._server import RunningEmulator
+from batchpump.providers._llamacloud_directories import directory_name
 from batchpump.providers._llamacloud_wire import detail_message
-from batchpump.providers.llamacloud import LlamaCloud, directory_name
+from batchpump.providers.llamacloud import LlamaCloud
 
 from .helpers import assert_exactly_once, read_results
 

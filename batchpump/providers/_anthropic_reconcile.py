@@ -22,7 +22,6 @@ submitter that reconciles waits until the candidates end, which can take hours i
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -31,8 +30,8 @@ from typing import Final, final
 from .._clock import Clock
 from .._errors import ProviderError
 from .._fileio import run_io_sized
-from .._jsonl import custom_id_of, iter_blocks
 from .._models import BatchInfo, Result, ShardRecord
+from .._shard_files import load_ids
 from ._anthropic_wire import WireBatch, to_batch_info
 
 __all__ = ["RECONCILE_GRACE", "RECONCILE_WAIT_MAX", "RECONCILE_WAIT_MIN", "Reconciler"]
@@ -93,7 +92,7 @@ class Reconciler:
                 candidates.append(wire)
         if not candidates:
             return None
-        expected = await run_io_sized(shard.bytes, _shard_ids, shard.path)
+        expected = await run_io_sized(shard.bytes, load_ids, Path(shard.path))
         wait = RECONCILE_WAIT_MIN
         while candidates:
             pending: list[WireBatch] = []
@@ -126,13 +125,6 @@ class Reconciler:
             logger.info("reconcile: results of %s unreadable (%s)", wire.id, exc)
             return False
         return seen == len(expected)
-
-
-def _shard_ids(path: str) -> set[str]:
-    ids: set[str] = set()
-    for _, lines, _, _ in iter_blocks(Path(path), max_line_bytes=sys.maxsize):
-        ids.update(custom_id_of(line) for line in lines if line)
-    return ids
 
 
 def _deadline(wire: WireBatch) -> float:
