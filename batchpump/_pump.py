@@ -26,7 +26,6 @@ from types import TracebackType
 from typing import Final, Self, final
 
 import anyio
-import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
