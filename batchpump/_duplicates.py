@@ -13,7 +13,8 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Final
 
-from ._jsonl import Problem, custom_id_of, iter_blocks
+from ._jsonl import Problem, custom_id_of
+from ._lines import iter_blocks
 
 __all__ = ["BUCKETS", "MASK", "IdHashes", "confirm_duplicates"]
 

@@ -24,14 +24,8 @@ from ._convert import AnthropicLineChecker
 from ._duplicates import MASK, IdHashes, confirm_duplicates
 from ._errors import InputError, InputProblem, UsageError
 from ._items import ItemCheck, ItemLineChecker
-from ._jsonl import (
-    Checked,
-    LineBlock,
-    LineChecker,
-    Problem,
-    bad_utf8_lines,
-    iter_blocks,
-)
+from ._jsonl import Checked, LineChecker, Problem
+from ._lines import LineBlock, bad_utf8_lines, iter_blocks
 from ._models import Capabilities, Rejected, ShardRecord
 from ._shard_threads import Background, fsync_dir
 from ._shard_writer import ShardWriter

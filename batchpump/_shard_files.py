@@ -11,7 +11,8 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Final
 
-from ._jsonl import custom_id_of, iter_blocks
+from ._jsonl import custom_id_of
+from ._lines import iter_blocks
 from ._shard_threads import create_shard_file, fsync_dir
 
 __all__ = ["ID_CHUNK", "iter_shard_ids", "load_ids", "write_retry_shard"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from batchpump._errors import InputError, InputProblem
-from batchpump._jsonl import LineChecker, Problem, iter_blocks
+from batchpump._jsonl import LineChecker, Problem
+from batchpump._lines import iter_blocks
 from batchpump._models import Capabilities
 from batchpump._shard import shard_file
 

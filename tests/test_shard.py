@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from batchpump import _shard
 from batchpump._block import envelope_bytes
 from batchpump._errors import InputError, UsageError
-from batchpump._jsonl import iter_blocks
+from batchpump._lines import iter_blocks
 from batchpump._models import Capabilities, Rejected
 from batchpump._shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
 from batchpump._shard_files import iter_shard_ids, write_retry_shard
