@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Collection, Iterator
+from operator import attrgetter
 from pathlib import Path
 from typing import Final
+
+import msgspec
 
 from ._jsonl import custom_id_of
 from ._lines import iter_blocks
@@ -24,19 +27,45 @@ __all__ = ["ID_CHUNK", "iter_shard_ids", "load_ids", "write_retry_shard"]
 ID_CHUNK: Final = 1 << 20
 
 
+class _Id(msgspec.Struct, gc=False):
+    custom_id: str
+
+
+_ID_LINES: Final = msgspec.json.Decoder(_Id)
+_custom_id: Final = attrgetter("custom_id")
+
+
+def _regions(path: Path) -> Iterator[bytes]:
+    """Whole lines of ``path``, ``ID_CHUNK`` bytes or so at a time (one line may be longer)."""
+    rest = b""
+    with path.open("rb", buffering=0) as file:
+        while chunk := file.read(ID_CHUNK):
+            end = chunk.rfind(b"\n") + 1
+            if not end:
+                rest += chunk
+                continue
+            yield rest + chunk[:end] if rest else chunk[:end]
+            rest = chunk[end:]
+    if rest:
+        yield rest
+
+
 def iter_shard_ids(path: Path) -> Iterator[str]:
     """Yield the ``custom_id`` of every line of a shard file, in order, streaming."""
-    for _, lines, _, _ in iter_blocks(path, max_line_bytes=sys.maxsize, chunk_bytes=ID_CHUNK):
-        for line in lines:
-            if line:
-                yield custom_id_of(line)
+    for region in _regions(path):
+        yield from map(_custom_id, _ID_LINES.decode_lines(region))
 
 
 def load_ids(path: Path) -> set[str]:
-    """The ``custom_id`` of every line of a shard file, as a set."""
+    """The ``custom_id`` of every line of a shard file, as a set.
+
+    A shard file is one valid object per line (the sharder wrote it), so each region of whole
+    lines is decoded by one ``decode_lines`` call, not line by line: listing ids was 15 % of
+    the client's busy time in the 1,000,000-line end-to-end run.
+    """
     ids: set[str] = set()
-    for block in iter_blocks(path, max_line_bytes=sys.maxsize, chunk_bytes=ID_CHUNK):
-        ids.update(custom_id_of(line) for line in block.lines if line)
+    for region in _regions(path):
+        ids.update(map(_custom_id, _ID_LINES.decode_lines(region)))
     return ids
 
 
