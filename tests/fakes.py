@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 import msgspec
 
 from batchpump._errors import ConnectError
+from batchpump._journal_base import Journal
 from batchpump._models import (
     BatchError,
     BatchInfo,
@@ -25,6 +26,7 @@ from batchpump._models import (
     Errored,
     Expired,
     Result,
+    RunRecord,
     ShardRecord,
     Succeeded,
 )
@@ -178,3 +180,30 @@ class FakeProvider:
 
     async def aclose(self) -> None:
         self.calls["aclose"] += 1
+
+
+class WrappedJournal:
+    """A ``Journal`` that hands every call to ``inner``; tests override the call they watch."""
+
+    def __init__(self, inner: Journal) -> None:
+        self.inner = inner
+
+    async def open_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        return await self.inner.open_run(run)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self.inner.get_run(run_id)
+
+    async def list_runs(self) -> list[RunRecord]:
+        return await self.inner.list_runs()
+
+    async def load_shards(self, run_id: str) -> list[ShardRecord]:
+        return await self.inner.load_shards(run_id)
+
+    async def commit(
+        self, *, run: RunRecord | None = None, shards: Sequence[ShardRecord] = ()
+    ) -> None:
+        await self.inner.commit(run=run, shards=shards)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

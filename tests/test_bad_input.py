@@ -12,7 +12,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -20,10 +19,10 @@ import pytest
 
 from batchpump import PollPolicy, Pump, RunOptions
 from batchpump._errors import InputError, UsageError
-from batchpump._journal_base import Journal, MemoryJournal
-from batchpump._models import Capabilities, RunRecord, ShardRecord
+from batchpump._journal_base import MemoryJournal
+from batchpump._models import Capabilities, RunRecord
 
-from .fakes import FakeProvider
+from .fakes import FakeProvider, WrappedJournal
 from .helpers import assert_exactly_once, read_results
 
 FAST = RunOptions(poll=PollPolicy(interval_min=0.0, interval_max=0.001))
@@ -277,12 +276,12 @@ def test_300_mb_single_line_is_measured_not_loaded(tmp_path: Path) -> None:
     assert int(peak_mib) < 400, f"peak RSS {peak_mib} MiB for a 300 MB line"
 
 
-class _GrowingJournal:
+class _GrowingJournal(WrappedJournal):
     """A journal that appends lines to the input right after the run was recorded: the file
     grows between the pump hashing it (the run id) and sharding it."""
 
     def __init__(self, src: Path, extra: bytes) -> None:
-        self.inner: Journal = MemoryJournal()
+        super().__init__(MemoryJournal())
         self.src = src
         self.extra = extra
 
@@ -290,23 +289,6 @@ class _GrowingJournal:
         with self.src.open("ab") as f:
             f.write(self.extra)
         return await self.inner.open_run(run)
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self.inner.get_run(run_id)
-
-    async def list_runs(self) -> list[RunRecord]:
-        return await self.inner.list_runs()
-
-    async def load_shards(self, run_id: str) -> list[ShardRecord]:
-        return await self.inner.load_shards(run_id)
-
-    async def commit(
-        self, *, run: RunRecord | None = None, shards: Sequence[ShardRecord] = ()
-    ) -> None:
-        await self.inner.commit(run=run, shards=shards)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_file_growing_while_read_is_refused_or_cut_to_the_hashed_prefix(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +28,7 @@ from batchpump.emulator import open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 
+from .fakes import WrappedJournal
 from .helpers import assert_exactly_once, read_results, write_requests
 
 KEY = "sk-test-cancel-not-a-real-key"
@@ -65,35 +66,18 @@ class Hooked(OpenAI):
             yield result
 
 
-class CancelAfterOpen:
+class CancelAfterOpen(WrappedJournal):
     """The SQLite journal, cancelling ``scope`` once the run is recorded: the cancellation
     lands on the next await of ``submit``, the sharding of the input in a worker thread."""
 
     def __init__(self, inner: SqliteJournal, scope: anyio.CancelScope) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.scope = scope
 
     async def open_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
         opened = await self.inner.open_run(run)
         self.scope.cancel()
         return opened
-
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self.inner.get_run(run_id)
-
-    async def list_runs(self) -> list[RunRecord]:
-        return await self.inner.list_runs()
-
-    async def load_shards(self, run_id: str) -> list[ShardRecord]:
-        return await self.inner.load_shards(run_id)
-
-    async def commit(
-        self, *, run: RunRecord | None = None, shards: Sequence[ShardRecord] = ()
-    ) -> None:
-        await self.inner.commit(run=run, shards=shards)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def committed_results(out: Path, count: int) -> list[Result]:

@@ -16,6 +16,9 @@ import msgspec
 
 from .._clock import Clock
 
+# Faults and rate limits are keyed by the client's own endpoint classes.
+from .._ratelimit import ENDPOINT_CLASSES, EndpointClass
+
 __all__ = [
     "DEFAULT_CANCEL_SECONDS",
     "DEFAULT_FINALIZE_SECONDS",
@@ -35,15 +38,6 @@ __all__ = [
     "plan_timeline",
 ]
 
-#: Endpoint classes faults and rate limits are keyed by (the client's limiter classes).
-EndpointClass: TypeAlias = Literal["upload", "create", "poll", "download", "item"]
-ENDPOINT_CLASSES: Final[tuple[EndpointClass, ...]] = (
-    "upload",
-    "create",
-    "poll",
-    "download",
-    "item",
-)
 
 DEFAULT_VALIDATE_SECONDS: Final = 2.0
 DEFAULT_RUN_SECONDS: Final = 10.0
