@@ -13,7 +13,6 @@ explains the problems. Both paths accept exactly the same lines with the same re
 from __future__ import annotations
 
 from itertools import filterfalse
-from operator import sub
 from typing import Annotated, Any, Literal, final
 
 import msgspec
@@ -63,15 +62,13 @@ class BlockChecker:
         )
         self._decode = msgspec.json.Decoder(line_type).decode
         self._max_line_bytes = max_line_bytes
-        #: Subtract per line from ``bodies`` (see :func:`envelope_bytes`).
+        #: Bytes of a line that are neither its ``custom_id`` nor its body (compact form).
         self.overhead = envelope_bytes(endpoint)
 
-    def check(
-        self, lines: list[bytes], clean: bool
-    ) -> tuple[list[str], list[str | None], list[int]] | None:
-        """``(custom_ids, models, bodies)`` of a block whose lines are all standard and valid.
+    def check(self, lines: list[bytes], clean: bool) -> tuple[list[str], list[str | None]] | None:
+        """``(custom_ids, models)`` of a block whose lines are all standard and valid.
 
-        ``bodies[i]`` is ``len(lines[i]) - len(custom_ids[i])``; subtract :attr:`overhead`.
+        A line's body estimate is ``len(line) - len(custom_id) -`` :attr:`overhead`.
 
         Args:
             lines: the block's lines, without newlines.
@@ -91,7 +88,4 @@ class BlockChecker:
             heads = list(map(self._decode, lines))
         except (UnicodeDecodeError, msgspec.DecodeError):
             return None
-        custom_ids = [head.custom_id for head in heads]
-        models = [head.body.model for head in heads]
-        bodies = list(map(sub, map(len, lines), map(len, custom_ids)))
-        return custom_ids, models, bodies
+        return [head.custom_id for head in heads], [head.body.model for head in heads]

@@ -119,10 +119,10 @@ def _scan(
     for first, lines, clean, oversized in blocks:
         checked = fast.check(lines, clean) if fast is not None and not oversized else None
         if checked is not None and fast is not None:
-            custom_ids, models, bodies = checked
+            custom_ids, models = checked
             scan.ids.add_all(custom_ids)
             if add_block is not None:
-                add_block(lines, models, bodies, fast.overhead)
+                add_block(lines, models, custom_ids, fast.overhead)
             total += len(lines)
             continue
         if oversized:

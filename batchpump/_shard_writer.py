@@ -111,13 +111,18 @@ class ShardWriter:
             self._flush(shard)
 
     def add_block(
-        self, lines: list[bytes], models: list[str | None], bodies: list[int], overhead: int
+        self,
+        lines: list[bytes],
+        models: list[str | None],
+        custom_ids: list[str],
+        overhead: int,
     ) -> None:
-        """Append many lines at once; line ``i`` has ``models[i]`` and ``bodies[i] - overhead``
-        body bytes. Same files as calling :meth:`add` per line, without the per-line work."""
+        """Append many lines at once: line ``i`` has ``models[i]`` and ``custom_ids[i]``, and
+        ``len(line) - len(custom_id) - overhead`` body bytes. Same files as calling :meth:`add`
+        per line, without the per-line work."""
         if self._per_model and models.count(models[0]) != len(models):
-            for line, model, body in zip(lines, models, bodies, strict=True):
-                self.add(model, line, body - overhead)
+            for line, model, cid in zip(lines, models, custom_ids, strict=True):
+                self.add(model, line, len(line) - len(cid) - overhead)
             return
         key = models[0] if self._per_model else None
         start, count = 0, len(lines)
@@ -150,7 +155,8 @@ class ShardWriter:
             shard.pending += chunk
             shard.lines += len(chunk)
             shard.bytes += size
-            shard.body_bytes += sum(bodies[start:stop]) - overhead * len(chunk)
+            ids = sum(map(len, custom_ids[start:stop]))
+            shard.body_bytes += size - len(chunk) * (1 + overhead) - ids
             shard.pending_bytes += size
             if shard.pending_bytes >= _FLUSH_BYTES:
                 self._flush(shard)
