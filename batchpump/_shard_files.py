@@ -35,16 +35,20 @@ _ID_LINES: Final = msgspec.json.Decoder(_Id)
 _custom_id: Final = attrgetter("custom_id")
 
 
-def _regions(path: Path) -> Iterator[bytes]:
-    """Whole lines of ``path``, ``ID_CHUNK`` bytes or so at a time (one line may be longer)."""
+def _regions(path: Path) -> Iterator[bytes | memoryview]:
+    """Whole lines of ``path``, about ``ID_CHUNK`` bytes at a time, without copying the chunk:
+    the line cut by a chunk's start comes alone, the rest as a view of the chunk."""
     rest = b""
     with path.open("rb", buffering=0) as file:
         while chunk := file.read(ID_CHUNK):
-            end = chunk.rfind(b"\n") + 1
-            if not end:
+            first = chunk.find(b"\n") + 1
+            if not first:
                 rest += chunk
                 continue
-            yield rest + chunk[:end] if rest else chunk[:end]
+            yield rest + chunk[:first]
+            end = chunk.rfind(b"\n") + 1
+            if end > first:
+                yield memoryview(chunk)[first:end]
             rest = chunk[end:]
     if rest:
         yield rest
