@@ -21,6 +21,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, final
@@ -179,7 +180,11 @@ class Pump:
             options=msgspec.Raw(_options_encoder.encode(opts)),
             input_hash=input_hash,
         )
-        record, _ = await journal.open_run(record)
+        stored, _ = await journal.open_run(record)
+        if isinstance(source, AsyncIterable) and stored.input_path != record.input_path:
+            # The same content was submitted before: that run keeps its own spool file.
+            await run_io(partial(path.unlink, missing_ok=True))
+        record = stored
         if run_id in self._runs:
             return self._runs[run_id]
         return await self._start(record, opts)

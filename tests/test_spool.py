@@ -128,9 +128,13 @@ async def test_same_content_in_other_pieces_is_the_same_run(
         await first.wait()
         second = await pump.submit(from_pieces(list(pieces(data))), options=OPTIONS)
         await second.wait()
+        record = await pump.journal.get_run(first.id)
     assert second.id == first.id
     assert_exactly_once(read_results(first.results_path), ids)
     assert batchpump_emulator.emulator.stats.batches_created == 1
+    assert record is not None
+    spooled = [await p.resolve() async for p in anyio.Path(tmp_path / "state" / "spool").iterdir()]
+    assert spooled == [anyio.Path(record.input_path)]  # the second spool was not kept
 
 
 async def test_an_item_of_another_type_is_a_usage_error(
