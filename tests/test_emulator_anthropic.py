@@ -11,7 +11,6 @@ Spec tests validate bodies against ``shared/specs/anthropic-openapi-unofficial-2
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,7 @@ import aiohttp
 import anthropic
 import msgspec
 import pytest
-import yaml
 from anthropic import AsyncAnthropic
-from jsonschema import Draft202012Validator
 
 from batchpump._clock import ManualClock
 from batchpump._convert import chat_to_anthropic
@@ -30,6 +27,8 @@ from batchpump.emulator._anthropic import anthropic_state
 from batchpump.emulator._anthropic_store import AnthropicState
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.anthropic import _request_body
+
+from .specs import assert_valid, components, validator
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -270,33 +269,9 @@ async def test_state_helper_is_reachable(env: Env) -> None:
 # -- the spec -----------------------------------------------------------------------------------
 
 
-def _drop_null_types(node: Any) -> Any:
-    """The spec writes ``type: null`` (YAML null, i.e. no type) beside ``anyOf``: drop it."""
-    if isinstance(node, dict):
-        return {k: _drop_null_types(v) for k, v in node.items() if not (k == "type" and v is None)}
-    if isinstance(node, list):
-        return [_drop_null_types(v) for v in node]
-    return node
-
-
-@cache
-def _components(spec: Path) -> dict[str, Any]:
-    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with spec.open("rb") as fh:
-        doc: dict[str, Any] = yaml.load(fh, Loader=loader)
-    components: dict[str, Any] = _drop_null_types(doc["components"])
-    return components
-
-
 def check(shared_dir: Path, name: str, body: Any) -> None:
     spec = shared_dir / "specs" / "anthropic-openapi-unofficial-2024-11.yaml"
-    root = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": _components(spec),
-        "$ref": f"#/components/schemas/{name}",
-    }
-    errors = sorted(Draft202012Validator(root).iter_errors(body), key=str)
-    assert not errors, f"{name}: {errors[0].message} at {list(errors[0].absolute_path)}"
+    assert_valid(validator(components(spec, "null-type"), name), name, body)
 
 
 async def test_bodies_match_the_spec(env: Env, shared_dir: Path, tmp_path: Path) -> None:

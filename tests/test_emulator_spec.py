@@ -24,12 +24,13 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-import yaml
 from jsonschema import Draft202012Validator
 
 from batchpump._clock import ManualClock
 from batchpump.emulator import EmulatorConfig, Faults, open_emulator
 from batchpump.providers._base import TAG_METADATA_KEY, shard_tag
+
+from .specs import assert_valid, load_spec, nullable_to_union, validator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,27 +40,8 @@ MANUAL_SPEC = SPECS / "openai-openapi-manual_spec-2025-04.yaml"
 if not (MAIN_SPEC.is_file() and MANUAL_SPEC.is_file()):
     pytest.skip(f"OpenAI specs not found under {SPECS}", allow_module_level=True)
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 AUTH = {"Authorization": "Bearer sk-test-not-a-real-key"}
 CFG = EmulatorConfig(validate_seconds=10, run_seconds=100, finalize_seconds=10, cancel_seconds=5)
-
-
-@cache
-def _doc(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        doc: dict[str, Any] = yaml.load(fh, Loader=_Loader)
-    return doc
-
-
-def _nullable_to_union(node: Any) -> Any:
-    if isinstance(node, dict):
-        out = {k: _nullable_to_union(v) for k, v in node.items() if k != "nullable"}
-        if node.get("nullable") is True and "type" in out:
-            out["type"] = [out["type"], "null"]
-        return out
-    if isinstance(node, list):
-        return [_nullable_to_union(v) for v in node]
-    return node
 
 
 def _optional_nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -75,30 +57,24 @@ _RELAXED = ("Batch", "ListBatchesResponse", "OpenAIFile", "Upload", "BatchError"
 
 
 @cache
-def validator(name: str) -> Draft202012Validator:
+def main_validator(name: str) -> Draft202012Validator:
     """A validator for ``components.schemas[name]`` of the main spec, refs resolved in-document."""
-    components = dict(_doc(MAIN_SPEC)["components"])
+    components = dict(load_spec(MAIN_SPEC)["components"])
     schemas = dict(components["schemas"])
     for relaxed in _RELAXED:
         schemas[relaxed] = _optional_nullable(schemas[relaxed])
     components["schemas"] = schemas
-    root = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": components,
-        "$ref": f"#/components/schemas/{name}",
-    }
-    return Draft202012Validator(root)
+    return validator(components, name)
 
 
 @cache
 def output_validator() -> Draft202012Validator:
-    schema = _doc(MANUAL_SPEC)["components"]["schemas"]["BatchRequestOutput"]
-    return Draft202012Validator(_nullable_to_union(schema))
+    schema = load_spec(MANUAL_SPEC)["components"]["schemas"]["BatchRequestOutput"]
+    return Draft202012Validator(nullable_to_union(schema))
 
 
 def check(name: str, body: Any) -> None:
-    errors = sorted(validator(name).iter_errors(body), key=str)
-    assert not errors, f"{name}: {errors[0].message} at {list(errors[0].absolute_path)}"
+    assert_valid(main_validator(name), name, body)
 
 
 @pytest.fixture
@@ -141,7 +117,9 @@ def test_create_request_batchpump_sends_is_valid() -> None:
         "metadata": {TAG_METADATA_KEY: shard_tag("0123456789abcdef" * 4, 3, 2)},
     }
     check("CreateBatchRequest", body)
-    errors = list(validator("CreateBatchRequest").iter_errors(body | {"completion_window": "1h"}))
+    errors = list(
+        main_validator("CreateBatchRequest").iter_errors(body | {"completion_window": "1h"})
+    )
     assert errors  # the schema is really applied
 
 

@@ -12,56 +12,33 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
 import pytest
-import yaml
-from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
 from batchpump._clock import ManualClock
 from batchpump.emulator import EmulatorConfig, RateLimit, open_emulator
 from batchpump.emulator._server import RunningEmulator
 
+from .specs import assert_valid, components, validator
+
 pytestmark = pytest.mark.timeout(30)
 
 AUTH = {"Authorization": "Bearer tg-emulator-test-key"}
 CFG = EmulatorConfig(validate_seconds=10, run_seconds=100, finalize_seconds=10)
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@cache
-def _components(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        doc: dict[str, Any] = yaml.load(fh, Loader=_Loader)
-    return dict(_nullable(doc["components"]))
-
-
-def _nullable(node: Any) -> Any:
-    if isinstance(node, dict):
-        out = {k: _nullable(v) for k, v in node.items() if k != "nullable"}
-        if node.get("nullable") is True and "type" in out:
-            out["type"] = [out["type"], "null"]
-        return out
-    if isinstance(node, list):
-        return [_nullable(v) for v in node]
-    return node
 
 
 @pytest.fixture
 def check(shared_dir: Path) -> Any:
     """``check(schema, body)``: ``schema`` a component name or an inline schema."""
-    components = _components(shared_dir / "specs" / "together-openapi.yaml")
+    found = components(shared_dir / "specs" / "together-openapi.yaml", "nullable")
 
     def run(schema: str | dict[str, Any], body: Any) -> None:
-        inline = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
-        root = {"$schema": "https://json-schema.org/draft/2020-12/schema", "components": components}
-        errors = sorted(Draft202012Validator(root | inline).iter_errors(body), key=str)
-        assert not errors, f"{schema}: {errors[0].message} at {list(errors[0].absolute_path)}"
+        assert_valid(validator(found, schema), schema, body)
 
     return run
 
