@@ -11,6 +11,7 @@ from msgspec import Struct as _Struct
 
 from ._clock import Clock, ManualClock, ScaledClock, SystemClock
 from ._config import Limits, PollPolicy, RetryPolicy
+from ._engine.runstate import RunOptions, RunStatistics
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -33,7 +34,7 @@ from ._errors import (
     TransportTimeoutError,
     UsageError,
 )
-from ._journal_base import Journal, MemoryJournal
+from ._journal.protocol import Journal, MemoryJournal
 from ._models import (
     BatchInfo,
     Canceled,
@@ -45,9 +46,8 @@ from ._models import (
     Succeeded,
     Usage,
 )
+from ._provider import Provider
 from ._pump import Pump, Run
-from ._runstate import RunOptions, RunStatistics
-from .providers._base import Provider
 
 __version__ = "0.1.0.dev0"
 

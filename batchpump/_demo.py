@@ -19,10 +19,10 @@ from rich.console import Console
 
 from ._clock import ScaledClock
 from ._config import PollPolicy
+from ._engine.runstate import RunOptions
 from ._models import Result
 from ._progress import ProgressMode, follow, summary_table
 from ._pump import Pump
-from ._runstate import RunOptions
 
 __all__ = ["demo"]
 

@@ -31,18 +31,18 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from ._clock import Clock, SystemClock
-from ._engine import Engine
+from ._engine.engine import Engine
+from ._engine.results import PartWriter, ResultSink
+from ._engine.runstate import RunContext, RunOptions, TokenBudget
 from ._errors import ClosedError, UsageError, unwrap_group
 from ._fileio import run_io
-from ._journal import SqliteJournal
-from ._journal_base import Journal
+from ._input.shard import hash_file, shard_file
+from ._input.spool import spool
+from ._journal.protocol import Journal
+from ._journal.sqlite import SqliteJournal
 from ._models import Rejected, ResultCounts, RunRecord
-from ._results import PartWriter, ResultSink
+from ._provider import Provider
 from ._run import Run
-from ._runstate import RunContext, RunOptions, TokenBudget
-from ._shard import hash_file, shard_file
-from ._spool import spool
-from .providers._base import Provider
 
 __all__ = ["Pump", "Run", "default_results_path"]
 

@@ -8,11 +8,11 @@ from typing import final
 
 import anyio
 
-from ._engine import Engine
+from ._engine.engine import Engine
+from ._engine.results import ResultSink
+from ._engine.runstate import RunContext, RunStatistics
 from ._errors import unwrap_group
 from ._models import Result, ResultCounts, ShardRecord
-from ._results import ResultSink
-from ._runstate import RunContext, RunStatistics
 
 __all__ = ["Run"]
 

@@ -27,6 +27,7 @@ import anyio
 from rich.console import Console
 
 from . import __version__
+from ._engine.runstate import RunOptions
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -37,9 +38,8 @@ from ._errors import (
     unwrap_group,
 )
 from ._progress import ProgressMode, follow, summary_table
+from ._provider import Provider
 from ._pump import Pump, Run, default_results_path
-from ._runstate import RunOptions
-from .providers._base import Provider
 
 __all__ = ["main"]
 
@@ -201,7 +201,7 @@ async def _resume(args: argparse.Namespace, console: Console) -> int:
 
 
 async def _status(args: argparse.Namespace, console: Console) -> int:
-    from ._journal import SqliteJournal
+    from ._journal.sqlite import SqliteJournal
 
     state = args.journal or Path(DEFAULT_STATE_DIR)
     journal_path = state / "journal.sqlite3"

@@ -43,12 +43,12 @@ import msgspec
 from anyio.abc import ObjectReceiveStream
 
 from batchpump import BatchInfo, PollPolicy, RunOptions, SystemClock
-from batchpump._collect import Collector
-from batchpump._journal import SqliteJournal
+from batchpump._engine.collect import Collector
+from batchpump._engine.poll import Poller
+from batchpump._engine.results import ResultSink
+from batchpump._engine.runstate import RunContext, TokenBudget
+from batchpump._journal.sqlite import SqliteJournal
 from batchpump._models import RunRecord, ShardRecord
-from batchpump._poll import Poller
-from batchpump._results import ResultSink
-from batchpump._runstate import RunContext, TokenBudget
 from batchpump.emulator import EmulatorConfig
 from batchpump.providers.openai import OpenAI
 from benchmarks._common import (

@@ -34,9 +34,10 @@ import msgspec
 
 from batchpump import Limits, RetryPolicy
 from batchpump._models import ShardRecord
+from batchpump._provider import shard_tag
 from batchpump.emulator import EmulatorConfig
-from batchpump.providers._base import shard_tag
-from batchpump.providers.telus import DEFAULT_JOB_RATE, Telus
+from batchpump.providers.telus import Telus
+from batchpump.providers.telus._adapter import DEFAULT_JOB_RATE
 from benchmarks import _common
 from benchmarks._common import (
     BENCH_KEY,

@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from batchpump._errors import ConnectError
-from batchpump._journal_base import Journal
+from batchpump._journal.protocol import Journal
 from batchpump._models import (
     BatchError,
     BatchInfo,
@@ -30,7 +30,7 @@ from batchpump._models import (
     ShardRecord,
     Succeeded,
 )
-from batchpump.providers._base import find_by_tag
+from batchpump._provider import find_by_tag
 
 _line = msgspec.json.Decoder(dict[str, object])
 _STEPS: dict[BatchState, BatchState] = {

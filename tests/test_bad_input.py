@@ -19,7 +19,7 @@ import pytest
 
 from batchpump import PollPolicy, Pump, RunOptions
 from batchpump._errors import InputError, UsageError
-from batchpump._journal_base import MemoryJournal
+from batchpump._journal.protocol import MemoryJournal
 from batchpump._models import Capabilities, RunRecord
 
 from .fakes import FakeProvider, WrappedJournal
@@ -229,7 +229,7 @@ _BIG_LINE = textwrap.dedent(
     import anyio
     from batchpump import PollPolicy, Pump, RunOptions
     from batchpump._errors import InputError
-    from batchpump.providers.openai import CAPABILITIES
+    from batchpump.providers.openai import OpenAI
     from tests.fakes import FakeProvider
 
     src = Path(sys.argv[1])
@@ -240,7 +240,7 @@ _BIG_LINE = textwrap.dedent(
         f.write(b'"}}\\n' + good.replace(b'"a"', b'"c"'))
 
     async def main() -> None:
-        fake = FakeProvider(capabilities=CAPABILITIES)
+        fake = FakeProvider(capabilities=OpenAI.capabilities)
         started = time.monotonic()
         try:
             async with Pump(fake, state_dir=src.parent / "state") as pump:

@@ -11,16 +11,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from batchpump._convert import (
+from batchpump._errors import InputError, UsageError
+from batchpump._input.check import LineChecker, Problem
+from batchpump._input.shard import shard_file
+from batchpump.providers.anthropic import CAPABILITIES
+from batchpump.providers.anthropic._convert import (
     DEFAULT_MAX_TOKENS,
     AnthropicLineChecker,
     ConversionError,
     chat_to_anthropic,
 )
-from batchpump._errors import InputError, UsageError
-from batchpump._jsonl import LineChecker, Problem
-from batchpump._shard import shard_file
-from batchpump.providers.anthropic import CAPABILITIES
 
 USER = {"role": "user", "content": "hi"}
 

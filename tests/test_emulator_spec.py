@@ -27,8 +27,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from batchpump._clock import ManualClock
+from batchpump._provider import TAG_METADATA_KEY, shard_tag
 from batchpump.emulator import EmulatorConfig, Faults, open_emulator
-from batchpump.providers._base import TAG_METADATA_KEY, shard_tag
 
 from .specs import assert_valid, load_spec, nullable_to_union, validator
 

@@ -14,10 +14,10 @@ import pytest
 
 from batchpump import Canceled, Errored, InputError, Rejected, Succeeded
 from batchpump._config import PollPolicy, RetryPolicy
-from batchpump._journal_base import MemoryJournal
+from batchpump._engine.runstate import RunOptions
+from batchpump._journal.protocol import MemoryJournal
 from batchpump._models import BatchInfo, Capabilities, ShardRecord
 from batchpump._pump import Pump, Run
-from batchpump._runstate import RunOptions
 
 from .fakes import FakeProvider
 from .helpers import assert_exactly_once, read_results, write_requests

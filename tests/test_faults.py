@@ -25,8 +25,8 @@ import anyio
 import msgspec
 
 from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
+from batchpump._engine.runstate import RunStatistics
 from batchpump._models import ResultCounts
-from batchpump._runstate import RunStatistics
 from batchpump.emulator import EmulatorConfig, Faults, open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.emulator._stats import Stats

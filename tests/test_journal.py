@@ -24,7 +24,6 @@ import anyio
 import msgspec
 import pytest
 
-from batchpump import _journal
 from batchpump._errors import (
     BatchpumpInternalError,
     ClosedError,
@@ -33,8 +32,9 @@ from batchpump._errors import (
     JournalLockedError,
     UsageError,
 )
-from batchpump._journal import SCHEMA_VERSION, SqliteJournal, open_journal
-from batchpump._journal_base import Journal, MemoryJournal
+from batchpump._journal import sqlite as _journal
+from batchpump._journal.protocol import Journal, MemoryJournal
+from batchpump._journal.sqlite import SCHEMA_VERSION, SqliteJournal, open_journal
 from batchpump._models import ResultCounts, RunRecord, ShardRecord, ShardState
 
 RUN = "run-1"
@@ -373,7 +373,7 @@ async def test_second_open_is_refused_naming_the_holder(tmp_path: Path) -> None:
 
 CHILD = """
 import sys, anyio
-from batchpump._journal import open_journal
+from batchpump._journal.sqlite import open_journal
 from batchpump._models import RunRecord
 
 async def main():

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from batchpump._errors import InputError, InputProblem
-from batchpump._jsonl import LineChecker, Problem
-from batchpump._lines import iter_blocks
+from batchpump._input.check import LineChecker, Problem
+from batchpump._input.lines import iter_blocks
+from batchpump._input.shard import shard_file
 from batchpump._models import Capabilities
-from batchpump._shard import shard_file
 
 ENDPOINT = "/v1/chat/completions"
 GOOD = b'{"custom_id":"%s","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}'

@@ -18,10 +18,10 @@ import msgspec
 import pytest
 
 from batchpump._config import PollPolicy
-from batchpump._journal_base import MemoryJournal
+from batchpump._engine.poll import Poller, deadline_cap
+from batchpump._engine.runstate import RunContext, RunOptions, TokenBudget
+from batchpump._journal.protocol import MemoryJournal
 from batchpump._models import BatchInfo, RunRecord, ShardRecord
-from batchpump._poll import Poller, deadline_cap
-from batchpump._runstate import RunContext, RunOptions, TokenBudget
 
 from .fakes import FakeBatch, FakeProvider
 

@@ -36,10 +36,11 @@ from batchpump._models import (
     Succeeded,
 )
 from batchpump.emulator import EmulatorConfig, Faults, RateLimit, open_emulator
-from batchpump.emulator._anthropic_store import AnthropicState
+from batchpump.emulator._anthropic.store import AnthropicState
 from batchpump.emulator._server import RunningEmulator
-from batchpump.providers import anthropic as anthropic_module
-from batchpump.providers.anthropic import Anthropic, _request_body
+from batchpump.providers.anthropic import Anthropic
+from batchpump.providers.anthropic import _adapter as anthropic_module
+from batchpump.providers.anthropic._adapter import _request_body
 
 from .helpers import assert_exactly_once, read_results
 

@@ -20,12 +20,12 @@ from batchpump._clock import Clock, ManualClock
 from batchpump._errors import BadRequestError
 from batchpump._models import Errored, ShardRecord, Succeeded
 from batchpump.emulator import EmulatorConfig, open_emulator
-from batchpump.emulator._llamacloud import llamacloud_state
-from batchpump.emulator._llamacloud_store import LlamaCloudConfig
+from batchpump.emulator._llamacloud.routes import llamacloud_state
+from batchpump.emulator._llamacloud.store import LlamaCloudConfig
 from batchpump.emulator._server import RunningEmulator
-from batchpump.providers._llamacloud_directories import directory_name
-from batchpump.providers._llamacloud_wire import detail_message
 from batchpump.providers.llamacloud import LlamaCloud
+from batchpump.providers.llamacloud._directories import directory_name
+from batchpump.providers.llamacloud._wire import detail_message
 
 from .helpers import assert_exactly_once, read_results
 

@@ -31,8 +31,8 @@ from batchpump._models import (
     Succeeded,
     Usage,
 )
+from batchpump._provider import TAG_METADATA_KEY
 from batchpump.providers import Provider
-from batchpump.providers._base import TAG_METADATA_KEY
 from batchpump.providers.openai import OpenAI
 
 pytestmark = pytest.mark.timeout(20)

@@ -24,13 +24,14 @@ from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledC
 from batchpump._clock import ManualClock
 from batchpump._errors import InputError, NotFoundError, ProtocolError
 from batchpump._models import BatchInfo, Errored, Result, ShardRecord, Succeeded
+from batchpump._provider import shard_tag
 from batchpump.emulator import EmulatorConfig, Faults, open_emulator
 from batchpump.emulator._server import RunningEmulator
-from batchpump.emulator._together_store import TogetherState
+from batchpump.emulator._together.store import TogetherState
 from batchpump.providers import Provider
-from batchpump.providers._base import shard_tag
-from batchpump.providers._together_wire import WireBatchJob, to_batch_info, upload_target
-from batchpump.providers.together import Together, file_name
+from batchpump.providers.together import Together
+from batchpump.providers.together._adapter import file_name
+from batchpump.providers.together._wire import WireBatchJob, to_batch_info, upload_target
 
 from .helpers import assert_exactly_once, read_results, write_requests
 

@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchpump import _shard
-from batchpump._block import envelope_bytes
 from batchpump._errors import InputError, UsageError
-from batchpump._lines import iter_blocks
+from batchpump._input import shard as _shard
+from batchpump._input.block import envelope_bytes
+from batchpump._input.lines import iter_blocks
+from batchpump._input.readback import iter_shard_ids, write_retry_shard
+from batchpump._input.shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
 from batchpump._models import Capabilities, Rejected
-from batchpump._shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
-from batchpump._shard_files import iter_shard_ids, write_retry_shard
 
 ENDPOINT = "/v1/chat/completions"
 _ENC = msgspec.json.Encoder()

@@ -23,12 +23,12 @@ __all__ = ["PROVIDER_MODULES", "create_app"]
 
 #: Provider name -> module with ``provider_routes()``.
 PROVIDER_MODULES: Final[dict[str, str]] = {
-    "openai": "batchpump.emulator._openai",
-    "together": "batchpump.emulator._together",
-    "azure": "batchpump.emulator._azure",
-    "anthropic": "batchpump.emulator._anthropic",
-    "telus": "batchpump.emulator._telus",
-    "llamacloud": "batchpump.emulator._llamacloud",
+    "openai": "batchpump.emulator._openai.routes",
+    "together": "batchpump.emulator._together.routes",
+    "azure": "batchpump.emulator._openai.azure",
+    "anthropic": "batchpump.emulator._anthropic.routes",
+    "telus": "batchpump.emulator._telus.routes",
+    "llamacloud": "batchpump.emulator._llamacloud.routes",
 }
 #: Biggest non-streamed request body (JSON bodies; multipart parts are streamed), 64 MiB.
 _CLIENT_MAX_SIZE: Final = 64 * 1024 * 1024

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ._base import Provider
+from .._provider import Provider
 
 __all__ = ["Provider"]

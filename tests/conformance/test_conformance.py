@@ -65,12 +65,12 @@ from batchpump import (
     Succeeded,
     UsageError,
 )
-from batchpump._journal import SqliteJournal
+from batchpump._engine.submit import RECONCILE_SLACK
+from batchpump._journal.sqlite import SqliteJournal
 from batchpump._models import Capabilities, ShardRecord
+from batchpump._provider import shard_tag
 from batchpump._pump import JOURNAL_NAME
-from batchpump._submit import RECONCILE_SLACK
 from batchpump.emulator import RateLimit
-from batchpump.providers._base import shard_tag
 
 from .cases import CASES, ProviderCase
 from .harness import (

@@ -1,0 +1,94 @@
+"""The ``Provider`` protocol: the same verbs for every batch API.
+
+The engine (``_submit``, ``_poll``, ``_collect``) sees providers only through this protocol,
+so benchmarks and tests can drive it with in-memory fakes, and every adapter is checked by one
+conformance suite.
+
+Verbs, in the order a shard attempt meets them:
+
+``prepare(shard)``
+    Make the shard's input available to the provider and return a reference to it (OpenAI:
+    upload the file, return the file id; inline providers: return the local path).
+``create(shard, endpoint=, tag=)``
+    Create the batch from ``shard.input_ref``, attaching ``tag`` where the provider can carry
+    one. Never retried blindly: the engine reconciles an interrupted create first.
+``reconcile(shard, since=)``
+    After a crash between "create sent" and "create recorded": find the batch that create
+    made, if it reached the provider, or return ``None``.
+``retrieve(batch_id)`` / ``list_batches()``
+    Read one batch / walk all batches newest first (one sweep refreshes many).
+``cancel(batch_id)``
+    Ask the provider to stop a batch (only if ``capabilities.cancel``).
+``results(batch, attempt=)``
+    Stream the final result of every line the batch finished, in any order. Lines the batch
+    never finished may be missing or reported as ``Expired``/``Canceled``; the collector joins
+    by ``custom_id`` and resubmits what is unfinished.
+``failure_is_transient(batch)``
+    Whether a ``failed`` batch failed for a reason that goes away (queue or token limits), so
+    its lines are requeued with backoff instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Final, Protocol, runtime_checkable
+
+from ._models import BatchInfo, Capabilities, Result, ShardRecord
+
+__all__ = ["TAG_METADATA_KEY", "Provider", "find_by_tag", "shard_tag"]
+
+#: The metadata key that carries our shard-attempt tag on providers that have metadata.
+TAG_METADATA_KEY: Final = "batchpump_shard"
+
+
+def shard_tag(run_id: str, index: int, attempt: int) -> str:
+    """The tag that names one shard attempt: stable across resumes, unique per attempt."""
+    return f"bp1:{run_id[:24]}:{index}:{attempt}"
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One batch API, normalized. See the module docstring for the verbs."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def prepare(self, shard: ShardRecord) -> str: ...
+
+    async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo: ...
+
+    async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None: ...
+
+    async def retrieve(self, batch_id: str) -> BatchInfo: ...
+
+    def list_batches(self) -> AsyncGenerator[BatchInfo, None]: ...
+
+    async def cancel(self, batch_id: str) -> BatchInfo: ...
+
+    def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]: ...
+
+    def failure_is_transient(self, batch: BatchInfo) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def find_by_tag(provider: Provider, tag: str, *, since: float) -> BatchInfo | None:
+    """Walk the provider's batches newest first and return the one carrying ``tag``.
+
+    Stops once batches are older than ``since`` (a wall-clock time a little before the create
+    was sent), so a reconcile costs a page or two, not the account's whole history.
+    """
+    async with aclosing(provider.list_batches()) as batches:
+        async for batch in batches:
+            if batch.tag == tag:
+                return batch
+            if batch.created_at < since:
+                return None
+    return None

@@ -1,0 +1,321 @@
+"""The OpenAI emulator's objects: files, uploads and batches, and the rules that create them.
+
+Handlers in ``_openai`` decode requests and call these methods; every check that the live API
+makes synchronously raises ``ApiError`` here. Listing is O(page) over append-only creation
+order; result files are built once per batch, when a read first sees it terminal (or when
+``settle`` runs for the stats).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from typing import Final, final
+
+from .._faults import EmulatorConfig, plan_timeline
+from .._routing import ApiError
+from .._state import Emulator
+from .batch import (
+    LINE_FATAL,
+    LINE_OK,
+    LINE_RETRY_429,
+    LINE_RETRY_500,
+    BatchRecord,
+    InputLine,
+    parse_input,
+)
+from .bodies import build_result_files
+from .files import FileRecord, FileStore
+from .wire import (
+    ALLOWED_ENDPOINTS,
+    BatchErrorObject,
+    BatchObject,
+    CreateBatchBody,
+    ListPage,
+)
+
+__all__ = ["TAG_KEY", "OpenAIState"]
+
+#: The metadata key batchpump tags batches with (counted in ``Stats.tags``).
+TAG_KEY: Final = "batchpump_shard"
+_MAX_METADATA_PAIRS: Final = 16
+_MAX_KEY: Final = 64
+_MAX_VALUE: Final = 512
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > _MAX_METADATA_PAIRS:
+        raise ApiError(
+            400,
+            "Invalid 'metadata': too many properties. Expected an object with at most 16"
+            " properties.",
+            param="metadata",
+            code="object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        if len(key) > _MAX_KEY:
+            raise ApiError(
+                400,
+                "Invalid 'metadata': key too long. Expected a key with at most 64 characters,"
+                f" got {len(key)}.",
+                param="metadata",
+                code="string_above_max_length",
+            )
+        if len(value) > _MAX_VALUE:
+            raise ApiError(
+                400,
+                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum"
+                f" length 512, but got a string with length {len(value)} instead.",
+                param=f"metadata.{key}",
+                code="string_above_max_length",
+            )
+
+
+def _draw_codes(n: int, config: EmulatorConfig, rng: random.Random) -> bytes:
+    retry, fatal = config.faults.line_retryable_rate, config.faults.line_fatal_rate
+    if retry <= 0.0 and fatal <= 0.0:
+        return bytes(n)
+    codes = bytearray(n)
+    for i in range(n):
+        x = rng.random()
+        if x < retry:
+            codes[i] = LINE_RETRY_500 if rng.random() < 0.5 else LINE_RETRY_429
+        elif x < retry + fatal:
+            codes[i] = LINE_FATAL
+        else:
+            codes[i] = LINE_OK
+    return bytes(codes)
+
+
+@final
+class OpenAIState(FileStore):
+    """Files (via ``FileStore``), uploads and batches of the OpenAI emulator."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        super().__init__(emulator)
+        self.batches: dict[str, BatchRecord] = {}
+        self._order: list[str] = []
+        self._pos: dict[str, int] = {}
+        self._unsettled: dict[str, BatchRecord] = {}
+        self._enqueued: dict[str, int] = {}
+        self._releases: list[tuple[float, int, str]] = []
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def create_batch(self, body: CreateBatchBody) -> BatchRecord:
+        """Create a batch (``POST /v1/batches``); raises ``ApiError`` for what the API rejects."""
+        for name in ("input_file_id", "endpoint", "completion_window"):
+            if getattr(body, name) is None:
+                raise ApiError(
+                    400,
+                    f"Missing required parameter: '{name}'.",
+                    param=name,
+                    code="missing_required_parameter",
+                )
+        assert body.input_file_id is not None
+        assert body.endpoint is not None
+        if body.endpoint not in ALLOWED_ENDPOINTS:
+            allowed = ", ".join(f"'{e}'" for e in sorted(ALLOWED_ENDPOINTS))
+            raise ApiError(
+                400,
+                f"Invalid value: '{body.endpoint}'. Supported values are: {allowed}.",
+                param="endpoint",
+                code="invalid_value",
+            )
+        if body.completion_window != "24h":
+            raise ApiError(
+                400,
+                f"Invalid value: '{body.completion_window}'. Supported values are: '24h'.",
+                param="completion_window",
+                code="invalid_value",
+            )
+        _check_metadata(body.metadata)
+        oea = body.output_expires_after
+        if oea is not None and (
+            oea.anchor != "created_at"
+            or oea.seconds is None
+            or not 3600 <= oea.seconds <= 2_592_000
+        ):
+            raise ApiError(
+                400,
+                "Invalid 'output_expires_after': anchor must be 'created_at' and seconds"
+                " between 3600 and 2592000.",
+                param="output_expires_after",
+                code="invalid_value",
+            )
+        source = self.get_file(body.input_file_id, param="input_file_id")
+        if source.purpose != "batch":
+            raise ApiError(
+                400,
+                f"The input file {source.id} must be uploaded with purpose 'batch'"
+                f" (it has '{source.purpose}').",
+                param="input_file_id",
+                code="invalid_value",
+            )
+        return self._new_batch(body.input_file_id, body.endpoint, body.metadata, source)
+
+    def _new_batch(
+        self, file_id: str, endpoint: str, metadata: dict[str, str] | None, source: FileRecord
+    ) -> BatchRecord:
+        emu, config = self.emulator, self.emulator.config
+        faults = config.faults
+        now = emu.now()
+        lines, errors, model = parse_input(source.data, endpoint)
+        tokens = len(source.data) // 4
+        self._release(now)
+        limit = faults.enqueued_token_limit
+        key = model or ""
+        if not errors and limit is not None and self._enqueued.get(key, 0) + tokens > limit:
+            message = (
+                f"Enqueued token limit reached for {model or 'the model'} in organization"
+                f" org-emulator. Limit: {limit:,} enqueued tokens. Please try again once some"
+                " in_progress batches have been completed."
+            )
+            errors = [BatchErrorObject(code="token_limit_exceeded", message=message)]
+        validate_end = now + config.validate_seconds
+        plan = plan_timeline(config, now=now, lines=len(lines), failed=bool(errors))
+        outcome, run_end, final_end, done_final = plan
+        if errors:
+            lines, tokens = [], 0
+        batch = BatchRecord(
+            id=emu.new_id("batch_"),
+            endpoint=endpoint,
+            input_file_id=file_id,
+            metadata=metadata,
+            model=model,
+            created_at=now,
+            validate_end=validate_end,
+            run_end=run_end,
+            final_end=final_end,
+            outcome=outcome,
+            lines=lines,
+            codes=_draw_codes(len(lines), config, emu.line_rng),
+            done_final=done_final,
+            errors=errors,
+            no_output=faults.completed_without_output,
+            tokens=tokens,
+        )
+        self._store(batch, key)
+        return batch
+
+    def _store(self, batch: BatchRecord, model_key: str) -> None:
+        self.batches[batch.id] = batch
+        self._pos[batch.id] = len(self._order)
+        self._order.append(batch.id)
+        self._unsettled[batch.id] = batch
+        if batch.tokens:
+            self._enqueued[model_key] = self._enqueued.get(model_key, 0) + batch.tokens
+            release = batch.final_end if batch.outcome == "completed" else batch.run_end
+            if release is not None:
+                heapq.heappush(self._releases, (release, len(self._order), batch.id))
+        stats = self.emulator.raw_stats
+        stats.batches_created += 1
+        if batch.metadata and TAG_KEY in batch.metadata:
+            stats.tags[batch.metadata[TAG_KEY]] += 1
+
+    def _release(self, now: float) -> None:
+        while self._releases and self._releases[0][0] <= now:
+            _, _, batch_id = heapq.heappop(self._releases)
+            self._release_one(self.batches[batch_id])
+
+    def _release_one(self, batch: BatchRecord) -> None:
+        key = batch.model or ""
+        self._enqueued[key] = self._enqueued.get(key, 0) - batch.tokens
+        batch.tokens = 0
+
+    def get_batch(self, batch_id: str) -> BatchRecord:
+        """The batch, or a 404 ``ApiError``."""
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise ApiError(
+                404, f"No batch found with id '{batch_id}'.", param="batch_id", code="not_found"
+            )
+        return batch
+
+    def wire(self, batch: BatchRecord) -> BatchObject:
+        """The batch as the API shows it now (building its result files on first terminal read)."""
+        now = self.emulator.now()
+        if not batch.materialized and batch.terminal(now):
+            self._materialize(batch, now)
+        return batch.to_wire(now)
+
+    def cancel_batch(self, batch_id: str) -> BatchRecord:
+        """Cancel (``POST /v1/batches/{id}/cancel``); 409 when the batch is already terminal."""
+        batch = self.get_batch(batch_id)
+        now = self.emulator.now()
+        status = batch.status(now)
+        if status in ("validating", "in_progress", "finalizing"):
+            batch.cancel(now, self.emulator.config.cancel_seconds)
+            if batch.tokens:
+                heapq.heappush(
+                    self._releases,
+                    (now + self.emulator.config.cancel_seconds, len(self._order), batch.id),
+                )
+        elif status != "cancelling":
+            raise ApiError(
+                409, f"Cannot cancel a batch with status '{status}'.", code="batch_not_cancellable"
+            )
+        return batch
+
+    def list_batches(self, *, after: str | None, limit: int) -> ListPage:
+        """Newest first, ``limit`` per page, continuing after the batch ``after``."""
+        if after is None:
+            start = len(self._order) - 1
+        else:
+            pos = self._pos.get(after)
+            if pos is None:
+                raise ApiError(
+                    404, f"No batch found with id '{after}'.", param="after", code="not_found"
+                )
+            start = pos - 1
+        stop = max(-1, start - limit)
+        data = [self.wire(self.batches[self._order[i]]) for i in range(start, stop, -1)]
+        return ListPage(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=stop >= 0,
+        )
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _materialize(self, batch: BatchRecord, now: float) -> None:
+        batch.materialized = True
+        self._unsettled.pop(batch.id, None)
+        status = batch.status(now)
+        if status == "failed":
+            return
+        seed = self.emulator.config.seed
+        shuffle = (
+            random.Random(f"{seed}:{batch.id}") if self.emulator.config.shuffle_output else None
+        )
+        files = build_result_files(
+            batch,
+            done=batch.done(now),
+            unrun="cancelled" if status == "cancelled" else "expired",
+            created=int(now),
+            new_id=self.emulator.new_id,
+            shuffle=shuffle,
+        )
+        if files.output and not batch.no_output:
+            batch.output_file_id = self.add_file(
+                f"{batch.id}_output.jsonl", "batch_output", files.output
+            ).id
+        if files.errors:
+            batch.error_file_id = self.add_file(
+                f"{batch.id}_error.jsonl", "batch_output", files.errors
+            ).id
+        self.emulator.raw_stats.billing.update(files.succeeded)
+
+    def settle(self) -> None:
+        """Build the result files (and bill) of every batch that is terminal by now."""
+        now = self.emulator.now()
+        for batch in list(self._unsettled.values()):
+            if batch.terminal(now):
+                self._materialize(batch, now)
+
+    def input_lines(self, batch_id: str) -> list[InputLine]:
+        """The parsed input lines of a batch (for tests)."""
+        return self.get_batch(batch_id).lines

@@ -1,0 +1,116 @@
+"""What every HTTP adapter shares: reading its key, its ``HttpClient``, lifecycle, statistics.
+
+Adapters subclass ``HttpAdapter`` and call ``_connect`` from ``__init__``; the verbs stay theirs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import ClassVar, Self, TypeVar
+
+import msgspec
+
+from .._clock import Clock, SystemClock
+from .._config import Limits, RetryPolicy
+from .._errors import ProtocolError, UsageError
+from .._http.client import HttpClient, HttpStatistics
+
+__all__ = ["HttpAdapter", "from_env"]
+
+_T = TypeVar("_T")
+
+
+def from_env(value: str | None, names: str | Sequence[str], *, what: str) -> str:
+    """``value``, else the first set environment variable of ``names``; ``UsageError`` if none.
+
+    Args:
+        value: what the caller passed (wins when given).
+        names: the provider's usual variable(s), in order of preference.
+        what: how the error names the missing thing (``"OpenAI API key"``).
+    """
+    names = (names,) if isinstance(names, str) else tuple(names)
+    found = value or next((v for n in names if (v := os.environ.get(n))), None)
+    if not found:
+        raise UsageError(f"no {what}: pass it as an argument or set {names[0]}")
+    return found
+
+
+class HttpAdapter:
+    """Base of the HTTP provider adapters (not a protocol: the verbs are in ``Provider``)."""
+
+    name: ClassVar[str]
+    _http: HttpClient
+    _clock: Clock
+
+    def _connect(
+        self,
+        *,
+        base_url: str,
+        headers: Mapping[str, str],
+        secrets: Sequence[str],
+        limits: Limits | None,
+        retry: RetryPolicy | None,
+        clock: Clock | None,
+    ) -> None:
+        """Create the adapter's one HTTP client (its session opens lazily, on first use)."""
+        self._clock = clock or SystemClock()
+        self._http = HttpClient(
+            provider=self.name,
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            secrets=secrets,
+            limits=limits or Limits(),
+            retry=retry or RetryPolicy(),
+            clock=self._clock,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._http.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._http.redact(self.base_url)!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        await self._http.aclose()
+
+    def statistics(self) -> HttpStatistics:
+        """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
+        return self._http.statistics()
+
+    def _decode(self, decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
+        """Decode a control-plane answer; a shape we don't know is a ``ProtocolError``."""
+        try:
+            return decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"{self.name}: unexpected {what} object: {exc}") from exc
+
+    async def _jsonl(
+        self,
+        path: str,
+        decoder: msgspec.json.Decoder[_T],
+        *,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncGenerator[_T, None]:
+        """Stream a JSONL download line by line (bounded memory), decoding each line.
+
+        Raises:
+            ProtocolError: a line that does not decode, named by ``what`` and its number.
+        """
+        async with self._http.stream("GET", path, cls="download", headers=headers) as stream:
+            number = 0
+            async for raw in stream.iter_lines():
+                number += 1
+                try:
+                    yield decoder.decode(raw)
+                except msgspec.DecodeError as exc:
+                    raise ProtocolError(f"{self.name}: {what} line {number}: {exc}") from exc
