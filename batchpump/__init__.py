@@ -11,7 +11,7 @@ from msgspec import Struct as _Struct
 
 from ._clock import Clock, ManualClock, ScaledClock, SystemClock
 from ._config import Limits, PollPolicy, RetryPolicy
-from ._engine.runstate import RunOptions, RunStatistics
+from ._engine import RunOptions, RunStatistics
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -34,7 +34,7 @@ from ._errors import (
     TransportTimeoutError,
     UsageError,
 )
-from ._journal.protocol import Journal, MemoryJournal
+from ._journal import Journal, MemoryJournal
 from ._models import (
     BatchInfo,
     Canceled,

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from ._clock import ScaledClock
 from ._config import PollPolicy
-from ._engine.runstate import RunOptions
+from ._engine import RunOptions
 from ._models import Result
 from ._progress import ProgressMode, follow, summary_table
 from ._pump import Pump

@@ -28,7 +28,9 @@ With all three the 1,000,000-line run peaked at 145 MB (from 325 MB), in the sam
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final, TypeVar, TypeVarTuple
 
 import anyio
@@ -36,7 +38,14 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
-__all__ = ["FILE_IO_THREADS", "INLINE_BYTES", "file_io_limiter", "run_io", "run_io_sized"]
+__all__ = [
+    "FILE_IO_THREADS",
+    "INLINE_BYTES",
+    "create_private",
+    "file_io_limiter",
+    "run_io",
+    "run_io_sized",
+]
 
 #: File operations running at once (per event loop), so at most this many threads allocate
 #: their buffers.
@@ -81,3 +90,14 @@ async def run_io_sized(size: int, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         return await run_io(fn, *args)
     await anyio.lowlevel.checkpoint()
     return fn(*args)
+
+
+def create_private(path: Path, *, truncate: bool = False) -> None:
+    """Create ``path`` (and its parent) readable by the owner only, whatever the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

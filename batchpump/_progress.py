@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._engine.runstate import RunStatistics
+from ._engine import RunStatistics
 
 __all__ = ["ProgressMode", "follow", "summary_table"]
 

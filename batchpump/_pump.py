@@ -31,15 +31,11 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from ._clock import Clock, SystemClock
-from ._engine.engine import Engine
-from ._engine.results import PartWriter, ResultSink
-from ._engine.runstate import RunContext, RunOptions, TokenBudget
+from ._engine import Engine, PartWriter, ResultSink, RunContext, RunOptions, TokenBudget
 from ._errors import ClosedError, UsageError, unwrap_group
 from ._fileio import run_io
-from ._input.shard import hash_file, shard_file
-from ._input.spool import spool
-from ._journal.protocol import Journal
-from ._journal.sqlite import SqliteJournal
+from ._input import hash_file, shard_file, spool
+from ._journal import Journal, SqliteJournal
 from ._models import Rejected, ResultCounts, RunRecord
 from ._provider import Provider
 from ._run import Run

@@ -8,9 +8,7 @@ from typing import final
 
 import anyio
 
-from ._engine.engine import Engine
-from ._engine.results import ResultSink
-from ._engine.runstate import RunContext, RunStatistics
+from ._engine import Engine, ResultSink, RunContext, RunStatistics
 from ._errors import unwrap_group
 from ._models import Result, ResultCounts, ShardRecord
 

@@ -27,7 +27,7 @@ import anyio
 from rich.console import Console
 
 from . import __version__
-from ._engine.runstate import RunOptions
+from ._engine import RunOptions
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -201,7 +201,7 @@ async def _resume(args: argparse.Namespace, console: Console) -> int:
 
 
 async def _status(args: argparse.Namespace, console: Console) -> int:
-    from ._journal.sqlite import SqliteJournal
+    from ._journal import SqliteJournal
 
     state = args.journal or Path(DEFAULT_STATE_DIR)
     journal_path = state / "journal.sqlite3"

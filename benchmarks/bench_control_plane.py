@@ -49,7 +49,7 @@ from anyio.abc import ObjectReceiveStream
 from openai import AsyncOpenAI
 
 from batchpump import Limits, MemoryJournal, PollPolicy, Pump, RunOptions
-from batchpump._journal.sqlite import SqliteJournal
+from batchpump._journal import SqliteJournal
 from batchpump.emulator import EmulatorConfig
 from batchpump.providers.openai import OpenAI
 from benchmarks._common import (

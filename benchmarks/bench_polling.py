@@ -43,11 +43,8 @@ import msgspec
 from anyio.abc import ObjectReceiveStream
 
 from batchpump import BatchInfo, PollPolicy, RunOptions, SystemClock
-from batchpump._engine.collect import Collector
-from batchpump._engine.poll import Poller
-from batchpump._engine.results import ResultSink
-from batchpump._engine.runstate import RunContext, TokenBudget
-from batchpump._journal.sqlite import SqliteJournal
+from batchpump._engine import Collector, Poller, ResultSink, RunContext, TokenBudget
+from batchpump._journal import SqliteJournal
 from batchpump._models import RunRecord, ShardRecord
 from batchpump.emulator import EmulatorConfig
 from batchpump.providers.openai import OpenAI

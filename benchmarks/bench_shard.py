@@ -32,7 +32,7 @@ from typing import Any, Final
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``batchpump`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batchpump._input.shard import hash_file, shard_file
+from batchpump._input import hash_file, shard_file
 from batchpump._models import Capabilities
 from benchmarks._common import machine_info, write_record
 from benchmarks._datagen import DEFAULT_NON_ASCII_SHARE, cached_dataset

@@ -49,7 +49,7 @@ import anyio
 import msgspec
 from anyio.abc import Process
 
-from batchpump._journal.sqlite import SqliteJournal
+from batchpump._journal import SqliteJournal
 from batchpump._models import Result
 from batchpump.emulator import EmulatorConfig, Faults
 

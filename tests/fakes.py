@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from batchpump._errors import ConnectError
-from batchpump._journal.protocol import Journal
+from batchpump._journal import Journal
 from batchpump._models import (
     BatchError,
     BatchInfo,

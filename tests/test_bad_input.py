@@ -19,7 +19,7 @@ import pytest
 
 from batchpump import PollPolicy, Pump, RunOptions
 from batchpump._errors import InputError, UsageError
-from batchpump._journal.protocol import MemoryJournal
+from batchpump._journal import MemoryJournal
 from batchpump._models import Capabilities, RunRecord
 
 from .fakes import FakeProvider, WrappedJournal

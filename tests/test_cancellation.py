@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from batchpump import Limits, Pump, RunOptions, ScaledClock
-from batchpump._journal.sqlite import SqliteJournal
+from batchpump._journal import SqliteJournal
 from batchpump._models import BatchInfo, Result, RunRecord, ShardRecord
 from batchpump.emulator import open_emulator
 from batchpump.emulator._server import RunningEmulator

@@ -12,8 +12,7 @@ import msgspec
 import pytest
 
 from batchpump._errors import InputError, UsageError
-from batchpump._input.check import LineChecker, Problem
-from batchpump._input.shard import shard_file
+from batchpump._input import LineChecker, Problem, shard_file
 from batchpump.providers.anthropic import CAPABILITIES
 from batchpump.providers.anthropic._convert import (
     DEFAULT_MAX_TOKENS,

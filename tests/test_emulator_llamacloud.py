@@ -19,8 +19,7 @@ import pytest
 
 from batchpump._clock import ManualClock
 from batchpump.emulator import EmulatorConfig, open_emulator
-from batchpump.emulator._llamacloud.routes import llamacloud_state
-from batchpump.emulator._llamacloud.store import LlamaCloudConfig, LlamaCloudState
+from batchpump.emulator._llamacloud import LlamaCloudConfig, LlamaCloudState, llamacloud_state
 from batchpump.emulator._server import RunningEmulator
 
 from .specs import assert_valid, components, validator

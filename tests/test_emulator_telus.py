@@ -19,7 +19,7 @@ import pytest
 from batchpump._clock import ManualClock
 from batchpump.emulator import EmulatorConfig, Faults, open_emulator
 from batchpump.emulator._server import RunningEmulator
-from batchpump.emulator._telus.store import TelusSettings, TelusState
+from batchpump.emulator._telus import TelusSettings, TelusState
 
 pytestmark = pytest.mark.timeout(30)
 

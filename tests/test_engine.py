@@ -14,8 +14,8 @@ import pytest
 
 from batchpump import Canceled, Errored, InputError, Rejected, Succeeded
 from batchpump._config import PollPolicy, RetryPolicy
-from batchpump._engine.runstate import RunOptions
-from batchpump._journal.protocol import MemoryJournal
+from batchpump._engine import RunOptions
+from batchpump._journal import MemoryJournal
 from batchpump._models import BatchInfo, Capabilities, ShardRecord
 from batchpump._pump import Pump, Run
 

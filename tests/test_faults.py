@@ -25,7 +25,7 @@ import anyio
 import msgspec
 
 from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._engine.runstate import RunStatistics
+from batchpump._engine import RunStatistics
 from batchpump._models import ResultCounts
 from batchpump.emulator import EmulatorConfig, Faults, open_emulator
 from batchpump.emulator._server import RunningEmulator

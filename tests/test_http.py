@@ -30,7 +30,7 @@ from batchpump._errors import (
     RateLimitedError,
     TransportTimeoutError,
 )
-from batchpump._http.client import HttpClient
+from batchpump._http import HttpClient
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -32,9 +32,8 @@ from batchpump._errors import (
     JournalLockedError,
     UsageError,
 )
+from batchpump._journal import SCHEMA_VERSION, Journal, MemoryJournal, SqliteJournal, open_journal
 from batchpump._journal import sqlite as _journal
-from batchpump._journal.protocol import Journal, MemoryJournal
-from batchpump._journal.sqlite import SCHEMA_VERSION, SqliteJournal, open_journal
 from batchpump._models import ResultCounts, RunRecord, ShardRecord, ShardState
 
 RUN = "run-1"

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchpump._errors import InputError, InputProblem
-from batchpump._input.check import LineChecker, Problem
-from batchpump._input.lines import iter_blocks
-from batchpump._input.shard import shard_file
+from batchpump._input import LineChecker, Problem, iter_blocks, shard_file
 from batchpump._models import Capabilities
 
 ENDPOINT = "/v1/chat/completions"

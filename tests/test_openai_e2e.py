@@ -23,7 +23,7 @@ from batchpump import (
     ScaledClock,
     Succeeded,
 )
-from batchpump._journal.sqlite import SqliteJournal
+from batchpump._journal import SqliteJournal
 from batchpump._models import ShardRecord
 from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.emulator._server import RunningEmulator

@@ -18,9 +18,8 @@ import msgspec
 import pytest
 
 from batchpump._config import PollPolicy
-from batchpump._engine.poll import Poller, deadline_cap
-from batchpump._engine.runstate import RunContext, RunOptions, TokenBudget
-from batchpump._journal.protocol import MemoryJournal
+from batchpump._engine import Poller, RunContext, RunOptions, TokenBudget, deadline_cap
+from batchpump._journal import MemoryJournal
 from batchpump._models import BatchInfo, RunRecord, ShardRecord
 
 from .fakes import FakeBatch, FakeProvider

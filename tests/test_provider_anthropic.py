@@ -36,7 +36,7 @@ from batchpump._models import (
     Succeeded,
 )
 from batchpump.emulator import EmulatorConfig, Faults, RateLimit, open_emulator
-from batchpump.emulator._anthropic.store import AnthropicState
+from batchpump.emulator._anthropic import AnthropicState
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.anthropic import Anthropic
 from batchpump.providers.anthropic import _adapter as anthropic_module

@@ -20,8 +20,7 @@ from batchpump._clock import Clock, ManualClock
 from batchpump._errors import BadRequestError
 from batchpump._models import Errored, ShardRecord, Succeeded
 from batchpump.emulator import EmulatorConfig, open_emulator
-from batchpump.emulator._llamacloud.routes import llamacloud_state
-from batchpump.emulator._llamacloud.store import LlamaCloudConfig
+from batchpump.emulator._llamacloud import LlamaCloudConfig, llamacloud_state
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.llamacloud import LlamaCloud
 from batchpump.providers.llamacloud._directories import directory_name

@@ -25,12 +25,11 @@ import pytest
 from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
 from batchpump._clock import ManualClock
 from batchpump._errors import AuthenticationError, NotFoundError, UsageError
-from batchpump._http.client import Response
+from batchpump._http import Response
 from batchpump._models import BatchInfo, Errored, Result, ShardRecord, Succeeded
 from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.emulator._server import RunningEmulator
-from batchpump.emulator._telus.store import TelusSettings, TelusState
-from batchpump.emulator._telus.wire import CreateBatchBody
+from batchpump.emulator._telus import CreateBatchBody, TelusSettings, TelusState
 from batchpump.providers import Provider
 from batchpump.providers.telus import TELUS_POLL, Telus
 from batchpump.providers.telus._wire import classify, normalize

@@ -27,7 +27,7 @@ from batchpump._models import BatchInfo, Errored, Result, ShardRecord, Succeeded
 from batchpump._provider import shard_tag
 from batchpump.emulator import EmulatorConfig, Faults, open_emulator
 from batchpump.emulator._server import RunningEmulator
-from batchpump.emulator._together.store import TogetherState
+from batchpump.emulator._together import TogetherState
 from batchpump.providers import Provider
 from batchpump.providers.together import Together
 from batchpump.providers.together._adapter import file_name

@@ -17,11 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchpump._errors import InputError, UsageError
+from batchpump._input import (
+    HASH_DIGEST_SIZE,
+    ShardingOutcome,
+    envelope_bytes,
+    hash_file,
+    iter_blocks,
+    iter_shard_ids,
+    shard_file,
+    write_retry_shard,
+)
 from batchpump._input import shard as _shard
-from batchpump._input.block import envelope_bytes
-from batchpump._input.lines import iter_blocks
-from batchpump._input.readback import iter_shard_ids, write_retry_shard
-from batchpump._input.shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
 from batchpump._models import Capabilities, Rejected
 
 ENDPOINT = "/v1/chat/completions"

@@ -17,7 +17,7 @@ import anyio
 import msgspec
 import pytest
 
-import batchpump._input.spool as spool_module
+import batchpump._input.spooling as spool_module
 from batchpump import PollPolicy, Pump, RetryPolicy, RunOptions, Succeeded, UsageError
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI

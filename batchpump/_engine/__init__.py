@@ -1,0 +1,24 @@
+"""PKGDOC"""
+
+from __future__ import annotations
+
+from .collect import Collector
+from .engine import Engine
+from .poll import Poller, deadline_cap
+from .results import PartWriter, ResultSink
+from .runstate import RunContext, RunOptions, RunStatistics, TokenBudget
+from .submit import RECONCILE_SLACK
+
+__all__ = [
+    "RECONCILE_SLACK",
+    "Collector",
+    "Engine",
+    "PartWriter",
+    "Poller",
+    "ResultSink",
+    "RunContext",
+    "RunOptions",
+    "RunStatistics",
+    "TokenBudget",
+    "deadline_cap",
+]

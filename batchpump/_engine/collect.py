@@ -25,8 +25,8 @@ from anyio.abc import ObjectReceiveStream
 
 from .._errors import TransportError
 from .._fileio import run_io, run_io_sized
-from .._http.retry import backoff
-from .._input.readback import load_ids, write_retry_shard
+from .._http import backoff
+from .._input import load_ids, write_retry_shard
 from .._models import (
     BatchInfo,
     Canceled,

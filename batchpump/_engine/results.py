@@ -25,11 +25,11 @@ from typing import BinaryIO, Final, final
 import anyio
 import msgspec
 
-from .._fileio import run_io
+from .._fileio import create_private, run_io
 from .._group import GroupCommit
 from .._models import Result, ResultCounts, ShardRecord
 
-__all__ = ["PartWriter", "ResultSink", "create_private", "decode_results"]
+__all__ = ["PartWriter", "ResultSink", "decode_results"]
 
 #: Bytes a ``PartWriter`` buffers before it writes them out.
 FLUSH_BYTES: Final = 1 << 20
@@ -40,17 +40,6 @@ COPY_CHUNK: Final = 1 << 20
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Result)
-
-
-def create_private(path: Path, *, truncate: bool = False) -> None:
-    """Create ``path`` (and its parent) readable by the owner only, whatever the umask."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
-    fd = os.open(path, flags, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
 
 
 def decode_results(data: bytes) -> list[Result]:

@@ -16,7 +16,7 @@ import msgspec
 
 from .._clock import Clock
 from .._config import DEFAULT_MAX_ATTEMPTS, OnInvalid, PollPolicy, RetryPolicy
-from .._journal.protocol import Journal
+from .._journal import Journal
 from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
 from .._provider import Provider
 

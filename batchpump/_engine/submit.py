@@ -31,7 +31,7 @@ from .._errors import (
     RateLimitedError,
     TransportError,
 )
-from .._http.retry import backoff
+from .._http import backoff
 from .._models import BatchInfo, ShardRecord
 from .._provider import shard_tag
 from .runstate import RunContext

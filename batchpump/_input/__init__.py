@@ -1,0 +1,26 @@
+"""PKGDOC"""
+
+from __future__ import annotations
+
+from .block import envelope_bytes
+from .check import Checked, LineChecker, Problem
+from .lines import iter_blocks
+from .readback import iter_shard_ids, load_ids, write_retry_shard
+from .shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
+from .spooling import spool
+
+__all__ = [
+    "HASH_DIGEST_SIZE",
+    "Checked",
+    "LineChecker",
+    "Problem",
+    "ShardingOutcome",
+    "envelope_bytes",
+    "hash_file",
+    "iter_blocks",
+    "iter_shard_ids",
+    "load_ids",
+    "shard_file",
+    "spool",
+    "write_retry_shard",
+]

@@ -14,7 +14,7 @@ import msgspec
 from .._clock import Clock, SystemClock
 from .._config import Limits, RetryPolicy
 from .._errors import ProtocolError, UsageError
-from .._http.client import HttpClient, HttpStatistics
+from .._http import HttpClient, HttpStatistics
 
 __all__ = ["HttpAdapter", "from_env"]
 

@@ -26,9 +26,8 @@ import msgspec
 
 from batchpump import Limits, Provider, RetryPolicy
 from batchpump.emulator import RunningEmulator, Stats
-from batchpump.emulator._llamacloud.routes import llamacloud_state
-from batchpump.emulator._llamacloud.store import LlamaCloudConfig
-from batchpump.emulator._telus.store import TelusSettings, TelusState
+from batchpump.emulator._llamacloud import LlamaCloudConfig, llamacloud_state
+from batchpump.emulator._telus import TelusSettings, TelusState
 from batchpump.providers.anthropic import Anthropic
 from batchpump.providers.azure import AzureOpenAI
 from batchpump.providers.llamacloud import LlamaCloud

@@ -33,8 +33,7 @@ from batchpump import (
     ScaledClock,
     Succeeded,
 )
-from batchpump._input.readback import iter_shard_ids
-from batchpump._input.shard import shard_file
+from batchpump._input import iter_shard_ids, shard_file
 from batchpump._models import Capabilities, ShardRecord
 from batchpump.emulator import EmulatorConfig, RunningEmulator, Stats, open_emulator
 from batchpump.emulator._faults import TokenBucket

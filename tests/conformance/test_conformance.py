@@ -65,8 +65,8 @@ from batchpump import (
     Succeeded,
     UsageError,
 )
-from batchpump._engine.submit import RECONCILE_SLACK
-from batchpump._journal.sqlite import SqliteJournal
+from batchpump._engine import RECONCILE_SLACK
+from batchpump._journal import SqliteJournal
 from batchpump._models import Capabilities, ShardRecord
 from batchpump._provider import shard_tag
 from batchpump._pump import JOURNAL_NAME

@@ -1,0 +1,8 @@
+"""PKGDOC"""
+
+from __future__ import annotations
+
+from .store import TelusSettings, TelusState
+from .wire import CreateBatchBody
+
+__all__ = ["CreateBatchBody", "TelusSettings", "TelusState"]

@@ -15,10 +15,15 @@ from typing import Final, final
 import msgspec
 
 from .._faults import plan_timeline
-from .._openai.batch import LINE_FATAL, LINE_OK, BatchRecord, InputLine
-from .._openai.bodies import response_body
-from .._openai.store import _draw_codes
-from .._openai.wire import BatchErrorObject
+from .._openai import (
+    LINE_FATAL,
+    LINE_OK,
+    BatchErrorObject,
+    BatchRecord,
+    InputLine,
+    _draw_codes,
+    response_body,
+)
 from .._routing import ApiError
 from .._state import Emulator
 from .files import TogetherFile, TogetherFileStore, together_uuid

@@ -20,7 +20,7 @@ from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
 from ..._errors import NotFoundError, ProviderError
 from ..._fileio import run_io, run_io_sized
-from ..._http.bodies import read_into_at
+from ..._http import read_into_at
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from .._adapter import HttpAdapter, from_env
 from ._reconcile import Reconciler

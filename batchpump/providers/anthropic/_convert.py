@@ -15,7 +15,7 @@ from typing import Any, Final, final
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from ..._input.check import Checked, LineChecker, Problem
+from ..._input import Checked, LineChecker, Problem
 from ._chat import CHAT_ENDPOINT, DEFAULT_MAX_TOKENS, ConversionError, chat_to_anthropic
 
 __all__ = [

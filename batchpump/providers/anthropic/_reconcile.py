@@ -30,7 +30,7 @@ from typing import Final, final
 from ..._clock import Clock
 from ..._errors import ProviderError
 from ..._fileio import run_io_sized
-from ..._input.readback import load_ids
+from ..._input import load_ids
 from ..._models import BatchInfo, Result, ShardRecord
 from ._wire import WireBatch, to_batch_info
 

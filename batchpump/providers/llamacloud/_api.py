@@ -14,7 +14,7 @@ from typing import Final, TypeVar, final
 import msgspec
 
 from ..._errors import BadRequestError, ProtocolError, ProviderError
-from ..._http.client import HttpClient, Response
+from ..._http import HttpClient, Response
 from ..._ratelimit import EndpointClass
 from ._wire import (
     BATCH_DECODER,

@@ -31,7 +31,7 @@ import msgspec
 from ..._clock import Clock, SystemClock
 from ..._config import Limits, PollPolicy, RetryPolicy
 from ..._errors import NotFoundError, ProtocolError, UsageError
-from ..._http.client import HttpClient, HttpStatistics
+from ..._http import HttpClient, HttpStatistics
 from ..._models import BatchInfo, Capabilities, Errored, Result, ShardRecord
 from .._adapter import from_env
 from ._jobs import JobCreator, JobStatistics, iter_results

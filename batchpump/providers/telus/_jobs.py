@@ -30,8 +30,7 @@ from ..._errors import (
     unwrap_group,
 )
 from ..._fileio import run_io
-from ..._http.client import HttpClient, Response
-from ..._http.retry import backoff
+from ..._http import HttpClient, Response, backoff
 from ..._models import Errored, Result, Succeeded
 from ._wire import (
     ANY_DECODER,

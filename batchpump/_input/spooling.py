@@ -10,9 +10,8 @@ from typing import Final
 
 import anyio
 
-from .._engine.results import create_private
 from .._errors import UsageError
-from .._fileio import run_io
+from .._fileio import create_private, run_io
 
 __all__ = ["spool"]
 
