@@ -13,5 +13,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 def shared_dir() -> Path:
     """The steering repo's shared/ folder (specs, provider notes), or skip."""
     if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent (a user's clone has no ../shared; CI always has it)")
+        pytest.skip(
+            "the providers' API specs are not in this checkout "
+            f"(they live in {SHARED}, beside the project in CI)"
+        )
     return SHARED

@@ -22,7 +22,7 @@ from batchpump import PollPolicy, Pump, RetryPolicy, RunOptions, Succeeded, Usag
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 
-from .helpers import assert_exactly_once, read_results
+from ..helpers import assert_exactly_once, read_results
 
 KEY = "sk-test-emulator-not-a-real-key"
 OPTIONS = RunOptions(

@@ -28,8 +28,8 @@ from batchpump.emulator import open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 
-from .fakes import WrappedJournal
-from .helpers import assert_exactly_once, read_results, write_requests
+from ..fakes import WrappedJournal
+from ..helpers import assert_exactly_once, read_results, write_requests
 
 KEY = "sk-test-cancel-not-a-real-key"
 LIMITS = Limits(upload_rate=500.0, create_rate=500.0, poll_rate=500.0, download_rate=500.0)

@@ -19,8 +19,8 @@ from batchpump._journal import MemoryJournal
 from batchpump._models import BatchInfo, Capabilities, ShardRecord
 from batchpump._pump import Pump, Run
 
-from .fakes import FakeProvider
-from .helpers import assert_exactly_once, read_results, write_requests
+from ..fakes import FakeProvider
+from ..helpers import assert_exactly_once, read_results, write_requests
 
 FAST = RunOptions(
     max_lines=100,

@@ -34,7 +34,7 @@ from batchpump.providers import Provider
 from batchpump.providers.telus import TELUS_POLL, Telus
 from batchpump.providers.telus._wire import classify, normalize
 
-from .helpers import assert_exactly_once, read_results
+from ..helpers import assert_exactly_once, read_results
 
 pytestmark = pytest.mark.timeout(60)
 

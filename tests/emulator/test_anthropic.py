@@ -27,7 +27,7 @@ from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.anthropic._adapter import _request_body
 from batchpump.providers.anthropic._convert import chat_to_anthropic
 
-from .specs import assert_valid, components, validator
+from ..specs import assert_valid, components, validator
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -22,7 +22,7 @@ from batchpump.emulator import Emulator, EmulatorConfig, create_app, open_emulat
 from batchpump.providers.azure import AzureOpenAI
 from batchpump.providers.openai import OpenAI
 
-from .helpers import assert_exactly_once, read_results, write_requests
+from ..helpers import assert_exactly_once, read_results, write_requests
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -22,7 +22,7 @@ from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.emulator._llamacloud import LlamaCloudConfig, LlamaCloudState, llamacloud_state
 from batchpump.emulator._server import RunningEmulator
 
-from .specs import assert_valid, components, validator
+from ..specs import assert_valid, components, validator
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -26,7 +26,7 @@ from batchpump.providers.llamacloud import LlamaCloud
 from batchpump.providers.llamacloud._directories import directory_name
 from batchpump.providers.llamacloud._wire import detail_message
 
-from .helpers import assert_exactly_once, read_results
+from ..helpers import assert_exactly_once, read_results
 
 pytestmark = pytest.mark.timeout(60)
 

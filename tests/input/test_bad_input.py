@@ -22,8 +22,8 @@ from batchpump._errors import InputError, UsageError
 from batchpump._journal import MemoryJournal
 from batchpump._models import Capabilities, RunRecord
 
-from .fakes import FakeProvider, WrappedJournal
-from .helpers import assert_exactly_once, read_results
+from ..fakes import FakeProvider, WrappedJournal
+from ..helpers import assert_exactly_once, read_results
 
 FAST = RunOptions(poll=PollPolicy(interval_min=0.0, interval_max=0.001))
 GOOD = b'{"custom_id":"a","body":{"model":"gpt-4o-mini","messages":[]}}'
@@ -260,7 +260,7 @@ _BIG_LINE = textwrap.dedent(
 def test_300_mb_single_line_is_measured_not_loaded(tmp_path: Path) -> None:
     """A 300 MB line (above OpenAI's 200 MB per-line cap) is refused by line number; memory
     stays bounded by that cap (the reader buffers at most the longest acceptable line)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", _BIG_LINE, str(tmp_path / "big.jsonl")],
         capture_output=True,

@@ -24,7 +24,7 @@ from batchpump._clock import ManualClock
 from batchpump.emulator import EmulatorConfig, RateLimit, open_emulator
 from batchpump.emulator._server import RunningEmulator
 
-from .specs import assert_valid, components, validator
+from ..specs import assert_valid, components, validator
 
 pytestmark = pytest.mark.timeout(30)
 

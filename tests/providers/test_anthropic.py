@@ -42,7 +42,7 @@ from batchpump.providers.anthropic import Anthropic
 from batchpump.providers.anthropic import _adapter as anthropic_module
 from batchpump.providers.anthropic._adapter import _request_body
 
-from .helpers import assert_exactly_once, read_results
+from ..helpers import assert_exactly_once, read_results
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -22,7 +22,7 @@ from batchpump._engine import Poller, RunContext, RunOptions, TokenBudget, deadl
 from batchpump._journal import MemoryJournal
 from batchpump._models import BatchInfo, RunRecord, ShardRecord
 
-from .fakes import FakeBatch, FakeProvider
+from ..fakes import FakeBatch, FakeProvider
 
 pytestmark = pytest.mark.timeout(30)
 

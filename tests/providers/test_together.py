@@ -33,7 +33,7 @@ from batchpump.providers.together import Together
 from batchpump.providers.together._adapter import file_name
 from batchpump.providers.together._wire import WireBatchJob, to_batch_info, upload_target
 
-from .helpers import assert_exactly_once, read_results, write_requests
+from ..helpers import assert_exactly_once, read_results, write_requests
 
 pytestmark = pytest.mark.timeout(30)
 
