@@ -33,7 +33,7 @@ from batchpump._errors import (
     UsageError,
 )
 from batchpump._journal import SCHEMA_VERSION, Journal, MemoryJournal, SqliteJournal, open_journal
-from batchpump._journal import sqlite as _journal
+from batchpump._journal import sqlite as sqlite_module  # defines _connect, patched below
 from batchpump._models import ResultCounts, RunRecord, ShardRecord, ShardState
 
 RUN = "run-1"
@@ -314,7 +314,7 @@ async def test_sqlite_calls_run_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
-    real_connect = _journal._connect
+    real_connect = sqlite_module._connect
 
     def watched_connect(path: Path) -> sqlite3.Connection:
         threads.append(threading.get_ident())
@@ -322,7 +322,7 @@ async def test_sqlite_calls_run_off_the_event_loop(
         conn.set_trace_callback(lambda _statement: threads.append(threading.get_ident()))
         return conn
 
-    monkeypatch.setattr(_journal, "_connect", watched_connect)
+    monkeypatch.setattr(sqlite_module, "_connect", watched_connect)
     loop_thread = threading.get_ident()
     async with open_journal(tmp_path / "j.sqlite") as journal:
         await journal.open_run(make_run())
@@ -372,7 +372,7 @@ async def test_second_open_is_refused_naming_the_holder(tmp_path: Path) -> None:
 
 CHILD = """
 import sys, anyio
-from batchpump._journal.sqlite import open_journal
+from batchpump._journal import open_journal
 from batchpump._models import RunRecord
 
 async def main():
