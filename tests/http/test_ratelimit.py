@@ -9,6 +9,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from batchpump import UsageError
 from batchpump._clock import ManualClock
 from batchpump._ratelimit import EndpointGate
 
@@ -257,7 +258,7 @@ async def test_pacer_starts_with_its_bank_spent() -> None:
     assert pacer is not None
     # A bank of 10 calls (0.1 s at 100/s): a fresh bank would hold 1 after this call, with
     # room for 9 more at once; a spent one is (nearly) full, so the next call waits.
-    assert pacer._level > pacer.max_rate / 2
+    assert pacer.level > pacer.capacity / 2
     assert not pacer.has_capacity()
 
 
@@ -269,7 +270,7 @@ async def test_a_cut_rate_does_not_inherit_a_spent_high_rate_bank() -> None:
     gate.on_rate_limited(0.0, limit_requests=6_000.0)  # learns 100/s, then halves it
     pacer = gate._limiter
     assert pacer is not None
-    assert pacer._level <= pacer.max_rate == pytest.approx(5.0)  # 0.1 s at 50/s
+    assert pacer.level <= pacer.capacity == pytest.approx(5.0)  # 0.1 s at 50/s
 
 
 async def test_climbing_back_after_a_429_is_no_burst() -> None:
@@ -293,8 +294,13 @@ async def test_rate_changes_re_rate_one_pacer_in_place() -> None:
     assert pacer is not None
     gate.on_rate_limited(0.0)
     assert gate._limiter is pacer
-    assert pacer._rate_per_sec == pytest.approx(50.0)
+    assert pacer.rate == pytest.approx(50.0)
     for _ in range(20):
         gate.on_success()
     assert gate._limiter is pacer
-    assert pacer._rate_per_sec == pytest.approx(100.0)
+    assert pacer.rate == pytest.approx(100.0)
+
+
+def test_a_gate_without_concurrency_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="concurrency must be >= 1"):
+        EndpointGate("poll", clock=ManualClock(), concurrency=0)
