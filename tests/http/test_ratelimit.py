@@ -304,3 +304,76 @@ async def test_rate_changes_re_rate_one_pacer_in_place() -> None:
 def test_a_gate_without_concurrency_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="concurrency must be >= 1"):
         EndpointGate("poll", clock=ManualClock(), concurrency=0)
+
+
+class RunningClock:
+    """A ManualClock that declares a ``speed``: the gate's pacer waits on it, by hand."""
+
+    speed = 1.0
+
+    def __init__(self) -> None:
+        self.inner = ManualClock()
+
+    def time(self) -> float:
+        return self.inner.time()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.inner.advance(seconds)
+
+
+async def test_the_pacer_spaces_calls_on_the_gates_clock() -> None:
+    """10/s with a bank of one call: the first call goes at once, then one per 0.1 clock s."""
+    clock = RunningClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=10, rate=10.0)
+    entered: list[float] = []
+
+    async def caller() -> None:
+        async with gate.slot():
+            entered.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        assert entered == [0.0]
+        assert gate.statistics().waiting == 2
+        clock.advance(0.05)
+        await anyio.wait_all_tasks_blocked()
+        assert len(entered) == 1
+        clock.advance(0.05)
+        await anyio.wait_all_tasks_blocked()
+        assert len(entered) == 2
+        clock.advance(0.1)
+    assert entered == pytest.approx([0.0, 0.1, 0.2])
+
+
+async def test_a_pause_banks_nothing_for_the_pacer() -> None:
+    """When a pause ends, the waiters are paced from a spent bank: no burst at the resume."""
+    clock = RunningClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=10, rate=10.0)
+    async with gate.slot():
+        pass
+    gate.pause(1.0)
+    entered: list[float] = []
+
+    async def caller() -> None:
+        async with gate.slot():
+            entered.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1.0)  # the pause ends; a second of quiet banked no calls
+        await anyio.wait_all_tasks_blocked()
+        assert entered == []
+        for _ in range(3):
+            clock.advance(0.1)
+            await anyio.wait_all_tasks_blocked()
+    assert entered == pytest.approx([1.1, 1.2, 1.3])
