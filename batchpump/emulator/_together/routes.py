@@ -11,7 +11,7 @@ Both upload flows are served:
 
 Errors come in Together's two shapes: ``{"error": "<string>"}`` (``BatchErrorResponse``) on
 ``/batches*`` and ``ErrorData`` elsewhere; 429s carry Together's ``x-ratelimit-*`` names plus
-``retry-after``. Handlers only decode and encode; the rules live in ``_together_store``.
+``retry-after``. Handlers only decode and encode; the rules live in ``store``.
 """
 
 from __future__ import annotations
