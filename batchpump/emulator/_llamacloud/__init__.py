@@ -1,4 +1,4 @@
-"""PKGDOC"""
+"""The emulated LlamaCloud API: directories and uploads, v2 batches and parse/extract jobs."""
 
 from __future__ import annotations
 
