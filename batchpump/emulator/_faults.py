@@ -17,21 +17,16 @@ import msgspec
 
 from .._clock import Clock
 
-# Faults and rate limits are keyed by the client's own endpoint classes.
-from .._ratelimit import ENDPOINT_CLASSES, EndpointClass
-
 __all__ = [
     "DEFAULT_CANCEL_SECONDS",
     "DEFAULT_FINALIZE_SECONDS",
     "DEFAULT_RUN_SECONDS",
     "DEFAULT_VALIDATE_SECONDS",
-    "ENDPOINT_CLASSES",
     "LINE_FATAL",
     "LINE_OK",
     "LINE_RETRY_429",
     "LINE_RETRY_500",
     "EmulatorConfig",
-    "EndpointClass",
     "Fault",
     "Faults",
     "RateLimit",

@@ -31,7 +31,7 @@ from .batch import (
 )
 from .wire import CreateBatchBody, ListPage, MessageBatch, check_params
 
-__all__ = ["MAX_REQUESTS", "AnthropicBatch", "AnthropicState"]
+__all__ = ["MAX_REQUESTS", "AnthropicState"]
 
 MAX_REQUESTS: Final = 100_000
 

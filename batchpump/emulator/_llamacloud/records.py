@@ -1,5 +1,4 @@
-"""The LlamaCloud emulator's records (directories and their files, v2 batches and their
-per-file jobs) and their wire views.
+"""The LlamaCloud emulator's records (directories, files, v2 batches, jobs) and their views.
 
 A batch's and a job's status are pure functions of the clock (see ``store`` for the rules):
 nothing here schedules anything, so a ``ManualClock`` moved by ``advance`` drives a whole batch

@@ -21,7 +21,6 @@ from .http import (
     Handler,
     authorize,
     json_response,
-    llamacloud_state,
     page,
     render_error,
     state_of,
@@ -36,7 +35,7 @@ from .records import (
 )
 from .wire import BATCH_STATUSES, BatchCreateBody, Invalid, decode_body, missing
 
-__all__ = ["llamacloud_state", "provider_routes", "render_error"]
+__all__ = ["provider_routes"]
 
 _create_batch: Final = msgspec.json.Decoder(BatchCreateBody)
 
