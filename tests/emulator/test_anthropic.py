@@ -21,9 +21,8 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from batchpump._clock import ManualClock
-from batchpump.emulator import EmulatorConfig, Faults, RateLimit, open_emulator
+from batchpump.emulator import EmulatorConfig, Faults, RateLimit, RunningEmulator, open_emulator
 from batchpump.emulator._anthropic import AnthropicState, anthropic_state
-from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.anthropic._adapter import _request_body
 from batchpump.providers.anthropic._convert import chat_to_anthropic
 

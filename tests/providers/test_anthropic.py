@@ -35,9 +35,8 @@ from batchpump._models import (
     ShardRecord,
     Succeeded,
 )
-from batchpump.emulator import EmulatorConfig, Faults, RateLimit, open_emulator
+from batchpump.emulator import EmulatorConfig, Faults, RateLimit, RunningEmulator, open_emulator
 from batchpump.emulator._anthropic import AnthropicState
-from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.anthropic import Anthropic
 from batchpump.providers.anthropic import _adapter as anthropic_module
 from batchpump.providers.anthropic._adapter import _request_body

@@ -19,9 +19,8 @@ from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledC
 from batchpump._clock import Clock, ManualClock
 from batchpump._errors import BadRequestError
 from batchpump._models import Errored, ShardRecord, Succeeded
-from batchpump.emulator import EmulatorConfig, open_emulator
+from batchpump.emulator import EmulatorConfig, RunningEmulator, open_emulator
 from batchpump.emulator._llamacloud import LlamaCloudConfig, llamacloud_state
-from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.llamacloud import LlamaCloud
 from batchpump.providers.llamacloud._directories import directory_name
 from batchpump.providers.llamacloud._wire import detail_message

@@ -27,8 +27,7 @@ from batchpump._clock import ManualClock
 from batchpump._errors import AuthenticationError, NotFoundError, UsageError
 from batchpump._http import Response
 from batchpump._models import BatchInfo, Errored, Result, ShardRecord, Succeeded
-from batchpump.emulator import EmulatorConfig, open_emulator
-from batchpump.emulator._server import RunningEmulator
+from batchpump.emulator import EmulatorConfig, RunningEmulator, open_emulator
 from batchpump.emulator._telus import CreateBatchBody, TelusSettings, TelusState
 from batchpump.providers import Provider
 from batchpump.providers.telus import TELUS_POLL, Telus

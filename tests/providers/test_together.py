@@ -25,8 +25,7 @@ from batchpump._clock import ManualClock
 from batchpump._errors import InputError, NotFoundError, ProtocolError
 from batchpump._models import BatchInfo, Errored, Result, ShardRecord, Succeeded
 from batchpump._provider import shard_tag
-from batchpump.emulator import EmulatorConfig, Faults, open_emulator
-from batchpump.emulator._server import RunningEmulator
+from batchpump.emulator import EmulatorConfig, Faults, RunningEmulator, open_emulator
 from batchpump.emulator._together import TogetherState
 from batchpump.providers import Provider
 from batchpump.providers.together import Together
