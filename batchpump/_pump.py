@@ -248,8 +248,7 @@ class Pump:
                 max_lines=opts.max_lines,
                 max_bytes=opts.max_bytes,
                 on_invalid=opts.on_invalid,
-                item_check=getattr(self.provider, "check_line", None),
-                item_group_field=getattr(self.provider, "item_group_field", None),
+                line_checker=self.provider.line_checker,
             )
         )
         if ctx.run.input_hash and outcome.input_hash != ctx.run.input_hash:
