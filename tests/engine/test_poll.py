@@ -17,8 +17,8 @@ import anyio.lowlevel
 import msgspec
 import pytest
 
-from batchpump._config import PollPolicy
-from batchpump._engine import Poller, RunContext, RunOptions, TokenBudget, deadline_cap
+from batchpump import PollPolicy, RunOptions
+from batchpump._engine import Poller, RunContext, TokenBudget, deadline_cap
 from batchpump._journal import MemoryJournal
 from batchpump._models import BatchInfo, RunRecord, ShardRecord
 
