@@ -16,21 +16,9 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 
-from batchpump._errors import ConnectError
+from batchpump import BatchInfo, ConnectError, Errored, Expired, Journal, Result, Succeeded
 from batchpump._input import LineChecker, RequestLineChecker
-from batchpump._journal import Journal
-from batchpump._models import (
-    BatchError,
-    BatchInfo,
-    BatchState,
-    Capabilities,
-    Errored,
-    Expired,
-    Result,
-    RunRecord,
-    ShardRecord,
-    Succeeded,
-)
+from batchpump._models import BatchError, BatchState, Capabilities, RunRecord, ShardRecord
 from batchpump._provider import find_by_tag
 
 _line = msgspec.json.Decoder(dict[str, object])

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from batchpump import (
+    BatchInfo,
     Canceled,
     Errored,
     InputError,
     Limits,
+    MemoryJournal,
     PollPolicy,
     Pump,
     Rejected,
@@ -27,8 +29,7 @@ from batchpump import (
     Succeeded,
     UsageError,
 )
-from batchpump._journal import MemoryJournal
-from batchpump._models import BatchInfo, Capabilities, ShardRecord
+from batchpump._models import Capabilities, ShardRecord
 
 from ..fakes import FakeProvider
 from ..helpers import assert_exactly_once, read_results, write_requests

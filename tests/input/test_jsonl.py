@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchpump._errors import InputError, InputProblem
+from batchpump import InputError, InputProblem
 from batchpump._input import Problem, RequestLineChecker, iter_blocks, shard_file
 from batchpump._models import Capabilities
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from batchpump._errors import InputError, UsageError
+from batchpump import InputError, UsageError
 from batchpump._input import LineChecker, Problem, shard_file
 from batchpump.providers.anthropic import CAPABILITIES, Anthropic
 from batchpump.providers.anthropic._chat import (
