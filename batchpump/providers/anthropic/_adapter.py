@@ -183,7 +183,7 @@ class Anthropic(HttpAdapter):
     async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
         """Find the batch an interrupted ``create`` made, by size and then by its results.
 
-        See ``_anthropic_reconcile`` for the method and what it leaves at risk.
+        See ``_reconcile`` for the method and what it leaves at risk.
         """
         return await self._reconciler.find(shard, since=since)
 

@@ -15,8 +15,8 @@ inside a ``COMPLETED`` batch are ``Errored`` (retryable unless the message says 
 itself is bad). With ``cleanup`` the directory is deleted once every result was handed over.
 
 This module holds the adapter's verbs and the batch lifecycle; the directory side lives in
-``_llamacloud_directories``, result collection in ``_llamacloud_results``, and the calls they
-share (readable FastAPI errors, ``page_token`` walks) in ``_llamacloud_api``.
+``_directories``, result collection in ``_results``, and the calls they
+share (readable FastAPI errors, ``page_token`` walks) in ``_api``.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ USAGE_BODY_DECODER: Final = msgspec.json.Decoder(WireResponseBody)
 
 
 def to_batch_info(wire: WireBatch) -> BatchInfo:
-    """Normalize an OpenAI ``Batch`` object (the status table lives in ``_openai_wire``)."""
+    """Normalize an OpenAI ``Batch`` object (the status table is ``STATUS_TABLE`` here)."""
     state = STATUS_TABLE.get(wire.status)
     if state is None:
         raise ProtocolError(f"openai: batch {wire.id} has unknown status {wire.status!r}")

@@ -6,7 +6,7 @@ tag) plus one ``POST /jobs`` per item, paced by the ``item`` endpoint class at `
 but refuses a reused ``reference_id`` with ``FS_0001``, so every job POST may be retried and
 ``FS_0001`` means "already created" (counted as reconciled).
 
-Per item, the error codes decide (``_telus_wire.classify``): ``FS_0001`` created; ``FS_0000``,
+Per item, the error codes decide (``_wire.classify``): ``FS_0001`` created; ``FS_0000``,
 ``FS_0008``, ``api_error`` retried with backoff, then recorded as a retryable ``Errored`` (the
 next attempt sends the item again); auth codes raise; any other code is a permanent ``Errored``
 for that item only. Those records live in memory per batch and are yielded by ``results()``.

@@ -2,7 +2,7 @@
 
 Only the fields the adapter reads are declared; unknown fields are ignored, so new API fields
 never break decoding. Result lines share OpenAI's shape (``custom_id`` plus ``response`` or
-``error``), so their mapping reuses ``_openai_wire.to_result`` and only re-judges which error
+``error``), so their mapping reuses the OpenAI wire's ``to_result`` and only re-judges which error
 codes another attempt may fix.
 """
 
