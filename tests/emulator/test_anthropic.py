@@ -24,7 +24,7 @@ from batchpump._clock import ManualClock
 from batchpump.emulator import EmulatorConfig, Faults, RateLimit, RunningEmulator, open_emulator
 from batchpump.emulator._anthropic import AnthropicState, anthropic_state
 from batchpump.providers.anthropic._adapter import _request_body
-from batchpump.providers.anthropic._convert import chat_to_anthropic
+from batchpump.providers.anthropic._chat import chat_to_anthropic
 
 from ..specs import assert_valid, components, validator
 

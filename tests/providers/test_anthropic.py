@@ -17,24 +17,28 @@ from typing import Any
 import msgspec
 import pytest
 
-from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._clock import Clock, ManualClock
-from batchpump._errors import (
+from batchpump import (
     AuthenticationError,
-    InputError,
-    NotFoundError,
-    ProviderError,
-    RateLimitedError,
-)
-from batchpump._models import (
     BatchInfo,
     Canceled,
+    Clock,
     Errored,
     Expired,
+    InputError,
+    Limits,
+    ManualClock,
+    NotFoundError,
+    PollPolicy,
+    ProviderError,
+    Pump,
+    RateLimitedError,
     Result,
-    ShardRecord,
+    RetryPolicy,
+    RunOptions,
+    ScaledClock,
     Succeeded,
 )
+from batchpump._models import ShardRecord
 from batchpump.emulator import EmulatorConfig, Faults, RateLimit, RunningEmulator, open_emulator
 from batchpump.emulator._anthropic import AnthropicState
 from batchpump.providers.anthropic import Anthropic

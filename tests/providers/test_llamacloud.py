@@ -15,10 +15,20 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._clock import Clock, ManualClock
-from batchpump._errors import BadRequestError
-from batchpump._models import Errored, ShardRecord, Succeeded
+from batchpump import (
+    BadRequestError,
+    Clock,
+    Errored,
+    Limits,
+    ManualClock,
+    PollPolicy,
+    Pump,
+    RetryPolicy,
+    RunOptions,
+    ScaledClock,
+    Succeeded,
+)
+from batchpump._models import ShardRecord
 from batchpump.emulator import EmulatorConfig, RunningEmulator, open_emulator
 from batchpump.emulator._llamacloud import LlamaCloudConfig, llamacloud_state
 from batchpump.providers.llamacloud import LlamaCloud
