@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 import msgspec
 
 from .._clock import Clock
 from .._config import RunOptions
-from .._journal import Journal
 from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
 from .._provider import Provider
+
+if TYPE_CHECKING:
+    from .._journal import Journal
 
 __all__ = ["RunContext", "RunStatistics", "TokenBudget"]
 

@@ -24,7 +24,7 @@ from .._errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from .retry import error_fields, header, parse_retry_after
+from .._retry import error_fields, header, parse_retry_after
 
 __all__ = [
     "REDACTED",

@@ -41,9 +41,9 @@ from .._errors import (
     TransportTimeoutError,
 )
 from .._ratelimit import ENDPOINT_CLASSES, EndpointClass, EndpointGate, GateStatistics
+from .._retry import NO_RETRY, RETRY, RetryVerdict, backoff, retry_verdict
 from .bodies import Response
 from .errors import Redactor, check_json, limit_requests, request_id, status_error
-from .retry import NO_RETRY, RETRY, RetryVerdict, backoff, retry_verdict
 
 __all__ = ["USER_AGENT", "Call", "HttpStatistics", "Transport"]
 
