@@ -35,7 +35,7 @@ from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
 from ..._errors import NotFoundError, UsageError
 from ..._fileio import run_io_sized
-from ..._input import ItemLineChecker, RequestLineChecker
+from ..._input import ItemLineChecker
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from .._adapter import HttpAdapter, from_env
 from ._api import LlamaCloudApi
@@ -162,15 +162,10 @@ class LlamaCloud(HttpAdapter):
 
     def line_checker(self, *, endpoint: str, max_line_bytes: int) -> ItemLineChecker:
         """Item lines, checked by :meth:`check_line` and grouped by ``item_group_field``."""
-        base = RequestLineChecker(
-            endpoint=endpoint,
-            max_line_bytes=max_line_bytes,
-            custom_id_max_len=self.capabilities.custom_id_max_len,
-        )
-        return ItemLineChecker(
-            base,
+        return ItemLineChecker.for_items(
             self.check_line,
             group_field=self.item_group_field,
+            endpoint=endpoint,
             max_line_bytes=max_line_bytes,
             custom_id_max_len=self.capabilities.custom_id_max_len,
         )

@@ -32,7 +32,7 @@ from ..._clock import Clock, SystemClock
 from ..._config import Limits, PollPolicy, RetryPolicy
 from ..._errors import NotFoundError, ProtocolError, UsageError
 from ..._http import HttpClient, HttpStatistics
-from ..._input import ItemLineChecker, RequestLineChecker
+from ..._input import ItemLineChecker
 from ..._models import BatchInfo, Capabilities, Errored, Result, ShardRecord
 from .._adapter import from_env
 from ._jobs import JobCreator, JobStatistics, iter_results
@@ -173,15 +173,10 @@ class Telus:
 
     def line_checker(self, *, endpoint: str, max_line_bytes: int) -> ItemLineChecker:
         """Item lines, checked by :meth:`check_line` and grouped by ``item_group_field``."""
-        base = RequestLineChecker(
-            endpoint=endpoint,
-            max_line_bytes=max_line_bytes,
-            custom_id_max_len=self.capabilities.custom_id_max_len,
-        )
-        return ItemLineChecker(
-            base,
+        return ItemLineChecker.for_items(
             self.check_line,
             group_field=self.item_group_field,
+            endpoint=endpoint,
             max_line_bytes=max_line_bytes,
             custom_id_max_len=self.capabilities.custom_id_max_len,
         )
