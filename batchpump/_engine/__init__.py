@@ -5,9 +5,9 @@ attempts into provider batches exactly once each (``submit``), the poller refres
 batches with list sweeps (``poll``), collectors join each finished batch's results by
 ``custom_id`` and decide every line: a final result or the next attempt (``collect``), and the
 ``ResultSink`` appends final results to the results file and commits its length in the journal
-(``results``). What the stages share is a ``RunContext`` (``runstate``). The engine sees the
-outside only through protocols (``Provider``, ``Journal``, ``Clock``): it imports no adapter,
-no aiohttp and no sqlite3.
+(``results``); ``rebuild`` remakes a results file that was deleted or cut short. What the stages
+share is a ``RunContext`` (``runstate``). The engine sees the outside only through protocols
+(``Provider``, ``Journal``, ``Clock``): it imports no adapter, no aiohttp and no sqlite3.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 from .collect import Collector
 from .engine import Engine
 from .poll import Poller, deadline_cap
-from .results import PartWriter, ResultSink
+from .rebuild import RebuildReport, rebuild_results
+from .results import PartWriter, ResultSink, results_file_error
 from .runstate import RunContext, RunStatistics, TokenBudget
 from .submit import RECONCILE_SLACK
 
@@ -25,9 +26,12 @@ __all__ = [
     "Engine",
     "PartWriter",
     "Poller",
+    "RebuildReport",
     "ResultSink",
     "RunContext",
     "RunStatistics",
     "TokenBudget",
     "deadline_cap",
+    "rebuild_results",
+    "results_file_error",
 ]

@@ -155,6 +155,11 @@ class LlamaCloud(HttpAdapter):
         )
         self._jobs = JobResults(self._api, job_type=job_type, expand=self.expand, clock=self._clock)
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """Settings that shape what is sent, beyond the base URL (part of a run's identity)."""
+        return {"job_type": self.job_type, "configuration_id": self.configuration_id}
+
     def __repr__(self) -> str:
         return f"LlamaCloud(base_url={self.base_url!r}, job_type={self.job_type!r})"
 

@@ -154,6 +154,11 @@ class Telus:
         """The project's API root: runs of different projects never resume one another."""
         return f"{self._http.base_url}/v1/projects/{self._project}"
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """Settings that shape what is sent, beyond the base URL (part of a run's identity)."""
+        return {"work_flow_id": self._work_flow_id} if self._work_flow_id else {}
+
     def __repr__(self) -> str:
         return f"Telus(base_url={self._http.redact(self.base_url)!r})"
 
