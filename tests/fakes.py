@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 
-from batchpump import BatchInfo, ConnectError, Errored, Expired, Journal, Result, Succeeded
+from batchpump import (
+    BatchInfo,
+    ConnectError,
+    Errored,
+    Expired,
+    Journal,
+    NotFoundError,
+    Result,
+    Succeeded,
+)
 from batchpump._input import LineChecker, RequestLineChecker
 from batchpump._models import BatchError, BatchState, Capabilities, RunRecord, ShardRecord
 from batchpump._provider import find_by_tag
@@ -52,6 +61,10 @@ class FakeProvider:
     lose_create_answer: set[int] = field(default_factory=set)
     #: called after each create reached the "server" (crash hooks raise from here).
     after_create: Callable[[ShardRecord, BatchInfo], None] | None = None
+    #: batch ids the provider no longer has (retrieve answers 404).
+    gone: set[str] = field(default_factory=set)
+    #: the adapter's settings beyond its base URL (TELUS work_flow_id...).
+    settings: dict[str, str] = field(default_factory=dict)
     name: str = "fake"
     base_url: str = "memory://fake"
     batches: dict[str, FakeBatch] = field(default_factory=dict)
@@ -129,6 +142,8 @@ class FakeProvider:
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
         self.calls["retrieve"] += 1
+        if batch_id in self.gone:
+            raise NotFoundError("No such batch", provider=self.name, status=404)
         return self._step(self.batches[batch_id])
 
     async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
