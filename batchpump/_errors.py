@@ -210,8 +210,9 @@ class ConfigurationError(ProviderError):
     def __init__(self, cause: ProviderError, *, setting: str) -> None:
         where = f" calling {cause.url}" if cause.url else ""
         super().__init__(
-            f"{cause}{where}. Check {setting}: this answer would fail every batch, so the run "
-            "stopped and no line was settled; fix it and resume the run",
+            f"{cause}{where}. Check {setting}. This answer would fail every batch, so the run "
+            "stopped with no line settled; fix it and resume the run (or run the same command "
+            "again)",
             provider=cause.provider,
             status=cause.status,
             request_id=None,

@@ -239,7 +239,8 @@ class Pump:
         ]
         if owners:
             owner = owners[-1]
-            if not overwrite and not (fresh and owner.input_hash == record.input_hash):
+            allowed = overwrite or (fresh and owner.input_hash == record.input_hash)
+            if not allowed and not await self._paid_nothing(owner):
                 raise ResultsFileError(_owned_message(owner, record))
             for run in owners:
                 run.out_taken_by = record.run_id
@@ -258,6 +259,14 @@ class Pump:
                 f"{self.state_dir} wrote it; nothing was sent and the file is untouched. Give "
                 "another --out, or pass --overwrite (API: overwrite=True) to replace it"
             )
+
+    async def _paid_nothing(self, run: RunRecord) -> bool:
+        """Whether ``run`` never created a batch (stopped by a wrong setting, say): its file
+        holds no paid result, so a run that fixes the setting may take it over."""
+        if run.counts.total > run.counts.rejected:
+            return False
+        shards = await self.journal.load_shards(run.run_id)
+        return not any(s.batch_id is not None or s.tag is not None for s in shards)
 
     async def rebuild_results(self, run_id: str) -> RebuildReport:
         """Write a run's results file anew after it was deleted or cut short.

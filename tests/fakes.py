@@ -23,6 +23,7 @@ from batchpump import (
     Expired,
     Journal,
     NotFoundError,
+    ProviderError,
     Result,
     Succeeded,
 )
@@ -61,6 +62,8 @@ class FakeProvider:
     lose_create_answer: set[int] = field(default_factory=set)
     #: called after each create reached the "server" (crash hooks raise from here).
     after_create: Callable[[ShardRecord, BatchInfo], None] | None = None
+    #: raised by every ``prepare`` (a wrong setting: 404 route, 401 key, 400 project...).
+    refuse: ProviderError | None = None
     #: batch ids the provider no longer has (retrieve answers 404).
     gone: set[str] = field(default_factory=set)
     #: the adapter's settings beyond its base URL (TELUS work_flow_id...).
@@ -84,6 +87,8 @@ class FakeProvider:
 
     async def prepare(self, shard: ShardRecord) -> str:
         self.calls["prepare"] += 1
+        if self.refuse is not None:
+            raise self.refuse
         return f"file-{shard.index}-{shard.attempt}"
 
     async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:

@@ -16,6 +16,7 @@ import msgspec
 
 from .._clock import Clock
 from .._config import RunOptions
+from .._errors import ConfigurationError, ProviderError
 from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
 from .._provider import Provider
 
@@ -117,6 +118,26 @@ class RunContext:
         self.run.out_offset = length
         self.run.counts.merge(counts)
         await self.commit(*shards, run=True)
+
+    def configuration_error(self, exc: ProviderError) -> ConfigurationError:
+        """``exc`` as the error that stops the run, naming the setting to fix."""
+        name, url = self.provider.name, self.provider.base_url
+        if exc.status in (401, 403):
+            setting = (
+                f"the {name} API key (--api-key or the provider's key variable) and its access"
+            )
+        elif exc.status == 404:
+            setting = (
+                f"the base URL {url} (--base-url or the provider's base-URL variable; it must "
+                "include the provider's path, such as /v1)"
+            )
+        else:
+            setting = (
+                "the setting the answer names (--endpoint, --work-flow-id, --config-id, the "
+                "project id...)"
+            )
+        logger.error("stopping run %s: %s", self.run.run_id, exc)
+        return ConfigurationError(exc, setting=setting)
 
     def opened(self, count: int = 1) -> None:
         self.open_attempts += count

@@ -8,6 +8,7 @@ formats override ``line_checker``.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import ClassVar, Self, TypeVar
 
@@ -20,7 +21,7 @@ from .._http import HttpClient, HttpStatistics
 from .._input import LineChecker, RequestLineChecker
 from .._models import Capabilities
 
-__all__ = ["HttpAdapter", "from_env"]
+__all__ = ["HttpAdapter", "check_base_url", "from_env"]
 
 _T = TypeVar("_T")
 
@@ -38,6 +39,35 @@ def from_env(value: str | None, names: str | Sequence[str], *, what: str) -> str
     if not found:
         raise UsageError(f"no {what}: pass it as an argument or set {names[0]}")
     return found
+
+
+def check_base_url(
+    url: str, *, what: str, variable: str, path: str | None = None, not_ending: str | None = None
+) -> str:
+    """Refuse a base URL that is plainly wrong, before anything is sent; return it as given.
+
+    Args:
+        url: the base URL (trailing ``/`` already stripped).
+        what: the provider as the message names it (``"OpenAI"``).
+        variable: its environment variable, named beside ``--base-url``.
+        path: the path its API lives under (``"/v1"``): a URL with no path at all is refused.
+        not_ending: a suffix the adapter adds itself (Anthropic's ``"/v1"``): refused.
+    """
+    fix = f"fix --base-url (or {variable})"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"{what} base URL {url!r} is not an http(s) URL; {fix}")
+    if path is not None and parts.path in ("", "/"):
+        raise UsageError(
+            f"{what} base URL {url} has no path, but {what}'s API lives under {path} "
+            f"({url}{path}); {fix}. Nothing was sent"
+        )
+    if not_ending is not None and parts.path.endswith(not_ending):
+        raise UsageError(
+            f"{what} base URL {url} ends in {not_ending}, which batchpump adds itself; "
+            f"{fix} to {url.removesuffix(not_ending)}. Nothing was sent"
+        )
+    return url
 
 
 class HttpAdapter:

@@ -167,8 +167,9 @@ async def test_same_input_with_another_out_is_not_replayed_silently(tmp_path: Pa
     with pytest.raises(ResultsFileError, match=f"run {first}.*--fresh"):
         await _run(journal, FakeProvider(), tmp_path / "in.jsonl", tmp_path, out=other)
     assert not other.exists()
-    second = await _run(journal, FakeProvider(), tmp_path / "in.jsonl", tmp_path, out=other,
-                        fresh=True)
+    second = await _run(
+        journal, FakeProvider(), tmp_path / "in.jsonl", tmp_path, out=other, fresh=True
+    )
     assert second != first
     assert_exactly_once(read_results(other), ids)
 
