@@ -310,13 +310,25 @@ class Pump:
             raise ResultsFileError(_taken_message(record))
         return record
 
-    async def resume(self, run_id: str) -> Run:
-        """Continue a run from the journal (after a crash, a stop or a fix)."""
+    async def resume(self, run_id: str, *, cancel: bool = False) -> Run:
+        """Continue a run from the journal (after a crash, a stop or a fix).
+
+        A run whose cancel was requested (``cancel=True`` here, ``Pump.cancel``, ``Run.cancel``
+        before a crash) finishes cancelling: no new batch is created, the open ones are
+        cancelled, every line settles. With ``cancel=True`` the intent is journaled before
+        anything is sent.
+        """
         if run_id in self._runs:
-            return self._runs[run_id]
+            run = self._runs[run_id]
+            if cancel:
+                run.cancel()
+            return run
         record = await self.journal.get_run(run_id)
         if record is None:
             raise UsageError(f"no run {run_id!r} in the journal at {self.state_dir}")
+        if cancel and not record.cancel_requested and record.state not in ("done", "cancelled"):
+            record.cancel_requested = True
+            await self.journal.commit(run=record)
         if (record.provider, record.base_url) != (self.provider.name, self.provider.base_url):
             raise UsageError(
                 f"run {run_id} was made with {record.provider} at {record.base_url}; "
@@ -329,7 +341,7 @@ class Pump:
     async def cancel(self, run_id: str) -> ResultCounts:
         """Cancel a run: nothing new is sent, provider batches are cancelled, lines settle
         (mostly as ``Canceled``). Works on a run of this pump or one only in the journal."""
-        run = self._runs.get(run_id) or await self.resume(run_id)
+        run = await self.resume(run_id, cancel=True)
         run.cancel()
         return await run.wait()
 
@@ -350,6 +362,7 @@ class Pump:
             options=opts,
             work_dir=anyio.Path(run_dir),
             budget=TokenBudget(opts.token_budget),
+            cancelled=record.cancel_requested,
         )
         sink = ResultSink(
             Path(record.out_path),

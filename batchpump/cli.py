@@ -216,9 +216,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 async def _resume(args: argparse.Namespace, console: Console) -> int:
     state = args.journal or Path(DEFAULT_STATE_DIR)
     async with Pump(make_provider(args.provider, args), state_dir=state) as pump:
-        run = await pump.resume(args.run_id)
-        if args.command == "cancel":
-            run.cancel()
+        run = await pump.resume(args.run_id, cancel=args.command == "cancel")
         return await _finish(run, args.progress, console)
 
 

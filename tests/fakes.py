@@ -64,6 +64,12 @@ class FakeProvider:
     after_create: Callable[[ShardRecord, BatchInfo], None] | None = None
     #: raised by every ``prepare`` (a wrong setting: 404 route, 401 key, 400 project...).
     refuse: ProviderError | None = None
+    #: batches stay ``running`` until cancelled (a long batch, for cancel tests).
+    stall: bool = False
+    #: cancelled batches stay ``cancelling`` forever.
+    stuck_cancelling: bool = False
+    #: called at the start of every ``cancel`` (crash or failure hooks raise from here).
+    before_cancel: Callable[[str], None] | None = None
     #: batch ids the provider no longer has (retrieve answers 404).
     gone: set[str] = field(default_factory=set)
     #: the adapter's settings beyond its base URL (TELUS work_flow_id...).
@@ -124,6 +130,10 @@ class FakeProvider:
 
     def _step(self, batch: FakeBatch) -> BatchInfo:
         info = batch.info
+        if (info.state == "running" and self.stall) or (
+            info.state == "cancelling" and self.stuck_cancelling
+        ):
+            return info
         if info.state == "running" and batch.final in ("expired", "failed"):
             state: BatchState = batch.final
         else:
@@ -158,6 +168,8 @@ class FakeProvider:
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         self.calls["cancel"] += 1
+        if self.before_cancel is not None:
+            self.before_cancel(batch_id)
         batch = self.batches[batch_id]
         if not batch.info.terminal:
             batch.info = msgspec.structs.replace(batch.info, state="cancelling")

@@ -16,7 +16,14 @@ import msgspec
 
 from .._clock import Clock
 from .._config import RunOptions
-from .._errors import ConfigurationError, ProviderError
+from .._errors import (
+    ConfigurationError,
+    ConflictError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    TransportError,
+)
 from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
 from .._provider import Provider
 
@@ -42,6 +49,7 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     retries: int
     requeues: int
     elapsed: float
+    stuck_cancelling: tuple[str, ...] = ()
 
     @property
     def done_lines(self) -> int:
@@ -105,6 +113,8 @@ class RunContext:
     in_flight: dict[str, ShardRecord] = field(default_factory=dict)
     waiting: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
+    cancel_failures: int = 0
+    stuck_cancelling: list[str] = field(default_factory=list)
 
     async def commit(self, *shards: ShardRecord, run: bool = False) -> None:
         """Write shard attempts (and the run record, if asked) in one transaction."""
@@ -118,6 +128,38 @@ class RunContext:
         self.run.out_offset = length
         self.run.counts.merge(counts)
         await self.commit(*shards, run=True)
+
+    async def record_cancel(self) -> None:
+        """Journal the run's cancel intent (once), so a resume finishes the cancel."""
+        if self.cancelled and not self.run.cancel_requested:
+            self.run.cancel_requested = True
+            await self.commit(run=True)
+
+    async def request_cancel(self, info: BatchInfo) -> BatchInfo | None:
+        """Ask the provider to cancel a batch, the run's intent journaled first; ``None`` if
+        the request failed for now (the poller asks again at its next sweep)."""
+        await self.record_cancel()
+        try:
+            return await self.provider.cancel(info.id)
+        except ConflictError:  # already ended or cancelling: nothing left to ask
+            return info
+        except (TransportError, ProviderUnavailableError, RateLimitedError) as exc:
+            self.cancel_failures += 1
+            logger.warning("cancel of batch %s failed (%s); asking again next sweep", info.id, exc)
+            return None
+
+    def gave_up_cancelling(self, info: BatchInfo) -> BatchInfo:
+        """A batch stuck in ``cancelling`` past the timeout: report it, treat it as cancelled."""
+        self.stuck_cancelling.append(info.id)
+        logger.warning(
+            "batch %s is still cancelling after %g s; no longer polled. Its unfinished lines "
+            "settle as cancelled here; check it at the provider (it may still bill)",
+            info.id,
+            self.options.poll.cancelling_timeout,
+        )
+        return msgspec.structs.replace(
+            info, state="cancelled", raw_status=f"{info.raw_status} (gave up cancelling)"
+        )
 
     def configuration_error(self, exc: ProviderError) -> ConfigurationError:
         """``exc`` as the error that stops the run, naming the setting to fix."""
@@ -168,4 +210,5 @@ class RunContext:
             retries=self.retries,
             requeues=self.requeues,
             elapsed=self.clock.monotonic() - self.started_at,
+            stuck_cancelling=tuple(self.stuck_cancelling),
         )
