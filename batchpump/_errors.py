@@ -18,6 +18,7 @@ Split by whose fault it is, so a caller can decide what to do without string mat
     ├── TransportError              no usable answer: connection, protocol, timeout
     │   ├── ConnectError
     │   ├── ProtocolError           truncated or malformed body, wrong content type
+    │   │   └── MalformedOutputError  lines of a result file that cannot be read
     │   └── TransportTimeoutError   (also a builtin ``TimeoutError``)
     ├── JournalError                the local journal cannot be used
     │   ├── JournalLockedError      another process holds it
@@ -45,6 +46,8 @@ __all__ = [
     "JournalCorruptError",
     "JournalError",
     "JournalLockedError",
+    "MalformedLine",
+    "MalformedOutputError",
     "NotFoundError",
     "ProtocolError",
     "ProviderError",
@@ -272,6 +275,40 @@ class ConnectError(TransportError):
 
 class ProtocolError(TransportError):
     """The answer was truncated, malformed, or not what the endpoint returns."""
+
+
+class MalformedLine:
+    """One line of a provider's result file that does not read as a result.
+
+    Attributes:
+        number: its line number in the file (1-based).
+        custom_id: the ``custom_id`` found in its bytes, if one could be.
+        problem: what is wrong with it.
+    """
+
+    __slots__ = ("custom_id", "number", "problem")
+
+    def __init__(self, number: int, custom_id: str | None, problem: str) -> None:
+        self.number = number
+        self.custom_id = custom_id
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"MalformedLine({self.number!r}, {self.custom_id!r}, {self.problem!r})"
+
+
+class MalformedOutputError(ProtocolError):
+    """A result file had lines that do not read as results; raised once the file was read to
+    its end, after every good line was yielded. The collector downloads it again a few times,
+    then settles those lines as ``Errored`` (``code="malformed_output"``).
+
+    Attributes:
+        lines: the malformed lines.
+    """
+
+    def __init__(self, message: str, lines: list[MalformedLine]) -> None:
+        super().__init__(message)
+        self.lines = lines
 
 
 class TransportTimeoutError(TransportError, TimeoutError):

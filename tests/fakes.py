@@ -27,6 +27,7 @@ from batchpump import (
     Result,
     Succeeded,
 )
+from batchpump._errors import MalformedLine, MalformedOutputError
 from batchpump._input import LineChecker, RequestLineChecker
 from batchpump._models import BatchError, BatchState, Capabilities, RunRecord, ShardRecord
 from batchpump._provider import find_by_tag
@@ -64,6 +65,13 @@ class FakeProvider:
     after_create: Callable[[ShardRecord, BatchInfo], None] | None = None
     #: raised by every ``prepare`` (a wrong setting: 404 route, 401 key, 400 project...).
     refuse: ProviderError | None = None
+    #: a batch of more lines than this fails on the enqueued-token limit (a quota).
+    quota_lines: int | None = None
+    #: custom_id -> downloads whose output line for it is malformed (unreadable JSON).
+    malformed: dict[str, int] = field(default_factory=dict)
+    #: whether a malformed line still shows its custom_id in its bytes.
+    malformed_names_id: bool = True
+    downloads: Counter[str] = field(default_factory=Counter)
     #: batches stay ``running`` until cancelled (a long batch, for cancel tests).
     stall: bool = False
     #: cancelled batches stay ``cancelling`` forever.
@@ -113,7 +121,9 @@ class FakeProvider:
         final: BatchState = "completed"
         if ordinal in self.expire:
             final = "expired"
-        if ordinal in self.queue_limited:
+        if ordinal in self.queue_limited or (
+            self.quota_lines is not None and len(ids) > self.quota_lines
+        ):
             final = "failed"
         self.batches[info.id] = FakeBatch(info, ids, final)
         self.tags[tag] += 1
@@ -178,10 +188,16 @@ class FakeProvider:
 
     async def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]:
         fake = self.batches[batch.id]
+        self.downloads[batch.id] += 1
         ids = (
             fake.ids[: len(fake.ids) // 2] if batch.state in ("expired", "cancelled") else fake.ids
         )
-        for custom_id in ids:
+        bad: list[MalformedLine] = []
+        for number, custom_id in enumerate(ids, 1):
+            if self.malformed.get(custom_id, 0) >= self.downloads[batch.id]:
+                named = custom_id if self.malformed_names_id else None
+                bad.append(MalformedLine(number, named, "truncated JSON"))
+                continue
             if self.flaky.get(custom_id, 0) >= attempt:
                 yield Errored(
                     custom_id=custom_id,
@@ -203,6 +219,8 @@ class FakeProvider:
         if batch.state == "expired":
             for custom_id in fake.ids[len(fake.ids) // 2 :]:
                 yield Expired(custom_id=custom_id, batch_id=batch.id, attempt=attempt)
+        if bad:
+            raise MalformedOutputError(f"fake: {len(bad)} malformed line(s)", bad)
 
     def failure_is_transient(self, batch: BatchInfo) -> bool:
         return any(e.code == "token_limit_exceeded" for e in batch.errors)

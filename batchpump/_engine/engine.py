@@ -59,6 +59,7 @@ class Engine:
         """Work until every attempt in ``shards`` (and every retry it spawns) is settled."""
         ctx = self.ctx
         ctx.started_at = ctx.clock.monotonic()
+        ctx.next_index = max((s.index for s in shards), default=-1) + 1
         pending = [s for s in shards if s.state not in _FINISHED]
         if not pending:
             return

@@ -114,6 +114,7 @@ class RunContext:
     waiting: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
     cancel_failures: int = 0
+    next_index: int = 0
     stuck_cancelling: list[str] = field(default_factory=list)
 
     async def commit(self, *shards: ShardRecord, run: bool = False) -> None:
@@ -180,6 +181,11 @@ class RunContext:
             )
         logger.error("stopping run %s: %s", self.run.run_id, exc)
         return ConfigurationError(exc, setting=setting)
+
+    def new_index(self) -> int:
+        """A shard index no attempt of this run uses yet (for the halves of a split shard)."""
+        index, self.next_index = self.next_index, self.next_index + 1
+        return index
 
     def opened(self, count: int = 1) -> None:
         self.open_attempts += count

@@ -8,22 +8,37 @@ formats override ``line_checker``.
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import ClassVar, Self, TypeVar
+from typing import ClassVar, Final, Self, TypeVar
 
 import msgspec
 
 from .._clock import Clock, SystemClock
 from .._config import Limits, RetryPolicy
-from .._errors import ProtocolError, UsageError
+from .._errors import MalformedLine, MalformedOutputError, ProtocolError, UsageError
 from .._http import HttpClient, HttpStatistics
 from .._input import LineChecker, RequestLineChecker
 from .._models import Capabilities
 
-__all__ = ["HttpAdapter", "check_base_url", "from_env"]
+__all__ = ["HttpAdapter", "check_base_url", "find_custom_id", "from_env"]
 
 _T = TypeVar("_T")
+
+#: A ``custom_id`` in the bytes of a line that does not decode.
+_CUSTOM_ID: Final = re.compile(rb'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def find_custom_id(raw: bytes) -> str | None:
+    """The ``custom_id`` a malformed result line names, if its bytes show one."""
+    found = _CUSTOM_ID.search(raw)
+    if found is None:
+        return None
+    try:
+        return str(msgspec.json.decode(b'"' + found.group(1) + b'"'))
+    except msgspec.DecodeError:
+        return None
 
 
 def from_env(value: str | None, names: str | Sequence[str], *, what: str) -> str:
@@ -146,14 +161,28 @@ class HttpAdapter:
     ) -> AsyncGenerator[_T, None]:
         """Stream a JSONL download line by line (bounded memory), decoding each line.
 
+        A line that does not decode is skipped and the rest of the file still read, so one bad
+        line never hides the others.
+
         Raises:
-            ProtocolError: a line that does not decode, named by ``what`` and its number.
+            MalformedOutputError: at the end of the file, naming each line that did not decode
+                (its number, and its ``custom_id`` where the bytes show one).
         """
+        bad: list[MalformedLine] = []
         async with self._http.stream("GET", path, cls="download", headers=headers) as stream:
             number = 0
             async for raw in stream.iter_lines():
                 number += 1
                 try:
-                    yield decoder.decode(raw)
+                    item = decoder.decode(raw)
                 except msgspec.DecodeError as exc:
-                    raise ProtocolError(f"{self.name}: {what} line {number}: {exc}") from exc
+                    bad.append(MalformedLine(number, find_custom_id(raw), str(exc)))
+                    continue
+                yield item
+        if bad:
+            first = bad[0]
+            raise MalformedOutputError(
+                f"{self.name}: {what}: {len(bad)} malformed line(s), the first line "
+                f"{first.number}: {first.problem}",
+                bad,
+            )
