@@ -5,8 +5,10 @@ Exit codes (also in the README):
 ====  ==========================================================================
 0     every line has a result and all of them succeeded
 1     the run finished, but some lines errored, expired, were cancelled or rejected
-2     usage or input error (nothing was sent)
-3     the provider refused us (authentication, permission, bad request)
+2     usage or input error (nothing was sent), a plainly wrong setting, or a results file
+      that is missing, cut short or another run's (``batchpump results RUN_ID --rebuild``)
+3     the provider refused us (authentication, permission, bad request) or answered what
+      every batch would get (a wrong base URL, key or setting): the run stopped, resumable
 4     the journal cannot be used (locked by another process, corrupt, disk full)
 5     a network or provider failure outlasted the retries; ``batchpump resume`` continues
 130   interrupted (Ctrl-C); ``batchpump resume RUN_ID`` continues
