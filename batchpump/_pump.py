@@ -531,7 +531,8 @@ def default_results_path(source: Path) -> Path:
 
 def provider_settings(provider: Provider) -> dict[str, str]:
     """The provider's settings that shape what is sent (part of a run's identity): an
-    adapter's optional ``settings`` mapping (TELUS ``work_flow_id``, LlamaCloud job type)."""
+    adapter's optional ``settings`` mapping (TELUS ``work_flow_id``, LlamaCloud job type).
+    A wrapper around a provider should forward it, or its runs get another identity."""
     found: object = getattr(provider, "settings", None)
     if not isinstance(found, dict):
         return {}

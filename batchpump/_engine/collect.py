@@ -14,10 +14,10 @@ The part file, the new attempt and the results-file length are committed togethe
 Two provider answers never loop forever. A result file with malformed lines is downloaded again
 up to ``MALFORMED_DOWNLOADS`` times, then each such line is settled as ``Errored``
 (``code="malformed_output"``). A batch failed by a queue or enqueued-token limit is requeued
-with backoff; when nothing else of its model was in flight or the same lines failed so before
-(the shard alone may exceed the quota) it is split in halves instead, and after ``MAX_REQUEUES``
-requeues its lines settle as ``Errored`` (``code="queue_limit_exceeded"``) with a message naming
-``--token-budget`` and ``--max-lines``.
+with backoff, and the token budget learns to keep that model below what was in flight; when
+nothing else of its model was in flight (the shard alone exceeds the quota) it is split in
+halves instead, and after ``MAX_REQUEUES`` requeues its lines settle as ``Errored``
+(``code="queue_limit_exceeded"``) with a message naming ``--token-budget`` and ``--max-lines``.
 """
 
 from __future__ import annotations
@@ -69,8 +69,6 @@ class Collector:
         self._resubmit = resubmit
         self.ignored = 0
         self._rng = random.Random()
-        #: Shard files (line sets) a queue limit already failed once in this process.
-        self._limited: set[str] = set()
 
     async def serve(self, batches: ObjectReceiveStream[tuple[ShardRecord, BatchInfo]]) -> None:
         async with batches:
@@ -80,9 +78,11 @@ class Collector:
     async def collect(self, shard: ShardRecord, batch: BatchInfo) -> None:
         """Settle every line of a terminal batch."""
         ctx = self._ctx
+        queued = ctx.budget.in_flight(shard.model)
         await ctx.budget.release(shard.model, shard.tokens)
         shard.batch_state = batch.state
         if batch.state == "failed" and ctx.provider.failure_is_transient(batch):
+            ctx.budget.learn(shard.model, queued)
             await self._requeue(shard, batch)
             return
         if batch.state == "failed":
@@ -233,14 +233,13 @@ class Collector:
     async def _requeue(self, shard: ShardRecord, batch: BatchInfo) -> None:
         """A queue or token limit failed the batch: same lines, new attempt, after a wait.
 
-        Nothing else of its model in flight, or the same lines failed so before, means the
-        shard alone may exceed the quota: it is split in halves. A shard requeued
-        ``MAX_REQUEUES`` times settles as errored.
+        Nothing else of its model in flight means the shard alone exceeds the quota: it is
+        split in halves. (The budget learned the limit, so shards of a model that failed
+        together now go one at a time and meet it alone.) A shard requeued ``MAX_REQUEUES``
+        times settles as errored.
         """
         ctx = self._ctx
-        again = shard.path in self._limited
-        self._limited.add(shard.path)
-        if shard.lines > 1 and (again or ctx.budget.in_flight(shard.model) == 0):
+        if shard.lines > 1 and ctx.budget.in_flight(shard.model) == 0:
             await self._split(shard, batch)
             return
         if shard.requeues >= MAX_REQUEUES:

@@ -61,24 +61,40 @@ class TokenBudget:
     """Enqueued-token budget per model: ``acquire`` waits while a shard would exceed it.
 
     A shard larger than the whole budget still goes when nothing else of its model is in
-    flight, so a run never deadlocks on one big shard.
+    flight, so a run never deadlocks on one big shard. A provider's queue limit that failed a
+    batch teaches the budget (``learn``): that model then keeps below what was in flight.
     """
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self._in_flight: dict[str | None, int] = {}
+        self._learned: dict[str | None, int] = {}
         self._changed = anyio.Condition()
 
     def in_flight(self, model: str | None) -> int:
         return self._in_flight.get(model, 0)
 
+    def limit_of(self, model: str | None) -> int | None:
+        """The budget of ``model``: the configured one, or less if a queue limit taught so."""
+        learned = self._learned.get(model)
+        if learned is None or (self.limit is not None and self.limit <= learned):
+            return self.limit
+        return learned
+
+    def learn(self, model: str | None, queued: int) -> None:
+        """A queue limit failed a batch while ``queued`` tokens of ``model`` were in flight."""
+        if queued > 0:
+            self._learned[model] = min(self._learned.get(model, queued), queued - 1)
+
     async def acquire(self, model: str | None, tokens: int) -> None:
-        if self.limit is None:
+        limit = self.limit_of(model)
+        if limit is None:
             self._in_flight[model] = self.in_flight(model) + tokens
             return
         async with self._changed:
-            while self.in_flight(model) and self.in_flight(model) + tokens > self.limit:
+            while self.in_flight(model) and self.in_flight(model) + tokens > limit:
                 await self._changed.wait()
+                limit = self.limit_of(model) or limit
             self._in_flight[model] = self.in_flight(model) + tokens
 
     def take(self, model: str | None, tokens: int) -> None:
@@ -87,7 +103,7 @@ class TokenBudget:
 
     async def release(self, model: str | None, tokens: int) -> None:
         self._in_flight[model] = max(0, self.in_flight(model) - tokens)
-        if self.limit is not None:
+        if self.limit is not None or self._learned:
             async with self._changed:
                 self._changed.notify_all()
 

@@ -181,8 +181,7 @@ class HttpAdapter:
                 yield item
         if bad:
             first = bad[0]
+            more = f" (and {len(bad) - 1} more malformed lines)" if len(bad) > 1 else ""
             raise MalformedOutputError(
-                f"{self.name}: {what}: {len(bad)} malformed line(s), the first line "
-                f"{first.number}: {first.problem}",
-                bad,
+                f"{self.name}: {what} line {first.number}: {first.problem}{more}", bad
             )

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+
 from batchpump import Errored, MemoryJournal, Pump, Succeeded
+from batchpump._engine import TokenBudget
 from batchpump._engine.collect import MALFORMED_DOWNLOADS, MAX_REQUEUES
 
 from ..fakes import FakeProvider
@@ -75,3 +78,19 @@ async def test_a_transiently_malformed_download_is_read_again(tmp_path: Path) ->
     assert_exactly_once(results, ids)
     assert all(isinstance(r, Succeeded) for r in results)
     assert list(provider.downloads.values()) == [2]
+
+
+async def test_token_budget_learns_from_a_queue_limit() -> None:
+    budget = TokenBudget(None)
+    await budget.acquire("m", 600)
+    await budget.acquire("m", 600)
+    budget.learn("m", 1_200)  # a batch failed with 1,200 tokens queued
+    assert budget.limit_of("m") == 1_199
+    assert budget.limit_of("other") is None
+    await budget.release("m", 600)
+    with anyio.move_on_after(0.05) as scope:  # the second 600 no longer fits beside the first
+        await budget.acquire("m", 600)
+    assert scope.cancelled_caught
+    await budget.release("m", 600)
+    await budget.acquire("m", 1_500)  # alone, a bigger shard still goes (and may be split)
+    assert budget.in_flight("m") == 1_500
