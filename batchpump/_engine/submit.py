@@ -92,11 +92,15 @@ class Submitter:
             await ctx.budget.acquire(shard.model, shard.tokens)
             if self._cancelled():  # cancelled while waiting for budget
                 await ctx.budget.release(shard.model, shard.tokens)
+        found: BatchInfo | None = None
         if self._cancelled():
-            await self._on_cancelled(shard)
-            return
+            # A create that may have reached the provider: adopt its batch so it is cancelled.
+            found = await self._reconcile(shard) if shard.state == "creating" else None
+            if found is None:
+                await self._on_cancelled(shard)
+                return
         try:
-            batch = await self._submit(shard)
+            batch = found or await self._submit(shard)
         except (AuthenticationError, BadRequestError, ConflictError, NotFoundError) as exc:
             await ctx.budget.release(shard.model, shard.tokens)
             if configuration_problem(exc):  # every shard would fail so: stop, settle nothing

@@ -125,3 +125,37 @@ async def test_batch_stuck_cancelling_is_reported_not_polled_forever(tmp_path: P
     assert all(b.info.state == "cancelling" for b in provider.batches.values())
     assert (counts.canceled, counts.succeeded) == (150, 150)
     assert_exactly_once(read_results(run.results_path), ids)
+
+
+async def test_resumed_cancel_adopts_a_batch_whose_create_was_not_recorded(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "in.jsonl"
+    ids = write_requests(src, 100)
+    journal = MemoryJournal()
+    provider = FakeProvider(stall=True)
+
+    def crash(*_: object) -> None:
+        raise Crash  # killed after the create reached the provider, before it was recorded
+
+    provider.after_create = crash
+
+    async def start() -> None:
+        async with Pump(provider, journal=journal, state_dir=tmp_path / "state") as pump:
+            run = await pump.submit(src, options=FAST)
+            await run.wait()
+
+    with pytest.raises(Crash):
+        await start()
+    (record,) = await journal.list_runs()
+    (shard,) = await journal.load_shards(record.run_id)
+    assert shard.state == "creating"
+    assert len(provider.batches) == 1
+
+    provider.after_create = None
+    async with Pump(provider, journal=journal, state_dir=tmp_path / "state") as pump:
+        counts = await pump.cancel(record.run_id)
+    (batch,) = provider.batches.values()  # adopted and cancelled, no second batch
+    assert batch.info.state == "cancelled"
+    assert counts.total == 100
+    assert_exactly_once(read_results(tmp_path / "in.results.jsonl"), ids)
