@@ -205,22 +205,21 @@ class Pump:
             input_hash=input_hash,
             settings=settings,
         )
-        existing = await journal.get_run(run_id)
-        if existing is None:
-            try:
-                await self._claim(record, overwrite=overwrite, fresh=fresh)
-            except BaseException:
-                if isinstance(source, AsyncIterable):
-                    await run_io(partial(path.unlink, missing_ok=True))
-                raise
-        elif out is not None and existing.out_path != record.out_path:
-            raise ResultsFileError(
-                f"this input was already run as run {run_id}, whose results go to "
-                f"{existing.out_path}, not {record.out_path}; nothing was sent. To continue that "
-                f"run, give its file (--out {existing.out_path}); to start a new run that sends "
-                "every line again into the new file, add --fresh (API: fresh=True)"
+        try:
+            await self._check_out(
+                record, out_given=out is not None, overwrite=overwrite, fresh=fresh
             )
-        stored, _ = await journal.open_run(record)
+        except BaseException:
+            if isinstance(source, AsyncIterable):  # nothing keeps the spool of a refused run
+                await run_io(partial(path.unlink, missing_ok=True))
+            raise
+        stored, created = await journal.open_run(record)
+        if not created:
+            logger.info(
+                "run %s (this input, provider, endpoint and sharding) exists: continuing it; "
+                "this call's retry, budget and polling options apply",
+                run_id,
+            )
         if isinstance(source, AsyncIterable) and stored.input_path != record.input_path:
             # The same content was submitted before: that run keeps its own spool file.
             await run_io(partial(path.unlink, missing_ok=True))
@@ -228,6 +227,23 @@ class Pump:
         if run_id in self._runs:
             return self._runs[run_id]
         return await self._start(record, opts)
+
+    async def _check_out(
+        self, record: RunRecord, *, out_given: bool, overwrite: bool, fresh: bool
+    ) -> None:
+        """Refuse a submit whose results file is another run's, or not this run's file."""
+        existing = await self.journal.get_run(record.run_id)
+        if existing is None:
+            await self._claim(record, overwrite=overwrite, fresh=fresh)
+        elif existing.out_taken_by is not None:
+            raise ResultsFileError(_taken_message(existing))
+        elif out_given and existing.out_path != record.out_path:
+            raise ResultsFileError(
+                f"this input was already run as run {record.run_id}, whose results go to "
+                f"{existing.out_path}, not {record.out_path}; nothing was sent. To continue that "
+                f"run, give its file (--out {existing.out_path}); to start a new run that sends "
+                "every line again into the new file, add --fresh (API: fresh=True)"
+            )
 
     async def _claim(self, record: RunRecord, *, overwrite: bool, fresh: bool) -> None:
         """Make ``record`` (a new run) the owner of its results file, or refuse."""
@@ -576,8 +592,8 @@ def _owned_message(owner: RunRecord, record: RunRecord) -> str:
 def _taken_message(record: RunRecord) -> str:
     return (
         f"run {record.run_id} no longer owns a results file: run {record.out_taken_by} took "
-        f"over {record.out_path} (--overwrite). Nothing was sent; submit the input again with "
-        "another --out to run it anew"
+        f"over {record.out_path} (--overwrite). Nothing was sent; to run its input anew, "
+        "submit it with --fresh and another --out (API: fresh=True, out=...)"
     )
 
 
