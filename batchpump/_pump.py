@@ -299,11 +299,39 @@ class Pump:
             raise UsageError(f"run {run_id} is running in this pump; rebuild it once it stopped")
         record = await self._stored_run(run_id)
         shards = await self.journal.load_shards(run_id)
-        report, counts, length = await rebuild_results(self.provider, record, shards)
+        rejected = await self._rejected_again(record) if record.counts.rejected else []
+        report, counts, length = await rebuild_results(self.provider, record, shards, rejected)
         record.out_offset = length
         record.counts = counts
         await self.journal.commit(run=record)
         return report
+
+    async def _rejected_again(self, record: RunRecord) -> list[Rejected]:
+        """The run's ``Rejected`` results, by checking its input again (if it is unchanged)."""
+        path = Path(record.input_path)
+        if (
+            not await anyio.Path(path).is_file()
+            or await run_io(hash_file, path) != record.input_hash
+        ):
+            logger.warning("%s is gone or changed: its rejected lines cannot be rebuilt", path)
+            return []
+        opts = msgspec.json.decode(record.options, type=RunOptions)
+        scratch = self._run_dir(record.run_id) / "rebuild-check"
+        outcome = await run_io(
+            lambda: shard_file(
+                path,
+                out_dir=scratch,
+                run_id=record.run_id,
+                endpoint=opts.endpoint,
+                capabilities=self.provider.capabilities,
+                max_lines=opts.max_lines,
+                max_bytes=opts.max_bytes,
+                on_invalid=opts.on_invalid,
+                line_checker=self.provider.line_checker,
+            )
+        )
+        await run_io(_remove, [Path(s.path) for s in outcome.shards])
+        return outcome.rejected
 
     async def check_results(self, run_id: str) -> str | None:
         """What is wrong with a run's results file (missing, cut short), or ``None``."""

@@ -9,8 +9,9 @@ it whole again where it can:
    taken from the newest attempt that still has it. A retryable result of an attempt that was
    followed by another is not final (the line went again), so it is not taken;
 3. lines of the last attempt the provider never reported are settled as the collector did;
-4. what is left (the provider no longer has the output, a line rejected at the input check and
-   not in the surviving file) is reported, never made up.
+4. lines rejected at the input check come from checking the input again (the caller passes
+   them, when the input file is still there and unchanged);
+5. what is left (the provider no longer has the output) is reported, never made up.
 
 The new file is written beside the old one, fsynced and moved into place; the journal then
 commits its length and counts. A run can be resumed afterwards as usual.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Final
@@ -35,6 +37,7 @@ from .._models import (
     Canceled,
     Errored,
     Expired,
+    Rejected,
     Result,
     ResultCounts,
     RunRecord,
@@ -97,6 +100,7 @@ async def rebuild_results(
     provider: Provider,
     run: RunRecord,
     shards: list[ShardRecord],
+    rejected: Sequence[Rejected] = (),
 ) -> tuple[RebuildReport, ResultCounts, int]:
     """Write the run's results file anew; return the report, the counts and the new length.
 
@@ -104,12 +108,17 @@ async def rebuild_results(
         provider: the run's provider (it must still hold the batches' output).
         run: the run's journal record (``out_path``, ``out_offset``, ``total_lines``).
         shards: every shard attempt of the run.
+        rejected: the run's ``Rejected`` results, from checking its input again.
     """
     path = Path(run.out_path)
     kept = await run_io(_surviving, path, run.out_offset)
     have: dict[str, Result] = dict(kept)
     recovered: list[Result] = []
     unavailable: list[str] = []
+    for rejection in rejected:
+        if rejection.custom_id not in have:
+            have[rejection.custom_id] = rejection
+            recovered.append(rejection)
     by_index: dict[int, list[ShardRecord]] = defaultdict(list)
     for shard in shards:
         by_index[shard.index].append(shard)
@@ -129,8 +138,8 @@ async def rebuild_results(
                 recovered.append(result)
     lost_ids = await run_io(_lost_ids, shards, have)
     counts = ResultCounts()
-    for result in have.values():
-        counts.add(result)
+    for final in have.values():
+        counts.add(final)
     lost = max(run.total_lines - len(have), len(lost_ids))
     length = await run_io(_write, path, [r for _, r in kept], recovered)
     report = RebuildReport(

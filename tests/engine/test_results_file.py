@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from batchpump import MemoryJournal, Pump, ResultsFileError, RunOptions, Succeeded
+from batchpump import MemoryJournal, Pump, Rejected, ResultsFileError, RunOptions, Succeeded
 
 from ..fakes import FakeProvider
 from ..helpers import assert_exactly_once, read_results, write_requests
@@ -25,7 +26,8 @@ async def _run(
     **kw: object,
 ) -> str:
     async with Pump(provider, journal=journal, state_dir=tmp_path / "state") as pump:
-        run = await pump.submit(src, options=FAST, **kw)  # type: ignore[arg-type]
+        kw.setdefault("options", FAST)
+        run = await pump.submit(src, **kw)  # type: ignore[arg-type]
         await run.wait()
         return run.id
 
@@ -199,3 +201,24 @@ async def test_rerun_with_other_sending_options_continues_the_same_run(tmp_path:
     assert run.id == first
     assert not provider.calls["create"]
     assert_exactly_once(read_results(tmp_path / "in.results.jsonl"), ids)
+
+
+async def test_rebuild_checks_the_input_again_for_rejected_lines(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    ids = write_requests(src, 120)
+    with src.open("ab") as f:
+        f.write(b'{"custom_id": "bad-1", "method": "POST"}\n')
+    journal = MemoryJournal()
+    provider = FakeProvider()
+    options = msgspec.structs.replace(FAST, on_invalid="skip")
+    run_id = await _run(journal, provider, src, tmp_path, options=options)
+    out = tmp_path / "in.results.jsonl"
+    before = sorted(out.read_bytes().splitlines())
+    out.unlink()
+    async with Pump(provider, journal=journal, state_dir=tmp_path / "state") as pump:
+        report = await pump.rebuild_results(run_id)
+    assert report.lost == 0
+    results = read_results(out)
+    assert_exactly_once(results, [*ids, "bad-1"])
+    assert isinstance({r.custom_id: r for r in results}["bad-1"], Rejected)
+    assert sorted(out.read_bytes().splitlines()) == before
