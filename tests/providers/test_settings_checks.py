@@ -12,6 +12,7 @@ import pytest
 from batchpump import UsageError
 from batchpump.providers.anthropic import Anthropic
 from batchpump.providers.azure import AzureOpenAI
+from batchpump.providers.llamacloud import LlamaCloud
 from batchpump.providers.openai import OpenAI
 from batchpump.providers.telus import Telus
 from batchpump.providers.together import Together
@@ -36,6 +37,10 @@ PID = "8d2c8a4e-5d4f-4a8e-9a61-0f0c8f3c9a01"
         (
             lambda: AzureOpenAI(api_key=KEY, azure_endpoint="https://x.example/openai"),
             ("/openai", "AZURE_OPENAI_ENDPOINT"),
+        ),
+        (
+            lambda: LlamaCloud(api_key=KEY, base_url="http://127.0.0.1:9/api/v1"),
+            ("/api/v1", "LLAMA_CLOUD_BASE_URL"),
         ),
         (
             lambda: Telus(api_key=KEY, project_id="my-project", base_url="http://127.0.0.1:9"),
