@@ -142,3 +142,14 @@ def test_a_route_that_404s_exits_3_and_the_fixed_command_continues(
     monkeypatch.setenv("OPENAI_BASE_URL", f"{openai_env}/v1")
     assert main(argv) == EXIT_OK
     assert_exactly_once(read_results(tmp_path / "requests.results.jsonl"), ids)
+
+
+def test_demo_twice_in_one_dir_replaces_its_own_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", "--dir", str(tmp_path), "--lines", "500", "--progress", "none"]
+    assert main(argv) == EXIT_OK
+    assert main(argv) == EXIT_OK  # a new emulator, so a new run, on the same results file
+    assert "every line came back exactly once" in capsys.readouterr().err
+    results = read_results(tmp_path / "demo-requests.results.jsonl")
+    assert_exactly_once(results, [f"demo-{i}" for i in range(500)])
