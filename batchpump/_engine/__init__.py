@@ -5,9 +5,11 @@ attempts into provider batches exactly once each (``submit``), the poller refres
 batches with list sweeps (``poll``), collectors join each finished batch's results by
 ``custom_id`` and decide every line: a final result or the next attempt (``collect``), and the
 ``ResultSink`` appends final results to the results file and commits its length in the journal
-(``results``); ``rebuild`` remakes a results file that was deleted or cut short. What the stages
-share is a ``RunContext`` (``runstate``). The engine sees the outside only through protocols
-(``Provider``, ``Journal``, ``Clock``): it imports no adapter, no aiohttp and no sqlite3.
+(``results``). What the stages share is a ``RunContext`` (``runstate``). The engine sees the
+outside only through protocols (``Provider``, ``Journal``, ``Clock``): it imports no adapter,
+no aiohttp and no sqlite3.
+
+``rebuild`` remakes a results file that was deleted or cut short.
 """
 
 from __future__ import annotations
