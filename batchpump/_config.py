@@ -44,6 +44,7 @@ DEFAULT_POLL_MIN: Final = 2.0
 DEFAULT_POLL_MAX: Final = 60.0
 DEFAULT_FINALIZING_TIMEOUT: Final = 2 * 3600.0
 DEFAULT_MISSING_OUTPUT_GRACE: Final = 300.0
+DEFAULT_CANCELLING_TIMEOUT: Final = 3600.0
 
 
 def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
@@ -104,12 +105,16 @@ class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
             cancelled where possible and its unfinished lines resubmitted.
         missing_output_grace: a ``completed`` batch with no result files is re-read for this
             long before its lines are treated as unfinished.
+        cancelling_timeout: a batch still ``cancelling`` this long after it was first seen so
+            is given up on: reported (``RunStatistics.stuck_cancelling``) and collected as
+            cancelled, not polled forever.
     """
 
     interval_min: float = DEFAULT_POLL_MIN
     interval_max: float = DEFAULT_POLL_MAX
     finalizing_timeout: float = DEFAULT_FINALIZING_TIMEOUT
     missing_output_grace: float = DEFAULT_MISSING_OUTPUT_GRACE
+    cancelling_timeout: float = DEFAULT_CANCELLING_TIMEOUT
 
     def __post_init__(self) -> None:
         _positive("interval_min", self.interval_min, zero_ok=True)
@@ -117,6 +122,7 @@ class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
             raise UsageError("interval_max must be >= interval_min")
         _positive("finalizing_timeout", self.finalizing_timeout, zero_ok=True)
         _positive("missing_output_grace", self.missing_output_grace, zero_ok=True)
+        _positive("cancelling_timeout", self.cancelling_timeout, zero_ok=True)
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,6 +8,8 @@ batches with list sweeps (``poll``), collectors join each finished batch's resul
 (``results``). What the stages share is a ``RunContext`` (``runstate``). The engine sees the
 outside only through protocols (``Provider``, ``Journal``, ``Clock``): it imports no adapter,
 no aiohttp and no sqlite3.
+
+``rebuild`` remakes a results file that was deleted or cut short.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 from .collect import Collector
 from .engine import Engine
 from .poll import Poller, deadline_cap
-from .results import PartWriter, ResultSink
+from .rebuild import RebuildReport, rebuild_results
+from .results import PartWriter, ResultSink, results_file_error
 from .runstate import RunContext, RunStatistics, TokenBudget
 from .submit import RECONCILE_SLACK
 
@@ -25,9 +28,12 @@ __all__ = [
     "Engine",
     "PartWriter",
     "Poller",
+    "RebuildReport",
     "ResultSink",
     "RunContext",
     "RunStatistics",
     "TokenBudget",
     "deadline_cap",
+    "rebuild_results",
+    "results_file_error",
 ]

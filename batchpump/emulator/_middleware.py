@@ -1,20 +1,24 @@
 """The fault middleware: auth, rate limits and injected faults in front of every route.
 
-Order per request: auth (401), the endpoint class's token bucket (429 with OpenAI's headers),
-then at most one drawn fault (storm 429, JSON 5xx, HTML 502, reset before handling, slow
-answer, truncated body), then the handler, then ``reset_after_create`` (the answer is lost
-*after* the batch exists). Faults never touch provider state: a fault either happens before the
-handler runs or only damages the answer's transport.
+Order per request: auth (401), the endpoint class's token bucket (429 with OpenAI's headers,
+unless ``advertise_rate_limits``/``send_retry_after`` turn them off), then at most one drawn
+fault (storm 429, JSON 5xx, HTML 502, reset before handling, slow answer, truncated body),
+then, on a create, a late create (the handler runs only ``late_create_seconds`` later), then
+the handler, then ``reset_after_create`` (the answer is lost *after* the batch exists). With a
+``clock_offset_seconds`` the ``Date`` header shows the server's shifted clock. Faults never
+touch provider state: a fault either happens before the handler runs (a late create only
+delays it) or only damages the answer's transport.
 """
 
 from __future__ import annotations
 
 import math
+from email.utils import formatdate
 from typing import Final
 
 from aiohttp import web
 
-from ._faults import TokenBucket, format_duration, pick_fault
+from ._faults import Faults, TokenBucket, format_duration, pick_fault
 from ._routing import EMULATOR_KEY, PROVIDERS_KEY, ROUTES_KEY, ApiError, Handler, ProviderRoutes
 from ._state import Emulator
 
@@ -34,17 +38,28 @@ _5XX: Final = (
 )
 
 
-def _limit_headers(bucket: TokenBucket, *, retry_after: float | None = None) -> dict[str, str]:
+def _retry_after(wait: float) -> dict[str, str]:
+    return {
+        "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+        "retry-after": str(max(1, math.ceil(wait))),
+    }
+
+
+def _limit_headers(bucket: TokenBucket) -> dict[str, str]:
     per_minute = round(bucket.limit.requests * 60 / bucket.limit.per_seconds)
-    headers = {
+    return {
         # OpenAI states the limit per minute, whatever window the bucket refills over.
         "x-ratelimit-limit-requests": str(max(1, per_minute)),
         "x-ratelimit-remaining-requests": str(bucket.remaining),
         "x-ratelimit-reset-requests": format_duration(bucket.seconds_until_full()),
     }
-    if retry_after is not None:
-        headers["retry-after-ms"] = str(max(1, math.ceil(retry_after * 1000)))
-        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+
+
+def _429_headers(faults: Faults, advertised: dict[str, str], wait: float) -> dict[str, str]:
+    """What a 429 carries: the advertised limits and the wait, each unless turned off."""
+    headers = dict(advertised) if faults.advertise_rate_limits else {}
+    if faults.send_retry_after:
+        headers.update(_retry_after(wait))
     return headers
 
 
@@ -89,26 +104,24 @@ async def _faulted(
         if not bucket.try_acquire():
             stats.faults["rate_limited"] += 1
             wait = bucket.seconds_until_token()
-            headers = _limit_headers(bucket, retry_after=wait)
+            headers = _429_headers(faults, _limit_headers(bucket), wait)
             raise _rate_limited(bucket.limit.requests, bucket.limit.requests, wait, headers)
-        extra = _limit_headers(bucket)
+        extra = _limit_headers(bucket) if faults.advertise_rate_limits else {}
     fault = pick_fault(faults, emu.rng) if cls is not None else "none"
     if fault not in ("none", "truncate"):  # a truncation is counted once it is applied
         stats.faults[fault] += 1
     if fault == "storm429":
         wait = faults.retry_after_seconds
-        headers = {
-            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
-            "retry-after": str(max(1, math.ceil(wait))),
+        advertised = {
             "x-ratelimit-remaining-requests": "0",
             "x-ratelimit-reset-requests": format_duration(wait),
         }
         # A storm is not a quota: advertise a limit only when a bucket really sets one.
         limit = extra.get("x-ratelimit-limit-requests")
         if limit is not None:
-            headers["x-ratelimit-limit-requests"] = limit
+            advertised["x-ratelimit-limit-requests"] = limit
         shown = int(limit) if limit is not None else 10_000
-        raise _rate_limited(shown, shown, wait, headers)
+        raise _rate_limited(shown, shown, wait, _429_headers(faults, advertised, wait))
     if fault == "5xx":
         status, message = _5XX[emu.rng.randrange(len(_5XX))]
         raise ApiError(status, message, type="server_error")
@@ -118,6 +131,11 @@ async def _faulted(
         return _abort(request)
     if fault == "slow":
         await emu.clock.sleep(faults.slow_seconds)
+    late = faults.late_create_rate
+    if info.creates and late > 0.0 and emu.rng.random() < late:
+        stats.faults["late_create"] += 1
+        await request.read()  # taken now: the body stays readable if the client goes away
+        await emu.clock.sleep(faults.late_create_seconds)
     response = await handler(request)
     response.headers.update(extra)
     rate = faults.reset_after_create_rate
@@ -154,6 +172,9 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         message = f"Invalid URL ({request.method} {request.path})"
         response = provider.render_error(ApiError(exc.status, message))
+    offset = emu.faults.clock_offset_seconds
+    if offset and isinstance(response, web.Response):
+        response.headers["Date"] = formatdate(emu.now(), usegmt=True)
     status = 0 if response.status == _RESET_STATUS else response.status
     emu.raw_stats.requests[(name or request.path, status)] += 1
     return response

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, final
 import msgspec
 
 from .._clock import Clock, SystemClock
-from ._faults import EmulatorConfig, Faults, TokenBucket
+from ._faults import EmulatorConfig, Faults, TokenBucket, malform_lines
 from ._stats import Stats
 
 __all__ = ["Emulator"]
@@ -89,13 +89,20 @@ class Emulator:
     # -- shared helpers ----------------------------------------------------------------------
 
     def now(self) -> float:
-        """The emulator clock's wall time (unix seconds)."""
-        return self.clock.time()
+        """The server's wall time (unix seconds): the clock's, plus ``clock_offset_seconds``."""
+        return self.clock.time() + self._config.faults.clock_offset_seconds
 
     def new_id(self, prefix: str) -> str:
         """A fresh id such as ``batch_00000001a1b2c3d4e5f6``: unique, reproducible from the seed."""
         self._ids += 1
         return f"{prefix}{self._ids:08x}{self._id_rng.getrandbits(48):012x}"
+
+    def malformed(self, data: bytes, key: str) -> bytes:
+        """``data`` (JSONL) with lines cut at ``malformed_output_rate``; same cuts per ``key``."""
+        rate = self._config.faults.malformed_output_rate
+        if rate <= 0.0:
+            return data
+        return malform_lines(data, rate, random.Random(f"{self._config.seed}:malformed:{key}"))
 
     def provider_state(self, name: str, factory: Callable[[Emulator], _T]) -> _T:
         """The state slot of provider ``name``, created by ``factory(self)`` on first use."""

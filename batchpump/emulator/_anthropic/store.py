@@ -163,10 +163,11 @@ class AnthropicState:
             indexes = range(start, -1, -1)
         picked: list[AnthropicBatch] = []
         has_more = False
+        cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
         for i in indexes:
             batch = self.batches.get(self._order[i])
-            if batch is None:
-                continue  # deleted
+            if batch is None or batch.created_at > cutoff:
+                continue  # deleted, or not in the list index yet (``list_lag_seconds``)
             if len(picked) == limit:
                 has_more = True
                 break

@@ -248,10 +248,12 @@ class LlamaCloudState:
         self, *, status: str | None, source_directory_id: str | None
     ) -> list[LlamaBatch]:
         now = self.emulator.now()
+        cutoff = now - self.emulator.faults.list_lag_seconds
         picked = [
             b
             for b in self.batches.values()
-            if (status is None or b.status(now) == status)
+            if b.created_at <= cutoff
+            and (status is None or b.status(now) == status)
             and (source_directory_id is None or b.directory_id == source_directory_id)
         ]
         return picked[::-1] if self.config.newest_first else picked

@@ -162,8 +162,12 @@ class TogetherState:
         return batch
 
     def list_batches(self) -> list[BatchJob]:
-        """Every job, oldest first: the live API promises no order, so neither do we."""
-        return [self.wire(b) for b in self.batches.values()]
+        """Every job, oldest first: the live API promises no order, so neither do we.
+
+        Jobs younger than ``list_lag_seconds`` are left out (retrieve still finds them).
+        """
+        cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
+        return [self.wire(b) for b in self.batches.values() if b.created_at <= cutoff]
 
     def wire(self, batch: BatchRecord) -> BatchJob:
         """The ``BatchJob`` now, building its result files on the first terminal read."""
@@ -220,8 +224,9 @@ class TogetherState:
                 _encoder.encode_into(OutputLine.failed(cid, error_code, message), buf)
                 err += buf + b"\n"
         if out and not batch.no_output:
+            output = self.emulator.malformed(bytes(out), batch.id)
             batch.output_file_id = self.files.add_file(
-                f"{batch.id}-output.jsonl", "batch-generated", bytes(out)
+                f"{batch.id}-output.jsonl", "batch-generated", output
             ).id
         if err:
             batch.error_file_id = self.files.add_file(
