@@ -166,7 +166,7 @@ class Pump:
         spooled = isinstance(source, AsyncIterable)
         try:
             return await self._submit(path, spooled, out, opts, fresh)
-        except BaseException:
+        except Exception:  # a cancellation keeps the run (and its spool) for resume
             if spooled and not any(r.input_path == str(path.resolve()) for r in self._records()):
                 with anyio.CancelScope(shield=True):
                     await run_io(partial(path.unlink, missing_ok=True))
@@ -215,8 +215,8 @@ class Pump:
             return self._runs[run_id]
         try:
             return await self._start(record, opts)
-        except BaseException:
-            if created:  # a run that never started leaves nothing behind
+        except Exception:
+            if created:  # a run that failed before it started leaves nothing behind
                 with anyio.CancelScope(shield=True):
                     await journal.delete_run(run_id)
                     await run_io(_forget_run, self._run_dir(run_id), out_path, out_existed)

@@ -34,6 +34,7 @@ from .._models import (
     Result,
     ResultCounts,
     ShardRecord,
+    Succeeded,
 )
 from .._retry import backoff
 from .results import PartWriter, ResultSink
@@ -114,6 +115,8 @@ class Collector:
                     )
                 part.add(result)
                 counts.add(result)
+                if isinstance(result, Succeeded) and result.usage is not None:
+                    ctx.add_usage(shard.model, result.usage)
                 if part.full:
                     await part.flush()
         for custom_id in sorted(expected):  # never reported: unfinished
