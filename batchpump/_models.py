@@ -235,6 +235,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
     counts: ResultCounts = msgspec.field(default_factory=ResultCounts)
     options: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     input_hash: str = ""
+    updated_at: float = 0.0
 
 
 class ShardRecord(msgspec.Struct, kw_only=True):

@@ -392,7 +392,7 @@ class Run:
             if self._engine is not None:
                 await self._engine.run(shards)
             ctx.run.state = "cancelled" if ctx.cancelled else "done"
-            await ctx.journal.commit(run=ctx.run)
+            await ctx.commit(run=True)
             if not ctx.options.keep_shards:
                 await run_io(prune_run_files, Path(ctx.work_dir), Path(ctx.run.input_path))
         except BaseException as exc:

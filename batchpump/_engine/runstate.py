@@ -116,6 +116,8 @@ class RunContext:
 
     async def commit(self, *shards: ShardRecord, run: bool = False) -> None:
         """Write shard attempts (and the run record, if asked) in one transaction."""
+        if run:
+            self.run.updated_at = self.clock.time()
         await self.journal.commit(run=self.run if run else None, shards=shards)
 
     async def commit_results(
