@@ -19,7 +19,7 @@ import pytest
 
 import batchpump._input.spooling as spool_module
 import batchpump._pump as pump_module
-from batchpump import PollPolicy, Pump, RetryPolicy, RunOptions, Succeeded, UsageError
+from batchpump import InputError, PollPolicy, Pump, RetryPolicy, RunOptions, Succeeded, UsageError
 from batchpump._input import SpoolItem
 from batchpump.emulator import RunningEmulator
 from batchpump.providers.openai import OpenAI
@@ -187,3 +187,39 @@ async def test_an_error_from_the_source_propagates_and_leaves_no_spool(
             await pump.submit(source())
         assert await pump.runs() == []
     assert [p async for p in anyio.Path(state / "spool").iterdir()] == []
+
+
+async def test_a_failed_submit_leaves_no_spool_no_run_and_no_results_file(
+    batchpump_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    data, _ = jsonl(3)
+    bad = [*data.splitlines(keepends=True), b"[1, 2]\n"]  # an input error on line 4
+    state = tmp_path / "state"
+    async with Pump(provider(batchpump_emulator), state_dir=state) as pump:
+        with pytest.raises(InputError, match="line 4"):
+            await pump.submit(from_pieces(list(bad)), options=OPTIONS)
+        assert await pump.runs() == []
+    assert [p async for p in anyio.Path(state / "spool").iterdir()] == []
+    assert not [p async for p in anyio.Path(state / "runs").glob("*")]
+    assert sum(batchpump_emulator.emulator.stats.requests.values()) == 0
+
+
+async def test_dicts_and_structs_are_one_line_each(
+    batchpump_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    ids = [f"obj-{i}" for i in range(6)]
+
+    async def source() -> AsyncIterator[SpoolItem]:
+        for i, custom_id in enumerate(ids):
+            if i % 3 == 0:
+                yield request(custom_id)
+            elif i % 3 == 1:
+                yield msgspec.json.decode(msgspec.json.encode(request(custom_id)), type=Request)
+            else:
+                yield msgspec.json.encode(request(custom_id))  # no newline: still one line
+
+    async with Pump(provider(batchpump_emulator), state_dir=tmp_path / "state") as pump:
+        run = await pump.submit(source(), options=OPTIONS)
+        counts = await run.wait()
+    assert counts.succeeded == len(ids)
+    assert_exactly_once(read_results(run.results_path), ids)
