@@ -16,7 +16,7 @@ from typing import Final, final
 from .._faults import draw_line_codes, plan_timeline
 from .._routing import ApiError
 from .._state import Emulator
-from .batch import BatchRecord, InputLine, parse_input
+from .batch import BatchRecord, InputLine, parse_input, script_codes
 from .bodies import build_result_files
 from .files import FileRecord, FileStore
 from .wire import (
@@ -158,6 +158,13 @@ class OpenAIState:
         outcome, run_end, final_end, done_final = plan
         if errors:
             lines, tokens = [], 0
+        codes = draw_line_codes(len(lines), config, emu.line_rng)
+        outcomes = (
+            emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="openai")
+            if lines and len(emu.scripted)
+            else {}
+        )
+        codes, scripted = script_codes(lines, codes, outcomes)
         batch = BatchRecord(
             id=emu.new_id("batch_"),
             endpoint=endpoint,
@@ -170,11 +177,12 @@ class OpenAIState:
             final_end=final_end,
             outcome=outcome,
             lines=lines,
-            codes=draw_line_codes(len(lines), config, emu.line_rng),
+            codes=codes,
             done_final=done_final,
             errors=errors,
             no_output=faults.completed_without_output,
             tokens=tokens,
+            scripted=scripted,
         )
         self._store(batch, key)
         return batch
