@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ._faults import EmulatorConfig, Faults, RateLimit
     from ._requests import RequestLog, RequestRecord
     from ._script import LineOutcome, Match, Respond, Rule, load_rules
-    from ._server import RunningEmulator, open_emulator, run_emulator
+    from ._server import RunningEmulator, emulator_thread, open_emulator, run_emulator
     from ._state import Emulator
     from ._stats import Stats
     from ._timeline import EmulatorClock
@@ -56,6 +56,7 @@ _HOMES: Final = {
     "load_rules": "._script",
     "RunningEmulator": "._server",
     "open_emulator": "._server",
+    "emulator_thread": "._server",
     "run_emulator": "._server",
     "Emulator": "._state",
     "Stats": "._stats",
@@ -79,6 +80,7 @@ __all__ = [
     "Stats",
     "add_arguments",
     "create_app",
+    "emulator_thread",
     "load_rules",
     "main",
     "open_emulator",

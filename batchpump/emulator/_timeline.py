@@ -8,6 +8,7 @@ either moves them past their deadline.
 
 from __future__ import annotations
 
+import asyncio
 from typing import final
 
 import anyio
@@ -34,6 +35,11 @@ class EmulatorClock:
         self._emu_at = self._base_at
         self._skip = 0.0
         self._changed = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind_loop(self) -> None:
+        """Note the running event loop, so ``advance`` from another thread wakes sleepers."""
+        self._loop = asyncio.get_running_loop()
 
     @property
     def speed(self) -> float:
@@ -75,7 +81,11 @@ class EmulatorClock:
 
     def _wake(self) -> None:
         event, self._changed = self._changed, anyio.Event()
-        event.set()
+        loop = self._loop
+        if loop is None or loop.is_closed() or _running_loop() is loop:
+            event.set()
+        else:  # called from another thread (a sync test beside a threaded emulator)
+            loop.call_soon_threadsafe(event.set)
 
     async def sleep(self, seconds: float) -> None:
         deadline = self.monotonic() + max(0.0, seconds)
@@ -99,3 +109,10 @@ class EmulatorClock:
 
     def __repr__(self) -> str:
         return f"EmulatorClock({self.base!r}, skipped={self._skip!r}, speed={self.speed!r})"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
