@@ -12,7 +12,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route
+from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route, malformed_body
 from .store import OpenAIState
 from .wire import CompleteUploadBody, CreateBatchBody, CreateUploadBody, DeletedFile
 
@@ -99,20 +99,21 @@ async def _multipart(
         raise ApiError(
             400, "This endpoint expects a multipart/form-data body.", code="invalid_content_type"
         )
-    reader = await request.multipart()
     filename: str | None = None
     data: bytes | None = None
     fields: dict[str, str] = {}
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            continue
-        if part.name == file_field:
-            buf = bytearray()
-            while chunk := await part.read_chunk(_CHUNK):
-                buf += chunk
-            filename, data = part.filename or "upload", bytes(buf)
-        else:
-            fields[part.name] = await part.text()
+    with malformed_body():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == file_field:
+                buf = bytearray()
+                while chunk := await part.read_chunk(_CHUNK):
+                    buf += chunk
+                filename, data = part.filename or "upload", bytes(buf)
+            else:
+                fields[part.name] = await part.text()
     return filename, data, fields
 
 

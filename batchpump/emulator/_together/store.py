@@ -75,6 +75,8 @@ class TogetherState:
         self.files = TogetherFileStore(emulator)
         self.batches: dict[str, BatchRecord] = {}
         self.warnings: dict[str, str] = {}
+        #: Input size per batch, fixed at create (the input file may be deleted later).
+        self._sizes: dict[str, int] = {}
         self._unsettled: dict[str, BatchRecord] = {}
 
     # -- batches ----------------------------------------------------------------------------
@@ -136,6 +138,7 @@ class TogetherState:
             scripted=scripted,
         )
         self.batches[batch.id] = batch
+        self._sizes[batch.id] = len(source.data)
         self._unsettled[batch.id] = batch
         if body.model_id is None:
             self.warnings[batch.id] = (
@@ -194,7 +197,7 @@ class TogetherState:
             id=batch.id,
             user_id=USER_ID,
             input_file_id=batch.input_file_id,
-            file_size_bytes=len(self.files[batch.input_file_id].data or b""),
+            file_size_bytes=self._sizes.get(batch.id, 0),
             status=status,
             job_deadline=_rfc3339(batch.expires_at),
             created_at=_rfc3339(batch.created_at),
