@@ -57,9 +57,12 @@ _model_decoder: Final = msgspec.json.Decoder(_BodyModel)
 
 
 def parse_input(
-    data: bytes, endpoint: str
+    data: bytes, endpoint: str, *, azure: bool = False
 ) -> tuple[list[InputLine], list[BatchErrorObject], str | None]:
     """Validate an input file as the batch's validating step does.
+
+    With ``azure``, a line's ``url`` may name the endpoint with or without ``/v1``
+    (``/chat/completions`` is the form Azure's docs show).
 
     Returns the lines, the errors (codes from the live API: ``invalid_json_line``,
     ``duplicate_custom_id``, ``url_mismatch``, ``model_mismatch``, ``empty_file``,
@@ -93,7 +96,7 @@ def parse_input(
             msg = f"The custom_id '{line.custom_id}' is used more than once in this batch."
             errors.append(BatchErrorObject(code="duplicate_custom_id", message=msg, line=number))
         seen.add(line.custom_id)
-        if line.url != endpoint:
+        if line.url != endpoint and not (azure and _same_endpoint(line.url, endpoint)):
             msg = f"The url '{line.url}' does not match the batch endpoint '{endpoint}'."
             errors.append(BatchErrorObject(code="url_mismatch", message=msg, line=number))
         if probe.model is not None:
@@ -104,6 +107,10 @@ def parse_input(
                 errors.append(BatchErrorObject(code="model_mismatch", message=msg, line=number))
         lines.append(line)
     return lines, errors, model
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    return a.removeprefix("/v1") == b.removeprefix("/v1")
 
 
 def script_codes(

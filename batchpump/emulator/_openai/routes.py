@@ -220,7 +220,8 @@ async def cancel_upload(request: web.Request) -> web.Response:
 async def create_batch(request: web.Request) -> web.Response:
     body = await _decode(request, _create_batch)
     state = openai_state(request)
-    return _json(state.wire(state.create_batch(body)))
+    azure = request.path.startswith("/openai/")  # the same handler serves Azure's routes
+    return _json(state.wire(state.create_batch(body, azure=azure)))
 
 
 async def retrieve_batch(request: web.Request) -> web.Response:
