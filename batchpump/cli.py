@@ -135,7 +135,10 @@ class _Ui:
         self.out.file.flush()
 
     def error(self, label: str, message: str) -> None:
-        self.err.print(f"[red]{label}:[/red] {_cli_words(message)}", highlight=False)
+        message = _cli_words(message)
+        if self.resume_hint is not None:  # a library hint with a placeholder: the whole command
+            message = _RESUME_PLACEHOLDER.sub(self.resume_hint, message)
+        self.err.print(f"[red]{label}:[/red] {message}", highlight=False)
 
 
 def _console(stream: TextIO) -> Console:
@@ -515,6 +518,9 @@ _CLI_WORDS: Final = (
     (re.compile(r"\bmax_attempts must\b"), "--max-attempts must"),
     (re.compile(r"\btoken_budget must\b"), "--token-budget must"),
 )
+
+
+_RESUME_PLACEHOLDER: Final = re.compile(r"batchpump resume (?:RUN_ID|[0-9a-f]{24})(?![\w-])")
 
 
 def _cli_words(message: str) -> str:
@@ -1030,7 +1036,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ui.error("journal", str(exc))
         return EXIT_JOURNAL
     except BatchpumpError as exc:
-        hint = f"; {ui.resume_hint} continues" if ui.resume_hint else ""
+        hint = f"; `{ui.resume_hint}` continues" if ui.resume_hint else ""
+        if ui.resume_hint and "batchpump resume" in str(exc):
+            hint = ""  # the message names it already (made whole by ``error``)
         ui.error("failed", f"{exc}{hint}")
         return EXIT_FAILED
 

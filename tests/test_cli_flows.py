@@ -11,6 +11,7 @@ keys are fake; no sleeps to make a race pass: the tests wait on the subprocess's
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import shlex
@@ -471,3 +472,18 @@ def test_run_dash_reads_stdin(fast_url: str, tmp_path: Path) -> None:
     assert done.returncode == EXIT_OK, done.stderr
     assert_exactly_once(read_results(tmp_path / "out.jsonl"), ids)
     assert not list((tmp_path / ".batchpump" / "spool").glob("*"))  # the spool went with the run
+
+
+def test_library_hints_become_whole_commands() -> None:
+    from rich.console import Console
+
+    from batchpump.cli import _Ui
+
+    text = io.StringIO()
+    ui = _Ui(out=Console(file=io.StringIO()), err=Console(file=text, width=300))
+    ui.resume_hint = "batchpump resume 0123456789abcdef01234567 --journal data/.batchpump"
+    ui.error(
+        "journal", "disk is full while committing; free space and run `batchpump resume RUN_ID`"
+    )
+    assert f"`{ui.resume_hint}`" in text.getvalue()
+    assert "RUN_ID" not in text.getvalue()
