@@ -130,8 +130,9 @@ async def demo(
         console.print(f"[bold]{verdict}[/bold]")
         if notices.rate_limited or notices.retried:
             console.print(
-                f"the emulator's injected faults were absorbed: {notices.rate_limited:,} "
-                f"rate-limit answers paced, {notices.retried:,} failed calls retried",
+                "the emulator's injected faults were absorbed: "
+                f"{_count(notices.rate_limited, 'rate-limit answer')} paced, "
+                f"{_count(notices.retried, 'failed call')} retried",
                 highlight=False,
             )
         if directory is None:
@@ -143,3 +144,7 @@ async def demo(
         else:
             console.print(f"kept in {directory}: the input, the results and the journal")
         return 0 if ok else 1
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -487,3 +487,21 @@ def test_library_hints_become_whole_commands() -> None:
     )
     assert f"`{ui.resume_hint}`" in text.getvalue()
     assert "RUN_ID" not in text.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("library", "cli_words"),
+    [
+        (
+            "no OpenAI API key: pass it as an argument or set OPENAI_API_KEY",
+            "pass --api-key or set",
+        ),
+        ("extract_v2 needs configuration_id= (a saved Extract configuration)", "needs --config-id"),
+        ('add "work_flow_id" to the line or pass work_flow_id=', "or pass --work-flow-id"),
+        ("max_lines=0 must be between 1 and the provider's limit of 50000", "--max-lines 0"),
+    ],
+)
+def test_messages_name_the_cli_flags(library: str, cli_words: str) -> None:
+    from batchpump.cli import _cli_words
+
+    assert cli_words in _cli_words(library)
