@@ -73,6 +73,7 @@ class Notices(logging.Handler):
         self.rate_limited = 0
         self.retried = 0
         self.last_rate_limited: float | None = None
+        self._saved: tuple[int, bool] = (logging.NOTSET, True)
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
@@ -100,6 +101,7 @@ class Notices(logging.Handler):
     def install(cls, console: Console | None, *, quiet_retries: bool = False) -> Notices:
         handler = cls(console, quiet_retries=quiet_retries)
         root = logging.getLogger("batchpump")
+        handler._saved = (root.level, root.propagate)
         root.addHandler(handler)
         root.propagate = False
         if root.level == logging.NOTSET or root.level > logging.WARNING:
@@ -107,9 +109,11 @@ class Notices(logging.Handler):
         return handler
 
     def uninstall(self) -> None:
+        """Remove the handler and put the logger's level and propagation back."""
         root = logging.getLogger("batchpump")
         root.removeHandler(self)
-        root.propagate = True
+        root.setLevel(self._saved[0])
+        root.propagate = self._saved[1]
 
 
 class RateWindow:

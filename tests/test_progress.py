@@ -137,6 +137,8 @@ def test_rate_limit_waits_are_counted_and_shown_calmly_not_printed() -> None:
         )
     finally:
         notices.uninstall()
+    assert logging.getLogger("batchpump").level == logging.NOTSET  # put back as it was
+    assert logging.getLogger("batchpump").propagate
     assert notices.rate_limited == 1
     assert notices.pacing
     assert notices.retried == 1
