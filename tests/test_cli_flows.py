@@ -164,10 +164,10 @@ def test_status_and_cancel_from_another_process_while_a_run_is_active(
         assert data["provider"] == "openai"
         assert data["active"].startswith("pid ")
         assert len(data["batches"]) == 4
-        # Cancel from this process: the running one is asked, and cancels.
-        assert main(["cancel", run_id[:8], "--journal", str(state)]) == EXIT_OK
-        asked = capsys.readouterr().err
-        assert f"asked the batchpump running run {run_id}" in asked
+        # Cancel from a third process: the running one is asked, and cancels.
+        asked = cli("cancel", run_id[:8], "--journal", "state", cwd=tmp_path, env=env)
+        assert asked.returncode == EXIT_OK, asked.stderr
+        assert f"asked the batchpump running run {run_id}" in asked.stderr
         assert proc.wait(timeout=60) == EXIT_SOME_FAILED
         assert proc.stderr is not None
         tail = proc.stderr.read()
@@ -505,3 +505,13 @@ def test_messages_name_the_cli_flags(library: str, cli_words: str) -> None:
     from batchpump.cli import _cli_words
 
     assert cli_words in _cli_words(library)
+
+
+def test_demo_in_its_own_process_looks_happy(tmp_path: Path) -> None:
+    env = env_for("http://127.0.0.1:9")  # the demo serves its own emulator
+    done = cli("demo", "--lines", "3000", "--progress", "none", cwd=tmp_path, env=env)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "every line came back exactly once" in done.stderr
+    assert "`batchpump demo --dir DIR` keeps" in done.stderr
+    assert "retry 1/" not in done.stderr
+    assert "3,000" in done.stdout  # the summary table on stdout
