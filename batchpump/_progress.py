@@ -170,14 +170,19 @@ def describe(stats: RunStatistics, notices: Notices | None = None) -> str:
     return words
 
 
-def progress_record(stats: RunStatistics, window: RateWindow) -> dict[str, object]:
-    """One JSON progress line: the statistics plus the moving line count and the ETA."""
+def progress_record(
+    stats: RunStatistics, window: RateWindow, notices: Notices | None = None
+) -> dict[str, object]:
+    """One JSON progress line: the statistics plus the moving line count, the ETA, the tokens
+    so far and whether the run is pacing itself to a provider's rate limit."""
     record: dict[str, object] = msgspec.to_builtins(stats)
     lines = stats.progress_lines
+    record["elapsed"] = round(stats.elapsed, 1)
     record["progress_lines"] = lines
     eta = window.eta(stats.total_lines - lines) if stats.total_lines else None
     record["eta_seconds"] = None if eta is None else round(eta, 1)
     record["tokens"] = _tokens(stats.usage)
+    record["pacing"] = notices is not None and notices.pacing
     return record
 
 
@@ -199,7 +204,7 @@ async def follow(
         while True:
             stats = run.statistics()
             window.add(time.monotonic(), stats.progress_lines)
-            out.write(_encoder.encode(progress_record(stats, window)).decode() + "\n")
+            out.write(_encoder.encode(progress_record(stats, window, notices)).decode() + "\n")
             out.flush()
             if run.done:
                 return

@@ -166,3 +166,4 @@ async def test_json_progress_lines_carry_the_moving_count_and_eta() -> None:
     assert record["progress_lines"] == 2_500
     assert record["lines_reported"] == 2_500
     assert "eta_seconds" in record
+    assert record["pacing"] is False
