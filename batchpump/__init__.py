@@ -10,7 +10,7 @@ from contextlib import suppress as _suppress
 from msgspec import Struct as _Struct
 
 from ._clock import Clock, ManualClock, ScaledClock, SystemClock
-from ._config import Limits, PollPolicy, RetryPolicy, RunOptions
+from ._config import Limits, PollPolicy, Price, RetryPolicy, RunOptions
 from ._engine import RunStatistics
 from ._errors import (
     AuthenticationError,
@@ -78,6 +78,7 @@ __all__ = [
     "MemoryJournal",
     "NotFoundError",
     "PollPolicy",
+    "Price",
     "ProtocolError",
     "Provider",
     "ProviderError",

@@ -20,6 +20,7 @@ __all__ = [
     "Limits",
     "OnInvalid",
     "PollPolicy",
+    "Price",
     "RetryPolicy",
     "RunOptions",
 ]
@@ -159,6 +160,21 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
                 raise UsageError(f"{name} must be >= 1")
 
 
+class Price(msgspec.Struct, frozen=True, kw_only=True):
+    """What one model's tokens cost, in the user's currency per million tokens.
+
+    batchpump ships no prices: they change, and batch discounts differ by provider. The CLI
+    reads them from ``--prices FILE`` (``{"gpt-4o-mini": {"input": 0.075, "output": 0.3}}``).
+    """
+
+    input: float = 0.0
+    output: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("input", self.input, zero_ok=True)
+        _positive("output", self.output, zero_ok=True)
+
+
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     """The options of one run that the engine needs (stored with the run in the journal).
 
@@ -178,6 +194,9 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
             downloads); each HTTP call also retries on its own inside the provider client.
         requeue_wait: seconds before a batch that hit a provider queue limit is tried again
             (doubled per requeue, capped at 16x).
+        keep_shards: keep the run's shard files (copies of its input) after it finishes;
+            by default they are removed once every result is committed.
+        prices: price per million tokens by model name, for the cost in the statistics.
     """
 
     endpoint: str = "/v1/chat/completions"
@@ -191,6 +210,8 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     poll: PollPolicy = msgspec.field(default_factory=PollPolicy)
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     requeue_wait: float = 60.0
+    keep_shards: bool = False
+    prices: dict[str, Price] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

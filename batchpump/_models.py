@@ -241,6 +241,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
     out_taken_by: str | None = None
     #: Set before the first cancel request: a resume finishes the cancel.
     cancel_requested: bool = False
+    updated_at: float = 0.0
 
 
 class ShardRecord(msgspec.Struct, kw_only=True):

@@ -27,10 +27,12 @@ another ``out`` than its run has is refused too, naming both ways out.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from functools import partial
@@ -57,12 +59,12 @@ from ._engine import (
 )
 from ._errors import ClosedError, ResultsFileError, UsageError, unwrap_group
 from ._fileio import run_io
-from ._input import hash_file, shard_file, spool
+from ._input import SpoolItem, hash_file, shard_file, spool
 from ._journal import Journal, SqliteJournal
 from ._models import Rejected, Result, ResultCounts, RunRecord, ShardRecord
 from ._provider import Provider
 
-__all__ = ["Pump", "Run", "default_results_path"]
+__all__ = ["Pump", "Run", "default_results_path", "prune_run_files"]
 
 logger: Final = logging.getLogger("batchpump")
 
@@ -153,7 +155,7 @@ class Pump:
 
     async def submit(
         self,
-        source: str | os.PathLike[str] | AsyncIterable[bytes | str],
+        source: str | os.PathLike[str] | AsyncIterable[SpoolItem],
         *,
         endpoint: str = "/v1/chat/completions",
         out: str | os.PathLike[str] | None = None,
@@ -164,7 +166,9 @@ class Pump:
         """Validate, shard and start a run; return at once with a ``Run`` to follow it.
 
         Args:
-            source: a JSONL file, or an async iterable of JSONL bytes (spooled to disk).
+            source: a JSONL file, or an async iterable of requests, spooled to
+                disk: each item is a JSONL line (``bytes``/``str``; a missing newline is
+                added) or one request (a ``dict`` or a ``msgspec.Struct``).
             endpoint: the endpoint every line targets; lines may omit ``url``/``method``.
             out: the results file (default: ``<input>.results.jsonl`` beside a file input,
                 or ``results.jsonl`` in the run's directory).
@@ -179,16 +183,38 @@ class Pump:
             ResultsFileError: ``out`` belongs to another run or exists (without ``overwrite``),
                 or this input's run writes to another file; nothing was sent.
         """
-        journal = self.journal
+        _ = self.journal  # the pump is open
         opts = msgspec.structs.replace(options or RunOptions(), endpoint=endpoint)
         path = await self._materialize(source)
+        spooled = isinstance(source, AsyncIterable)
+        try:
+            return await self._submit(path, spooled, out, opts, fresh, overwrite)
+        except Exception:  # a cancellation keeps the run (and its spool) for resume
+            if spooled and not any(r.input_path == str(path.resolve()) for r in self._records()):
+                with anyio.CancelScope(shield=True):
+                    await run_io(partial(path.unlink, missing_ok=True))
+            raise
+
+    def _records(self) -> list[RunRecord]:
+        return [run._ctx.run for run in self._runs.values()]
+
+    async def _submit(
+        self,
+        path: Path,
+        spooled: bool,
+        out: str | os.PathLike[str] | None,
+        opts: RunOptions,
+        fresh: bool,
+        overwrite: bool,
+    ) -> Run:
+        journal = self.journal
         input_hash = await run_io(hash_file, path)
         settings = provider_settings(self.provider)
         run_id = self._run_id(input_hash, opts, settings, fresh)
         if out is None:
             out_path = (
                 default_results_path(path)
-                if not isinstance(source, AsyncIterable)
+                if not spooled
                 else self._run_dir(run_id) / "results.jsonl"
             )
         else:
@@ -198,21 +224,15 @@ class Pump:
             provider=self.provider.name,
             base_url=self.provider.base_url,
             endpoint=opts.endpoint,
-            input_path=str(path.resolve()),
+            input_path=str(path.resolve()),  # noqa: ASYNC240 (as before: a quick stat)
             out_path=str(out_path.resolve()),
             created_at=self._clock.time(),
             options=msgspec.Raw(_options_encoder.encode(opts)),
             input_hash=input_hash,
             settings=settings,
         )
-        try:
-            await self._check_out(
-                record, out_given=out is not None, overwrite=overwrite, fresh=fresh
-            )
-        except BaseException:
-            if isinstance(source, AsyncIterable):  # nothing keeps the spool of a refused run
-                await run_io(partial(path.unlink, missing_ok=True))
-            raise
+        out_existed = await anyio.Path(out_path).exists()
+        await self._check_out(record, out_given=out is not None, overwrite=overwrite, fresh=fresh)
         stored, created = await journal.open_run(record)
         if not created:
             logger.info(
@@ -220,13 +240,20 @@ class Pump:
                 "this call's retry, budget and polling options apply",
                 run_id,
             )
-        if isinstance(source, AsyncIterable) and stored.input_path != record.input_path:
+        if spooled and stored.input_path != record.input_path:
             # The same content was submitted before: that run keeps its own spool file.
             await run_io(partial(path.unlink, missing_ok=True))
         record = stored
         if run_id in self._runs:
             return self._runs[run_id]
-        return await self._start(record, opts)
+        try:
+            return await self._start(record, opts)
+        except Exception:
+            if created:  # a run that failed before it started leaves nothing behind
+                with anyio.CancelScope(shield=True):
+                    await journal.delete_run(run_id)
+                    await run_io(_forget_run, self._run_dir(run_id), out_path, out_existed)
+            raise
 
     async def _check_out(
         self, record: RunRecord, *, out_given: bool, overwrite: bool, fresh: bool
@@ -455,9 +482,7 @@ class Pump:
         ctx.run.counts = ResultCounts()
         await sink.publish(part, outcome.shards, ResultCounts(rejected=len(outcome.rejected)))
 
-    async def _materialize(
-        self, source: str | os.PathLike[str] | AsyncIterable[bytes | str]
-    ) -> Path:
+    async def _materialize(self, source: str | os.PathLike[str] | AsyncIterable[SpoolItem]) -> Path:
         if isinstance(source, AsyncIterable):
             return await spool(source, self.state_dir / "spool")
         path = anyio.Path(source)
@@ -554,7 +579,9 @@ class Run:
             if self._engine is not None:
                 await self._engine.run(shards)
             ctx.run.state = "cancelled" if ctx.cancelled else "done"
-            await ctx.journal.commit(run=ctx.run)
+            await ctx.commit(run=True)
+            if not ctx.options.keep_shards:
+                await run_io(prune_run_files, Path(ctx.work_dir), Path(ctx.run.input_path))
         except BaseException as exc:
             self._error = unwrap_group(exc)
             if not isinstance(exc, Exception):
@@ -630,6 +657,39 @@ def _size(path: Path) -> int | None:
         return path.stat().st_size
     except FileNotFoundError:
         return None
+
+
+def prune_run_files(run_dir: Path, input_path: Path | None = None) -> int:
+    """Remove a finished run's shard files (copies of its input), leftover parts and its
+    spooled input (when ``input_path`` is a spool beside the run); return the bytes freed.
+    The journal and the results file are kept."""
+    freed = 0
+    if input_path is not None and input_path.parent == run_dir.parent.parent / "spool":
+        with contextlib.suppress(OSError):
+            size = input_path.stat().st_size
+            input_path.unlink()
+            freed += size
+    for sub in ("shards", "parts"):
+        directory = run_dir / sub
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    return freed
+
+
+def _forget_run(run_dir: Path, out_path: Path, out_existed: bool) -> None:
+    """Undo what a run that failed before it started left: its directory and an empty
+    results file it created."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        if not out_existed and out_path.stat().st_size == 0:
+            out_path.unlink()
 
 
 def _remove(paths: list[Path]) -> None:

@@ -252,5 +252,8 @@ class WrappedJournal:
     ) -> None:
         await self.inner.commit(run=run, shards=shards)
 
+    async def delete_run(self, run_id: str) -> bool:
+        return await self.inner.delete_run(run_id)
+
     async def aclose(self) -> None:
         await self.inner.aclose()

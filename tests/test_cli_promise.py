@@ -77,7 +77,9 @@ def test_deleted_results_are_refused_then_rebuilt(
     assert main(["results", run_id, "--journal", journal]) == 1
     assert "is missing" in capsys.readouterr().err
     assert main(["results", run_id, "--rebuild", "--journal", journal]) == EXIT_OK
-    assert "every line has its result" in _flat(capsys.readouterr().err)
+    assert "every line has its result" in _flat(
+        capsys.readouterr().out
+    )  # the report is the summary: stdout
     assert sorted(read_results(out), key=lambda r: r.custom_id) == sorted(
         before, key=lambda r: r.custom_id
     )

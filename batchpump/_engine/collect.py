@@ -42,6 +42,7 @@ from .._models import (
     Result,
     ResultCounts,
     ShardRecord,
+    Succeeded,
 )
 from .._retry import backoff
 from .results import PartWriter, ResultSink
@@ -143,6 +144,8 @@ class Collector:
                         )
                     part.add(result)
                     counts.add(result)
+                    if isinstance(result, Succeeded) and result.usage is not None:
+                        ctx.add_usage(shard.model, result.usage)
                     if part.full:
                         await part.flush()
             except MalformedOutputError as exc:

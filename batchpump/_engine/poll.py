@@ -157,6 +157,7 @@ class Poller:
         tracked = self._tracked[info.id]
         changed = info.state != tracked.info.state or info.completed != tracked.info.completed
         tracked.info = info
+        self._ctx.batch_progress(tracked.shard, info)
         now = self._ctx.clock.monotonic()
         policy = self._ctx.options.poll
         if info.state == "finalizing":

@@ -24,7 +24,7 @@ from .._errors import (
     RateLimitedError,
     TransportError,
 )
-from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
+from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord, Usage
 from .._provider import Provider
 
 if TYPE_CHECKING:
@@ -50,10 +50,17 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     requeues: int
     elapsed: float
     stuck_cancelling: tuple[str, ...] = ()
+    lines_reported: int = 0
+    usage: dict[str, Usage] = msgspec.field(default_factory=dict)
 
     @property
     def done_lines(self) -> int:
         return self.results.total
+
+    @property
+    def progress_lines(self) -> int:
+        """Lines with a result, plus lines the providers report done in batches in flight."""
+        return min(self.results.total + self.lines_reported, self.total_lines)
 
 
 @final
@@ -132,9 +139,13 @@ class RunContext:
     cancel_failures: int = 0
     next_index: int = 0
     stuck_cancelling: list[str] = field(default_factory=list)
+    reported: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Usage] = field(default_factory=dict)
 
     async def commit(self, *shards: ShardRecord, run: bool = False) -> None:
         """Write shard attempts (and the run record, if asked) in one transaction."""
+        if run:
+            self.run.updated_at = self.clock.time()
         await self.journal.commit(run=self.run if run else None, shards=shards)
 
     async def commit_results(
@@ -217,6 +228,24 @@ class RunContext:
         self.batches_created += 1
         logger.debug("shard %s attempt %s is batch %s", shard.index, shard.attempt, batch.id)
 
+    def batch_progress(self, shard: ShardRecord, batch: BatchInfo) -> None:
+        """Note how many of ``shard``'s lines the provider says are done in ``batch`` (its
+        request counts, or a percentage as ``completed`` of ``total == 100``)."""
+        if batch.terminal or batch.total <= 0:
+            self.reported.pop(batch.id, None)
+            return
+        share = min(1.0, (batch.completed + batch.failed) / batch.total)
+        self.reported[batch.id] = int(shard.lines * share)
+
+    def add_usage(self, model: str | None, usage: Usage) -> None:
+        """Count one result's tokens for its model."""
+        key = model or "?"
+        seen = self.usage.get(key)
+        self.usage[key] = Usage(
+            input_tokens=usage.input_tokens + (seen.input_tokens if seen else 0),
+            output_tokens=usage.output_tokens + (seen.output_tokens if seen else 0),
+        )
+
     def statistics(self) -> RunStatistics:
         counts = ResultCounts()
         counts.merge(self.run.counts)
@@ -233,4 +262,6 @@ class RunContext:
             requeues=self.requeues,
             elapsed=self.clock.monotonic() - self.started_at,
             stuck_cancelling=tuple(self.stuck_cancelling),
+            lines_reported=sum(self.reported.values()),
+            usage=dict(self.usage),
         )

@@ -17,7 +17,7 @@ from .items import ItemCheck, ItemLineChecker
 from .lines import iter_blocks
 from .readback import iter_shard_ids, load_ids, write_retry_shard
 from .shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
-from .spooling import spool
+from .spooling import SpoolItem, spool
 
 __all__ = [
     "HASH_DIGEST_SIZE",
@@ -30,6 +30,7 @@ __all__ = [
     "Problem",
     "RequestLineChecker",
     "ShardingOutcome",
+    "SpoolItem",
     "envelope_bytes",
     "hash_file",
     "iter_blocks",

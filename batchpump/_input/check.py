@@ -46,6 +46,7 @@ class Problem(NamedTuple):
     message: str
     hint: str
     custom_id: str | None = None  # the line's custom_id, when it had a usable one
+    wrong_url: str | None = None  # the line's url, when it is another endpoint than the run's
 
 
 class _Head(msgspec.Struct):
@@ -191,6 +192,7 @@ class RequestLineChecker:
                 f"url {url!r} does not match the run's endpoint {self._endpoint!r}",
                 "submit lines of each endpoint as a separate run, or leave url out",
                 cid,
+                url if isinstance(url, str) else repr(url),
             )
         data = _ENCODER.encode(_Filled(cid, "POST", self._endpoint, body))
         if len(data) > self._max_line_bytes:

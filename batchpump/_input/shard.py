@@ -53,7 +53,9 @@ class ShardingOutcome(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         shards: the shard files, attempt 1, in index order.
         rejected: one ``Rejected`` per bad line (only with ``on_invalid="skip"``).
-        total_lines: non-blank input lines (``len(rejected) + sum(s.lines for s in shards)``).
+        total_lines: results the run will have (``len(rejected) + sum(s.lines for s in
+            shards)``): the non-blank input lines, where a custom_id on several lines counts
+            once (``on_invalid="skip"`` rejects it once).
         input_hash: hex blake2b of the input's bytes (as :func:`hash_file`).
     """
 
@@ -246,11 +248,24 @@ def shard_file(
                 fast=fast,
             )
             background.drain()
-            candidates = set() if scan.stopped else scan.ids.colliding()
             problems = scan.problems
+            _blame_endpoint(problems, scan.total_lines, endpoint)
+            if not raising:  # a bad line's id counts too: one result per custom_id
+                scan.ids.add_all(p.custom_id for p in problems.values() if p.custom_id)
+            candidates = set() if scan.stopped else scan.ids.colliding()
             duplicates: dict[int, Problem] = {}
+            firsts: dict[str, int] = {}
             if candidates:
-                duplicates = confirm_duplicates(path, candidates, problems, line_cap)
+                duplicates = confirm_duplicates(
+                    path, candidates, problems, line_cap, firsts, count_bad=not raising
+                )
+                if not raising:  # a repeated id is not sent at all (see ``_rejected``)
+                    for cid, line in firsts.items():
+                        duplicates[line] = problems.get(line) or Problem(
+                            f"custom_id {cid!r} is on more than one line",
+                            "custom_id must be unique across the input",
+                            cid,
+                        )
                 problems.update(duplicates)
             if scan.total_lines == 0:
                 problems = {0: Problem("the input is empty: no request lines", _EMPTY_HINT)}
@@ -268,19 +283,57 @@ def shard_file(
             out.discard()
             raise
     fsync_dir(out_dir)
-    rejected = [
-        Rejected(
-            custom_id=problem.custom_id or f"line-{line}",
-            line=line,
-            message=f"{problem.message} ({problem.hint})" if problem.hint else problem.message,
-        )
-        for line, problem in sorted(problems.items())
-    ]
+    rejected = _rejected(problems)
     return ShardingOutcome(
         shards=shards,
         rejected=rejected,
-        total_lines=scan.total_lines,
+        total_lines=len(rejected) + sum(s.lines for s in shards),
         input_hash=digest.hexdigest(),
+    )
+
+
+def _rejected(problems: dict[int, Problem]) -> list[Rejected]:
+    """One ``Rejected`` per custom_id (``on_invalid="skip"``).
+
+    A custom_id on several lines (valid or not) was sent for none of them: its one result
+    names every line. A line without a usable custom_id gets ``custom_id=""`` (which no line
+    can have) and its line number.
+    """
+    by_id: dict[str, list[tuple[int, Problem]]] = {}
+    rejected: list[Rejected] = []
+    for line, problem in sorted(problems.items()):
+        if problem.custom_id:
+            by_id.setdefault(problem.custom_id, []).append((line, problem))
+            continue
+        rejected.append(Rejected(custom_id="", line=line, message=_words(problem)))
+    for cid, found in by_id.items():
+        line, problem = found[0]
+        if len(found) == 1:
+            message = _words(problem)
+        else:
+            lines = ", ".join(str(n) for n, _ in found)
+            message = f"custom_id {cid!r} is on lines {lines}; none of them was sent"
+        rejected.append(Rejected(custom_id=cid, line=line, message=message))
+    rejected.sort(key=lambda r: r.line)
+    return rejected
+
+
+def _words(problem: Problem) -> str:
+    return f"{problem.message} ({problem.hint})" if problem.hint else problem.message
+
+
+def _blame_endpoint(problems: dict[int, Problem], total_lines: int, endpoint: str) -> None:
+    """Every line checked names one other endpoint: the endpoint setting is wrong, not the
+    input; say so once instead of once per line."""
+    if len(problems) < max(2, min(total_lines, MAX_PROBLEMS)):  # one line says it itself
+        return
+    urls = {p.wrong_url for p in problems.values()}
+    if len(urls) != 1 or None in urls:
+        return
+    (url,) = urls
+    raise UsageError(
+        f"the endpoint is {endpoint!r} but every line's url is {url!r}; pass --endpoint {url} "
+        f"(Python: endpoint={url!r}), or leave url out of the lines (nothing was sent)"
     )
 
 

@@ -6,20 +6,24 @@ was already submitted. ``Journal`` is the protocol the engine depends on; ``Memo
 keeps it in memory (tests, benchmarks); ``SqliteJournal`` keeps it in one locked SQLite file
 (``open_journal``). Modules: ``protocol`` (the protocol and ``MemoryJournal``), ``sqlite``
 (``SqliteJournal``), ``schema`` (its tables, row encoding, migrations and error mapping),
-``lock`` (its single-holder lock and file modes).
+``lock`` (its single-holder lock and file modes), ``reader`` (``JournalReader``: a read-only
+view that takes no lock, for ``status`` beside a running run).
 """
 
 from __future__ import annotations
 
 from .protocol import Journal, MemoryJournal
+from .reader import JournalReader, journal_holder
 from .schema import SCHEMA_VERSION
 from .sqlite import JournalStatistics, SqliteJournal, open_journal
 
 __all__ = [
     "SCHEMA_VERSION",
     "Journal",
+    "JournalReader",
     "JournalStatistics",
     "MemoryJournal",
     "SqliteJournal",
+    "journal_holder",
     "open_journal",
 ]

@@ -43,6 +43,11 @@ class Journal(Protocol):
         """Write ``run`` and ``shards`` (inserted or replaced by key) in one transaction."""
         ...
 
+    async def delete_run(self, run_id: str) -> bool:
+        """Remove the run and its shard attempts (a failed submit, ``batchpump clean``);
+        whether it existed."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -97,6 +102,12 @@ class MemoryJournal:
         for shard in shards:
             self._shards[(shard.run_id, shard.index, shard.attempt)] = _enc.encode(shard)
         self.commits += 1
+
+    async def delete_run(self, run_id: str) -> bool:
+        self._check()
+        for key in [k for k in self._shards if k[0] == run_id]:
+            del self._shards[key]
+        return self._runs.pop(run_id, None) is not None
 
     async def aclose(self) -> None:
         self._closed = True

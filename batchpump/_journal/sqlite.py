@@ -264,6 +264,24 @@ class SqliteJournal:
 
         return await self._call(job, doing="loading shards", run_id=run_id)
 
+    async def delete_run(self, run_id: str) -> bool:
+        """Remove the run and its shard attempts in one transaction; whether it existed."""
+
+        def job(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM shards WHERE run_id = ?", (run_id,))
+                found = conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return found == 1
+
+        return await self._call(job, doing="deleting a run", run_id=run_id)
+
     async def commit(
         self, *, run: RunRecord | None = None, shards: Sequence[ShardRecord] = ()
     ) -> None:

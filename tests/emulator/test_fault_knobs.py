@@ -8,6 +8,7 @@ closed by its ``async with``.
 
 from __future__ import annotations
 
+import argparse
 import email.utils
 import io
 from collections.abc import AsyncIterator, Callable
@@ -19,8 +20,15 @@ import msgspec
 import pytest
 
 from batchpump._clock import ManualClock
-from batchpump.emulator import EmulatorConfig, Faults, RateLimit, RunningEmulator, open_emulator
-from batchpump.emulator.__main__ import config_from_args, parse_args
+from batchpump.emulator import (
+    EmulatorConfig,
+    Faults,
+    RateLimit,
+    RunningEmulator,
+    add_arguments,
+    open_emulator,
+)
+from batchpump.emulator._command import config_from_args
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -429,7 +437,9 @@ def test_knobs_load_from_the_command_line_and_json() -> None:
         ' "clock_offset_seconds": -600, "advertise_rate_limits": false,'
         ' "send_retry_after": false, "malformed_output_rate": 0.1, "counter_lag_seconds": 4}'
     )
-    config = config_from_args(parse_args(["--faults", knobs]))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(["--faults", knobs]))
     assert config.faults == Faults(
         late_create_rate=1.0,
         late_create_seconds=90,

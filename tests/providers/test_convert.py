@@ -166,14 +166,18 @@ def test_native_line_is_kept_byte_for_byte() -> None:
 
 def test_native_line_with_extra_keys_is_reencoded() -> None:
     raw = line({"custom_id": "a", "params": NATIVE, "note": "x"})
-    cid, model, _, data = checker().check(raw)  # type: ignore[misc]
+    checked = checker().check(raw)
+    assert not isinstance(checked, Problem)
+    cid, model, _, data = checked
     assert (cid, model) == ("a", "claude-x")
     assert msgspec.json.decode(data) == {"custom_id": "a", "params": NATIVE}
 
 
 def test_chat_line_is_converted() -> None:
     raw = line({"custom_id": "c", "url": "/v1/chat/completions", "body": body(max_tokens=3)})
-    cid, model, _, data = checker().check(raw)  # type: ignore[misc]
+    checked = checker().check(raw)
+    assert not isinstance(checked, Problem)
+    cid, model, _, data = checked
     assert (cid, model) == ("c", "claude-3-5-haiku-latest")
     params = msgspec.json.decode(data)["params"]
     assert params == {"model": "claude-3-5-haiku-latest", "max_tokens": 3, "messages": [USER]}

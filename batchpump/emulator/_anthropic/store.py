@@ -96,6 +96,15 @@ class AnthropicState:
                     )
                 elif x < retry + fatal:
                     batch.codes[i] = LINE_FATAL
+        outcomes = (
+            emu.scripted.outcomes(batch.custom_ids, provider="anthropic")
+            if len(emu.scripted)
+            else {}
+        )
+        for i, cid in enumerate(batch.custom_ids):
+            if cid in outcomes and batch.codes[i] != LINE_INVALID:
+                batch.codes[i] = LINE_FATAL
+                batch.scripted[i] = outcomes[cid]
         self.batches[batch.id] = batch
         self._pos[batch.id] = len(self._order)
         self._order.append(batch.id)

@@ -118,7 +118,7 @@ class LlamaCloudState:
         limit, window = self.config.upload_limit, self.config.upload_window_seconds
         if limit is None:
             return
-        now = self.emulator.clock.monotonic()
+        now = self.emulator.emulated_clock.monotonic()
         index = math.floor(now / window)
         current, used = self._window
         if index != current:

@@ -98,7 +98,7 @@ class TelusState:
         if self._bucket is None:
             burst = self.settings.post_burst
             limit = RateLimit(requests=burst, per_seconds=burst / rate)
-            self._bucket = TokenBucket(limit, self.emulator.clock)
+            self._bucket = TokenBucket(limit, self.emulator.emulated_clock)
         return self._bucket.try_acquire()
 
     # -- objects ----------------------------------------------------------------------------
