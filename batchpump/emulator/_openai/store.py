@@ -173,7 +173,7 @@ class OpenAIState:
         outcome, run_end, final_end, done_final = plan
         if errors:
             lines, tokens = [], 0
-        codes = draw_line_codes(len(lines), config, emu.line_rng)
+        codes = draw_line_codes(len(lines), config, emu.line_streams)
         outcomes = (
             emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="openai")
             if lines and len(emu.scripted)

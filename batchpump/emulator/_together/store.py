@@ -111,7 +111,7 @@ class TogetherState:
         outcome, run_end, final_end, done_final = plan
         if problem is not None:
             lines, tokens = [], 0
-        codes = draw_line_codes(len(lines), config, emu.line_rng)
+        codes = draw_line_codes(len(lines), config, emu.line_streams)
         outcomes = (
             emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="together")
             if lines and len(emu.scripted)
