@@ -26,6 +26,7 @@ import msgspec
 from .._faults import RateLimit, TokenBucket
 from .._routing import ApiError
 from .._state import Emulator
+from .._stats import note_tag
 from .records import Batch, Job, Project
 from .wire import BatchJobsPage, CreateBatchBody, CreateJobBody, JobDetails, ProjectDetails
 
@@ -207,6 +208,7 @@ class TelusState:
         )
         project.jobs[job.id] = job
         project.refs[ref] = job
+        note_tag(ref)  # the journal names the line (reference_id is its custom_id)
         batch.jobs.append(job)
         batch.seqs.append(job.seq)
         batch.picked.append(picked)
