@@ -236,9 +236,10 @@ class OpenAIState:
             )
         return batch
 
-    def wire(self, batch: BatchRecord) -> BatchObject:
-        """The batch as the API shows it now (building its result files on first terminal read)."""
-        now = self.emulator.now()
+    def wire(self, batch: BatchRecord, *, at: float | None = None) -> BatchObject:
+        """The batch as the API shows it now, or ``at`` (a create answers with the batch as it
+        was made); result files are built on the first terminal read."""
+        now = self.emulator.now() if at is None else at
         if not batch.materialized and batch.terminal(now):
             self._materialize(batch, now)
         return batch.to_wire(now)

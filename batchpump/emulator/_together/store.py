@@ -180,9 +180,10 @@ class TogetherState:
         cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
         return [self.wire(b) for b in self.batches.values() if b.created_at <= cutoff]
 
-    def wire(self, batch: BatchRecord) -> BatchJob:
-        """The ``BatchJob`` now, building its result files on the first terminal read."""
-        now = self.emulator.now()
+    def wire(self, batch: BatchRecord, *, at: float | None = None) -> BatchJob:
+        """The ``BatchJob`` now (or ``at``), building its result files on the first terminal
+        read."""
+        now = self.emulator.now() if at is None else at
         raw = batch.status(now)
         if not batch.materialized and batch.terminal(now):
             self._materialize(batch, now)
