@@ -123,7 +123,7 @@ async def _faulted(
             headers = _429_headers(faults, _limit_headers(bucket), wait)
             raise _rate_limited(bucket.limit.requests, bucket.limit.requests, wait, headers)
         extra = _limit_headers(bucket) if faults.advertise_rate_limits else {}
-    fault = pick_fault(faults, emu.rng) if cls is not None else "none"
+    fault = pick_fault(faults, emu.streams) if cls is not None else "none"
     if fault not in ("none", "truncate"):  # a truncation is counted once it is applied
         stats.faults[fault] += 1
         _FAULT.set(fault)
@@ -149,7 +149,7 @@ async def _faulted(
     if fault == "slow":
         await emu.emulated_clock.sleep(faults.slow_seconds)
     late = faults.late_create_rate
-    if info.creates and late > 0.0 and emu.rng.random() < late:
+    if info.creates and late > 0.0 and emu.streams.draw("late_create", late):
         stats.faults["late_create"] += 1
         _FAULT.set("late_create")
         await request.read()  # taken now: the body stays readable if the client goes away
@@ -158,7 +158,7 @@ async def _faulted(
     response.headers.update(extra)
     rate = faults.reset_after_create_rate
     created = 200 <= response.status < 300
-    if info.creates and created and rate > 0.0 and emu.rng.random() < rate:
+    if info.creates and created and rate > 0.0 and emu.streams.draw("reset_after_create", rate):
         stats.faults["reset_after_create"] += 1
         _FAULT.set("reset_after_create")
         return _abort(request)

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, final
 import msgspec
 
 from .._clock import Clock, SystemClock
-from ._faults import EmulatorConfig, Faults, TokenBucket, malform_lines
+from ._faults import EmulatorConfig, Faults, FaultStreams, TokenBucket, malform_lines
 from ._requests import RequestLog, RequestRecord
 from ._script import Rule, Script
 from ._stats import Stats
@@ -54,6 +54,10 @@ class Emulator:
     def _start(self) -> None:
         self.rng = random.Random(self._config.seed)
         self.line_rng = random.Random(self._config.seed + 1)
+        #: Stratified fault draws per request kind (see ``FaultStream``).
+        self.streams = FaultStreams(self._config.seed)
+        #: Stratified fault draws per line kind.
+        self.line_streams = FaultStreams(f"{self._config.seed}:lines")
         self._id_rng = random.Random(self._config.seed + 2)
         self._ids = 0
         self._buckets: dict[str, TokenBucket] = {}

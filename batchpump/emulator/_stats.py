@@ -11,11 +11,19 @@ from collections import Counter
 from contextvars import ContextVar
 from typing import Any, Final, final
 
-__all__ = ["CREATED_TAGS", "Stats", "Tags"]
+__all__ = ["CREATED_TAGS", "Stats", "Tags", "note_tag"]
 
 #: Tags counted while serving the current request (the middleware sets a fresh list per request,
 #: so its journal entry can name the batch tag the request created).
 CREATED_TAGS: Final[ContextVar[list[str] | None]] = ContextVar("created_tags", default=None)
+
+
+def note_tag(value: str) -> None:
+    """Name what the current request is about in its journal entry (e.g. a job's
+    ``reference_id``, which is the line's ``custom_id``)."""
+    seen = CREATED_TAGS.get()
+    if seen is not None:
+        seen.append(value)
 
 
 @final

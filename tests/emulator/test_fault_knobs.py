@@ -451,3 +451,13 @@ def test_knobs_load_from_the_command_line_and_json() -> None:
         counter_lag_seconds=4,
     )
     assert msgspec.json.decode(msgspec.json.encode(config), type=EmulatorConfig) == config
+
+
+async def test_journal_names_the_telus_line_of_each_job(env: Env) -> None:
+    await _telus_batch(env, 2)
+    jobs = [r for r in env.running.emulator.requests.entries() if r.route == "telus.jobs.create"]
+    assert [r.tag for r in jobs] == ["j0", "j1"]
+    [batch] = [
+        r for r in env.running.emulator.requests.entries() if r.route == "telus.batch.create"
+    ]
+    assert batch.tag is not None

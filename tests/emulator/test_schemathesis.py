@@ -35,7 +35,7 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.core.failures import FailureGroup  # noqa: E402
 from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
 
-from batchpump._clock import ScaledClock  # noqa: E402
+from batchpump._clock import ManualClock  # noqa: E402
 from batchpump.emulator import RunningEmulator, emulator_thread  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -102,6 +102,8 @@ class Tally:
     cases: int = 0
     failures: list[tuple[str, ...]] = field(default_factory=list)
     deviations: int = 0
+    #: Answers by status class ("2xx", "4xx"...).
+    statuses: dict[str, int] = field(default_factory=dict)
 
 
 def spec(name: str) -> Path:
@@ -116,7 +118,8 @@ def spec(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[RunningEmulator]:
-    with emulator_thread(clock=ScaledClock(1.0), providers=("openai", "together")) as served:
+    # A clock that stands still: every run sees the same states, so the same figures.
+    with emulator_thread(clock=ManualClock(), providers=("openai", "together")) as served:
         yield served
 
 
@@ -207,6 +210,8 @@ def _examine(
     def check(case: Any) -> None:
         tally.cases += 1
         response = case.call(base_url=base_url, session=session, headers=headers)
+        kind = f"{response.status_code // 100}xx"
+        tally.statuses[kind] = tally.statuses.get(kind, 0) + 1
         try:
             case.validate_response(
                 response, checks=[not_a_server_error, response_schema_conformance]
@@ -236,7 +241,8 @@ def _finding(failure: BaseException) -> tuple[str, str]:
 def _report(name: str, tally: Tally) -> None:
     sys.stdout.write(  # the figures the report quotes (run with -s to see them)
         f"\nschemathesis {name}: {tally.operations} operations, {tally.cases} cases,"
-        f" {len(tally.failures)} failures, {tally.deviations} listed deviations\n"
+        f" {len(tally.failures)} failures, {tally.deviations} listed deviations,"
+        f" answers {dict(sorted(tally.statuses.items()))}\n"
     )
 
 
@@ -254,6 +260,7 @@ def test_openai_spec(running: RunningEmulator) -> None:
     _report("openai", tally)
     assert tally.operations >= 13
     assert sorted(set(tally.failures)) == []
+    assert "5xx" not in tally.statuses
 
 
 def test_together_spec(running: RunningEmulator) -> None:
@@ -269,3 +276,4 @@ def test_together_spec(running: RunningEmulator) -> None:
     _report("together", tally)
     assert tally.operations >= 9
     assert sorted(set(tally.failures)) == []
+    assert "5xx" not in tally.statuses

@@ -89,12 +89,13 @@ class AnthropicState:
                 batch.codes[i] = LINE_INVALID
                 batch.invalid[i] = reason
             elif retry > 0.0 or fatal > 0.0:
-                x = emu.line_rng.random()
-                if x < retry:
+                streams = emu.line_streams
+                chosen = streams.first((("line_retryable", retry), ("line_fatal", fatal)))
+                if chosen == "line_retryable":
                     batch.codes[i] = (
-                        LINE_API_ERROR if emu.line_rng.random() < 0.5 else LINE_OVERLOADED
+                        LINE_API_ERROR if streams.rng.random() < 0.5 else LINE_OVERLOADED
                     )
-                elif x < retry + fatal:
+                elif chosen == "line_fatal":
                     batch.codes[i] = LINE_FATAL
         outcomes = (
             emu.scripted.outcomes(batch.custom_ids, provider="anthropic")

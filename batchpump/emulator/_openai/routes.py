@@ -221,7 +221,8 @@ async def create_batch(request: web.Request) -> web.Response:
     body = await _decode(request, _create_batch)
     state = openai_state(request)
     azure = request.path.startswith("/openai/")  # the same handler serves Azure's routes
-    return _json(state.wire(state.create_batch(body, azure=azure)))
+    batch = state.create_batch(body, azure=azure)
+    return _json(state.wire(batch, at=batch.created_at))  # as made, however late the answer
 
 
 async def retrieve_batch(request: web.Request) -> web.Response:

@@ -173,7 +173,7 @@ class OpenAIState:
         outcome, run_end, final_end, done_final = plan
         if errors:
             lines, tokens = [], 0
-        codes = draw_line_codes(len(lines), config, emu.line_rng)
+        codes = draw_line_codes(len(lines), config, emu.line_streams)
         outcomes = (
             emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="openai")
             if lines and len(emu.scripted)
@@ -236,9 +236,10 @@ class OpenAIState:
             )
         return batch
 
-    def wire(self, batch: BatchRecord) -> BatchObject:
-        """The batch as the API shows it now (building its result files on first terminal read)."""
-        now = self.emulator.now()
+    def wire(self, batch: BatchRecord, *, at: float | None = None) -> BatchObject:
+        """The batch as the API shows it now, or ``at`` (a create answers with the batch as it
+        was made); result files are built on the first terminal read."""
+        now = self.emulator.now() if at is None else at
         if not batch.materialized and batch.terminal(now):
             self._materialize(batch, now)
         return batch.to_wire(now)

@@ -26,6 +26,7 @@ import msgspec
 from .._faults import RateLimit, TokenBucket
 from .._routing import ApiError
 from .._state import Emulator
+from .._stats import note_tag
 from .records import Batch, Job, Project
 from .wire import BatchJobsPage, CreateBatchBody, CreateJobBody, JobDetails, ProjectDetails
 
@@ -153,9 +154,7 @@ class TelusState:
             code = self.scripted[ref].pop(0)
             raise _error(code, f"scripted error {code} for reference_id {ref}")
         faults = self.emulator.faults
-        if faults.line_retryable_rate > 0 and self.emulator.line_rng.random() < (
-            faults.line_retryable_rate
-        ):
+        if self.emulator.line_streams.draw("job_retryable", faults.line_retryable_rate):
             raise _error("FS_0008", "something went wrong, please try again later")
         if ref in project.refs:
             raise _error("FS_0001", f"reference_id {ref} is already in use")
@@ -194,7 +193,7 @@ class TelusState:
         project.last_seq = max(project.last_seq + 1, int(now * 1e9))
         picked = now + config.validate_seconds
         done = picked + config.run_seconds * (0.5 + self._rng.random())
-        fatal = self._rng.random() < self.emulator.faults.line_fatal_rate
+        fatal = self.emulator.line_streams.draw("line_fatal", self.emulator.faults.line_fatal_rate)
         job = Job(
             id=self._uuid(),
             seq=project.last_seq,
@@ -209,6 +208,7 @@ class TelusState:
         )
         project.jobs[job.id] = job
         project.refs[ref] = job
+        note_tag(ref)  # the journal names the line (reference_id is its custom_id)
         batch.jobs.append(job)
         batch.seqs.append(job.seq)
         batch.picked.append(picked)

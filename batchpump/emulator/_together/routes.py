@@ -211,7 +211,8 @@ async def create_batch(request: web.Request) -> web.Response:
         raise ApiError(400, "Invalid JSON body") from None
     state = together_state(request)
     batch = state.create_batch(body)
-    return _json(JobWithWarning(job=state.wire(batch), warning=state.warnings.get(batch.id)), 201)
+    job = state.wire(batch, at=batch.created_at)  # as made, however late the answer
+    return _json(JobWithWarning(job=job, warning=state.warnings.get(batch.id)), 201)
 
 
 async def list_batches(request: web.Request) -> web.Response:

@@ -111,7 +111,7 @@ class TogetherState:
         outcome, run_end, final_end, done_final = plan
         if problem is not None:
             lines, tokens = [], 0
-        codes = draw_line_codes(len(lines), config, emu.line_rng)
+        codes = draw_line_codes(len(lines), config, emu.line_streams)
         outcomes = (
             emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="together")
             if lines and len(emu.scripted)
@@ -180,9 +180,10 @@ class TogetherState:
         cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
         return [self.wire(b) for b in self.batches.values() if b.created_at <= cutoff]
 
-    def wire(self, batch: BatchRecord) -> BatchJob:
-        """The ``BatchJob`` now, building its result files on the first terminal read."""
-        now = self.emulator.now()
+    def wire(self, batch: BatchRecord, *, at: float | None = None) -> BatchJob:
+        """The ``BatchJob`` now (or ``at``), building its result files on the first terminal
+        read."""
+        now = self.emulator.now() if at is None else at
         raw = batch.status(now)
         if not batch.materialized and batch.terminal(now):
             self._materialize(batch, now)
