@@ -73,8 +73,6 @@ EXIT_INTERRUPTED: Final = 130
 DEFAULT_STATE_DIR: Final = ".batchpump"
 JOURNAL_FILE: Final = "journal.sqlite3"
 PROVIDERS: Final = ("openai", "azure", "together", "anthropic", "llamacloud", "telus")
-#: Surfaces ``batchpump emulate`` serves by default (all of them share one server).
-EMULATED: Final = PROVIDERS
 #: The journal's provider name for each CLI name, where they differ.
 RECORD_NAMES: Final = {"azure": "azure_openai"}
 #: Each provider's environment variables: the key first.
