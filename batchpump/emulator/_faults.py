@@ -35,6 +35,7 @@ __all__ = [
     "done_when_expired",
     "draw_line_codes",
     "format_duration",
+    "malform_lines",
     "pick_fault",
     "plan_timeline",
 ]
@@ -87,6 +88,21 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         stuck_finalizing: batches never leave ``finalizing``.
         enqueued_token_limit: enqueued-token quota per model (estimate: bytes / 4); a batch that
             would exceed it fails at validating with ``token_limit_exceeded``. ``None``: no quota.
+        late_create_rate: chance a batch create is *late*: the server takes the request, waits
+            ``late_create_seconds``, only then makes the batch and answers. A client that gave
+            up before never hears of the batch, which exists all the same.
+        late_create_seconds: how late a late create is, default 30.
+        list_lag_seconds: batches stay out of list answers for this long after their creation
+            (retrieve by id still finds them), default 0.
+        clock_offset_seconds: the server's clock runs this far ahead (negative: behind) of the
+            emulator clock: ``created_at`` and every other timestamp, and the ``Date`` header.
+        advertise_rate_limits: send ``x-ratelimit-*`` headers (default True); False: a 429
+            says nothing about the limit, only ``retry-after-ms``/``retry-after``.
+        send_retry_after: send ``retry-after-ms``/``retry-after`` on 429s (default True).
+        malformed_output_rate: chance an output line is cut in half (invalid JSON) in OpenAI,
+            Azure and Together output files and Anthropic results.
+        counter_lag_seconds: TELUS ``total_jobs``/``completed_jobs`` count a job only this long
+            after it was posted, default 0.
     """
 
     rate_limits: dict[str, RateLimit] = msgspec.field(default_factory=dict)
@@ -106,6 +122,14 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     completed_without_output: bool = False
     stuck_finalizing: bool = False
     enqueued_token_limit: int | None = None
+    late_create_rate: float = 0.0
+    late_create_seconds: float = 30.0
+    list_lag_seconds: float = 0.0
+    clock_offset_seconds: float = 0.0
+    advertise_rate_limits: bool = True
+    send_retry_after: bool = True
+    malformed_output_rate: float = 0.0
+    counter_lag_seconds: float = 0.0
 
 
 class EmulatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -276,3 +300,23 @@ def draw_line_codes(n: int, config: EmulatorConfig, rng: random.Random) -> bytes
         else:
             codes[i] = LINE_OK
     return bytes(codes)
+
+
+def malform_lines(data: bytes, rate: float, rng: random.Random) -> bytes:
+    """``data`` (JSONL) with each line cut in half (invalid JSON) with chance ``rate``.
+
+    Args:
+        data: the lines, each ending with ``\\n``.
+        rate: the chance per line; 0 returns ``data`` untouched (and draws nothing).
+        rng: the seeded RNG of this file.
+    """
+    if rate <= 0.0 or not data:
+        return data
+    out = bytearray()
+    for line in data.splitlines(keepends=True):
+        if rng.random() < rate:
+            body = line.rstrip(b"\n")
+            out += body[: len(body) // 2] + b"\n"
+        else:
+            out += line
+    return bytes(out)

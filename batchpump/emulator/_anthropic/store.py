@@ -96,6 +96,15 @@ class AnthropicState:
                     )
                 elif x < retry + fatal:
                     batch.codes[i] = LINE_FATAL
+        outcomes = (
+            emu.scripted.outcomes(batch.custom_ids, provider="anthropic")
+            if len(emu.scripted)
+            else {}
+        )
+        for i, cid in enumerate(batch.custom_ids):
+            if cid in outcomes and batch.codes[i] != LINE_INVALID:
+                batch.codes[i] = LINE_FATAL
+                batch.scripted[i] = outcomes[cid]
         self.batches[batch.id] = batch
         self._pos[batch.id] = len(self._order)
         self._order.append(batch.id)
@@ -163,10 +172,11 @@ class AnthropicState:
             indexes = range(start, -1, -1)
         picked: list[AnthropicBatch] = []
         has_more = False
+        cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
         for i in indexes:
             batch = self.batches.get(self._order[i])
-            if batch is None:
-                continue  # deleted
+            if batch is None or batch.created_at > cutoff:
+                continue  # deleted, or not in the list index yet (``list_lag_seconds``)
             if len(picked) == limit:
                 has_more = True
                 break

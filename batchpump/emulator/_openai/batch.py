@@ -16,7 +16,8 @@ from typing import Final, Literal, TypeAlias, final
 
 import msgspec
 
-from .._faults import LINE_OK
+from .._faults import LINE_FATAL, LINE_OK
+from .._script import LineOutcome
 from .wire import BatchErrorObject, BatchErrors, BatchObject, RequestCounts
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "InputLine",
     "Outcome",
     "parse_input",
+    "script_codes",
 ]
 
 MAX_LINES: Final = 50_000
@@ -104,6 +106,22 @@ def parse_input(
     return lines, errors, model
 
 
+def script_codes(
+    lines: list[InputLine], codes: bytes, outcomes: dict[str, LineOutcome]
+) -> tuple[bytes, dict[int, LineOutcome]]:
+    """The line codes with scripted failures applied, and the scripted outcome per line index."""
+    if not outcomes:
+        return codes, {}
+    marked = bytearray(codes)
+    scripted: dict[int, LineOutcome] = {}
+    for i, line in enumerate(lines):
+        outcome = outcomes.get(line.custom_id or "")
+        if outcome is not None:
+            marked[i] = LINE_FATAL
+            scripted[i] = outcome
+    return bytes(marked), scripted
+
+
 def _line_error(code: str, number: int) -> BatchErrorObject:
     return BatchErrorObject(
         code=code, message="This line is not parseable as valid JSON.", line=number
@@ -140,6 +158,7 @@ class BatchRecord:
         "outcome",
         "output_file_id",
         "run_end",
+        "scripted",
         "tokens",
         "validate_end",
     )
@@ -163,6 +182,7 @@ class BatchRecord:
         errors: list[BatchErrorObject],
         no_output: bool,
         tokens: int,
+        scripted: dict[int, LineOutcome] | None = None,
     ) -> None:
         self.id = id
         self.endpoint = endpoint
@@ -182,6 +202,8 @@ class BatchRecord:
         self.errors = errors
         self.no_output = no_output
         self.tokens = tokens
+        #: Scripted per-line failures by line index (``outcome`` rules).
+        self.scripted: dict[int, LineOutcome] = scripted or {}
         self.cancel_at: float | None = None
         self.cancel_end: float | None = None
         self.materialized = False

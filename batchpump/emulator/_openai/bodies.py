@@ -227,6 +227,9 @@ def build_result_files(
                 body = response_body(batch.endpoint, raw, custom_id, created)
                 status = 200
                 succeeded.append(custom_id)
+            elif i in batch.scripted:
+                outcome = batch.scripted[i]
+                status, body = outcome.status, {"error": outcome.error}
             else:
                 status, error_body = _LINE_ERRORS.get(code, _SERVER_ERROR)
                 body = {"error": error_body}

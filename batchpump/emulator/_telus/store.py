@@ -98,7 +98,7 @@ class TelusState:
         if self._bucket is None:
             burst = self.settings.post_burst
             limit = RateLimit(requests=burst, per_seconds=burst / rate)
-            self._bucket = TokenBucket(limit, self.emulator.clock)
+            self._bucket = TokenBucket(limit, self.emulator.emulated_clock)
         return self._bucket.try_acquire()
 
     # -- objects ----------------------------------------------------------------------------
@@ -212,6 +212,7 @@ class TelusState:
         batch.jobs.append(job)
         batch.seqs.append(job.seq)
         batch.picked.append(picked)
+        batch.posted.append(now)
         insort(batch.done, done)
         if job.outcome == "completed":  # a rejected job is no paid work
             self.emulator.raw_stats.billing[ref] += 1
@@ -253,7 +254,13 @@ class TelusState:
     def details(self, project_id: str) -> ProjectDetails:
         project = self.project(project_id)
         now = self.emulator.now()
-        batches = [b.wire(now) for b in project.batches.values()]
+        faults = self.emulator.faults
+        cutoff = now - faults.list_lag_seconds
+        batches = [
+            b.wire(now, faults.counter_lag_seconds)
+            for b in project.batches.values()
+            if b.created_at <= cutoff
+        ]
         return ProjectDetails(name="Emulated project", base="IMAGE", batches=batches)
 
     def result_file(self, job_id: str) -> dict[str, Any] | None:
