@@ -235,6 +235,10 @@ class RunRecord(msgspec.Struct, kw_only=True):
     counts: ResultCounts = msgspec.field(default_factory=ResultCounts)
     options: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     input_hash: str = ""
+    #: Batches tagged with this run that the journal does not hold (a create answered late, a
+    #: second state directory), and how many of them were cancelled before they ran.
+    duplicates_found: int = 0
+    duplicates_cancelled: int = 0
 
 
 class ShardRecord(msgspec.Struct, kw_only=True):

@@ -15,9 +15,9 @@ from __future__ import annotations
 from .collect import Collector
 from .engine import Engine
 from .poll import Poller, deadline_cap
+from .reconcile import RECONCILE_SLACK, ProviderClock, Reconciler
 from .results import PartWriter, ResultSink
 from .runstate import RunContext, RunStatistics, TokenBudget
-from .submit import RECONCILE_SLACK
 
 __all__ = [
     "RECONCILE_SLACK",
@@ -25,6 +25,8 @@ __all__ = [
     "Engine",
     "PartWriter",
     "Poller",
+    "ProviderClock",
+    "Reconciler",
     "ResultSink",
     "RunContext",
     "RunStatistics",

@@ -24,6 +24,7 @@ import anyio
 from .._models import BatchInfo, ShardRecord
 from .collect import Collector
 from .poll import Poller
+from .reconcile import Reconciler
 from .results import ResultSink
 from .runstate import RunContext
 from .submit import Submitter
@@ -57,8 +58,13 @@ class Engine:
         """Work until every attempt in ``shards`` (and every retry it spawns) is settled."""
         ctx = self.ctx
         ctx.started_at = ctx.clock.monotonic()
+        reconciler = Reconciler(ctx)
+        # Batches tagged with this run that the journal lacks (a lost state directory, a create
+        # answered late before a crash): adopt those an attempt needs, before creating any.
+        await reconciler.sweep(shards, adopt=True)
         pending = [s for s in shards if s.state not in _FINISHED]
         if not pending:
+            await reconciler.sweep(await ctx.journal.load_shards(ctx.run.run_id), adopt=False)
             return
         ctx.opened(len(pending))
         to_submit, submit_queue = anyio.create_memory_object_stream[ShardRecord](math.inf)
@@ -76,7 +82,11 @@ class Engine:
         collector = self.collector = Collector(ctx, self.sink, resubmit=resubmit)
         poller = self.poller = Poller(ctx, on_done=done)
         submitter = Submitter(
-            ctx, on_submitted=poller.add, on_failed=collector.fail, on_cancelled=collector.cancel
+            ctx,
+            on_submitted=poller.add,
+            on_failed=collector.fail,
+            on_cancelled=collector.cancel,
+            reconciler=reconciler,
         )
         with to_submit, submit_queue, to_collect, collect_queue:
             async with anyio.create_task_group() as tg:
@@ -93,6 +103,8 @@ class Engine:
                         await resubmit(shard)
                 await ctx.done.wait()
                 tg.cancel_scope.cancel()
+        # Creates answered too late to be adopted left duplicates: cancel and report them.
+        await reconciler.sweep(await ctx.journal.load_shards(ctx.run.run_id), adopt=False)
 
 
 def _placeholder(shard: ShardRecord) -> BatchInfo:

@@ -41,6 +41,9 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     retries: int
     requeues: int
     elapsed: float
+    batches_adopted: int = 0
+    duplicates_found: int = 0
+    duplicates_cancelled: int = 0
 
     @property
     def done_lines(self) -> int:
@@ -99,6 +102,7 @@ class RunContext:
     batches_created: int = 0
     retries: int = 0
     requeues: int = 0
+    batches_adopted: int = 0
     open_attempts: int = 0
     shards_done: int = 0
     in_flight: dict[str, ShardRecord] = field(default_factory=dict)
@@ -147,4 +151,7 @@ class RunContext:
             retries=self.retries,
             requeues=self.requeues,
             elapsed=self.clock.monotonic() - self.started_at,
+            batches_adopted=self.batches_adopted,
+            duplicates_found=self.run.duplicates_found,
+            duplicates_cancelled=self.run.duplicates_cancelled,
         )
