@@ -1,10 +1,11 @@
 """Benchmark: goodput under a provider rate limit, and the limiter's CPU with many waiters.
 
-Usage: ``python benchmarks/bench_goodput.py [--seconds 60] [--rate 100] [--quick]``
+Usage: ``python benchmarks/bench_goodput.py [--seconds 60] [--rate 20 100] [--quick]``
 
 Part 1, goodput. The emulator runs in its own process (``python -m batchpump.emulator``,
 loopback, port 0, real time) with one batch in it and a token bucket on the ``poll`` endpoint
-class (``GET /v1/batches/{id}`` is one of its routes): L requests/s (``--rate``, default 100).
+class (``GET /v1/batches/{id}`` is one of its routes): L requests/s (``--rate``, default 20 and
+100: every contender runs at each).
 The bucket is a per-minute quota, ``RateLimit(requests=60 L, per_seconds=60)``, because that is
 what the emulator's ``x-ratelimit-limit-requests`` header describes truthfully (OpenAI's
 requests per minute; see ``--bucket second`` below). Before each contender the benchmark drains
@@ -17,12 +18,17 @@ far more than L x the loopback round trip needs) retrieve that batch in a loop:
   ``EndpointGate``) with ``Limits(poll_rate=L, poll_concurrency=C)``;
 - ``learned``: the same with ``Limits(poll_concurrency=C)``: no rate, so the gate learns it
   from the 429s (AIMD) and the ``x-ratelimit-limit-requests`` header;
+- ``retry_after_only``: the same as ``learned``, but the emulator's 429s carry only
+  ``retry-after-ms``/``retry-after``, no ``x-ratelimit-*`` header: the gate learns the rate
+  from what the provider accepts;
+- ``no_retry_after``: the same, and the 429s carry no ``Retry-After`` either;
 - ``naive``: plain aiohttp, C tasks (connector limit C), each sleeping ``Retry-After`` (whole
   seconds, as HTTP defines it) after a 429 and then trying again.
 
 One fresh emulator per contender. Figures: goodput = successful calls in the window / (L x
 window), as a share of L (target >= 97 %); the share of 429 answers among the class's answers in
-the window, counted by the emulator (target <= 1 %); the wait beyond the limit's spacing, per
+the window, counted by the emulator (target <= 1 %; for the two cases where the provider says
+nothing of its limit, >= 90 % and <= 5 %); the wait beyond the limit's spacing, per
 success: ``max(0, gap to the previous success - 1/L)`` (p50 / p99 / max, and their sum = the
 time lost); client and emulator CPU over the window.
 
@@ -80,11 +86,18 @@ from benchmarks._common import (
 from benchmarks._datagen import DEFAULT_ENDPOINT, generate_lines
 
 NAME: Final = "bench_goodput"
-CONTENDERS: Final = ("told", "learned", "naive")
+CONTENDERS: Final = ("told", "learned", "retry_after_only", "no_retry_after", "naive")
+#: Emulator faults per contender beside the bucket: what its 429s say about the limit.
+SILENT_FAULTS: Final[dict[str, dict[str, bool]]] = {
+    "retry_after_only": {"advertise_rate_limits": False},
+    "no_retry_after": {"advertise_rate_limits": False, "send_retry_after": False},
+}
 ROUTE: Final = "openai.batches.retrieve"
 #: Batches stay in ``validating``: retrieving one is the cheapest call of the ``poll`` class.
 EMULATOR: Final = EmulatorConfig(validate_seconds=1e9, run_seconds=1.0, seed=0)
 TARGETS: Final = {"goodput_share_min": 0.97, "share_429_max": 0.01}
+#: Targets when the provider advertises no limit (issue 13).
+SILENT_TARGETS: Final = {"goodput_share_min": 0.90, "share_429_max": 0.05}
 #: Seconds after the window for in-flight answers to reach the emulator's counters.
 SETTLE: Final = 0.3
 Bucket = Literal["minute", "second"]
@@ -211,7 +224,13 @@ async def run_naive(emu: EmulatorProcess, batch_id: str, args: argparse.Namespac
 
 
 Runner = Callable[[EmulatorProcess, str, argparse.Namespace], Awaitable[Window]]
-RUNNERS: Final[dict[str, Runner]] = {"told": run_told, "learned": run_learned, "naive": run_naive}
+RUNNERS: Final[dict[str, Runner]] = {
+    "told": run_told,
+    "learned": run_learned,
+    "retry_after_only": run_learned,
+    "no_retry_after": run_learned,
+    "naive": run_naive,
+}
 
 
 # -- emulator set-up ----------------------------------------------------------------------------
@@ -278,7 +297,8 @@ async def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
             headers=headers, connector=aiohttp.TCPConnector(limit=64)
         ) as session:
             batch_id = await one_batch(emu, session)
-            limited = msgspec.structs.replace(EMULATOR, faults=Faults(rate_limits={"poll": limit}))
+            faults = Faults(rate_limits={"poll": limit}, **SILENT_FAULTS.get(name, {}))
+            limited = msgspec.structs.replace(EMULATOR, faults=faults)
             await emu.configure(limited, session)
             drained = None
             if args.bucket == "minute":
@@ -415,20 +435,23 @@ async def amain(args: argparse.Namespace) -> int:
     # Every 429 retry logs a warning; they are counted in the figures instead.
     logging.getLogger("batchpump.http").setLevel(logging.ERROR)
     machine = machine_info()
-    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
     failures: list[str] = []
-    for name in args.only:
-        try:
-            with anyio.fail_after(args.seconds + 120):
-                results[name] = await measure(name, args)
-        except Exception as exc:  # report, keep measuring the others, exit non-zero
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-            print(f"{NAME}: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        f = results[name]
-        if f["successes"] == 0:
-            failures.append(f"{name}: no successful call")
-        print(_line(name, f), flush=True)
+    for rate in args.rate:
+        one = argparse.Namespace(**{**vars(args), "rate": rate})
+        results = runs.setdefault(f"{rate:g}", {})
+        for name in args.only:
+            try:
+                with anyio.fail_after(args.seconds + 120):
+                    results[name] = await measure(name, one)
+            except Exception as exc:  # report, keep measuring the others, exit non-zero
+                failures.append(f"{name}@{rate:g}: {type(exc).__name__}: {exc}")
+                print(f"{NAME}: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            f = results[name]
+            if f["successes"] == 0:
+                failures.append(f"{name}@{rate:g}: no successful call")
+            print(_line(f"{name}@{rate:g}", f), flush=True)
     cpu = await limiter_cpu(args.waiters, args.cpu_rate, args.cpu_cap) if args.waiters else {}
     if cpu:
         print(_cpu_line(cpu), flush=True)
@@ -438,9 +461,12 @@ async def amain(args: argparse.Namespace) -> int:
         "setup": {
             "endpoint_class": "poll",
             "route": ROUTE,
-            "rate_limit_per_s": args.rate,
+            "rate_limits_per_s": args.rate,
             "bucket": args.bucket,
-            "emulator_rate_limit": msgspec.to_builtins(bucket_limit(args.bucket, args.rate)),
+            "emulator_rate_limits": [
+                msgspec.to_builtins(bucket_limit(args.bucket, rate)) for rate in args.rate
+            ],
+            "silent_faults": SILENT_FAULTS,
             "bucket_drained_before_each": args.bucket == "minute",
             "concurrency": args.concurrency,
             "window_s": args.seconds,
@@ -451,14 +477,16 @@ async def amain(args: argparse.Namespace) -> int:
             },
             "quick": args.quick,
         },
-        "contenders": results,
+        "contenders_by_rate": runs,
         "limiter_cpu": cpu,
         "targets": TARGETS,
+        "targets_without_advertised_limit": SILENT_TARGETS,
         "failures": failures,
     }
     name = NAME if args.bucket == "minute" else f"{NAME}_{args.bucket}"
     path = write_record(name, record)
-    print(_summary(args, machine, results, cpu, path))
+    for rate in args.rate:
+        print(_summary(args, rate, machine, runs.get(f"{rate:g}", {}), cpu, path))
     return 1 if failures else 0
 
 
@@ -500,6 +528,7 @@ def _cpu_line(cpu: dict[str, Any]) -> str:
 
 def _summary(
     args: argparse.Namespace,
+    rate: float,
     machine: dict[str, Any],
     results: dict[str, dict[str, Any]],
     cpu: dict[str, Any],
@@ -526,19 +555,24 @@ def _summary(
             f"{cpu['aiolimiter_many']['cpu_us_per_acquire']:.0f} us"
         )
     return (
-        f"{NAME} poll limited to L={args.rate:g}/s ({args.bucket} bucket"
+        f"{NAME} poll limited to L={rate:g}/s ({args.bucket} bucket"
         f"{', drained' if args.bucket == 'minute' else ''}), C={args.concurrency}, "
         f"{args.seconds:g} s each [{machine_line(machine)}]: told {fig('told')} | learned "
-        f"{fig('learned')} | naive aiohttp+Retry-After {fig('naive')}{ratio} (targets >= "
+        f"{fig('learned')} | Retry-After only {fig('retry_after_only')} | no Retry-After "
+        f"{fig('no_retry_after')} | naive aiohttp+Retry-After {fig('naive')}{ratio} (targets >= "
         f"{100 * TARGETS['goodput_share_min']:.0f} % of L, <= "
-        f"{100 * TARGETS['share_429_max']:.0f} % 429s){cpu_text} -> {path}"
+        f"{100 * TARGETS['share_429_max']:.0f} % 429s; without an advertised limit >= "
+        f"{100 * SILENT_TARGETS['goodput_share_min']:.0f} %, <= "
+        f"{100 * SILENT_TARGETS['share_429_max']:.0f} %){cpu_text} -> {path}"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="window (default 60)")
-    parser.add_argument("--rate", type=float, default=100.0, help="L, requests/s (default 100)")
+    parser.add_argument(
+        "--rate", type=float, nargs="+", default=[20.0, 100.0], help="L, requests/s (20 100)"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="C (default 32)")
     parser.add_argument("--bucket", choices=("minute", "second"), default="minute")
     parser.add_argument("--quick", action="store_true", help="8 s windows, 1,000 waiters")
@@ -552,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds = min(args.seconds, 8.0)
         args.waiters = min(args.waiters, 1000)
-    if args.seconds <= 0 or args.rate <= 0 or args.concurrency < 1 or args.waiters < 0:
+    if args.seconds <= 0 or min(args.rate) <= 0 or args.concurrency < 1 or args.waiters < 0:
         parser.error("--seconds and --rate must be > 0, --concurrency >= 1")
     return anyio.run(amain, args, backend="asyncio")
 

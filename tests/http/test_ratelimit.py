@@ -190,7 +190,7 @@ async def test_a_429_without_an_advertised_limit_paces_at_the_accepted_rate() ->
     over the last window (less the backoff margin), then the rate probes upward."""
     clock = ManualClock()
     gate = EndpointGate("create", clock=clock, concurrency=8)
-    for _ in range(40):  # 20 accepted per second for two seconds
+    for _ in range(50):  # 20 accepted per second for two and a half seconds
         clock.advance(0.05)
         gate.on_success()
     paused = gate.on_rate_limited(0.05)
@@ -216,7 +216,7 @@ async def test_a_429_without_an_advertised_limit_paces_at_the_accepted_rate() ->
 async def test_a_burst_of_429s_is_one_congestion_signal() -> None:
     clock = ManualClock()
     gate = EndpointGate("create", clock=clock, concurrency=8)
-    for _ in range(40):
+    for _ in range(50):
         clock.advance(0.05)
         gate.on_success()
     tickets: list[int] = []
@@ -233,7 +233,7 @@ async def test_a_burst_of_429s_is_one_congestion_signal() -> None:
 async def test_a_429_without_retry_after_pauses_one_spacing_doubled_per_fruitless_event() -> None:
     clock = ManualClock()
     gate = EndpointGate("create", clock=clock, concurrency=8)
-    for _ in range(40):
+    for _ in range(50):
         clock.advance(0.05)
         gate.on_success()
     first = gate.on_rate_limited(None)
@@ -268,7 +268,7 @@ async def test_waiters_leave_a_pause_one_spacing_apart_when_the_rate_was_learned
     not all wake at once: the learned rate paces them."""
     clock = RunningClock()
     gate = EndpointGate("poll", clock=clock, concurrency=32)
-    for _ in range(40):  # 10 accepted per second
+    for _ in range(30):  # 10 accepted per second
         clock.advance(0.1)
         gate.on_success()
     gate.on_rate_limited(1.0)
@@ -304,8 +304,8 @@ async def test_a_429_teaches_the_limit_it_advertises() -> None:
 
 
 async def test_concurrency_is_capped() -> None:
-    gate = EndpointGate("download", clock=ManualClock(), concurrency=3)
-    gate.on_success()  # an answer came: no probe (see the next test)
+    # A rate so high its pacing is instant: the concurrency cap is what this test watches.
+    gate = EndpointGate("download", clock=ManualClock(), concurrency=3, rate=1e7)
     peak = 0
     release = anyio.Event()
 
@@ -480,3 +480,23 @@ async def test_a_pause_banks_nothing_for_the_pacer() -> None:
             clock.advance(0.1)
             await anyio.wait_all_tasks_blocked()
     assert entered == pytest.approx([1.1, 1.2, 1.3])
+
+
+async def test_a_silent_provider_gets_a_slow_start_not_a_burst() -> None:
+    """The first answer advertised no limit: the gate paces from a slow start that grows each
+    second, instead of letting every waiting call leave at once."""
+    clock = ManualClock()
+    gate = EndpointGate("upload", clock=clock, concurrency=8)
+    gate.on_success()
+    first = gate.statistics()
+    assert first.learned
+    assert first.rate is not None
+    clock.advance(2.0)
+    gate.on_success()
+    later = gate.statistics().rate
+    assert later is not None
+    assert later > 4 * first.rate
+    told = EndpointGate("upload", clock=clock, concurrency=8, rate=50.0)
+    told.on_success()
+    assert not told.statistics().learned
+    assert told.statistics().rate == 50.0
