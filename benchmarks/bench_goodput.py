@@ -44,6 +44,13 @@ waiter inside aiolimiter), each also with a tenth of the waiters to show how the
 paused gate: 10,000 callers waiting out one 0.25 s pause (one shared ``Event``) beside 10,000
 tasks each sleeping 0.25 s on its own. CPU = ``time.process_time()`` over the run / waiters.
 
+Part 3, end to end (``--e2e``): the issue-13 case. An emulator that allows L = 20 requests/s
+per endpoint class (``upload``, ``create``, ``poll``, ``download``; a one-second bucket) and
+answers 429 with only ``retry-after-ms``/``retry-after``, no ``x-ratelimit-*`` header; the real
+command line ``python -m batchpump run`` on 30,000 lines with ``--max-lines 100`` (300 shards;
+``--quick``: 40). Figures: the exit code, every line once, the provider's answers per second
+(2xx) against L, and the share of 429 answers (written to ``bench_goodput_e2e.json``).
+
 Prints one summary line and writes ``benchmarks/results/bench_goodput.json``. Never asserts a
 time; exits non-zero only if a contender failed or the emulator never rate-limited.
 """
@@ -52,7 +59,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from itertools import pairwise
@@ -75,6 +84,7 @@ from batchpump.emulator import EmulatorConfig, Faults, RateLimit
 from batchpump.providers.openai import OpenAI
 from benchmarks._common import (
     BENCH_KEY,
+    REPO_ROOT,
     EmulatorProcess,
     machine_info,
     machine_line,
@@ -567,6 +577,94 @@ def _summary(
     )
 
 
+# -- part 3: the 300-shard run end to end --------------------------------------------------------
+
+#: Emulator seconds per real second in the end-to-end run (batches finish in about a second).
+E2E_TIME_SCALE: Final = 20.0
+E2E_RATE: Final = 20.0
+
+
+async def end_to_end(shards: int, lines_per_shard: int = 100) -> dict[str, Any]:
+    """The CLI on ``shards`` x ``lines_per_shard`` lines against a silent 20 requests/s limit."""
+    from benchmarks.soak_kill9 import check_results, write_input  # a sibling benchmark
+
+    scale = E2E_TIME_SCALE
+    limit = RateLimit(requests=round(E2E_RATE), per_seconds=scale)  # L per real second
+    config = EmulatorConfig(
+        faults=Faults(
+            rate_limits=dict.fromkeys(("upload", "create", "poll", "download"), limit),
+            advertise_rate_limits=False,
+        )
+    )
+    lines = shards * lines_per_shard
+    with tempfile.TemporaryDirectory(prefix="bench-goodput-e2e-") as tmp:
+        work = Path(tmp)
+        src, out = work / "in.jsonl", work / "out.jsonl"
+        ids = write_input(src, lines, "e2e")
+        async with open_emulator_process(config, time_scale=scale) as emu:
+            env = {
+                **os.environ,
+                "OPENAI_API_KEY": BENCH_KEY,
+                "OPENAI_BASE_URL": emu.openai_base_url,
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+                ),
+            }
+            argv = [
+                sys.executable, "-m", "batchpump", "run", str(src), "--out", str(out),
+                "--max-lines", str(lines_per_shard),
+            ]  # fmt: skip
+            start = time.perf_counter()
+            done = await anyio.run_process(argv, env=env, cwd=str(work), check=False)
+            elapsed = time.perf_counter() - start
+            snapshot = await emu.stats()
+        duplicates, missing, unexpected = check_results(out, ids)
+    by_status: dict[int, int] = {}
+    for row in snapshot.get("requests", []):
+        if not str(row["route"]).startswith("emulator."):
+            status = int(row["status"])
+            by_status[status] = by_status.get(status, 0) + int(row["count"])
+    answers = sum(by_status.values())
+    ok = sum(n for status, n in by_status.items() if 200 <= status < 300)
+    return {
+        "shards": shards,
+        "lines": lines,
+        "exit_code": done.returncode,
+        "stderr_tail": done.stderr.decode(errors="replace")[-1500:] if done.returncode else "",
+        "seconds": round(elapsed, 2),
+        "lines_per_s": round(lines / elapsed, 1),
+        "duplicates": duplicates,
+        "missing": missing,
+        "unexpected": unexpected,
+        "answers_by_status": by_status,
+        "requests_2xx_per_s": round(ok / elapsed, 2),
+        "limit_per_class_per_s": E2E_RATE,
+        "share_429": round(by_status.get(429, 0) / answers, 4) if answers else None,
+        "batches_created": int(snapshot["batches_created"]),
+        "double_billed": len(snapshot["double_billed"]),
+    }
+
+
+async def amain_e2e(args: argparse.Namespace) -> int:
+    machine = machine_info()
+    f = await end_to_end(args.shards)
+    line = (
+        f"{NAME} end to end: L={E2E_RATE:g}/s per class, 429s with only Retry-After, "
+        f"{f['shards']} shards ({f['lines']:,} lines, --max-lines 100) "
+        f"[{machine_line(machine)}]: exit {f['exit_code']}, {f['missing']} lines missing, "
+        f"{f['duplicates']} twice, {f['batches_created']} batches, {f['seconds']} s "
+        f"({f['lines_per_s']:,} lines/s), provider answers 2xx {f['requests_2xx_per_s']}/s, "
+        f"429s {100 * (f['share_429'] or 0):.1f} % of {sum(f['answers_by_status'].values()):,}"
+    )
+    record = {"benchmark": f"{NAME}_e2e", "machine": machine, "quick": args.quick, **f}
+    path = write_record(f"{NAME}_e2e", record)
+    print(f"{line} -> {path}")
+    if f["exit_code"] != 0:
+        print(f["stderr_tail"], file=sys.stderr)
+    good = f["exit_code"] == 0 and not (f["missing"] or f["duplicates"] or f["unexpected"])
+    return 0 if good else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="window (default 60)")
@@ -582,7 +680,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waiters", type=int, default=10_000, help="part 2 (0: skip it)")
     parser.add_argument("--cpu-rate", type=float, default=2000.0, help="part 2 pacing, /s")
     parser.add_argument("--cpu-cap", type=int, default=32, help="part 2 gate concurrency")
+    parser.add_argument("--e2e", action="store_true", help="part 3 only: the CLI, 300 shards")
+    parser.add_argument("--shards", type=int, default=300, help="part 3 shards (--quick: 40)")
     args = parser.parse_args(argv)
+    if args.e2e:
+        if args.quick:
+            args.shards = min(args.shards, 40)
+        return anyio.run(amain_e2e, args, backend="asyncio")
     if args.quick:
         args.seconds = min(args.seconds, 8.0)
         args.waiters = min(args.waiters, 1000)
