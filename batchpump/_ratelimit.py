@@ -302,11 +302,7 @@ class EndpointGate:
         self._probe.end()
         self._learner.accepted()
         if self._ceiling is None:
-            if not self._learner.active and self._configured is None:
-                # No limit advertised: climb from a slow start, as TCP does, instead of
-                # letting every waiting call leave at once into a bucket that may be empty.
-                self._set_rate(self._learner.start())
-            elif self._learner.active and self._rate is not None:
+            if self._learner.active and self._rate is not None:
                 self._set_rate(self._learner.rate())
             return
         if self._rate is not None and self._rate < self._ceiling:
@@ -441,8 +437,6 @@ class _Pacer:
         return self._level
 
 
-#: Where a gate whose provider advertises no limit starts its climb, in calls per second.
-_FIRST_RATE: Final = 4.0
 #: How much a rate learned from no measurement grows per second until the next 429.
 _SLOW_START: Final = 4.0
 #: The highest rate a learned climb reaches (calls per second): no limit in practice.
@@ -553,14 +547,6 @@ class _Learner:
         span = now - max(now - LEARN_WINDOW, self._first)
         return len(self._times) / max(span, self._MIN_SPAN)
 
-    def start(self) -> float:
-        """The first answer came and it advertised no limit: climb from ``_FIRST_RATE``."""
-        self.active = True
-        self._doubling = True
-        self._peak = self._start_rate = _FIRST_RATE
-        self._cut_at = self._clock.monotonic()
-        return self._start_rate
-
     def cut(self, rate: float | None, wait: float | None) -> float:
         """The rate to pace at after a congestion event (``rate``: the current one)."""
         self.active = True
@@ -570,8 +556,8 @@ class _Learner:
         if self._doubling and rate is not None:
             if now - self._cut_at < 1.0 and not settled:
                 # The climb is younger than a second: it crossed nothing new, the provider's
-                # bucket was empty. Climb again from half the rate (never below the start).
-                self._peak = self._start_rate = max(_FIRST_RATE, rate / 2.0)
+                # bucket was empty. Climb again from half the rate.
+                self._peak = self._start_rate = rate / 2.0
                 self._cut_at = now
                 return self._start_rate
             if not settled or measured is None:
@@ -582,7 +568,7 @@ class _Learner:
             # A cold start: what the provider accepted in a fraction of a second is no
             # measure of its limit, only a floor. Climb from there.
             self._doubling = True
-            self._peak = self._start_rate = max(_FIRST_RATE, measured)
+            self._peak = self._start_rate = measured
             self._cut_at = now
             return self._start_rate
         if measured is not None:

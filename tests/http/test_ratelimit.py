@@ -480,23 +480,3 @@ async def test_a_pause_banks_nothing_for_the_pacer() -> None:
             clock.advance(0.1)
             await anyio.wait_all_tasks_blocked()
     assert entered == pytest.approx([1.1, 1.2, 1.3])
-
-
-async def test_a_silent_provider_gets_a_slow_start_not_a_burst() -> None:
-    """The first answer advertised no limit: the gate paces from a slow start that grows each
-    second, instead of letting every waiting call leave at once."""
-    clock = ManualClock()
-    gate = EndpointGate("upload", clock=clock, concurrency=8)
-    gate.on_success()
-    first = gate.statistics()
-    assert first.learned
-    assert first.rate is not None
-    clock.advance(2.0)
-    gate.on_success()
-    later = gate.statistics().rate
-    assert later is not None
-    assert later > 4 * first.rate
-    told = EndpointGate("upload", clock=clock, concurrency=8, rate=50.0)
-    told.on_success()
-    assert not told.statistics().learned
-    assert told.statistics().rate == 50.0
