@@ -45,12 +45,16 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Final, Protocol, runtime_checkable
 
+import msgspec
+
 from ._input import LineChecker
 from ._models import BatchInfo, Capabilities, Result, ShardRecord
 
 __all__ = [
     "TAG_METADATA_KEY",
     "Provider",
+    "RateLimitWait",
+    "RateLimitedProvider",
     "find_by_tag",
     "parse_tag",
     "run_tag_prefix",
@@ -114,6 +118,29 @@ class Provider(Protocol):
     def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker: ...
 
     async def aclose(self) -> None: ...
+
+
+class RateLimitWait(msgspec.Struct, frozen=True, kw_only=True):
+    """How long a provider's calls have been held by rate limits, against the bound.
+
+    Attributes:
+        seconds: the longest current streak of 429s with no success since, over the
+            provider's endpoint classes.
+        timeout: ``RetryPolicy.rate_limit_timeout``: one call gives up past it (``None``:
+            never).
+    """
+
+    seconds: float
+    timeout: float | None
+
+
+@runtime_checkable
+class RateLimitedProvider(Protocol):
+    """A provider that can say whether rate limits are holding it (HTTP adapters can)."""
+
+    def rate_limit_wait(self) -> RateLimitWait | None:
+        """The current rate-limit wait, ``None`` when no class is being rate-limited."""
+        ...
 
 
 async def find_by_tag(provider: Provider, tag: str, *, since: float) -> BatchInfo | None:

@@ -17,7 +17,7 @@ import msgspec
 from .._clock import Clock
 from .._config import RunOptions
 from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
-from .._provider import Provider
+from .._provider import Provider, RateLimitedProvider
 
 if TYPE_CHECKING:
     from .._journal import Journal
@@ -28,7 +28,14 @@ logger: Final = logging.getLogger("batchpump.engine")
 
 
 class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of a run's progress (``Run.statistics()``)."""
+    """A snapshot of a run's progress (``Run.statistics()``).
+
+    ``rate_limited_for`` is how long the provider's calls have been held by rate limits
+    (``None`` when they are not), ``rate_limit_timeout`` the bound after which a call gives
+    up; ``batches_adopted`` counts batches found by tag instead of created;
+    ``duplicates_found``/``duplicates_cancelled`` count batches tagged with this run that the
+    journal does not hold (a create answered late, a second state directory).
+    """
 
     run_id: str
     state: str
@@ -44,6 +51,8 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     batches_adopted: int = 0
     duplicates_found: int = 0
     duplicates_cancelled: int = 0
+    rate_limited_for: float | None = None
+    rate_limit_timeout: float | None = None
 
     @property
     def done_lines(self) -> int:
@@ -139,6 +148,11 @@ class RunContext:
     def statistics(self) -> RunStatistics:
         counts = ResultCounts()
         counts.merge(self.run.counts)
+        limited = (
+            self.provider.rate_limit_wait()
+            if isinstance(self.provider, RateLimitedProvider)
+            else None
+        )
         return RunStatistics(
             run_id=self.run.run_id,
             state="cancelling" if self.cancelled and not self.done.is_set() else self.run.state,
@@ -154,4 +168,6 @@ class RunContext:
             batches_adopted=self.batches_adopted,
             duplicates_found=self.run.duplicates_found,
             duplicates_cancelled=self.run.duplicates_cancelled,
+            rate_limited_for=None if limited is None else limited.seconds,
+            rate_limit_timeout=None if limited is None else limited.timeout,
         )

@@ -171,3 +171,23 @@ async def test_rate_limit_waits_are_bounded_by_time_not_tries(serve: Serve) -> N
     assert len(raised) == 1
     # 0 s, 10 s, 20 s, 30 s, 40 s: five tries within the 45 s bound, far past attempts=2.
     assert calls == 5
+
+
+async def test_the_rate_limit_wait_reaches_run_statistics() -> None:
+    """What the progress line shows while rate limits hold the run: how long, of how long."""
+    from batchpump._provider import RateLimitedProvider
+    from batchpump.providers.openai import OpenAI
+
+    clock = ManualClock()
+    async with OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", clock=clock) as provider:
+        assert isinstance(provider, RateLimitedProvider)
+        assert provider.rate_limit_wait() is None
+        gate = provider._http.gate("create")
+        gate.on_rate_limited(30.0)
+        clock.advance(12.0)
+        wait = provider.rate_limit_wait()
+        assert wait is not None
+        assert wait.seconds == 12.0
+        assert wait.timeout == 3600.0
+        gate.on_success()
+        assert provider.rate_limit_wait() is None
