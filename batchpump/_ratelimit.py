@@ -500,18 +500,20 @@ class _Probe:
 class _Learner:
     """The rate of a gate whose provider advertises no limit, learned from its answers.
 
-        It keeps the times of the successes of the last ``LEARN_WINDOW`` seconds. At a congestion
-        event (``cut``) the rate becomes what the provider accepted over that window, less
-        ``LEARN_BACKOFF``; that accepted rate is the *peak*. From there ``rate()`` climbs along a
-        cubic in the time since the cut: back to the peak after ``LEARN_RECOVERY`` seconds, flat
-        around it, then ever steeper, so the gate spends its time just under the limit and probes
-        past it only slowly, while a cut caused by a random storm (not a quota) is undone within
-        seconds. With too few answers to measure (a cold start) the cut keeps the current rate, or
-        one call per retry-after, and the climb multiplies the rate by ``_SLOW_START`` each second
+    Until the first 429 nothing is paced (a provider that never rate-limits is never slowed).
+    The learner keeps the times of the successes of the last ``LEARN_WINDOW`` seconds. At a
+    congestion event (``cut``) with that window full, the rate becomes what the provider
+    accepted over it, less ``LEARN_BACKOFF``; that accepted rate is the *peak*. From there
+    ``rate()`` climbs along a cubic in the time since the cut: back to the peak after
+    ``LEARN_RECOVERY`` seconds, flat around it, then ever steeper, so the gate spends its time
+    just under the limit and probes past it only slowly, while a cut caused by a random storm
+    (not a quota) is undone within seconds. At a cold start (the window not yet full, or too
+    few answers to measure) the cut takes what was accepted, half the current rate, or one
+    call per retry-after, and the climb multiplies the rate by ``_SLOW_START`` each second
     until the next 429.
 
-        Args:
-            clock: what the window and the climb are measured on.
+    Args:
+        clock: what the window and the climb are measured on.
     """
 
     #: Successes needed in the window for the accepted rate to count as measured.
