@@ -437,6 +437,9 @@ class _Pacer:
         return self._level
 
 
+#: Calls per second a climb starts from when the first 429 said nothing and nothing was
+#: measured yet (a cold start against a provider that states no limit and no retry-after).
+_COLD_GUESS: Final = 10.0
 #: How much a rate learned from no measurement grows per second until the next 429.
 _SLOW_START: Final = 4.0
 #: The highest rate a learned climb reaches (calls per second): no limit in practice.
@@ -580,7 +583,13 @@ class _Learner:
             self._peak = measured
             self._start_rate = measured * (1.0 - LEARN_BACKOFF)
         else:
-            guess = rate / 2.0 if rate is not None else 1.0 / max(wait or PROBE_WAIT, 0.01)
+            if rate is not None:
+                guess = rate / 2.0
+            elif wait:
+                guess = 1.0 / max(wait, 0.01)  # one call per retry-after
+            else:
+                guess = _COLD_GUESS
+
             self._doubling = True
             self._peak = self._start_rate = guess
         self._cut_at = now

@@ -11,7 +11,7 @@ what the emulator's ``x-ratelimit-limit-requests`` header describes truthfully (
 requests per minute; see ``--bucket second`` below). Before each contender the benchmark drains
 the bucket with its own requests until the first 429 (the account's quota is already in
 steady use), so every request above L is answered 429 at once: no burst hides an overshoot.
-Then, for ``--seconds`` (default 60, ``--quick`` 10), C tasks (``--concurrency``, default 32,
+Then, for ``--seconds`` (default 60, ``--quick`` 3), C tasks (``--concurrency``, default 32,
 far more than L x the loopback round trip needs) retrieve that batch in a loop:
 
 - ``told``: the ``OpenAI`` adapter's ``retrieve`` (one ``HttpClient`` call through the ``poll``
@@ -673,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=32, help="C (default 32)")
     parser.add_argument("--bucket", choices=("minute", "second"), default="minute")
-    parser.add_argument("--quick", action="store_true", help="8 s windows, 1,000 waiters")
+    parser.add_argument("--quick", action="store_true", help="3 s windows, 1,000 waiters")
     parser.add_argument(
         "--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="contenders"
     )
@@ -688,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
             args.shards = min(args.shards, 40)
         return anyio.run(amain_e2e, args, backend="asyncio")
     if args.quick:
-        args.seconds = min(args.seconds, 8.0)
+        args.seconds = min(args.seconds, 3.0)
         args.waiters = min(args.waiters, 1000)
     if args.seconds <= 0 or min(args.rate) <= 0 or args.concurrency < 1 or args.waiters < 0:
         parser.error("--seconds and --rate must be > 0, --concurrency >= 1")
