@@ -39,6 +39,10 @@ DEFAULT_WAIT_MAX: Final = 30.0
 DEFAULT_WAIT_JITTER: Final = 0.25
 DEFAULT_WAIT_EXP_BASE: Final = 2.0
 DEFAULT_REQUEST_TIMEOUT: Final = 120.0
+#: Seconds one call may spend waiting on rate limits (429s) before it gives up.
+DEFAULT_RATE_LIMIT_TIMEOUT: Final = 3600.0
+#: Seconds the engine keeps looking for the batch of a create whose answer never came.
+DEFAULT_CREATE_SETTLE: Final = 300.0
 
 # Polling.
 DEFAULT_POLL_MIN: Final = 2.0
@@ -63,6 +67,13 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         attempts: tries in total, the first included.
         timeout: seconds all tries of one call may take together; ``None`` for no bound.
         request_timeout: seconds one try may take.
+        rate_limit_timeout: seconds one call may spend waiting on rate limits (429 answers),
+            counted from its first 429; ``None`` for no bound. A 429 is a pace signal: it
+            never spends ``attempts``, and the time waited on it does not count against
+            ``timeout``.
+        create_settle: after a create whose answer never came (timeout, reset, 408, 409,
+            5xx after the body was sent), the engine keeps looking for the batch by its tag
+            this many seconds before it creates again (the provider may make it late).
     """
 
     attempts: int = DEFAULT_RETRY_ATTEMPTS
@@ -72,8 +83,13 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     wait_jitter: float = DEFAULT_WAIT_JITTER
     wait_exp_base: float = DEFAULT_WAIT_EXP_BASE
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    rate_limit_timeout: float | None = DEFAULT_RATE_LIMIT_TIMEOUT
+    create_settle: float = DEFAULT_CREATE_SETTLE
 
     def __post_init__(self) -> None:
+        if self.rate_limit_timeout is not None:
+            _positive("rate_limit_timeout", self.rate_limit_timeout, zero_ok=True)
+        _positive("create_settle", self.create_settle, zero_ok=True)
         if self.attempts < 1:
             raise UsageError(f"attempts must be >= 1, got {self.attempts!r}")
         _positive("wait_initial", self.wait_initial, zero_ok=True)
@@ -87,7 +103,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def no_wait(cls, attempts: int = DEFAULT_RETRY_ATTEMPTS) -> RetryPolicy:
         """A policy that retries at once: for tests (stamina's ``set_testing``)."""
-        return cls(attempts=attempts, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0)
+        return cls(
+            attempts=attempts, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0, create_settle=0.0
+        )
 
 
 class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):

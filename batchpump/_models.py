@@ -242,6 +242,10 @@ class RunRecord(msgspec.Struct, kw_only=True):
     #: Set before the first cancel request: a resume finishes the cancel.
     cancel_requested: bool = False
     updated_at: float = 0.0
+    #: Batches tagged with this run that the journal does not hold (a create answered late, a
+    #: second state directory), and how many of them were cancelled before they ran.
+    duplicates_found: int = 0
+    duplicates_cancelled: int = 0
 
 
 class ShardRecord(msgspec.Struct, kw_only=True):

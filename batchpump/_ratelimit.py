@@ -15,13 +15,21 @@ wait for that answer (``_Probe``, ``PROBE_WAIT`` at most): the answer's
 ``x-ratelimit-limit-requests`` sets the pace before the rest leave, instead of after they all
 came back 429.
 
-AIMD: a 429 halves the rate (once per congestion event: only a call started after the last
-decrease can decrease it again, never below 1/8 of the ceiling); each success adds
-``increase`` x ceiling, never above the ceiling. With no configured rate, the ceiling is
-learned from ``x-ratelimit-limit-requests`` (per minute), on a success or on the 429 itself.
-With neither, a 429 pauses the class for its retry-after and nothing more: a ceiling guessed
-from the traffic seen before one 429 (often a cold start, or a random storm rather than a
-quota) throttled whole runs to a trickle, so batchpump does not guess.
+With a known ceiling (configured, or learned from ``x-ratelimit-limit-requests`` per minute,
+on a success or on the 429 itself) the rate follows AIMD: a 429 halves it (once per congestion
+event: only a call started after the last decrease can decrease it again, never below 1/8 of
+the ceiling); each success adds ``increase`` x ceiling, never above the ceiling.
+
+When the provider advertises nothing, the gate learns the limit from its answers
+(``_Learner``): at a congestion event it paces at what the provider accepted over the last
+``LEARN_WINDOW`` seconds, less ``LEARN_BACKOFF``, then probes upward along a cubic curve (flat
+near that rate, steeper the longer no 429 comes, so a rate cut by a random storm recovers in
+seconds). A 429 without ``Retry-After`` pauses the class for one spacing at the current rate,
+doubled per event that brings no success. Every caller waiting out a pause then leaves through
+the pacer, one spacing apart, never all at once.
+
+A streak of 429s with no success between them is timed: ``GateStatistics.rate_limited_for``
+says how long the class has been held by rate limits, for the progress line.
 
 Rates are per ``Clock`` second. The pacer waits on the gate's clock when that clock runs by
 itself (it declares a ``speed``: ``SystemClock``, ``ScaledClock``). A clock without one is, by
@@ -31,6 +39,7 @@ there, so a ``ManualClock``, which moves only when told, does not stall every pa
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final, Literal, TypeAlias, final
@@ -47,6 +56,10 @@ __all__ = [
     "DEFAULT_MIN_RATE",
     "ENDPOINT_CLASSES",
     "FLOOR_FRACTION",
+    "LEARN_BACKOFF",
+    "LEARN_RECOVERY",
+    "LEARN_WINDOW",
+    "MAX_GUESSED_PAUSE",
     "PROBE_WAIT",
     "EndpointClass",
     "EndpointGate",
@@ -76,6 +89,14 @@ BURST_SECONDS: Final = 0.1
 #: While a gate knows no rate and has seen no answer, one call probes and the others wait for
 #: its answer (which may teach the limit) this many real seconds at most.
 PROBE_WAIT: Final = 1.0
+#: Seconds of answers over which the accepted rate is measured when a 429 comes.
+LEARN_WINDOW: Final = 2.0
+#: At a congestion event a learned rate drops this fraction below the accepted rate.
+LEARN_BACKOFF: Final = 0.1
+#: Seconds a learned rate takes to climb back to the accepted rate it was cut from.
+LEARN_RECOVERY: Final = 3.0
+#: The longest pause a 429 without ``Retry-After`` buys (the doubling stops here).
+MAX_GUESSED_PAUSE: Final = 30.0
 
 
 @final
@@ -91,6 +112,9 @@ class GateStatistics(msgspec.Struct, frozen=True, kw_only=True):
         in_flight: calls holding a slot.
         rate_limited: 429 answers seen.
         pauses: sleeps taken for pauses (one per pause, however many callers waited).
+        learned: ``True`` when ``rate`` was learned from 429s (the provider advertised none).
+        rate_limited_for: seconds since the first 429 of the current streak (429s with no
+            success since), ``None`` when the last answer was a success.
     """
 
     endpoint: str
@@ -101,6 +125,8 @@ class GateStatistics(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int
     rate_limited: int
     pauses: int
+    learned: bool = False
+    rate_limited_for: float | None = None
 
 
 @final
@@ -149,6 +175,9 @@ class EndpointGate:
         self._tickets = 0
         self._decreased_at_ticket = -1
         self._probe = _Probe(needed=rate is None)
+        self._learner = _Learner(clock)
+        self._limited_since: float | None = None
+        self._fruitless = 0  # congestion events since the last success
 
     # -- passing the gate ---------------------------------------------------------------------
 
@@ -167,6 +196,8 @@ class EndpointGate:
         try:
             async with self._capacity:
                 await self.wait_unpaused()
+                if self._learner.active and self._ceiling is None:
+                    self._set_rate(self._learner.rate())  # the climb goes on between answers
                 limiter = self._limiter
                 if limiter is not None:
                     self._rate_waiting += 1
@@ -215,25 +246,49 @@ class EndpointGate:
     # -- feedback -------------------------------------------------------------------------------
 
     def on_rate_limited(
-        self, wait: float, *, started: int | None = None, limit_requests: float | None = None
-    ) -> None:
-        """Record a 429: pause the class for ``wait`` seconds and halve a known rate.
+        self,
+        wait: float | None = None,
+        *,
+        started: int | None = None,
+        limit_requests: float | None = None,
+        longest_guess: float = MAX_GUESSED_PAUSE,
+    ) -> float:
+        """Record a 429: pause the class and slow down (once per congestion event).
 
         Args:
-            wait: seconds to pause (the provider's retry-after, else the caller's backoff).
+            wait: seconds to pause, the provider's retry-after; ``None`` when it said nothing:
+                the gate then pauses one spacing at its rate, doubled per fruitless event.
             started: the ticket ``slot()`` yielded for the failed call; a call that entered
-                before the last decrease does not decrease again (one halving per event).
+                before the last decrease does not decrease again (one decrease per event).
             limit_requests: the 429's ``x-ratelimit-limit-requests`` (per minute), if sent.
+            longest_guess: the longest pause a 429 without retry-after buys (the caller's
+                backoff for the event).
+
+        Returns:
+            the seconds the class is paused from now.
         """
+        now = self._clock.monotonic()
         self._rate_limited += 1
-        self.pause(wait)
+        if self._limited_since is None:
+            self._limited_since = now
         self._learn(limit_requests)
         self._probe.end()
-        if started is not None and started <= self._decreased_at_ticket:
-            return
-        self._decreased_at_ticket = self._tickets
-        if self._rate is not None:
-            self._set_rate(self._rate / 2.0)
+        new_event = started is None or started > self._decreased_at_ticket
+        if new_event:
+            self._decreased_at_ticket = self._tickets
+            if self._ceiling is not None:
+                if self._rate is not None:
+                    self._set_rate(self._rate / 2.0)
+            else:
+                self._set_rate(self._learner.cut(self._rate, wait))
+            self._fruitless += 1
+        if wait is None:
+            # One spacing at the (new) rate, doubled per event that brought no success.
+            spacing = 1.0 / self._rate if self._rate else PROBE_WAIT
+            guess = spacing * 2.0 ** max(0, self._fruitless - 1)
+            wait = min(MAX_GUESSED_PAUSE, longest_guess, guess)
+        self.pause(wait)
+        return max(0.0, self._paused_until - now)
 
     def on_success(self, *, limit_requests: float | None = None) -> None:
         """Record a success: learn the ceiling from a header, then creep the rate up.
@@ -241,10 +296,21 @@ class EndpointGate:
         Args:
             limit_requests: the provider's ``x-ratelimit-limit-requests`` (per minute), if sent.
         """
+        self._limited_since = None
+        self._fruitless = 0
         self._learn(limit_requests)
         self._probe.end()
-        if self._rate is not None and self._ceiling is not None and self._rate < self._ceiling:
+        self._learner.accepted()
+        if self._ceiling is None:
+            if self._learner.active and self._rate is not None:
+                self._set_rate(self._learner.rate())
+            return
+        if self._rate is not None and self._rate < self._ceiling:
             self._set_rate(self._rate + self._ceiling * self._increase)
+
+    def paused_for(self) -> float:
+        """Seconds until the class's pause ends (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock.monotonic())
 
     def _learn(self, limit_requests: float | None) -> None:
         """Take the provider's advertised limit as the ceiling (capped by the configured one)."""
@@ -253,12 +319,14 @@ class EndpointGate:
         learned = limit_requests / 60.0
         ceiling = learned if self._configured is None else min(self._configured, learned)
         self._ceiling = ceiling
+        self._learner.active = False
         if self._rate is None or self._rate > ceiling:
             self._set_rate(ceiling)
 
     def statistics(self) -> GateStatistics:
         """A frozen snapshot of this gate."""
         until = self._paused_until
+        since = self._limited_since
         return GateStatistics(
             endpoint=self.endpoint,
             rate=self._rate,
@@ -271,6 +339,8 @@ class EndpointGate:
             in_flight=self._capacity.borrowed_tokens,
             rate_limited=self._rate_limited,
             pauses=self._pauses,
+            learned=self._learner.active,
+            rate_limited_for=None if since is None else self._clock.monotonic() - since,
         )
 
     def __repr__(self) -> str:
@@ -286,6 +356,8 @@ class EndpointGate:
         ceiling = self._ceiling if self._ceiling is not None else rate
         floor = max(self._min_rate, ceiling * FLOOR_FRACTION)
         rate = max(floor, min(rate, ceiling))
+        if rate == self._rate and self._limiter is not None:
+            return
         self._rate = rate
         self._probe.end()  # known now: callers waiting for the probe pace instead
         if self._limiter is None:
@@ -365,6 +437,13 @@ class _Pacer:
         return self._level
 
 
+#: Calls per second a climb starts from when the first 429 said nothing and nothing was
+#: measured yet (a cold start against a provider that states no limit and no retry-after).
+_COLD_GUESS: Final = 10.0
+#: How much a rate learned from no measurement grows per second until the next 429.
+_SLOW_START: Final = 4.0
+#: The highest rate a learned climb reaches (calls per second): no limit in practice.
+_MAX_RATE: Final = 1e9
 #: Room short of one call that counts as room (float noise must not cost a sleep).
 _EPSILON: Final = 1e-9
 
@@ -418,3 +497,115 @@ class _Probe:
         if self._answered is not None:
             self._answered.set()
             self._answered = None
+
+
+@final
+class _Learner:
+    """The rate of a gate whose provider advertises no limit, learned from its answers.
+
+    Until the first 429 nothing is paced (a provider that never rate-limits is never slowed).
+    The learner keeps the times of the successes of the last ``LEARN_WINDOW`` seconds. At a
+    congestion event (``cut``) with that window full, the rate becomes what the provider
+    accepted over it, less ``LEARN_BACKOFF``; that accepted rate is the *peak*. From there
+    ``rate()`` climbs along a cubic in the time since the cut: back to the peak after
+    ``LEARN_RECOVERY`` seconds, flat around it, then ever steeper, so the gate spends its time
+    just under the limit and probes past it only slowly, while a cut caused by a random storm
+    (not a quota) is undone within seconds. At a cold start (the window not yet full, or too
+    few answers to measure) the cut takes what was accepted, half the current rate, or one
+    call per retry-after, and the climb multiplies the rate by ``_SLOW_START`` each second
+    until the next 429.
+
+    Args:
+        clock: what the window and the climb are measured on.
+    """
+
+    #: Successes needed in the window for the accepted rate to count as measured.
+    _MIN_SAMPLES: Final = 4
+    #: The shortest span the accepted rate is measured over (a burst at one instant).
+    _MIN_SPAN: Final = 0.25
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._times: deque[float] = deque()
+        self._first: float | None = None
+        self._peak = 0.0
+        self._cut_at = 0.0
+        self._start_rate = 0.0
+        self._doubling = False
+        #: Whether the gate's rate is the learner's (set by ``cut``, cleared by a known limit).
+        self.active = False
+
+    def accepted(self) -> None:
+        """Count one success now."""
+        now = self._clock.monotonic()
+        if self._first is None:
+            self._first = now
+        self._times.append(now)
+        self._trim(now)
+
+    def accepted_rate(self) -> float | None:
+        """Successes per second over the last window, ``None`` while too few to tell."""
+        now = self._clock.monotonic()
+        self._trim(now)
+        if len(self._times) < self._MIN_SAMPLES or self._first is None:
+            return None
+        span = now - max(now - LEARN_WINDOW, self._first)
+        return len(self._times) / max(span, self._MIN_SPAN)
+
+    def cut(self, rate: float | None, wait: float | None) -> float:
+        """The rate to pace at after a congestion event (``rate``: the current one)."""
+        self.active = True
+        now = self._clock.monotonic()
+        measured = self.accepted_rate()
+        settled = self._first is not None and now - self._first >= LEARN_WINDOW
+        if self._doubling and rate is not None:
+            if now - self._cut_at < 1.0 and not settled:
+                # The climb is younger than a second: it crossed nothing new, the provider's
+                # bucket was empty. Climb again from half the rate.
+                self._peak = self._start_rate = rate / 2.0
+                self._cut_at = now
+                return self._start_rate
+            if not settled or measured is None:
+                # The climb crossed the limit within its last second: somewhere between a
+                # quarter of the rate and the rate; a short window mostly sees the climb.
+                measured = max(measured or 0.0, rate / 2.0)
+        elif measured is not None and not settled:
+            # A cold start: what the provider accepted in a fraction of a second is no
+            # measure of its limit, only a floor. Climb from there.
+            self._doubling = True
+            self._peak = self._start_rate = measured
+            self._cut_at = now
+            return self._start_rate
+        if measured is not None:
+            if rate is not None:
+                measured = min(measured, rate)
+            self._doubling = False
+            self._peak = measured
+            self._start_rate = measured * (1.0 - LEARN_BACKOFF)
+        else:
+            if rate is not None:
+                guess = rate / 2.0
+            elif wait:
+                guess = 1.0 / max(wait, 0.01)  # one call per retry-after
+            else:
+                guess = _COLD_GUESS
+
+            self._doubling = True
+            self._peak = self._start_rate = guess
+        self._cut_at = now
+        return self._start_rate
+
+    def rate(self) -> float:
+        """The rate now, on the climb from the last cut."""
+        t = self._clock.monotonic() - self._cut_at
+        if self._doubling:
+            return min(_MAX_RATE, self._start_rate * float(_SLOW_START ** min(t, 16.0)))
+        # peak * (1 + c (t - K)^3), with K = LEARN_RECOVERY and c so that t = 0 is the start.
+        k = LEARN_RECOVERY
+        c = LEARN_BACKOFF / k**3
+        return min(_MAX_RATE, max(self._start_rate, self._peak * (1.0 + c * (t - k) ** 3)))
+
+    def _trim(self, now: float) -> None:
+        times = self._times
+        while times and times[0] < now - LEARN_WINDOW:
+            times.popleft()

@@ -9,6 +9,7 @@ creates fail *after* the batch was made (the case reconciliation exists for).
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,12 @@ from batchpump import (
     Result,
     Succeeded,
 )
-from batchpump._errors import MalformedLine, MalformedOutputError
+from batchpump._errors import (
+    ConflictError,
+    MalformedLine,
+    MalformedOutputError,
+    TransportTimeoutError,
+)
 from batchpump._input import LineChecker, RequestLineChecker
 from batchpump._models import BatchError, BatchState, Capabilities, RunRecord, ShardRecord
 from batchpump._provider import find_by_tag
@@ -46,6 +52,7 @@ class FakeBatch:
     info: BatchInfo
     ids: list[str]
     final: BatchState = "completed"
+    frozen: bool = False
 
 
 @dataclass
@@ -61,6 +68,19 @@ class FakeProvider:
     queue_limited: set[int] = field(default_factory=set)
     #: batch ordinals whose create raises ConnectError after the batch was made.
     lose_create_answer: set[int] = field(default_factory=set)
+    #: batch ordinals whose create times out and whose batch stays out of list answers for
+    #: this many list walks (a create the server makes late).
+    late_create: dict[int, int] = field(default_factory=dict)
+    #: batch ordinals whose create is answered with this status (408, 409) after the batch
+    #: was made.
+    status_after_create: dict[int, int] = field(default_factory=dict)
+    #: the server's clock runs this far from the local one (``created_at`` is real time plus
+    #: this, and ``reconcile`` honours ``since``); ``None``: ``created_at`` counts from 1000.
+    server_offset: float | None = None
+    #: batch ordinals that never advance on their own (they stay ``pending`` until cancelled).
+    frozen: set[int] = field(default_factory=set)
+    #: every list answer starts with another client's batch, made just now (a shared account).
+    foreign_newest: bool = False
     #: called after each create reached the "server" (crash hooks raise from here).
     after_create: Callable[[ShardRecord, BatchInfo], None] | None = None
     #: raised by every ``prepare`` (a wrong setting: 404 route, 401 key, 400 project...).
@@ -90,6 +110,7 @@ class FakeProvider:
     calls: Counter[str] = field(default_factory=Counter)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _created_at: itertools.count[int] = field(default_factory=lambda: itertools.count(1_000))
+    _hidden: dict[str, int] = field(default_factory=dict)
 
     def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker:
         """Standard request lines, as OpenAI-compatible adapters check them."""
@@ -114,7 +135,7 @@ class FakeProvider:
             id=f"batch_{ordinal}",
             state="pending",
             raw_status="validating",
-            created_at=float(next(self._created_at)),
+            created_at=self._now(),
             tag=tag,
             total=len(ids),
         )
@@ -125,23 +146,39 @@ class FakeProvider:
             self.quota_lines is not None and len(ids) > self.quota_lines
         ):
             final = "failed"
-        self.batches[info.id] = FakeBatch(info, ids, final)
+        self.batches[info.id] = FakeBatch(info, ids, final, frozen=ordinal in self.frozen)
         self.tags[tag] += 1
         if self.after_create is not None:
             self.after_create(shard, info)
         if ordinal in self.lose_create_answer:
             raise ConnectError("connection reset after the request was sent")
+        if ordinal in self.late_create:
+            self._hidden[info.id] = self.late_create[ordinal]
+            raise TransportTimeoutError("fake: no answer in time")
+        status = self.status_after_create.get(ordinal)
+        if status is not None:
+            error = ConflictError if status == 409 else ProviderError
+            raise error("fake: answered after making the batch", provider=self.name, status=status)
         return info
+
+    def _now(self) -> float:
+        if self.server_offset is None:
+            return float(next(self._created_at))
+        return time.time() + self.server_offset
 
     async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
         self.calls["reconcile"] += 1
         assert shard.tag is not None
-        return await find_by_tag(self, shard.tag, since=-1.0)
+        return await find_by_tag(
+            self, shard.tag, since=-1.0 if self.server_offset is None else since
+        )
 
     def _step(self, batch: FakeBatch) -> BatchInfo:
         info = batch.info
-        if (info.state == "running" and self.stall) or (
-            info.state == "cancelling" and self.stuck_cancelling
+        if (
+            (info.state == "running" and self.stall)
+            or (info.state == "cancelling" and self.stuck_cancelling)
+            or (batch.frozen and info.state == "pending")
         ):
             return info
         if info.state == "running" and batch.final in ("expired", "failed"):
@@ -173,7 +210,18 @@ class FakeProvider:
 
     async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
         self.calls["list"] += 1
+        if self.foreign_newest:
+            yield BatchInfo(
+                id="batch_foreign",
+                state="running",
+                raw_status="in_progress",
+                created_at=self._now(),
+            )
         for batch in sorted(self.batches.values(), key=lambda b: -b.info.created_at):
+            hidden = self._hidden.get(batch.info.id, 0)
+            if hidden > 0:
+                self._hidden[batch.info.id] = hidden - 1
+                continue
             yield self._step(batch)
 
     async def cancel(self, batch_id: str) -> BatchInfo:

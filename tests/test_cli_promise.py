@@ -137,7 +137,8 @@ def test_a_route_that_404s_exits_3_and_the_fixed_command_continues(
     argv = ["run", str(src), "--progress", "none"]
     assert main(argv) == EXIT_REFUSED
     err = _flat(capsys.readouterr().err)
-    assert f"POST {openai_env}/api/v1/files" in err
+    # The run's first call (the sweep for batches tagged with this run) names the URL.
+    assert f"GET {openai_env}/api/v1/batches" in err
     assert "--base-url" in err
     assert read_results(tmp_path / "requests.results.jsonl") == []
 

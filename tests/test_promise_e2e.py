@@ -66,7 +66,7 @@ async def test_base_url_with_a_wrong_path_stops_the_run_naming_the_url(tmp_path:
                 with pytest.raises(ConfigurationError) as caught:
                     await run.wait()
         message = str(caught.value)
-        assert f"POST {emu.url}/v2/files" in message
+        assert f"GET {emu.url}/v2/batches" in message  # the run's first call: the tag sweep
         assert "--base-url" in message
         assert read_results(run.results_path) == []  # no line settled
         assert emu.emulator.stats.batches_created == 0

@@ -18,9 +18,9 @@ from .collect import Collector
 from .engine import Engine
 from .poll import Poller, deadline_cap
 from .rebuild import RebuildReport, rebuild_results
+from .reconcile import RECONCILE_SLACK, ProviderClock, Reconciler
 from .results import PartWriter, ResultSink, results_file_error
 from .runstate import RunContext, RunStatistics, TokenBudget
-from .submit import RECONCILE_SLACK
 
 __all__ = [
     "RECONCILE_SLACK",
@@ -28,7 +28,9 @@ __all__ = [
     "Engine",
     "PartWriter",
     "Poller",
+    "ProviderClock",
     "RebuildReport",
+    "Reconciler",
     "ResultSink",
     "RunContext",
     "RunStatistics",

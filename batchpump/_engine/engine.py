@@ -22,10 +22,11 @@ from typing import Final, final
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, ProviderError, configuration_problem
 from .._models import BatchInfo, ShardRecord
 from .collect import Collector
 from .poll import Poller
+from .reconcile import Reconciler
 from .results import ResultSink
 from .runstate import RunContext
 from .submit import Submitter
@@ -60,8 +61,18 @@ class Engine:
         ctx = self.ctx
         ctx.started_at = ctx.clock.monotonic()
         ctx.next_index = max((s.index for s in shards), default=-1) + 1
+        reconciler = Reconciler(ctx)
+        # Batches tagged with this run that the journal lacks (a lost state directory, a create
+        # answered late before a crash): adopt those an attempt needs, before creating any.
+        try:
+            await reconciler.sweep(shards, adopt=True)
+        except ProviderError as exc:  # the first call of a run: a wrong setting shows here
+            if configuration_problem(exc):
+                raise ctx.configuration_error(exc) from exc
+            raise
         pending = [s for s in shards if s.state not in _FINISHED]
         if not pending:
+            await reconciler.sweep(await ctx.journal.load_shards(ctx.run.run_id), adopt=False)
             return
         ctx.opened(len(pending))
         to_submit, submit_queue = anyio.create_memory_object_stream[ShardRecord](math.inf)
@@ -79,7 +90,11 @@ class Engine:
         collector = self.collector = Collector(ctx, self.sink, resubmit=resubmit)
         poller = self.poller = Poller(ctx, on_done=done)
         submitter = Submitter(
-            ctx, on_submitted=poller.add, on_failed=collector.fail, on_cancelled=collector.cancel
+            ctx,
+            on_submitted=poller.add,
+            on_failed=collector.fail,
+            on_cancelled=collector.cancel,
+            reconciler=reconciler,
         )
         stopped: list[ConfigurationError] = []
 
@@ -107,6 +122,8 @@ class Engine:
                 tg.cancel_scope.cancel()
         if stopped:
             raise stopped[0]
+        # Creates answered too late to be adopted left duplicates: cancel and report them.
+        await reconciler.sweep(await ctx.journal.load_shards(ctx.run.run_id), adopt=False)
 
 
 def _placeholder(shard: ShardRecord) -> BatchInfo:

@@ -25,7 +25,7 @@ from .._errors import (
     TransportError,
 )
 from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord, Usage
-from .._provider import Provider
+from .._provider import Provider, RateLimitedProvider
 
 if TYPE_CHECKING:
     from .._journal import Journal
@@ -36,7 +36,14 @@ logger: Final = logging.getLogger("batchpump.engine")
 
 
 class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of a run's progress (``Run.statistics()``)."""
+    """A snapshot of a run's progress (``Run.statistics()``).
+
+    ``rate_limited_for`` is how long the provider's calls have been held by rate limits
+    (``None`` when they are not), ``rate_limit_timeout`` the bound after which a call gives
+    up; ``batches_adopted`` counts batches found by tag instead of created;
+    ``duplicates_found``/``duplicates_cancelled`` count batches tagged with this run that the
+    journal does not hold (a create answered late, a second state directory).
+    """
 
     run_id: str
     state: str
@@ -52,6 +59,11 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     stuck_cancelling: tuple[str, ...] = ()
     lines_reported: int = 0
     usage: dict[str, Usage] = msgspec.field(default_factory=dict)
+    batches_adopted: int = 0
+    duplicates_found: int = 0
+    duplicates_cancelled: int = 0
+    rate_limited_for: float | None = None
+    rate_limit_timeout: float | None = None
 
     @property
     def done_lines(self) -> int:
@@ -131,6 +143,7 @@ class RunContext:
     batches_created: int = 0
     retries: int = 0
     requeues: int = 0
+    batches_adopted: int = 0
     open_attempts: int = 0
     shards_done: int = 0
     in_flight: dict[str, ShardRecord] = field(default_factory=dict)
@@ -249,6 +262,11 @@ class RunContext:
     def statistics(self) -> RunStatistics:
         counts = ResultCounts()
         counts.merge(self.run.counts)
+        limited = (
+            self.provider.rate_limit_wait()
+            if isinstance(self.provider, RateLimitedProvider)
+            else None
+        )
         return RunStatistics(
             run_id=self.run.run_id,
             state="cancelling" if self.cancelled and not self.done.is_set() else self.run.state,
@@ -264,4 +282,9 @@ class RunContext:
             stuck_cancelling=tuple(self.stuck_cancelling),
             lines_reported=sum(self.reported.values()),
             usage=dict(self.usage),
+            batches_adopted=self.batches_adopted,
+            duplicates_found=self.run.duplicates_found,
+            duplicates_cancelled=self.run.duplicates_cancelled,
+            rate_limited_for=None if limited is None else limited.seconds,
+            rate_limit_timeout=None if limited is None else limited.timeout,
         )

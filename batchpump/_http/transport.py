@@ -142,6 +142,41 @@ def retry_wait(
     return wait
 
 
+@final
+class _RateLimitWait:
+    """The time one call spends waiting on rate limits, bounded by ``rate_limit_timeout``.
+
+    The bound counts from the call's first 429. The time a try waits on the class pause is
+    not charged to the call's ``timeout`` (``resumed`` hands it back to the deadline).
+    """
+
+    def __init__(self, bound: float | None) -> None:
+        self._bound = bound
+        #: 429s this call met.
+        self.count = 0
+        self._first: float | None = None
+        self._since: float | None = None
+
+    def allows(self, now: float, wait: float) -> bool:
+        """Record a 429 at ``now``; whether waiting ``wait`` more stays within the bound."""
+        if self._first is None:
+            self._first = now
+        self._since = now
+        self.count += 1
+        return self._bound is None or now + wait - self._first <= self._bound
+
+    def resumed(self, now: float) -> float:
+        """Seconds waited since the last 429 (0 if none), once per 429."""
+        since, self._since = self._since, None
+        return 0.0 if since is None else max(0.0, now - since)
+
+    def describe(self, now: float) -> str:
+        """How long the call has waited on rate limits, against its bound."""
+        waited = 0.0 if self._first is None else now - self._first
+        bound = "no bound" if self._bound is None else f"bound {self._bound:.0f}s"
+        return f"rate-limited for {waited:.1f}s, {bound}"
+
+
 class _State(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
@@ -149,7 +184,11 @@ class _State(enum.Enum):
 
 @final
 class HttpStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of one client's traffic (tries, not calls) and its gates."""
+    """A snapshot of one client's traffic (tries, not calls) and its gates.
+
+    ``rate_limit_timeout`` is the policy's bound on one call's rate-limit waits; beside each
+    gate's ``rate_limited_for`` it lets a progress line say "rate limited 2m of 1h".
+    """
 
     requests: int
     retries: int
@@ -159,6 +198,7 @@ class HttpStatistics(msgspec.Struct, frozen=True, kw_only=True):
     bytes_sent: int
     bytes_received: int
     gates: tuple[GateStatistics, ...]
+    rate_limit_timeout: float | None = None
 
 
 @final
@@ -221,6 +261,7 @@ class Transport:
             bytes_sent=self._sent,
             bytes_received=self._recv,
             gates=tuple(g.statistics() for g in self.gates.values()),
+            rate_limit_timeout=self.retry.rate_limit_timeout,
         )
 
     def _received(self, n: int) -> None:
@@ -298,11 +339,15 @@ class Transport:
         headers.update(call.headers or {})
         timeout = self.retry.timeout
         deadline = self._clock.monotonic() + timeout if timeout is not None else None
-        tries = 0
+        sent = 0  # tries sent
+        tries = 0  # tries that failed for another reason than a rate limit: the budget
+        limited = _RateLimitWait(self.retry.rate_limit_timeout)
         while True:
-            tries += 1
+            sent += 1
             async with AsyncExitStack() as stack:
                 started = await stack.enter_async_context(gate.slot())
+                if deadline is not None:
+                    deadline += limited.resumed(self._clock.monotonic())
                 self._requests += 1
                 self._sent += call.size
                 failure: ProviderError | TransportError
@@ -334,9 +379,7 @@ class Transport:
                         body=body,
                         request_id=request_id(resp.headers),
                     )
-                    logger.debug(
-                        "%s %s -> %d (try %d)", call.method, call.label, resp.status, tries
-                    )
+                    logger.debug("%s %s -> %d (try %d)", call.method, call.label, resp.status, sent)
                     if ok and not call.stream and call.expect_json and not redirect:
                         check_json(self.provider, resp.status, body, redact=redactor)
                     if ok:
@@ -362,9 +405,35 @@ class Transport:
                     verdict = retry_verdict(
                         response.status, response.headers, body, now=self._clock.time()
                     )
-                    proven = 400 <= response.status < 500
+                    # Only a 429 proves nothing was done: a 408 or 409 may answer a create
+                    # the server went on to make (the caller reconciles those).
+                    proven = response.status == 429
                     self._server_errors += response.status >= 500
                     failure_headers = response.headers
+            if isinstance(failure, RateLimitedError):
+                self._rate_limited += 1
+                if verdict.retry:
+                    # A pace signal, not a failure: it spends no try, only rate-limit time.
+                    now = self._clock.monotonic()
+                    paused = gate.on_rate_limited(
+                        verdict.after,
+                        started=started,
+                        limit_requests=limit_requests(failure_headers),
+                        longest_guess=backoff(limited.count, self.retry, self._rng),
+                    )
+                    if not limited.allows(now, paused):
+                        raise failure
+                    self._retries += 1
+                    logger.warning(
+                        "%s %s rate limited (%s); waiting %.3fs (%s)",
+                        call.method,
+                        call.label,
+                        failure,
+                        paused,
+                        limited.describe(now),
+                    )
+                    continue  # the retry waits on the class pause in gate.slot()
+            tries += 1
             wait = retry_wait(
                 failure,
                 verdict,
@@ -375,14 +444,6 @@ class Transport:
                 rng=self._rng,
                 clock=self._clock,
             )
-            if isinstance(failure, RateLimitedError):
-                self._rate_limited += 1
-                gate.on_rate_limited(
-                    wait,
-                    started=started,
-                    limit_requests=limit_requests(failure_headers),
-                )
-                wait = 0.0  # the retry waits on the class pause in gate.slot()
             self._retries += 1
             logger.warning(
                 "%s %s failed (%s); retry %d/%d in %.3fs",

@@ -21,6 +21,7 @@ from .._errors import MalformedLine, MalformedOutputError, ProtocolError, UsageE
 from .._http import HttpClient, HttpStatistics
 from .._input import LineChecker, RequestLineChecker
 from .._models import Capabilities
+from .._provider import RateLimitWait
 
 __all__ = ["HttpAdapter", "check_base_url", "find_custom_id", "from_env"]
 
@@ -143,6 +144,14 @@ class HttpAdapter:
     def statistics(self) -> HttpStatistics:
         """The HTTP client's snapshot: tries, retries, 429s, bytes, gates."""
         return self._http.statistics()
+
+    def rate_limit_wait(self) -> RateLimitWait | None:
+        """How long rate limits have held this provider's calls (for the progress line)."""
+        stats = self._http.statistics()
+        waits = [g.rate_limited_for for g in stats.gates if g.rate_limited_for is not None]
+        if not waits:
+            return None
+        return RateLimitWait(seconds=max(waits), timeout=stats.rate_limit_timeout)
 
     def _decode(self, decoder: msgspec.json.Decoder[_T], body: bytes, what: str) -> _T:
         """Decode a control-plane answer; a shape we don't know is a ``ProtocolError``."""

@@ -475,7 +475,8 @@ async def test_crash_after_create_then_resume(case: ProviderCase, tmp_path: Path
             run = await pump.resume(record.run_id)
             await run.wait()
         env.check(read_results(run.results_path), ids)
-        assert resumed.calls["reconcile"] >= 1
+        # Tagged providers' batches are adopted by the run-start sweep; others reconcile.
+        assert resumed.calls["reconcile"] >= 1 or run.statistics().batches_adopted >= 1
         assert len(env.check_batches()) == _shards(case, LINES)
 
 

@@ -6,12 +6,19 @@ Rules: no network; a ManualClock drives every pause (no real sleeping); tasks ar
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
 from batchpump import UsageError
 from batchpump._clock import ManualClock
-from batchpump._ratelimit import EndpointGate
+from batchpump._ratelimit import (
+    LEARN_BACKOFF,
+    LEARN_RECOVERY,
+    MAX_GUESSED_PAUSE,
+    EndpointGate,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -39,7 +46,8 @@ class CountingClock:
 
 async def test_one_pause_is_shared_by_every_waiter() -> None:
     clock = CountingClock()
-    gate = EndpointGate("poll", clock=clock, concurrency=100)
+    # A rate so high its pacing is instant: the pause is what this test watches.
+    gate = EndpointGate("poll", clock=clock, concurrency=100, rate=1e7)
     gate.on_rate_limited(30.0)
     entered: list[int] = []
 
@@ -177,19 +185,114 @@ async def test_rate_learned_from_limit_header() -> None:
     assert capped.statistics().ceiling == 4.0
 
 
-async def test_a_429_without_a_known_limit_pauses_but_guesses_no_rate() -> None:
-    """No configured or advertised limit: the pause alone (a guess from cold-start traffic,
-    or from a random storm, would throttle the whole run)."""
+async def test_a_429_without_an_advertised_limit_paces_at_the_accepted_rate() -> None:
+    """No configured or advertised limit: the first 429 paces at what the provider accepted
+    over the last window (less the backoff margin), then the rate probes upward."""
     clock = ManualClock()
     gate = EndpointGate("create", clock=clock, concurrency=8)
-    for _ in range(8):
-        async with gate.slot():
-            pass
-    gate.on_rate_limited(1.0)
+    for _ in range(50):  # 20 accepted per second for two and a half seconds
+        clock.advance(0.05)
+        gate.on_success()
+    paused = gate.on_rate_limited(0.05)
     stats = gate.statistics()
+    assert paused == pytest.approx(0.05)
+    assert stats.learned
     assert stats.ceiling is None
-    assert stats.rate is None
-    assert stats.paused_until == 1.0
+    assert stats.rate == pytest.approx(20.0 * (1 - LEARN_BACKOFF), rel=0.03)
+    cut = stats.rate
+    assert cut is not None
+    clock.advance(LEARN_RECOVERY)
+    gate.on_success()
+    back = gate.statistics().rate
+    assert back == pytest.approx(20.0, rel=0.03)  # back at the accepted rate
+    clock.advance(LEARN_RECOVERY * 2)
+    gate.on_success()
+    probing = gate.statistics().rate
+    assert probing is not None
+    assert back is not None
+    assert probing > back  # and probing past it
+
+
+async def test_a_burst_of_429s_is_one_congestion_signal() -> None:
+    clock = ManualClock()
+    gate = EndpointGate("create", clock=clock, concurrency=8)
+    for _ in range(50):
+        clock.advance(0.05)
+        gate.on_success()
+    tickets: list[int] = []
+    for _ in range(6):  # six calls in flight together
+        async with gate.slot() as ticket:
+            tickets.append(ticket)
+    for ticket in tickets:  # all come back 429
+        gate.on_rate_limited(0.05, started=ticket)
+    once = gate.statistics().rate
+    assert once == pytest.approx(20.0 * (1 - LEARN_BACKOFF), rel=0.03)
+    assert gate.statistics().rate_limited == 6
+
+
+async def test_a_429_without_retry_after_pauses_one_spacing_doubled_per_fruitless_event() -> None:
+    clock = ManualClock()
+    gate = EndpointGate("create", clock=clock, concurrency=8)
+    for _ in range(50):
+        clock.advance(0.05)
+        gate.on_success()
+    first = gate.on_rate_limited(None)
+    rate = gate.statistics().rate
+    assert rate is not None
+    assert first == pytest.approx(1.0 / rate)
+    clock.advance(first)
+    async with gate.slot() as ticket:
+        pass
+    second = gate.on_rate_limited(None, started=ticket)  # no success in between
+    assert second > first
+    assert second <= MAX_GUESSED_PAUSE
+    clock.advance(second)
+    gate.on_success()
+    assert gate.statistics().rate_limited_for is None
+
+
+async def test_rate_limited_for_counts_the_streak_without_success() -> None:
+    clock = ManualClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=2, rate=10.0)
+    assert gate.statistics().rate_limited_for is None
+    gate.on_rate_limited(5.0)
+    clock.advance(4.0)
+    gate.on_rate_limited(5.0, started=10**6)
+    assert gate.statistics().rate_limited_for == pytest.approx(4.0)
+    gate.on_success()
+    assert gate.statistics().rate_limited_for is None
+
+
+async def test_waiters_leave_a_pause_one_spacing_apart_when_the_rate_was_learned() -> None:
+    """After a 429 on a gate with no advertised limit, the callers waiting out the pause do
+    not all wake at once: the learned rate paces them."""
+    clock = RunningClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=32)
+    for _ in range(30):  # 10 accepted per second
+        clock.advance(0.1)
+        gate.on_success()
+    gate.on_rate_limited(1.0)
+    rate = gate.statistics().rate
+    assert rate == pytest.approx(10.0 * (1 - LEARN_BACKOFF), rel=0.03)
+    entered: list[float] = []
+
+    async def caller() -> None:
+        async with gate.slot():
+            entered.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1.0)  # the pause ends
+        await anyio.wait_all_tasks_blocked()
+        assert len(entered) <= 1
+        for _ in range(40):
+            clock.advance(0.05)
+            await anyio.wait_all_tasks_blocked()
+    assert len(entered) == 10
+    gaps = [b - a for a, b in itertools.pairwise(entered)]
+    assert min(gaps) >= 0.05 - 1e-9
 
 
 async def test_a_429_teaches_the_limit_it_advertises() -> None:
@@ -201,8 +304,8 @@ async def test_a_429_teaches_the_limit_it_advertises() -> None:
 
 
 async def test_concurrency_is_capped() -> None:
-    gate = EndpointGate("download", clock=ManualClock(), concurrency=3)
-    gate.on_success()  # an answer came: no probe (see the next test)
+    # A rate so high its pacing is instant: the concurrency cap is what this test watches.
+    gate = EndpointGate("download", clock=ManualClock(), concurrency=3, rate=1e7)
     peak = 0
     release = anyio.Event()
 
