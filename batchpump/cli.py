@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from ._config import DEFAULT_MAX_ATTEMPTS, Price, RunOptions
+from ._config import DEFAULT_CREATE_SETTLE, DEFAULT_MAX_ATTEMPTS, Price, RetryPolicy, RunOptions
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -286,6 +286,15 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="replace the results file even if another run owns it or it exists "
         "(default: refuse, leaving the file untouched)",
+    )
+    p.add_argument(
+        "--create-settle",
+        type=float,
+        default=DEFAULT_CREATE_SETTLE,
+        metavar="SECONDS",
+        help="after a create that got no clear answer (timeout, reset, 5xx), look this long "
+        "for the batch it may have made before creating it again "
+        f"(default: {DEFAULT_CREATE_SETTLE:g})",
     )
     p.add_argument(
         "--keep-shards",
@@ -738,6 +747,7 @@ async def _cmd_run(args: argparse.Namespace, ui: _Ui) -> int:
         max_bytes=args.max_bytes,
         token_budget=args.token_budget,
         on_invalid=args.on_invalid,
+        retry=RetryPolicy(create_settle=args.create_settle),
         keep_shards=args.keep_shards,
         prices=_read_prices(args.prices),
     )
