@@ -30,8 +30,9 @@ from batchpump._models import ShardRecord
 from ..fakes import FakeBatch, FakeProvider
 from ..helpers import assert_exactly_once, read_results, write_requests
 
+SHARD = 100  # lines per shard
 FAST = RunOptions(
-    max_lines=100,
+    max_lines=SHARD,
     poll=PollPolicy(interval_min=0.001, interval_max=0.005),
     retry=RetryPolicy.no_wait(),
 )
@@ -93,7 +94,7 @@ async def test_a_finished_batch_downloads_while_other_shards_wait_to_be_created(
     """Creates 2 and 3 can only go once batch 1's results are downloaded: without overlap the
     run would never end."""
     provider = GatedProvider(open_creates=1)
-    ids, out = await _run(tmp_path, provider, 3 * FAST.max_lines)
+    ids, out = await _run(tmp_path, provider, 3 * SHARD)
     results = read_results(out)
     assert_exactly_once(results, ids)
     assert all(isinstance(r, Succeeded) for r in results)
@@ -101,8 +102,8 @@ async def test_a_finished_batch_downloads_while_other_shards_wait_to_be_created(
     assert events.index(("download starts", "batch_1")) < events.index(("created", "batch_2"))
     assert ("create waits", "1") in events[: events.index(("download starts", "batch_1"))]
     # Shard 0's lines were the first to reach the file.
-    first = {r.custom_id for r in results[: FAST.max_lines]}
-    assert first == set(ids[: FAST.max_lines])
+    first = {r.custom_id for r in results[:SHARD]}
+    assert first == set(ids[:SHARD])
 
 
 async def test_results_file_is_in_order_of_arrival_not_of_input(tmp_path: Path) -> None:
@@ -110,10 +111,10 @@ async def test_results_file_is_in_order_of_arrival_not_of_input(tmp_path: Path) 
     download and reach the results file before it."""
     provider = GatedProvider(open_creates=10, held={"batch_1"}, hold_reads=40)
     provider.downloaded.set()
-    ids, out = await _run(tmp_path, provider, 3 * FAST.max_lines)
+    ids, out = await _run(tmp_path, provider, 3 * SHARD)
     results = read_results(out)
     assert_exactly_once(results, ids)
-    n = FAST.max_lines
+    n = SHARD
     order = [e for e in provider.events if e[0] == "downloaded"]
     assert order[-1] == ("downloaded", "batch_1")
     assert {r.custom_id for r in results[-n:]} == set(ids[:n])  # shard 0 arrived last
