@@ -9,8 +9,11 @@ things bound the answer (``PollPolicy`` has the knobs; ``plan`` is the rule, a p
 - **prediction**: a running batch whose ``completed + failed`` grew is expected to reach
   ``total`` at the rate it grew (measured over the longest baseline seen: from its first
   progress, or from the provider's ``in_progress_at`` when only one sample shows progress),
-  then to take the finalizing time the run's earlier batches took (the smallest recent one:
-  an early sweep costs one request, a late one costs latency). A batch without progress is
+  then to take the finalizing time the run's earlier batches took. Each finished batch bounds
+  its own finalizing time: at least the last time it was seen unfinished, at most the time it
+  was seen finished, after its lines were done; the estimate is the largest recent lower
+  bound that no recent upper bound contradicts (else the smallest recent upper bound): an
+  early sweep costs one request, a late one costs latency. A batch without progress is
   expected to take as long as the run's completed batches did (their median). The next sweep
   comes just after the earliest expected finish; a batch still unfinished past it is swept
   again at doubling intervals from it (``interval_min``, then the time overdue).
@@ -53,29 +56,37 @@ class Progress:
     last: tuple[float, int] | None = None
     started: float | None = None
     ran_at: float | None = None
+    unfinished_at: float | None = None
 
     def observe(self, info: BatchInfo, *, now: float, wall: float) -> None:
         """Record a sweep's view of the batch (``now`` monotonic, ``wall`` the clock's time)."""
         done = info.completed + info.failed
         if info.total > 0:
             self.total = info.total
+        if not info.terminal:
+            self.unfinished_at = now
         if info.in_progress_at is not None and self.started is None:
             started = now - (wall - info.in_progress_at)
             if started <= now:
                 self.started = started
-        if done > 0:
+        ran = info.state != "running" or (self.total > 0 and done >= self.total)
+        if ran:
+            if self.ran_at is None and info.state in ("finalizing", "completed"):
+                self.ran_at = now
+            return
+        if done > 0:  # progress samples only while running: they give the rate
             sample = (now, done)
             if self.first is None:
                 self.first = sample
             self.last = sample
-        ran = info.state == "finalizing" or (self.total > 0 and done >= self.total)
-        if ran and self.ran_at is None:
-            self.ran_at = now
 
     def run_end(self) -> float | None:
-        """When ``completed + failed`` reaches ``total``: seen, or expected at the rate seen."""
-        if self.ran_at is not None:
-            return self.ran_at
+        """When ``completed + failed`` reaches ``total``: expected at the rate seen while it
+        ran, or (no rate) when it was first seen done running."""
+        rated = self._rated_end()
+        return self.ran_at if rated is None else rated
+
+    def _rated_end(self) -> float | None:
         if self.last is None or self.total <= 0:
             return None
         t1, d1 = self.last
@@ -86,7 +97,8 @@ class Progress:
                 return None
             t0, d0 = self.started, 0
         rate = (d1 - d0) / (t1 - t0)
-        return t1 + (self.total - d1) / rate
+        end = t1 + (self.total - d1) / rate
+        return end if self.ran_at is None else min(end, self.ran_at)
 
 
 @final
@@ -95,7 +107,7 @@ class RunHistory:
 
     def __init__(self) -> None:
         self._durations: deque[float] = deque(maxlen=HISTORY)
-        self._tails: deque[float] = deque(maxlen=HISTORY)
+        self._tails: deque[tuple[float, float]] = deque(maxlen=HISTORY)
         self._duration: float | None = None
 
     def finished(self, progress: Progress, *, now: float) -> None:
@@ -104,7 +116,9 @@ class RunHistory:
         self._duration = statistics.median(self._durations)
         run_end = progress.run_end()
         if run_end is not None:
-            self._tails.append(max(0.0, now - run_end))
+            seen = progress.unfinished_at if progress.unfinished_at is not None else run_end
+            high = max(0.0, now - run_end)
+            self._tails.append((min(high, max(0.0, seen - run_end)), high))
 
     @property
     def duration(self) -> float | None:
@@ -116,7 +130,10 @@ class RunHistory:
         """The finalizing time to expect after a batch's counters reach its total."""
         if not self._tails:
             return 0.0
-        return min(list(self._tails)[-RECENT_TAILS:])
+        recent = list(self._tails)[-RECENT_TAILS:]
+        low = max(lo for lo, _ in recent)
+        high = min(hi for _, hi in recent)
+        return low if low <= high else high
 
     def expected(self, progress: Progress) -> float | None:
         """When ``progress``'s batch is expected to be finished (monotonic), if anything says."""

@@ -57,7 +57,7 @@ def test_a_start_in_the_future_is_ignored() -> None:
     assert progress.run_end() is None
 
 
-def test_finalizing_is_seen_not_predicted() -> None:
+def test_finalizing_without_a_rate_is_when_it_was_seen() -> None:
     progress = _seen(_seen(Progress(added=0.0), 10.0, done=10), 20.0, state="finalizing", done=1000)
     assert progress.run_end() == 20.0
 
@@ -65,13 +65,37 @@ def test_finalizing_is_seen_not_predicted() -> None:
 def test_history_adds_the_finalizing_tail_and_predicts_idle_batches() -> None:
     history = RunHistory()
     first = _seen(_seen(Progress(added=0.0), 10.0, done=500), 20.0, state="finalizing", done=1000)
-    history.finished(first, now=23.0)  # seen finished 3 s after its lines were done
+    _seen(first, 22.0, state="finalizing", done=1000)
+    history.finished(first, now=23.0)  # lines done at 20, finished between 22 and 23
     assert history.duration == pytest.approx(23.0)
-    assert history.tail == pytest.approx(3.0)
+    assert history.tail == pytest.approx(2.0)  # the lower bound: an early sweep is cheap
     running = _seen(_seen(Progress(added=5.0), 15.0, done=200), 25.0, done=400)
-    assert history.expected(running) == pytest.approx(55.0 + 3.0)
+    assert history.expected(running) == pytest.approx(55.0 + 2.0)
     idle = Progress(added=30.0)  # no counters yet: as long as the finished one took
     assert history.expected(idle) == pytest.approx(53.0)
+
+
+def test_the_tail_is_the_largest_lower_bound_unless_an_upper_bound_contradicts_it() -> None:
+    history = RunHistory()
+
+    def finish(lines_done: float, last_unfinished: float, finished: float) -> None:
+        progress = _seen(Progress(added=0.0), lines_done, state="finalizing", done=1000)
+        _seen(progress, last_unfinished, state="finalizing", done=1000)
+        history.finished(progress, now=finished)
+
+    finish(10.0, 12.0, 13.0)  # tail in [2, 3]
+    finish(10.0, 11.0, 12.5)  # tail in [1, 2.5]
+    assert history.tail == pytest.approx(2.0)
+    finish(10.0, 14.0, 15.0)  # tail in [4, 5]: contradicts the upper bound 2.5
+    assert history.tail == pytest.approx(2.5)
+
+
+def test_counts_that_reach_the_total_end_the_rate_samples() -> None:
+    """A finalizing batch's counters (at its total) say nothing about the rate it ran at."""
+    progress = _seen(_seen(Progress(added=0.0), 100.0, done=100), 200.0, done=300)
+    _seen(progress, 900.0, state="finalizing", done=1000)
+    assert progress.last == (200.0, 300)
+    assert progress.run_end() == pytest.approx(550.0)  # the rate's, not the sweep's 900
 
 
 def test_plan_follows_age_when_nothing_is_predicted() -> None:
