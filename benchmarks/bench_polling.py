@@ -22,18 +22,18 @@ Usage: ``python benchmarks/bench_polling.py [-n 10000] [--quick]``
 
 6. Detection delay by batch duration (``--durations``; default 1 s, 30 s, 5 min and 1 h, on
    the emulated clock): an in-process emulator and the ``Poller`` share one ``ScaledClock``
-   (1 s batches at real time, 30 s at x10, 5 min at x100, 1 h at x300, so each case takes a
-   few real seconds, and a list request's few real milliseconds stay under a second of the
-   emulated clock). M batches of 1,000 small lines (``--quick``: 10, else 40) are created over half
-   a duration, each taking the duration times a seeded factor in [0.8, 1.2] (validating and
-   finalizing 5 % of the duration each, as for shards of one size; running the rest, with
-   growing ``request_counts``), and handed to
-   ``Poller.add`` as the engine does, with the default ``PollPolicy``. Delay: from the batch's
-   completion (its create's start on the shared clock plus its duration, so an overestimate
-   by at most one create round trip) to the poller's hand-off. Printed per duration: p50, p95
-   and max delay beside the target max(1 s, 1 % of the duration), poll requests (list pages
-   and retrieves, counted by the emulator) per batch in flight per sweep, and sweeps per
-   emulated minute.
+   (1 s batches at real time, 30 s at x10, 5 min at x30, 1 h at x300, so each case takes
+   seconds, and a list request's few real milliseconds stay well under a second of the
+   emulated clock; ``--quick``: 5 min at x100 and 1 h at x1000). M batches of 1,000 small
+   lines (``--quick``: 10, else 40) are created over half a duration, each taking the
+   duration times a seeded factor in [0.8, 1.2] (validating and finalizing 5 % of the
+   duration each, as for shards of one size; running the rest, with growing
+   ``request_counts``), and handed to ``Poller.add`` as the engine does, with the default
+   ``PollPolicy``. Delay: from the batch's completion (its create's start on the shared clock
+   plus its duration, so an overestimate by at most one create round trip) to the poller's
+   hand-off. Printed per duration: p50, p95 and max delay beside the target max(1 s, 1 % of
+   the duration), poll requests (list pages and retrieves, counted by the emulator) per batch
+   in flight per sweep, and sweeps per emulated minute.
 
 Prints the figures and writes ``benchmarks/results/bench_polling.json``. Never asserts a time;
 exits non-zero only if the benchmark broke (an error, or completing batches never collected).
@@ -96,7 +96,10 @@ POLL_ROUTES: Final = ("openai.batches.list", "openai.batches.retrieve")
 TARGET_REQUESTS_PER_BATCH_SWEEP: Final = 0.02
 CALIBRATION_PROBES: Final = 25
 #: Batch durations (emulated seconds) of the detection-delay part, and each one's time scale.
-DURATIONS: Final = {1.0: 1.0, 30.0: 10.0, 300.0: 100.0, 3600.0: 300.0}
+DURATIONS: Final = {1.0: 1.0, 30.0: 10.0, 300.0: 30.0, 3600.0: 300.0}
+#: ``--quick``: faster clocks (each case a few real seconds; a request's real milliseconds
+#: then weigh more on the emulated clock, so the delays read a little longer).
+QUICK_SCALES: Final = {1.0: 1.0, 30.0: 10.0, 300.0: 100.0, 3600.0: 1000.0}
 DURATION_LINES: Final = 1_000
 DURATION_SPREAD: Final = 0.2
 
@@ -247,7 +250,8 @@ async def amain(args: argparse.Namespace) -> int:
     print(summary({"machine": machine, **figures}), flush=True)
     cases = []
     for duration in args.durations:
-        case = await detection_delay(duration, 10 if args.quick else args.batches, args.seed)
+        batches = 10 if args.quick else args.batches
+        case = await detection_delay(duration, batches, args.seed, quick=args.quick)
         print(duration_line(case), flush=True)
         cases.append(case)
     record: dict[str, Any] = {"benchmark": NAME, "machine": machine, **figures}
@@ -498,10 +502,12 @@ def _target(duration: float) -> float:
     return max(1.0, 0.01 * duration)
 
 
-async def detection_delay(duration: float, batches: int, seed: int) -> dict[str, Any]:
+async def detection_delay(
+    duration: float, batches: int, seed: int, *, quick: bool
+) -> dict[str, Any]:
     """M batches of about ``duration`` emulated seconds through the ``Poller``, emulator and
     poller on one ``ScaledClock``; delays from completion to hand-off, and the polling cost."""
-    scale = DURATIONS.get(duration, max(1.0, duration / 3.6))
+    scale = (QUICK_SCALES if quick else DURATIONS).get(duration, max(1.0, duration / 12))
     clock = ScaledClock(scale)
     rng = random.Random(seed)
     lines = b"".join(
