@@ -103,20 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("run_id", nargs="?")
     status.add_argument("--journal", type=Path)
 
+    from .emulator import add_arguments as add_emulate_arguments
+
     emulate = sub.add_parser("emulate", help="serve the provider emulator on loopback")
-    emulate.add_argument("--host", default="127.0.0.1")
-    emulate.add_argument("--port", type=int, default=8080)
-    emulate.add_argument(
-        "--providers",
-        default=",".join(EMULATED),
-        help=f"comma-separated surfaces to serve (default: {','.join(EMULATED)})",
-    )
-    emulate.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        help="emulated seconds per real second (3600: a 24 h window in 24 s)",
-    )
+    add_emulate_arguments(emulate)
 
     demo = sub.add_parser("demo", help="a real run against the in-process emulator (no key)")
     demo.add_argument("--lines", type=int, default=100_000)
@@ -225,17 +215,9 @@ async def _status(args: argparse.Namespace, console: Console) -> int:
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from ._clock import ScaledClock
-    from .emulator import run_emulator
+    from .emulator import run_from_args
 
-    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
-    unknown = sorted(set(providers) - set(EMULATED))
-    if unknown:
-        raise UsageError(f"cannot emulate {', '.join(unknown)}; choose from {', '.join(EMULATED)}")
-    run_emulator(
-        host=args.host, port=args.port, clock=ScaledClock(args.time_scale), providers=providers
-    )
-    return EXIT_OK
+    return run_from_args(args)
 
 
 async def _dispatch(args: argparse.Namespace, console: Console) -> int:

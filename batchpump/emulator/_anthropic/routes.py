@@ -169,8 +169,9 @@ async def batch_results(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"request-id": _request_id()})
     response.content_type = _RESULTS_TYPE
     await response.prepare(request)
-    for chunk in batch.result_lines():
-        await response.write(chunk)
+    emulator = request.app[EMULATOR_KEY]
+    for i, chunk in enumerate(batch.result_lines()):
+        await response.write(emulator.malformed(chunk, f"{batch.id}:{i}"))
     await response.write_eof()
     return response
 

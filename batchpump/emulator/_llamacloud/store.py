@@ -118,7 +118,7 @@ class LlamaCloudState:
         limit, window = self.config.upload_limit, self.config.upload_window_seconds
         if limit is None:
             return
-        now = self.emulator.clock.monotonic()
+        now = self.emulator.emulated_clock.monotonic()
         index = math.floor(now / window)
         current, used = self._window
         if index != current:
@@ -248,10 +248,12 @@ class LlamaCloudState:
         self, *, status: str | None, source_directory_id: str | None
     ) -> list[LlamaBatch]:
         now = self.emulator.now()
+        cutoff = now - self.emulator.faults.list_lag_seconds
         picked = [
             b
             for b in self.batches.values()
-            if (status is None or b.status(now) == status)
+            if b.created_at <= cutoff
+            and (status is None or b.status(now) == status)
             and (source_directory_id is None or b.directory_id == source_directory_id)
         ]
         return picked[::-1] if self.config.newest_first else picked

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .batch import BatchRecord, InputLine
+from .batch import BatchRecord, InputLine, script_codes
 from .bodies import response_body
 from .store import OpenAIState
 from .wire import BatchErrorObject
@@ -13,4 +13,5 @@ __all__ = [
     "InputLine",
     "OpenAIState",
     "response_body",
+    "script_codes",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route
+from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route, malformed_body
 from .store import OpenAIState
 from .wire import CompleteUploadBody, CreateBatchBody, CreateUploadBody, DeletedFile
 
@@ -99,20 +99,21 @@ async def _multipart(
         raise ApiError(
             400, "This endpoint expects a multipart/form-data body.", code="invalid_content_type"
         )
-    reader = await request.multipart()
     filename: str | None = None
     data: bytes | None = None
     fields: dict[str, str] = {}
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            continue
-        if part.name == file_field:
-            buf = bytearray()
-            while chunk := await part.read_chunk(_CHUNK):
-                buf += chunk
-            filename, data = part.filename or "upload", bytes(buf)
-        else:
-            fields[part.name] = await part.text()
+    with malformed_body():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == file_field:
+                buf = bytearray()
+                while chunk := await part.read_chunk(_CHUNK):
+                    buf += chunk
+                filename, data = part.filename or "upload", bytes(buf)
+            else:
+                fields[part.name] = await part.text()
     return filename, data, fields
 
 
@@ -219,7 +220,8 @@ async def cancel_upload(request: web.Request) -> web.Response:
 async def create_batch(request: web.Request) -> web.Response:
     body = await _decode(request, _create_batch)
     state = openai_state(request)
-    return _json(state.wire(state.create_batch(body)))
+    azure = request.path.startswith("/openai/")  # the same handler serves Azure's routes
+    return _json(state.wire(state.create_batch(body, azure=azure)))
 
 
 async def retrieve_batch(request: web.Request) -> web.Response:

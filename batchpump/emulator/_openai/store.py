@@ -16,7 +16,7 @@ from typing import Final, final
 from .._faults import draw_line_codes, plan_timeline
 from .._routing import ApiError
 from .._state import Emulator
-from .batch import BatchRecord, InputLine, parse_input
+from .batch import BatchRecord, InputLine, parse_input, script_codes
 from .bodies import build_result_files
 from .files import FileRecord, FileStore
 from .wire import (
@@ -29,6 +29,8 @@ from .wire import (
 
 __all__ = ["TAG_KEY", "OpenAIState"]
 
+#: Endpoints the Azure surface takes: OpenAI's, and the same without ``/v1`` (Azure's docs).
+AZURE_ENDPOINTS: Final = ALLOWED_ENDPOINTS | {e.removeprefix("/v1") for e in ALLOWED_ENDPOINTS}
 #: The metadata key batchpump tags batches with (counted in ``Stats.tags``).
 TAG_KEY: Final = "batchpump_shard"
 _MAX_METADATA_PAIRS: Final = 16
@@ -83,8 +85,12 @@ class OpenAIState:
 
     # -- batches ----------------------------------------------------------------------------
 
-    def create_batch(self, body: CreateBatchBody) -> BatchRecord:
-        """Create a batch (``POST /v1/batches``); raises ``ApiError`` for what the API rejects."""
+    def create_batch(self, body: CreateBatchBody, *, azure: bool = False) -> BatchRecord:
+        """Create a batch (``POST /v1/batches``); raises ``ApiError`` for what the API rejects.
+
+        With ``azure`` (the Azure surface), endpoints are also taken in the form Azure's docs
+        show, without ``/v1`` (``/chat/completions``), for the batch and its lines.
+        """
         for name in ("input_file_id", "endpoint", "completion_window"):
             if getattr(body, name) is None:
                 raise ApiError(
@@ -95,8 +101,9 @@ class OpenAIState:
                 )
         assert body.input_file_id is not None
         assert body.endpoint is not None
-        if body.endpoint not in ALLOWED_ENDPOINTS:
-            allowed = ", ".join(f"'{e}'" for e in sorted(ALLOWED_ENDPOINTS))
+        allowed_endpoints = AZURE_ENDPOINTS if azure else ALLOWED_ENDPOINTS
+        if body.endpoint not in allowed_endpoints:
+            allowed = ", ".join(f"'{e}'" for e in sorted(allowed_endpoints))
             raise ApiError(
                 400,
                 f"Invalid value: '{body.endpoint}'. Supported values are: {allowed}.",
@@ -133,15 +140,23 @@ class OpenAIState:
                 param="input_file_id",
                 code="invalid_value",
             )
-        return self._new_batch(body.input_file_id, body.endpoint, body.metadata, source)
+        return self._new_batch(
+            body.input_file_id, body.endpoint, body.metadata, source, azure=azure
+        )
 
     def _new_batch(
-        self, file_id: str, endpoint: str, metadata: dict[str, str] | None, source: FileRecord
+        self,
+        file_id: str,
+        endpoint: str,
+        metadata: dict[str, str] | None,
+        source: FileRecord,
+        *,
+        azure: bool = False,
     ) -> BatchRecord:
         emu, config = self.emulator, self.emulator.config
         faults = config.faults
         now = emu.now()
-        lines, errors, model = parse_input(source.data, endpoint)
+        lines, errors, model = parse_input(source.data, endpoint, azure=azure)
         tokens = len(source.data) // 4
         self._release(now)
         limit = faults.enqueued_token_limit
@@ -158,6 +173,13 @@ class OpenAIState:
         outcome, run_end, final_end, done_final = plan
         if errors:
             lines, tokens = [], 0
+        codes = draw_line_codes(len(lines), config, emu.line_streams)
+        outcomes = (
+            emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="openai")
+            if lines and len(emu.scripted)
+            else {}
+        )
+        codes, scripted = script_codes(lines, codes, outcomes)
         batch = BatchRecord(
             id=emu.new_id("batch_"),
             endpoint=endpoint,
@@ -170,11 +192,12 @@ class OpenAIState:
             final_end=final_end,
             outcome=outcome,
             lines=lines,
-            codes=draw_line_codes(len(lines), config, emu.line_rng),
+            codes=codes,
             done_final=done_final,
             errors=errors,
             no_output=faults.completed_without_output,
             tokens=tokens,
+            scripted=scripted,
         )
         self._store(batch, key)
         return batch
@@ -239,7 +262,10 @@ class OpenAIState:
         return batch
 
     def list_batches(self, *, after: str | None, limit: int) -> ListPage:
-        """Newest first, ``limit`` per page, continuing after the batch ``after``."""
+        """Newest first, ``limit`` per page, continuing after the batch ``after``.
+
+        Batches younger than ``list_lag_seconds`` are left out (retrieve still finds them).
+        """
         if after is None:
             start = len(self._order) - 1
         else:
@@ -249,13 +275,23 @@ class OpenAIState:
                     404, f"No batch found with id '{after}'.", param="after", code="not_found"
                 )
             start = pos - 1
-        stop = max(-1, start - limit)
-        data = [self.wire(self.batches[self._order[i]]) for i in range(start, stop, -1)]
+        cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
+        picked: list[BatchRecord] = []
+        has_more = False
+        for i in range(start, -1, -1):
+            batch = self.batches[self._order[i]]
+            if batch.created_at > cutoff:
+                continue  # not in the list index yet (``list_lag_seconds``)
+            if len(picked) == limit:
+                has_more = True
+                break
+            picked.append(batch)
+        data = [self.wire(b) for b in picked]
         return ListPage(
             data=data,
             first_id=data[0].id if data else None,
             last_id=data[-1].id if data else None,
-            has_more=stop >= 0,
+            has_more=has_more,
         )
 
     # -- results ----------------------------------------------------------------------------
@@ -279,8 +315,9 @@ class OpenAIState:
             shuffle=shuffle,
         )
         if files.output and not batch.no_output:
+            output = self.emulator.malformed(files.output, batch.id)
             batch.output_file_id = self.files.add_file(
-                f"{batch.id}_output.jsonl", "batch_output", files.output
+                f"{batch.id}_output.jsonl", "batch_output", output
             ).id
         if files.errors:
             batch.error_file_id = self.files.add_file(

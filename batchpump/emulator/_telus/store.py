@@ -98,7 +98,7 @@ class TelusState:
         if self._bucket is None:
             burst = self.settings.post_burst
             limit = RateLimit(requests=burst, per_seconds=burst / rate)
-            self._bucket = TokenBucket(limit, self.emulator.clock)
+            self._bucket = TokenBucket(limit, self.emulator.emulated_clock)
         return self._bucket.try_acquire()
 
     # -- objects ----------------------------------------------------------------------------
@@ -153,9 +153,7 @@ class TelusState:
             code = self.scripted[ref].pop(0)
             raise _error(code, f"scripted error {code} for reference_id {ref}")
         faults = self.emulator.faults
-        if faults.line_retryable_rate > 0 and self.emulator.line_rng.random() < (
-            faults.line_retryable_rate
-        ):
+        if self.emulator.line_streams.draw("job_retryable", faults.line_retryable_rate):
             raise _error("FS_0008", "something went wrong, please try again later")
         if ref in project.refs:
             raise _error("FS_0001", f"reference_id {ref} is already in use")
@@ -194,7 +192,7 @@ class TelusState:
         project.last_seq = max(project.last_seq + 1, int(now * 1e9))
         picked = now + config.validate_seconds
         done = picked + config.run_seconds * (0.5 + self._rng.random())
-        fatal = self._rng.random() < self.emulator.faults.line_fatal_rate
+        fatal = self.emulator.line_streams.draw("line_fatal", self.emulator.faults.line_fatal_rate)
         job = Job(
             id=self._uuid(),
             seq=project.last_seq,
@@ -212,6 +210,7 @@ class TelusState:
         batch.jobs.append(job)
         batch.seqs.append(job.seq)
         batch.picked.append(picked)
+        batch.posted.append(now)
         insort(batch.done, done)
         if job.outcome == "completed":  # a rejected job is no paid work
             self.emulator.raw_stats.billing[ref] += 1
@@ -253,7 +252,13 @@ class TelusState:
     def details(self, project_id: str) -> ProjectDetails:
         project = self.project(project_id)
         now = self.emulator.now()
-        batches = [b.wire(now) for b in project.batches.values()]
+        faults = self.emulator.faults
+        cutoff = now - faults.list_lag_seconds
+        batches = [
+            b.wire(now, faults.counter_lag_seconds)
+            for b in project.batches.values()
+            if b.created_at <= cutoff
+        ]
         return ProjectDetails(name="Emulated project", base="IMAGE", batches=batches)
 
     def result_file(self, job_id: str) -> dict[str, Any] | None:

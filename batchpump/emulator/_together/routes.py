@@ -25,7 +25,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route
+from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route, malformed_body
 from .store import TogetherState
 from .wire import CreateBatchBody, DeletedFile, FileList, JobWithWarning
 
@@ -109,20 +109,22 @@ def authorize(request: web.Request) -> ApiError | None:
 async def _form(request: web.Request) -> tuple[dict[str, str], tuple[str, bytes] | None]:
     """Text fields and the ``file`` part (multipart, streamed) or fields of a plain form."""
     if not request.content_type.startswith("multipart/"):
-        return {k: str(v) for k, v in (await request.post()).items()}, None
-    reader = await request.multipart()
+        with malformed_body("form body"):
+            return {k: str(v) for k, v in (await request.post()).items()}, None
     fields: dict[str, str] = {}
     upload: tuple[str, bytes] | None = None
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            continue
-        if part.name == "file":
-            buf = bytearray()
-            while chunk := await part.read_chunk(_CHUNK):
-                buf += chunk
-            upload = (part.filename or "upload.jsonl", bytes(buf))
-        else:
-            fields[part.name] = await part.text()
+    with malformed_body():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "file":
+                buf = bytearray()
+                while chunk := await part.read_chunk(_CHUNK):
+                    buf += chunk
+                upload = (part.filename or "upload.jsonl", bytes(buf))
+            else:
+                fields[part.name] = await part.text()
     return fields, upload
 
 

@@ -15,7 +15,7 @@ from typing import Final, final
 import msgspec
 
 from .._faults import LINE_FATAL, LINE_OK, draw_line_codes, plan_timeline
-from .._openai import BatchErrorObject, BatchRecord, InputLine, response_body
+from .._openai import BatchErrorObject, BatchRecord, InputLine, response_body, script_codes
 from .._routing import ApiError
 from .._state import Emulator
 from .files import TogetherFileStore, together_uuid
@@ -75,6 +75,8 @@ class TogetherState:
         self.files = TogetherFileStore(emulator)
         self.batches: dict[str, BatchRecord] = {}
         self.warnings: dict[str, str] = {}
+        #: Input size per batch, fixed at create (the input file may be deleted later).
+        self._sizes: dict[str, int] = {}
         self._unsettled: dict[str, BatchRecord] = {}
 
     # -- batches ----------------------------------------------------------------------------
@@ -109,6 +111,13 @@ class TogetherState:
         outcome, run_end, final_end, done_final = plan
         if problem is not None:
             lines, tokens = [], 0
+        codes = draw_line_codes(len(lines), config, emu.line_streams)
+        outcomes = (
+            emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="together")
+            if lines and len(emu.scripted)
+            else {}
+        )
+        codes, scripted = script_codes(lines, codes, outcomes)
         batch = BatchRecord(
             id=together_uuid(emu.new_id("batch")),
             endpoint=body.endpoint,
@@ -121,13 +130,15 @@ class TogetherState:
             final_end=final_end,
             outcome=outcome,
             lines=lines,
-            codes=draw_line_codes(len(lines), config, emu.line_rng),
+            codes=codes,
             done_final=done_final,
             errors=[BatchErrorObject(code="failed", message=problem)] if problem else [],
             no_output=faults.completed_without_output,
             tokens=tokens,
+            scripted=scripted,
         )
         self.batches[batch.id] = batch
+        self._sizes[batch.id] = len(source.data)
         self._unsettled[batch.id] = batch
         if body.model_id is None:
             self.warnings[batch.id] = (
@@ -162,8 +173,12 @@ class TogetherState:
         return batch
 
     def list_batches(self) -> list[BatchJob]:
-        """Every job, oldest first: the live API promises no order, so neither do we."""
-        return [self.wire(b) for b in self.batches.values()]
+        """Every job, oldest first: the live API promises no order, so neither do we.
+
+        Jobs younger than ``list_lag_seconds`` are left out (retrieve still finds them).
+        """
+        cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
+        return [self.wire(b) for b in self.batches.values() if b.created_at <= cutoff]
 
     def wire(self, batch: BatchRecord) -> BatchJob:
         """The ``BatchJob`` now, building its result files on the first terminal read."""
@@ -182,7 +197,7 @@ class TogetherState:
             id=batch.id,
             user_id=USER_ID,
             input_file_id=batch.input_file_id,
-            file_size_bytes=len(self.files[batch.input_file_id].data or b""),
+            file_size_bytes=self._sizes.get(batch.id, 0),
             status=status,
             job_deadline=_rfc3339(batch.expires_at),
             created_at=_rfc3339(batch.created_at),
@@ -216,12 +231,19 @@ class TogetherState:
                 out += buf + b"\n"
                 succeeded.append(cid)
             else:
-                error_code, message = _LINE_ERRORS.get(code, _RETRY_ERROR)
+                scripted = batch.scripted.get(i)
+                if scripted is not None:
+                    error = scripted.error
+                    error_code = str(error.get("code", "scripted"))
+                    message = str(error.get("message", ""))
+                else:
+                    error_code, message = _LINE_ERRORS.get(code, _RETRY_ERROR)
                 _encoder.encode_into(OutputLine.failed(cid, error_code, message), buf)
                 err += buf + b"\n"
         if out and not batch.no_output:
+            output = self.emulator.malformed(bytes(out), batch.id)
             batch.output_file_id = self.files.add_file(
-                f"{batch.id}-output.jsonl", "batch-generated", bytes(out)
+                f"{batch.id}-output.jsonl", "batch-generated", output
             ).id
         if err:
             batch.error_file_id = self.files.add_file(

@@ -12,10 +12,12 @@ An interrupted create is reconciled by content (Anthropic batches carry no metad
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import ClassVar, Final, TypeVar, final
+from urllib.parse import urljoin, urlsplit
 
 from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
@@ -37,7 +39,9 @@ from ._wire import (
     to_result,
 )
 
-__all__ = ["CAPABILITIES", "DEFAULT_BASE_URL", "DEFAULT_VERSION", "Anthropic"]
+__all__ = ["CAPABILITIES", "DEFAULT_BASE_URL", "DEFAULT_VERSION", "Anthropic", "results_path"]
+
+logger: Final = logging.getLogger("batchpump.providers.anthropic")
 
 _T = TypeVar("_T")
 
@@ -102,6 +106,25 @@ async def _read_into(size: int | None, path: str, offset: int, buffer: bytearray
     if size is None:
         return await run_io(read_into_at, path, offset, buffer)
     return await run_io_sized(size, read_into_at, path, offset, buffer)
+
+
+def results_path(base_url: str, results_url: str | None, *, default: str) -> str:
+    """Where to read results: ``results_url`` joined to ``base_url`` by standard URL joining
+    (RFC 3986: ``/v1/...`` replaces the base's path), as a path the HTTP client appends to
+    ``base_url`` (``..`` segments climb out of its path). A URL on another origin (scheme, host,
+    port) is never followed, so the key never leaves: ``default`` is read instead.
+    """
+    if not results_url:
+        return default
+    base = urlsplit(f"{base_url}/")
+    target = urlsplit(urljoin(f"{base_url}/", results_url))
+    if (target.scheme, target.netloc) != (base.scheme, base.netloc):
+        return default
+    path = target.path + (f"?{target.query}" if target.query else "")
+    if path.startswith(base.path):
+        return path[len(base.path) - 1 :]
+    depth = len([part for part in base.path.split("/") if part])
+    return "/.." * depth + path
 
 
 @final
@@ -266,13 +289,16 @@ class Anthropic(HttpAdapter):
             ) from exc
 
     def _results_path(self, batch: BatchInfo) -> str:
-        """The results URL as a path under ``base_url``; the key is never sent elsewhere."""
-        url = batch.output_ref
-        if url is not None and url.startswith(self.base_url + "/"):
-            return url[len(self.base_url) :]
-        if url is not None and url.startswith("/"):
-            return url
-        return f"{BATCHES_PATH}/{batch.id}/results"
+        """The results URL as a path for the HTTP client (see ``results_path``)."""
+        default = f"{BATCHES_PATH}/{batch.id}/results"
+        path = results_path(self.base_url, batch.output_ref, default=default)
+        if path == default and batch.output_ref and not batch.output_ref.endswith(default):
+            logger.warning(
+                "anthropic: batch %s results_url is on another origin; reading %s instead",
+                batch.id,
+                default,
+            )
+        return path
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -260,14 +260,14 @@ class LlamaCloud(HttpAdapter):
             yield info
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        """Ask LlamaCloud to stop; an already terminal batch (400) is returned as it is.
+        """Ask LlamaCloud to stop; an already terminal batch (400 or 409) is returned as it is.
 
         The API has no ``CANCELLING`` status: an accepted cancel answers with the batch's
         status so far (``PENDING``/``RUNNING``) until it stops, which is ``cancelling`` here.
         """
         path = f"/api/v2/batches/{batch_id}/cancel"
-        resp = await self._call("POST", path, "create", passthrough=(400,))
-        if resp.status == 400:
+        resp = await self._call("POST", path, "create", passthrough=(400, 409))
+        if resp.status in (400, 409):
             return await self.retrieve(batch_id)
         info = to_batch_info(self._api.decode(BATCH_DECODER, resp.body, "batch"))
         if info.terminal:

@@ -243,11 +243,12 @@ class OpenAI(HttpAdapter):
             after = page.last_id or page.data[-1].id
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        """Ask OpenAI to cancel; an already terminal batch (409) is returned as it is."""
+        """Ask OpenAI to cancel; a batch that already ended (409 on OpenAI, 400 on Azure and
+        compatible services) is returned as it is."""
         resp = await self._http.request(
-            "POST", self._path(f"/batches/{batch_id}/cancel"), cls="poll", passthrough=(409,)
+            "POST", self._path(f"/batches/{batch_id}/cancel"), cls="poll", passthrough=(400, 409)
         )
-        if resp.status == 409:
+        if resp.status in (400, 409):
             return await self.retrieve(batch_id)
         return self._batch(resp.body)
 

@@ -148,6 +148,8 @@ class Telus:
             clock=self._clock,
         )
         self._rejected: dict[str, list[Errored]] = {}
+        #: Jobs this client knows each batch holds (posted or found), by batch id.
+        self._posted: dict[str, int] = {}
 
     @property
     def base_url(self) -> str:
@@ -247,6 +249,7 @@ class Telus:
         """
         outcome = await self._jobs.create_all(shard.path, batch_id, existing=existing)
         self._rejected[batch_id] = outcome.errored
+        self._posted[batch_id] = outcome.jobs
         wire = next((w for w in await self._details() if w.id == batch_id), None)
         if wire is None:
             raise ProtocolError(f"telus: batch {batch_id} is missing from the project details")
@@ -267,17 +270,34 @@ class Telus:
         """One batch, read from the project details (the API has no single-batch GET)."""
         for wire in await self._details():
             if wire.id == batch_id:
-                return to_batch_info(wire)
+                return self._info(wire)
         raise NotFoundError(
             f"telus: no batch {batch_id} in project details", provider=self.name, status=404
         )
 
     async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
         """Every batch of the project, newest first, from one ``GET /details`` call."""
-        batches = [to_batch_info(w) for w in await self._details() if not w.is_default]
+        batches = [self._info(w) for w in await self._details() if not w.is_default]
         batches.sort(key=lambda b: b.created_at, reverse=True)
         for batch in batches:
             yield batch
+
+    def _info(self, wire: WireProjectBatch) -> BatchInfo:
+        """The batch, done only once its counted jobs reach the jobs this client posted to it.
+
+        The project counters may lag the job POSTs: a new batch can show ``0 >= 0`` or
+        ``Complete`` over the jobs counted so far. (After a restart the count posted is not
+        known, and the counters decide alone.)
+        """
+        info = to_batch_info(wire)
+        posted = self._posted.get(wire.id, 0)
+        if info.state != "completed" or wire.completed_jobs >= posted:
+            return info
+        return msgspec.structs.replace(
+            info,
+            state="running" if wire.completed_jobs else "pending",
+            total=max(wire.total_jobs, posted),
+        )
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         """Always raises: GT Studio has no cancel (``capabilities.cancel`` is ``False``)."""

@@ -33,7 +33,9 @@ __all__ = [
     "STATUS_TABLE",
     "WireBatchJob",
     "WireCreateBatch",
+    "WireFile",
     "WireInputLine",
+    "WireValidationReport",
     "to_batch_info",
     "to_together_result",
     "upload_target",
@@ -88,10 +90,31 @@ class WireInputLine(msgspec.Struct, kw_only=True):
 # -- responses ----------------------------------------------------------------------------------
 
 
+class WireValidationReport(msgspec.Struct, kw_only=True):
+    """``ValidationReport`` (SDK 3.1.1 ``types/file_response.py``): set once validation ran."""
+
+    valid: bool = True
+    error: str | None = None
+    error_type: str | None = None
+    nlines: int | None = None
+
+
 class WireFile(msgspec.Struct, kw_only=True):
     id: str
     filename: str = ""
     processed: bool = msgspec.field(default=True, name="Processed")
+    #: ``PENDING``, ``QUEUED``, ``RUNNING``, ``COMPLETED``, ``FAILED`` or ``INVALID_FORMAT``.
+    processing_status: str | None = None
+    validation_report: WireValidationReport | None = None
+
+    def invalid(self) -> str | None:
+        """Why validation rejected the file (``INVALID_FORMAT`` or a failed report), or
+        ``None`` while it passes or has not run."""
+        report = self.validation_report
+        if self.processing_status != "INVALID_FORMAT" and (report is None or report.valid):
+            return None
+        detail = report.error if report is not None and report.error else "no report"
+        return f"{self.processing_status or 'invalid'}: {detail}"
 
 
 class WireFileList(msgspec.Struct, kw_only=True):
