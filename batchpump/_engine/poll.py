@@ -83,8 +83,10 @@ class Poller:
         self._history = RunHistory()
         self.sweeps = 0
         self.retrieves = 0
-        #: How long the last sweep took (clock seconds).
+        #: How long the last sweep spent on the provider (clock seconds; not counting the
+        #: hand-offs to collectors, which wait while every collector is busy).
         self.sweep_seconds = 0.0
+        self._handing = 0.0
 
     def wake(self) -> None:
         """Sweep now (the run was cancelled, or a batch was added)."""
@@ -108,21 +110,23 @@ class Poller:
                 await self._wake.wait()
             self._wake = anyio.Event()
             started = clock.monotonic()
+            self._handing = 0.0
             await self.sweep()
             ended = clock.monotonic()
-            self.sweep_seconds = ended - started
-            await self._nap(started, self.next_sweep(started, ended))
+            self.sweep_seconds = ended - started - self._handing
+            await self._nap(started, self.next_sweep(started, ended, busy=self.sweep_seconds))
 
-    def next_sweep(self, started: float, ended: float) -> float:
-        """The monotonic time of the sweep after one that ran from ``started`` to ``ended``:
-        the plan (latency, predictions), the deadline cap, then the cost bound."""
+    def next_sweep(self, started: float, ended: float, *, busy: float) -> float:
+        """The monotonic time of the sweep after one that ran from ``started`` to ``ended``
+        and spent ``busy`` seconds of it on the provider: the plan (latency, predictions), the
+        deadline cap, then the cost bound."""
         policy = self._ctx.options.poll
         at = plan(
             policy, (t.progress for t in self._tracked.values()), self._history, swept_at=started
         )
         deadlines = (t.info.expires_at for t in self._tracked.values())
         at = min(at, started + deadline_cap(policy, deadlines, self._ctx.clock.time()))
-        rest = (ended - started) * (1.0 - policy.sweep_share) / policy.sweep_share
+        rest = max(0.0, busy) * (1.0 - policy.sweep_share) / policy.sweep_share
         return max(at, ended + rest)
 
     async def _nap(self, started: float, until: float) -> None:
@@ -187,7 +191,9 @@ class Poller:
             self._ctx.in_flight.pop(info.id, None)
             if info.state == "completed":
                 self._history.finished(tracked.progress, now=now)
+            handing = self._ctx.clock.monotonic()
             await self._on_done(tracked.shard, info)
+            self._handing += self._ctx.clock.monotonic() - handing
             return True
         return changed
 

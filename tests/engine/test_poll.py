@@ -344,3 +344,49 @@ async def test_sweeps_take_at_most_their_share_of_time(tmp_path: Path) -> None:
     assert all(gap >= 8.0 - EPS for gap in _gaps(starts)), _gaps(starts)
     busy = provider.list_cost * len(starts)
     assert busy / (starts[-1] + provider.list_cost - starts[0]) <= 0.25 + 0.25 / len(starts)
+
+
+@dataclass
+class DueProvider(QuietProvider):
+    """Batches complete at fixed clock times (``due``: batch id -> monotonic time)."""
+
+    due: dict[str, float] = field(default_factory=dict)
+
+    def _read(self, batch: FakeBatch) -> BatchInfo:
+        if self.clock.monotonic() >= self.due[batch.info.id] and not batch.info.terminal:
+            batch.info = msgspec.structs.replace(
+                batch.info, state="completed", raw_status="completed", output_ref="out"
+            )
+        return batch.info
+
+
+async def test_a_slow_hand_off_does_not_count_as_sweep_time(tmp_path: Path) -> None:
+    """Handing batch 1 to a collector waits 30 s (all collectors busy); that wait is not the
+    provider's time, so it earns no rest: batch 2 is still seen within the latency bound."""
+    provider = DueProvider(due={"batch_1": 10.0, "batch_2": 50.0})
+    poller_ctx = _context(provider, tmp_path, PollPolicy())
+    seen: dict[str, float] = {}
+    both = anyio.Event()
+
+    async def on_done(shard: ShardRecord, info: BatchInfo) -> None:
+        if info.id == "batch_1":
+            await provider.clock.sleep(30.0)
+        seen[info.id] = provider.clock.monotonic()
+        if len(seen) == 2:
+            both.set()
+
+    poller = Poller(poller_ctx, on_done=on_done)
+    for n in (1, 2):
+        info = BatchInfo(
+            id=f"batch_{n}", state="running", raw_status="in_progress", created_at=START
+        )
+        provider.batches[info.id] = FakeBatch(info, ["r"])
+        shard = ShardRecord(run_id="run-poll", index=n, attempt=1, path="-", lines=1, bytes=0)
+        await poller.add(shard, info)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poller.serve)
+            await both.wait()
+            tg.cancel_scope.cancel()
+    assert 40.0 <= seen["batch_1"] <= 41.0 + EPS  # seen by 11 s, handed off 30 s later
+    assert 50.0 <= seen["batch_2"] <= 51.0 + EPS  # within 1 s (its age is 50 s)
