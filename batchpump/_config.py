@@ -47,6 +47,7 @@ DEFAULT_LATENCY_FLOOR: Final = 1.0
 DEFAULT_SWEEP_SHARE: Final = 0.5
 DEFAULT_FINALIZING_TIMEOUT: Final = 2 * 3600.0
 DEFAULT_MISSING_OUTPUT_GRACE: Final = 300.0
+DEFAULT_CANCELLING_TIMEOUT: Final = 3600.0
 
 
 def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
@@ -126,6 +127,9 @@ class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
             cancelled where possible and its unfinished lines resubmitted.
         missing_output_grace: a ``completed`` batch with no result files is re-read for this
             long before its lines are treated as unfinished.
+        cancelling_timeout: a batch still ``cancelling`` this long after it was first seen so
+            is given up on: reported (``RunStatistics.stuck_cancelling``) and collected as
+            cancelled, not polled forever.
     """
 
     interval_min: float = DEFAULT_POLL_MIN
@@ -135,6 +139,7 @@ class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
     sweep_share: float = DEFAULT_SWEEP_SHARE
     finalizing_timeout: float = DEFAULT_FINALIZING_TIMEOUT
     missing_output_grace: float = DEFAULT_MISSING_OUTPUT_GRACE
+    cancelling_timeout: float = DEFAULT_CANCELLING_TIMEOUT
 
     def __post_init__(self) -> None:
         _positive("interval_min", self.interval_min, zero_ok=True)
@@ -146,6 +151,7 @@ class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
             raise UsageError(f"sweep_share must be in (0, 1], got {self.sweep_share!r}")
         _positive("finalizing_timeout", self.finalizing_timeout, zero_ok=True)
         _positive("missing_output_grace", self.missing_output_grace, zero_ok=True)
+        _positive("cancelling_timeout", self.cancelling_timeout, zero_ok=True)
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):

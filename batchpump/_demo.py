@@ -89,7 +89,11 @@ async def demo(*, lines: int, directory: Path | None, mode: ProgressMode, consol
                 max_lines=DEMO_SHARD_LINES, poll=PollPolicy(interval_min=0.05, interval_max=0.5)
             )
             async with Pump(provider, state_dir=work / ".batchpump") as pump:
-                run = await pump.submit(source, options=options, fresh=directory is None)
+                # Each demo serves a new emulator (a new base URL, so a new run): it replaces
+                # the results of an earlier demo in the same --dir.
+                run = await pump.submit(
+                    source, options=options, fresh=directory is None, overwrite=True
+                )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(partial(follow, run, mode=mode))
                     counts = await run.wait()

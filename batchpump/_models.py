@@ -237,6 +237,12 @@ class RunRecord(msgspec.Struct, kw_only=True):
     counts: ResultCounts = msgspec.field(default_factory=ResultCounts)
     options: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     input_hash: str = ""
+    #: The provider's own settings that shape what is sent (TELUS ``work_flow_id``...).
+    settings: dict[str, str] = msgspec.field(default_factory=dict)
+    #: The run that took over ``out_path`` (``overwrite=True``); this run then owns no file.
+    out_taken_by: str | None = None
+    #: Set before the first cancel request: a resume finishes the cancel.
+    cancel_requested: bool = False
 
 
 class ShardRecord(msgspec.Struct, kw_only=True):

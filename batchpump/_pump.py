@@ -12,9 +12,17 @@ that run (wait, results, statistics, cancel).
             ...
         await run.wait()
 
-A run is identified by a hash of its input's bytes, the provider and base URL, the endpoint and
-the options that change what is sent, so submitting the same thing again resumes the earlier
-run instead of paying for it twice (``fresh=True`` starts over on purpose).
+A run is identified by a hash of its input's bytes, the provider, its base URL and settings
+(TELUS ``work_flow_id``, LlamaCloud job type and configuration), the endpoint and the options
+that change what is sent, so submitting the same thing again resumes the earlier run instead of
+paying for it twice (``fresh=True`` starts over on purpose). Options that only change how it is
+sent (``max_attempts``, ``token_budget``, concurrency, polling) apply to the continued run.
+
+One results file, one run: the journal records which run owns each results path. A new run
+pointed at a file another run owns, or at an existing file no run of this journal wrote, is
+refused (``ResultsFileError``, the file untouched) unless ``overwrite=True``; ``fresh=True``
+may take over the file of an earlier run of the same input. Submitting the same input with
+another ``out`` than its run has is refused too, naming both ways out.
 """
 
 from __future__ import annotations
@@ -36,8 +44,18 @@ from anyio.abc import TaskGroup
 
 from ._clock import Clock, SystemClock
 from ._config import RunOptions
-from ._engine import Engine, PartWriter, ResultSink, RunContext, RunStatistics, TokenBudget
-from ._errors import ClosedError, UsageError, unwrap_group
+from ._engine import (
+    Engine,
+    PartWriter,
+    RebuildReport,
+    ResultSink,
+    RunContext,
+    RunStatistics,
+    TokenBudget,
+    rebuild_results,
+    results_file_error,
+)
+from ._errors import ClosedError, ResultsFileError, UsageError, unwrap_group
 from ._fileio import run_io
 from ._input import hash_file, shard_file, spool
 from ._journal import Journal, SqliteJournal
@@ -141,6 +159,7 @@ class Pump:
         out: str | os.PathLike[str] | None = None,
         options: RunOptions | None = None,
         fresh: bool = False,
+        overwrite: bool = False,
     ) -> Run:
         """Validate, shard and start a run; return at once with a ``Run`` to follow it.
 
@@ -151,16 +170,21 @@ class Pump:
                 or ``results.jsonl`` in the run's directory).
             options: retries, limits, polling (``RunOptions``); ``endpoint`` wins over
                 ``options.endpoint``.
-            fresh: start a new run even if this exact one exists in the journal.
+            fresh: start a new run even if this exact one exists in the journal (it may take
+                over the results file of an earlier run of the same input).
+            overwrite: replace ``out`` even if another run owns it or it exists.
 
         Raises:
             InputError: the input has bad lines (``options.on_invalid="raise"``); nothing was sent.
+            ResultsFileError: ``out`` belongs to another run or exists (without ``overwrite``),
+                or this input's run writes to another file; nothing was sent.
         """
         journal = self.journal
         opts = msgspec.structs.replace(options or RunOptions(), endpoint=endpoint)
         path = await self._materialize(source)
         input_hash = await run_io(hash_file, path)
-        run_id = self._run_id(input_hash, opts, fresh)
+        settings = provider_settings(self.provider)
+        run_id = self._run_id(input_hash, opts, settings, fresh)
         if out is None:
             out_path = (
                 default_results_path(path)
@@ -179,8 +203,23 @@ class Pump:
             created_at=self._clock.time(),
             options=msgspec.Raw(_options_encoder.encode(opts)),
             input_hash=input_hash,
+            settings=settings,
         )
-        stored, _ = await journal.open_run(record)
+        try:
+            await self._check_out(
+                record, out_given=out is not None, overwrite=overwrite, fresh=fresh
+            )
+        except BaseException:
+            if isinstance(source, AsyncIterable):  # nothing keeps the spool of a refused run
+                await run_io(partial(path.unlink, missing_ok=True))
+            raise
+        stored, created = await journal.open_run(record)
+        if not created:
+            logger.info(
+                "run %s (this input, provider, endpoint and sharding) exists: continuing it; "
+                "this call's retry, budget and polling options apply",
+                run_id,
+            )
         if isinstance(source, AsyncIterable) and stored.input_path != record.input_path:
             # The same content was submitted before: that run keeps its own spool file.
             await run_io(partial(path.unlink, missing_ok=True))
@@ -189,13 +228,151 @@ class Pump:
             return self._runs[run_id]
         return await self._start(record, opts)
 
-    async def resume(self, run_id: str) -> Run:
-        """Continue a run from the journal (after a crash, a stop or a fix)."""
+    async def _check_out(
+        self, record: RunRecord, *, out_given: bool, overwrite: bool, fresh: bool
+    ) -> None:
+        """Refuse a submit whose results file is another run's, or not this run's file."""
+        existing = await self.journal.get_run(record.run_id)
+        if existing is None:
+            await self._claim(record, overwrite=overwrite, fresh=fresh)
+        elif existing.out_taken_by is not None:
+            raise ResultsFileError(_taken_message(existing))
+        elif out_given and existing.out_path != record.out_path:
+            raise ResultsFileError(
+                f"this input was already run as run {record.run_id}, whose results go to "
+                f"{existing.out_path}, not {record.out_path}; nothing was sent. To continue that "
+                f"run, give its file (--out {existing.out_path}); to start a new run that sends "
+                "every line again into the new file, add --fresh (API: fresh=True)"
+            )
+
+    async def _claim(self, record: RunRecord, *, overwrite: bool, fresh: bool) -> None:
+        """Make ``record`` (a new run) the owner of its results file, or refuse."""
+        out = Path(record.out_path)
+        owners = [
+            run
+            for run in await self.journal.list_runs()
+            if run.out_path == record.out_path and run.out_taken_by is None
+        ]
+        if owners:
+            owner = owners[-1]
+            allowed = overwrite or (fresh and owner.input_hash == record.input_hash)
+            if not allowed and not await self._paid_nothing(owner):
+                raise ResultsFileError(_owned_message(owner, record))
+            for run in owners:
+                run.out_taken_by = record.run_id
+                await self.journal.commit(run=run)
+                logger.warning(
+                    "%s held the results of run %s; run %s replaces them",
+                    out,
+                    run.run_id,
+                    record.run_id,
+                )
+            return
+        size = await run_io(_size, out)
+        if size and not overwrite:
+            raise ResultsFileError(
+                f"results file {out} exists ({size:,} bytes) and no run in the journal at "
+                f"{self.state_dir} wrote it; nothing was sent and the file is untouched. Give "
+                "another --out, or pass --overwrite (API: overwrite=True) to replace it"
+            )
+
+    async def _paid_nothing(self, run: RunRecord) -> bool:
+        """Whether ``run`` never created a batch (stopped by a wrong setting, say): its file
+        holds no paid result, so a run that fixes the setting may take it over."""
+        if run.counts.total > run.counts.rejected:
+            return False
+        shards = await self.journal.load_shards(run.run_id)
+        return not any(s.batch_id is not None or s.tag is not None for s in shards)
+
+    async def rebuild_results(self, run_id: str) -> RebuildReport:
+        """Write a run's results file anew after it was deleted or cut short.
+
+        Keeps the complete lines of what is left of it, downloads the output of the run's
+        settled batches again where the provider still has it, and reports the lines it cannot
+        recover (``RebuildReport``). The journal then commits the new file's length, so the run
+        can be resumed or read as usual.
+
+        Raises:
+            UsageError: no such run, it is running in this pump, or it no longer owns a file.
+        """
         if run_id in self._runs:
-            return self._runs[run_id]
+            raise UsageError(f"run {run_id} is running in this pump; rebuild it once it stopped")
+        record = await self._stored_run(run_id)
+        shards = await self.journal.load_shards(run_id)
+        rejected = await self._rejected_again(record) if record.counts.rejected else []
+        report, counts, length = await rebuild_results(self.provider, record, shards, rejected)
+        record.out_offset = length
+        record.counts = counts
+        await self.journal.commit(run=record)
+        return report
+
+    async def _rejected_again(self, record: RunRecord) -> list[Rejected]:
+        """The run's ``Rejected`` results, by checking its input again (if it is unchanged)."""
+        path = Path(record.input_path)
+        if (
+            not await anyio.Path(path).is_file()
+            or await run_io(hash_file, path) != record.input_hash
+        ):
+            logger.warning("%s is gone or changed: its rejected lines cannot be rebuilt", path)
+            return []
+        opts = msgspec.json.decode(record.options, type=RunOptions)
+        scratch = self._run_dir(record.run_id) / "rebuild-check"
+        outcome = await run_io(
+            lambda: shard_file(
+                path,
+                out_dir=scratch,
+                run_id=record.run_id,
+                endpoint=opts.endpoint,
+                capabilities=self.provider.capabilities,
+                max_lines=opts.max_lines,
+                max_bytes=opts.max_bytes,
+                on_invalid=opts.on_invalid,
+                line_checker=self.provider.line_checker,
+            )
+        )
+        await run_io(_remove, [Path(s.path) for s in outcome.shards])
+        return outcome.rejected
+
+    async def check_results(self, run_id: str) -> str | None:
+        """What is wrong with a run's results file (missing, cut short), or ``None``."""
+        record = await self._stored_run(run_id)
+        size = await run_io(_size, Path(record.out_path))
+        if not record.out_offset or (size is not None and size >= record.out_offset):
+            return None
+        hint = self._rebuild_hint(run_id)
+        return str(
+            results_file_error(
+                Path(record.out_path), record.out_offset, size, run_id=run_id, hint=hint
+            )
+        )
+
+    async def _stored_run(self, run_id: str) -> RunRecord:
         record = await self.journal.get_run(run_id)
         if record is None:
             raise UsageError(f"no run {run_id!r} in the journal at {self.state_dir}")
+        if record.out_taken_by is not None:
+            raise ResultsFileError(_taken_message(record))
+        return record
+
+    async def resume(self, run_id: str, *, cancel: bool = False) -> Run:
+        """Continue a run from the journal (after a crash, a stop or a fix).
+
+        A run whose cancel was requested (``cancel=True`` here, ``Pump.cancel``, ``Run.cancel``
+        before a crash) finishes cancelling: no new batch is created, the open ones are
+        cancelled, every line settles. With ``cancel=True`` the intent is journaled before
+        anything is sent.
+        """
+        if run_id in self._runs:
+            run = self._runs[run_id]
+            if cancel:
+                run.cancel()
+            return run
+        record = await self.journal.get_run(run_id)
+        if record is None:
+            raise UsageError(f"no run {run_id!r} in the journal at {self.state_dir}")
+        if cancel and not record.cancel_requested and record.state not in ("done", "cancelled"):
+            record.cancel_requested = True
+            await self.journal.commit(run=record)
         if (record.provider, record.base_url) != (self.provider.name, self.provider.base_url):
             raise UsageError(
                 f"run {run_id} was made with {record.provider} at {record.base_url}; "
@@ -208,7 +385,7 @@ class Pump:
     async def cancel(self, run_id: str) -> ResultCounts:
         """Cancel a run: nothing new is sent, provider batches are cancelled, lines settle
         (mostly as ``Canceled``). Works on a run of this pump or one only in the journal."""
-        run = self._runs.get(run_id) or await self.resume(run_id)
+        run = await self.resume(run_id, cancel=True)
         run.cancel()
         return await run.wait()
 
@@ -218,6 +395,8 @@ class Pump:
 
     async def _start(self, record: RunRecord, opts: RunOptions) -> Run:
         journal = self.journal
+        if record.out_taken_by is not None:
+            raise ResultsFileError(_taken_message(record))
         run_dir = self._run_dir(record.run_id)
         ctx = RunContext(
             provider=self.provider,
@@ -227,8 +406,15 @@ class Pump:
             options=opts,
             work_dir=anyio.Path(run_dir),
             budget=TokenBudget(opts.token_budget),
+            cancelled=record.cancel_requested,
         )
-        sink = ResultSink(Path(record.out_path), record.out_offset, ctx.commit_results)
+        sink = ResultSink(
+            Path(record.out_path),
+            record.out_offset,
+            ctx.commit_results,
+            run_id=record.run_id,
+            rebuild_hint=self._rebuild_hint(record.run_id),
+        )
         await sink.open()
         if record.state in ("sharding", "failed"):
             await self._shard(ctx, sink, Path(record.input_path), run_dir)
@@ -281,7 +467,13 @@ class Pump:
             raise UsageError(f"{path} is a directory; give the JSONL file inside it")
         return Path(path)
 
-    def _run_id(self, input_hash: str, opts: RunOptions, fresh: bool) -> str:
+    def _rebuild_hint(self, run_id: str) -> str:
+        journal = "" if self.state_dir == Path(".batchpump") else f" --journal {self.state_dir}"
+        return f"batchpump results {run_id} --rebuild{journal}"
+
+    def _run_id(
+        self, input_hash: str, opts: RunOptions, settings: dict[str, str], fresh: bool
+    ) -> str:
         h = hashlib.blake2b(digest_size=12)
         for part in (
             input_hash,
@@ -291,6 +483,7 @@ class Pump:
             str(opts.max_lines),
             str(opts.max_bytes),
             opts.on_invalid,
+            *(f"{k}={v}" for k, v in sorted(settings.items())),
             uuid.uuid4().hex if fresh else "",
         ):
             h.update(part.encode())
@@ -378,6 +571,65 @@ class Run:
 def default_results_path(source: Path) -> Path:
     """``requests.jsonl`` -> ``requests.results.jsonl``, beside the input."""
     return source.with_name(source.name.removesuffix(".jsonl") + ".results.jsonl")
+
+
+def provider_settings(provider: Provider) -> dict[str, str]:
+    """The provider's settings that shape what is sent (part of a run's identity): an
+    adapter's optional ``settings`` mapping (TELUS ``work_flow_id``, LlamaCloud job type).
+    A wrapper around a provider should forward it, or its runs get another identity."""
+    found: object = getattr(provider, "settings", None)
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): str(v) for k, v in found.items() if v is not None}
+
+
+def _differences(old: RunRecord, new: RunRecord) -> list[str]:
+    """What makes ``new`` another run than ``old`` (for messages)."""
+    out: list[str] = []
+    if old.input_hash != new.input_hash:
+        out.append("the input's content")
+    out.extend(
+        f"{name} ({getattr(old, name)} -> {getattr(new, name)})"
+        for name in ("provider", "base_url", "endpoint")
+        if getattr(old, name) != getattr(new, name)
+    )
+    if old.settings != new.settings:
+        out.append(f"provider settings ({old.settings} -> {new.settings})")
+    if bytes(old.options) != bytes(new.options) and len(out) == 0:
+        out.append("options (--max-lines, --max-bytes, --on-invalid)")
+    return out
+
+
+def _owned_message(owner: RunRecord, record: RunRecord) -> str:
+    what = ", ".join(_differences(owner, record)) or "a fresh start"
+    same = owner.input_hash == record.input_hash
+    fix = (
+        "add --fresh (API: fresh=True) to start a new run that sends every line again and "
+        "replaces those results, or give this run another --out"
+        if same
+        else "give this run another --out, or pass --overwrite (API: overwrite=True) to "
+        "replace those results"
+    )
+    return (
+        f"results file {record.out_path} holds the results of run {owner.run_id} "
+        f"({owner.state}, {owner.counts.total:,}/{owner.total_lines:,} lines); this is another "
+        f"run (differs in: {what}). Nothing was sent and the file is untouched: {fix}"
+    )
+
+
+def _taken_message(record: RunRecord) -> str:
+    return (
+        f"run {record.run_id} no longer owns a results file: run {record.out_taken_by} took "
+        f"over {record.out_path} (--overwrite). Nothing was sent; to run its input anew, "
+        "submit it with --fresh and another --out (API: fresh=True, out=...)"
+    )
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def _remove(paths: list[Path]) -> None:

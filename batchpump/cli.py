@@ -5,8 +5,10 @@ Exit codes (also in the README):
 ====  ==========================================================================
 0     every line has a result and all of them succeeded
 1     the run finished, but some lines errored, expired, were cancelled or rejected
-2     usage or input error (nothing was sent)
-3     the provider refused us (authentication, permission, bad request)
+2     usage or input error (nothing was sent), a plainly wrong setting, or a results file
+      that is missing, cut short or another run's (``batchpump results RUN_ID --rebuild``)
+3     the provider refused us (authentication, permission, bad request) or answered what
+      every batch would get (a wrong base URL, key or setting): the run stopped, resumable
 4     the journal cannot be used (locked by another process, corrupt, disk full)
 5     a network or provider failure outlasted the retries; ``batchpump resume`` continues
 130   interrupted (Ctrl-C); ``batchpump resume RUN_ID`` continues
@@ -32,6 +34,7 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     BatchpumpError,
+    ConfigurationError,
     JournalError,
     NotFoundError,
     UsageError,
@@ -92,12 +95,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--token-budget", type=int, help="most enqueued tokens per model")
     run.add_argument("--on-invalid", choices=("raise", "skip"), default="raise")
     run.add_argument("--fresh", action="store_true", help="start over, even if this run exists")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results file even if another run owns it or it exists",
+    )
     journal_arg(run)
 
     for name, text in (("resume", "continue a run"), ("cancel", "cancel a run")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_id")
         journal_arg(p)
+
+    results = sub.add_parser(
+        "results", help="check a run's results file against the journal, or rebuild it"
+    )
+    results.add_argument("run_id")
+    results.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rewrite it from what is left and the provider's copies of the batches' output",
+    )
+    journal_arg(results)
 
     status = sub.add_parser("status", help="list runs in a journal")
     status.add_argument("run_id", nargs="?")
@@ -175,7 +194,12 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     )
     async with Pump(make_provider(args.provider, args), state_dir=state) as pump:
         run = await pump.submit(
-            args.input, endpoint=args.endpoint, out=out, options=options, fresh=args.fresh
+            args.input,
+            endpoint=args.endpoint,
+            out=out,
+            options=options,
+            fresh=args.fresh,
+            overwrite=args.overwrite,
         )
         console.print(f"run {run.id}: results go to {run.results_path}")
         return await _finish(run, args.progress, console)
@@ -184,10 +208,20 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 async def _resume(args: argparse.Namespace, console: Console) -> int:
     state = args.journal or Path(DEFAULT_STATE_DIR)
     async with Pump(make_provider(args.provider, args), state_dir=state) as pump:
-        run = await pump.resume(args.run_id)
-        if args.command == "cancel":
-            run.cancel()
+        run = await pump.resume(args.run_id, cancel=args.command == "cancel")
         return await _finish(run, args.progress, console)
+
+
+async def _results(args: argparse.Namespace, console: Console) -> int:
+    state = args.journal or Path(DEFAULT_STATE_DIR)
+    async with Pump(make_provider(args.provider, args), state_dir=state) as pump:
+        if not args.rebuild:
+            problem = await pump.check_results(args.run_id)
+            console.print(problem or f"run {args.run_id}: the results file is intact")
+            return EXIT_OK if problem is None else EXIT_SOME_FAILED
+        report = await pump.rebuild_results(args.run_id)
+        console.print(report.describe())
+        return EXIT_OK if not report.lost else EXIT_SOME_FAILED
 
 
 async def _status(args: argparse.Namespace, console: Console) -> int:
@@ -227,6 +261,8 @@ async def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return await _resume(args, console)
     if args.command == "status":
         return await _status(args, console)
+    if args.command == "results":
+        return await _results(args, console)
     from ._demo import demo
 
     return await demo(lines=args.lines, directory=args.dir, mode=args.progress, console=console)
@@ -287,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         return EXIT_USAGE
-    except (AuthenticationError, BadRequestError, NotFoundError) as exc:
+    except (AuthenticationError, BadRequestError, NotFoundError, ConfigurationError) as exc:
         console.print(f"[red]refused:[/red] {exc}", highlight=False)
         return EXIT_REFUSED
     except JournalError as exc:

@@ -16,7 +16,18 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 
-from batchpump import BatchInfo, ConnectError, Errored, Expired, Journal, Result, Succeeded
+from batchpump import (
+    BatchInfo,
+    ConnectError,
+    Errored,
+    Expired,
+    Journal,
+    NotFoundError,
+    ProviderError,
+    Result,
+    Succeeded,
+)
+from batchpump._errors import MalformedLine, MalformedOutputError
 from batchpump._input import LineChecker, RequestLineChecker
 from batchpump._models import BatchError, BatchState, Capabilities, RunRecord, ShardRecord
 from batchpump._provider import find_by_tag
@@ -52,6 +63,25 @@ class FakeProvider:
     lose_create_answer: set[int] = field(default_factory=set)
     #: called after each create reached the "server" (crash hooks raise from here).
     after_create: Callable[[ShardRecord, BatchInfo], None] | None = None
+    #: raised by every ``prepare`` (a wrong setting: 404 route, 401 key, 400 project...).
+    refuse: ProviderError | None = None
+    #: a batch of more lines than this fails on the enqueued-token limit (a quota).
+    quota_lines: int | None = None
+    #: custom_id -> downloads whose output line for it is malformed (unreadable JSON).
+    malformed: dict[str, int] = field(default_factory=dict)
+    #: whether a malformed line still shows its custom_id in its bytes.
+    malformed_names_id: bool = True
+    downloads: Counter[str] = field(default_factory=Counter)
+    #: batches stay ``running`` until cancelled (a long batch, for cancel tests).
+    stall: bool = False
+    #: cancelled batches stay ``cancelling`` forever.
+    stuck_cancelling: bool = False
+    #: called at the start of every ``cancel`` (crash or failure hooks raise from here).
+    before_cancel: Callable[[str], None] | None = None
+    #: batch ids the provider no longer has (retrieve answers 404).
+    gone: set[str] = field(default_factory=set)
+    #: the adapter's settings beyond its base URL (TELUS work_flow_id...).
+    settings: dict[str, str] = field(default_factory=dict)
     name: str = "fake"
     base_url: str = "memory://fake"
     batches: dict[str, FakeBatch] = field(default_factory=dict)
@@ -71,6 +101,8 @@ class FakeProvider:
 
     async def prepare(self, shard: ShardRecord) -> str:
         self.calls["prepare"] += 1
+        if self.refuse is not None:
+            raise self.refuse
         return f"file-{shard.index}-{shard.attempt}"
 
     async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:
@@ -89,7 +121,9 @@ class FakeProvider:
         final: BatchState = "completed"
         if ordinal in self.expire:
             final = "expired"
-        if ordinal in self.queue_limited:
+        if ordinal in self.queue_limited or (
+            self.quota_lines is not None and len(ids) > self.quota_lines
+        ):
             final = "failed"
         self.batches[info.id] = FakeBatch(info, ids, final)
         self.tags[tag] += 1
@@ -106,6 +140,10 @@ class FakeProvider:
 
     def _step(self, batch: FakeBatch) -> BatchInfo:
         info = batch.info
+        if (info.state == "running" and self.stall) or (
+            info.state == "cancelling" and self.stuck_cancelling
+        ):
+            return info
         if info.state == "running" and batch.final in ("expired", "failed"):
             state: BatchState = batch.final
         else:
@@ -129,6 +167,8 @@ class FakeProvider:
 
     async def retrieve(self, batch_id: str) -> BatchInfo:
         self.calls["retrieve"] += 1
+        if batch_id in self.gone:
+            raise NotFoundError("No such batch", provider=self.name, status=404)
         return self._step(self.batches[batch_id])
 
     async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
@@ -138,6 +178,8 @@ class FakeProvider:
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         self.calls["cancel"] += 1
+        if self.before_cancel is not None:
+            self.before_cancel(batch_id)
         batch = self.batches[batch_id]
         if not batch.info.terminal:
             batch.info = msgspec.structs.replace(batch.info, state="cancelling")
@@ -146,10 +188,16 @@ class FakeProvider:
 
     async def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]:
         fake = self.batches[batch.id]
+        self.downloads[batch.id] += 1
         ids = (
             fake.ids[: len(fake.ids) // 2] if batch.state in ("expired", "cancelled") else fake.ids
         )
-        for custom_id in ids:
+        bad: list[MalformedLine] = []
+        for number, custom_id in enumerate(ids, 1):
+            if self.malformed.get(custom_id, 0) >= self.downloads[batch.id]:
+                named = custom_id if self.malformed_names_id else None
+                bad.append(MalformedLine(number, named, "truncated JSON"))
+                continue
             if self.flaky.get(custom_id, 0) >= attempt:
                 yield Errored(
                     custom_id=custom_id,
@@ -171,6 +219,8 @@ class FakeProvider:
         if batch.state == "expired":
             for custom_id in fake.ids[len(fake.ids) // 2 :]:
                 yield Expired(custom_id=custom_id, batch_id=batch.id, attempt=attempt)
+        if bad:
+            raise MalformedOutputError(f"fake: {len(bad)} malformed line(s)", bad)
 
     def failure_is_transient(self, batch: BatchInfo) -> bool:
         return any(e.code == "token_limit_exceeded" for e in batch.errors)

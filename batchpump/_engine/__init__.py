@@ -8,6 +8,8 @@ attempt (``collect``), and the ``ResultSink`` appends final results to the resul
 commits its length in the journal (``results``). What the stages share is a ``RunContext``
 (``runstate``). The engine sees the outside only through protocols (``Provider``, ``Journal``,
 ``Clock``): it imports no adapter, no aiohttp and no sqlite3.
+
+``rebuild`` remakes a results file that was deleted or cut short.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from .collect import Collector
 from .engine import Engine
 from .poll import Poller, deadline_cap
 from .predict import PREDICTION_MARGIN, Progress, RunHistory, plan
-from .results import PartWriter, ResultSink
+from .rebuild import RebuildReport, rebuild_results
+from .results import PartWriter, ResultSink, results_file_error
 from .runstate import RunContext, RunStatistics, TokenBudget
 from .submit import RECONCILE_SLACK
 
@@ -28,6 +31,7 @@ __all__ = [
     "PartWriter",
     "Poller",
     "Progress",
+    "RebuildReport",
     "ResultSink",
     "RunContext",
     "RunHistory",
@@ -35,4 +39,6 @@ __all__ = [
     "TokenBudget",
     "deadline_cap",
     "plan",
+    "rebuild_results",
+    "results_file_error",
 ]

@@ -20,7 +20,9 @@ import math
 from typing import Final, final
 
 import anyio
+from anyio.abc import ObjectReceiveStream
 
+from .._errors import ConfigurationError
 from .._models import BatchInfo, ShardRecord
 from .collect import Collector
 from .poll import Poller
@@ -57,6 +59,7 @@ class Engine:
         """Work until every attempt in ``shards`` (and every retry it spawns) is settled."""
         ctx = self.ctx
         ctx.started_at = ctx.clock.monotonic()
+        ctx.next_index = max((s.index for s in shards), default=-1) + 1
         pending = [s for s in shards if s.state not in _FINISHED]
         if not pending:
             return
@@ -78,10 +81,19 @@ class Engine:
         submitter = Submitter(
             ctx, on_submitted=poller.add, on_failed=collector.fail, on_cancelled=collector.cancel
         )
+        stopped: list[ConfigurationError] = []
+
+        async def submit(shards: ObjectReceiveStream[ShardRecord]) -> None:
+            try:
+                await submitter.serve(shards)
+            except ConfigurationError as exc:  # every shard would fail so: stop the run once
+                stopped.append(exc)
+                tg.cancel_scope.cancel()
+
         with to_submit, submit_queue, to_collect, collect_queue:
             async with anyio.create_task_group() as tg:
                 for _ in range(ctx.options.submit_concurrency):
-                    tg.start_soon(submitter.serve, submit_queue.clone())
+                    tg.start_soon(submit, submit_queue.clone())
                 for _ in range(ctx.options.collect_concurrency):
                     tg.start_soon(collector.serve, collect_queue.clone())
                 tg.start_soon(poller.serve)
@@ -93,6 +105,8 @@ class Engine:
                         await resubmit(shard)
                 await ctx.done.wait()
                 tg.cancel_scope.cancel()
+        if stopped:
+            raise stopped[0]
 
 
 def _placeholder(shard: ShardRecord) -> BatchInfo:

@@ -29,7 +29,9 @@ Terminal batches are handed to the collectors in the order a sweep sees them. Tw
 behaviours are not trusted: ``completed`` with no result file at all (re-read for
 ``missing_output_grace`` before its lines count as unfinished) and a batch stuck in
 ``finalizing`` past ``finalizing_timeout`` (cancelled where the provider can, then collected
-like any cancelled batch).
+like any cancelled batch). A cancel request that fails is sent again at the next sweep; a batch
+still ``cancelling`` after ``cancelling_timeout`` is reported and collected as cancelled, not
+polled forever.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class _Tracked:
     finalizing_since: float | None = None
     empty_since: float | None = None
     cancel_sent: bool = False
+    cancelling_since: float | None = None
 
 
 @final
@@ -181,6 +184,10 @@ class Poller:
         policy = self._ctx.options.poll
         if info.state == "finalizing":
             tracked.finalizing_since = tracked.finalizing_since or now
+        if info.state == "cancelling":
+            tracked.cancelling_since = tracked.cancelling_since or now
+            if now - tracked.cancelling_since > policy.cancelling_timeout:
+                info = self._ctx.gave_up_cancelling(info)
         if info.terminal:
             if _no_result_files(info):
                 tracked.empty_since = tracked.empty_since or now
@@ -213,8 +220,9 @@ class Poller:
             if ctx.cancelled or stuck:
                 if stuck:
                     logger.warning("batch %s stuck in finalizing; cancelling it", tracked.info.id)
-                tracked.cancel_sent = True
-                tracked.info = await ctx.provider.cancel(tracked.info.id)
+                if (info := await ctx.request_cancel(tracked.info)) is not None:
+                    tracked.cancel_sent = True
+                    tracked.info = info
 
 
 def deadline_cap(policy: PollPolicy, deadlines: Iterable[float | None], now: float) -> float:

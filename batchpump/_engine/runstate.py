@@ -16,6 +16,14 @@ import msgspec
 
 from .._clock import Clock
 from .._config import RunOptions
+from .._errors import (
+    ConfigurationError,
+    ConflictError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    TransportError,
+)
 from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
 from .._provider import Provider
 
@@ -41,6 +49,7 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     retries: int
     requeues: int
     elapsed: float
+    stuck_cancelling: tuple[str, ...] = ()
 
     @property
     def done_lines(self) -> int:
@@ -52,24 +61,40 @@ class TokenBudget:
     """Enqueued-token budget per model: ``acquire`` waits while a shard would exceed it.
 
     A shard larger than the whole budget still goes when nothing else of its model is in
-    flight, so a run never deadlocks on one big shard.
+    flight, so a run never deadlocks on one big shard. A provider's queue limit that failed a
+    batch teaches the budget (``learn``): that model then keeps below what was in flight.
     """
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self._in_flight: dict[str | None, int] = {}
+        self._learned: dict[str | None, int] = {}
         self._changed = anyio.Condition()
 
     def in_flight(self, model: str | None) -> int:
         return self._in_flight.get(model, 0)
 
+    def limit_of(self, model: str | None) -> int | None:
+        """The budget of ``model``: the configured one, or less if a queue limit taught so."""
+        learned = self._learned.get(model)
+        if learned is None or (self.limit is not None and self.limit <= learned):
+            return self.limit
+        return learned
+
+    def learn(self, model: str | None, queued: int) -> None:
+        """A queue limit failed a batch while ``queued`` tokens of ``model`` were in flight."""
+        if queued > 0:
+            self._learned[model] = min(self._learned.get(model, queued), queued - 1)
+
     async def acquire(self, model: str | None, tokens: int) -> None:
-        if self.limit is None:
+        limit = self.limit_of(model)
+        if limit is None:
             self._in_flight[model] = self.in_flight(model) + tokens
             return
         async with self._changed:
-            while self.in_flight(model) and self.in_flight(model) + tokens > self.limit:
+            while self.in_flight(model) and self.in_flight(model) + tokens > limit:
                 await self._changed.wait()
+                limit = self.limit_of(model) or limit
             self._in_flight[model] = self.in_flight(model) + tokens
 
     def take(self, model: str | None, tokens: int) -> None:
@@ -78,7 +103,7 @@ class TokenBudget:
 
     async def release(self, model: str | None, tokens: int) -> None:
         self._in_flight[model] = max(0, self.in_flight(model) - tokens)
-        if self.limit is not None:
+        if self.limit is not None or self._learned:
             async with self._changed:
                 self._changed.notify_all()
 
@@ -104,6 +129,9 @@ class RunContext:
     in_flight: dict[str, ShardRecord] = field(default_factory=dict)
     waiting: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
+    cancel_failures: int = 0
+    next_index: int = 0
+    stuck_cancelling: list[str] = field(default_factory=list)
 
     async def commit(self, *shards: ShardRecord, run: bool = False) -> None:
         """Write shard attempts (and the run record, if asked) in one transaction."""
@@ -117,6 +145,63 @@ class RunContext:
         self.run.out_offset = length
         self.run.counts.merge(counts)
         await self.commit(*shards, run=True)
+
+    async def record_cancel(self) -> None:
+        """Journal the run's cancel intent (once), so a resume finishes the cancel."""
+        if self.cancelled and not self.run.cancel_requested:
+            self.run.cancel_requested = True
+            await self.commit(run=True)
+
+    async def request_cancel(self, info: BatchInfo) -> BatchInfo | None:
+        """Ask the provider to cancel a batch, the run's intent journaled first; ``None`` if
+        the request failed for now (the poller asks again at its next sweep)."""
+        await self.record_cancel()
+        try:
+            return await self.provider.cancel(info.id)
+        except ConflictError:  # already ended or cancelling: nothing left to ask
+            return info
+        except (TransportError, ProviderUnavailableError, RateLimitedError) as exc:
+            self.cancel_failures += 1
+            logger.warning("cancel of batch %s failed (%s); asking again next sweep", info.id, exc)
+            return None
+
+    def gave_up_cancelling(self, info: BatchInfo) -> BatchInfo:
+        """A batch stuck in ``cancelling`` past the timeout: report it, treat it as cancelled."""
+        self.stuck_cancelling.append(info.id)
+        logger.warning(
+            "batch %s is still cancelling after %g s; no longer polled. Its unfinished lines "
+            "settle as cancelled here; check it at the provider (it may still bill)",
+            info.id,
+            self.options.poll.cancelling_timeout,
+        )
+        return msgspec.structs.replace(
+            info, state="cancelled", raw_status=f"{info.raw_status} (gave up cancelling)"
+        )
+
+    def configuration_error(self, exc: ProviderError) -> ConfigurationError:
+        """``exc`` as the error that stops the run, naming the setting to fix."""
+        name, url = self.provider.name, self.provider.base_url
+        if exc.status in (401, 403):
+            setting = (
+                f"the {name} API key (--api-key or the provider's key variable) and its access"
+            )
+        elif exc.status == 404:
+            setting = (
+                f"the base URL {url} (--base-url or the provider's base-URL variable; it must "
+                "include the provider's path, such as /v1)"
+            )
+        else:
+            setting = (
+                "the setting the answer names (--endpoint, --work-flow-id, --config-id, the "
+                "project id...)"
+            )
+        logger.error("stopping run %s: %s", self.run.run_id, exc)
+        return ConfigurationError(exc, setting=setting)
+
+    def new_index(self) -> int:
+        """A shard index no attempt of this run uses yet (for the halves of a split shard)."""
+        index, self.next_index = self.next_index, self.next_index + 1
+        return index
 
     def opened(self, count: int = 1) -> None:
         self.open_attempts += count
@@ -147,4 +232,5 @@ class RunContext:
             retries=self.retries,
             requeues=self.requeues,
             elapsed=self.clock.monotonic() - self.started_at,
+            stuck_cancelling=tuple(self.stuck_cancelling),
         )

@@ -24,12 +24,14 @@ from typing import Final, final
 from anyio.abc import ObjectReceiveStream
 
 from .._errors import (
+    AuthenticationError,
     BadRequestError,
     ConflictError,
     NotFoundError,
     ProviderUnavailableError,
     RateLimitedError,
     TransportError,
+    configuration_problem,
 )
 from .._models import BatchInfo, ShardRecord
 from .._provider import shard_tag
@@ -90,13 +92,19 @@ class Submitter:
             await ctx.budget.acquire(shard.model, shard.tokens)
             if self._cancelled():  # cancelled while waiting for budget
                 await ctx.budget.release(shard.model, shard.tokens)
+        found: BatchInfo | None = None
         if self._cancelled():
-            await self._on_cancelled(shard)
-            return
+            # A create that may have reached the provider: adopt its batch so it is cancelled.
+            found = await self._reconcile(shard) if shard.state == "creating" else None
+            if found is None:
+                await self._on_cancelled(shard)
+                return
         try:
-            batch = await self._submit(shard)
-        except (BadRequestError, ConflictError, NotFoundError) as exc:
+            batch = found or await self._submit(shard)
+        except (AuthenticationError, BadRequestError, ConflictError, NotFoundError) as exc:
             await ctx.budget.release(shard.model, shard.tokens)
+            if configuration_problem(exc):  # every shard would fail so: stop, settle nothing
+                raise ctx.configuration_error(exc) from exc
             logger.warning("shard %s attempt %s rejected: %s", shard.index, shard.attempt, exc)
             await self._on_failed(shard, exc.code or f"http_{exc.status}", str(exc))
             return

@@ -358,6 +358,7 @@ class Transport:
                         now=self._clock.time(),
                         redact=redactor,
                     )
+                    failure.url = redactor.redact(f"{call.method} {str(call.url).split('?')[0]}")
                     verdict = retry_verdict(
                         response.status, response.headers, body, now=self._clock.time()
                     )

@@ -54,6 +54,29 @@ class ItemLineChecker:
         self._max_line_bytes = max_line_bytes
         self._id_max = custom_id_max_len or 1 << 30
 
+    @classmethod
+    def for_items(
+        cls,
+        check_item: ItemCheck | None,
+        *,
+        group_field: str | None,
+        endpoint: str,
+        max_line_bytes: int,
+        custom_id_max_len: int | None,
+    ) -> ItemLineChecker:
+        """The checker an item provider's ``line_checker`` returns: its ``check_item`` and
+        ``group_field`` over a standard ``RequestLineChecker`` with the same limits."""
+        base = RequestLineChecker(
+            endpoint=endpoint, max_line_bytes=max_line_bytes, custom_id_max_len=custom_id_max_len
+        )
+        return cls(
+            base,
+            check_item,
+            group_field=group_field,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=custom_id_max_len,
+        )
+
     def oversized(self, size: int) -> Problem:
         """The problem of a line of ``size`` bytes above the line limit."""
         return self._base.oversized(size)

@@ -141,6 +141,11 @@ class AzureOpenAI(OpenAI):
             raise UsageError(
                 f"no Azure OpenAI endpoint: pass azure_endpoint= or set {ENDPOINT_ENV}"
             )
+        if endpoint.rstrip("/").endswith("/openai"):
+            raise UsageError(
+                f"Azure OpenAI endpoint {endpoint} ends in /openai, which batchpump adds itself; "
+                f"set {ENDPOINT_ENV} (or azure_endpoint=) to the resource URL without it"
+            )
         version = api_version or os.environ.get(API_VERSION_ENV) or DEFAULT_API_VERSION
         self._query: Final = f"api-version={quote(version, safe='')}"
         super().__init__(

@@ -35,6 +35,7 @@ from batchpump import (
 )
 from batchpump._input import LineChecker, iter_shard_ids, shard_file
 from batchpump._models import Capabilities, ShardRecord
+from batchpump._pump import provider_settings
 from batchpump.emulator import EmulatorConfig, RunningEmulator, Stats, open_emulator
 from batchpump.emulator._faults import TokenBucket
 
@@ -143,6 +144,11 @@ class Spy:
     @property
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The adapter's settings beyond its base URL (part of a run's identity)."""
+        return provider_settings(self.inner)
 
     async def prepare(self, shard: ShardRecord) -> str:
         self._enter("prepare")

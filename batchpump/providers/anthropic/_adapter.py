@@ -26,7 +26,7 @@ from ..._fileio import run_io, run_io_sized
 from ..._http import read_into_at
 from ..._input import RequestLineChecker
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
-from .._adapter import HttpAdapter, from_env
+from .._adapter import HttpAdapter, check_base_url, from_env
 from ._checker import AnthropicLineChecker
 from ._reconcile import Reconciler
 from ._wire import (
@@ -155,6 +155,7 @@ class Anthropic(HttpAdapter):
     ) -> None:
         key = from_env(api_key, API_KEY_ENV, what="Anthropic API key")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(url, what="Anthropic", variable=BASE_URL_ENV, not_ending="/v1")
         self._connect(
             base_url=url,
             headers={"x-api-key": key, "anthropic-version": version},

@@ -35,9 +35,9 @@ from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
 from ..._errors import NotFoundError, UsageError
 from ..._fileio import run_io_sized
-from ..._input import ItemLineChecker, RequestLineChecker
+from ..._input import ItemLineChecker
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
-from .._adapter import HttpAdapter, from_env
+from .._adapter import HttpAdapter, check_base_url, from_env
 from ._api import LlamaCloudApi
 from ._directories import Directories, directory_name, resolve
 from ._results import JobResults
@@ -127,6 +127,7 @@ class LlamaCloud(HttpAdapter):
         if configuration_id is None and job_type == "extract_v2":
             raise UsageError("extract_v2 needs configuration_id= (a saved Extract configuration)")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(url, what="LlamaCloud", variable=BASE_URL_ENV, not_ending="/api/v1")
         self.job_type: Final = job_type
         self.configuration_id: Final = configuration_id or PARSE_PRESET
         self.expand: Final = tuple(expand)
@@ -155,6 +156,11 @@ class LlamaCloud(HttpAdapter):
         )
         self._jobs = JobResults(self._api, job_type=job_type, expand=self.expand, clock=self._clock)
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """Settings that shape what is sent, beyond the base URL (part of a run's identity)."""
+        return {"job_type": self.job_type, "configuration_id": self.configuration_id}
+
     def __repr__(self) -> str:
         return f"LlamaCloud(base_url={self.base_url!r}, job_type={self.job_type!r})"
 
@@ -162,15 +168,10 @@ class LlamaCloud(HttpAdapter):
 
     def line_checker(self, *, endpoint: str, max_line_bytes: int) -> ItemLineChecker:
         """Item lines, checked by :meth:`check_line` and grouped by ``item_group_field``."""
-        base = RequestLineChecker(
-            endpoint=endpoint,
-            max_line_bytes=max_line_bytes,
-            custom_id_max_len=self.capabilities.custom_id_max_len,
-        )
-        return ItemLineChecker(
-            base,
+        return ItemLineChecker.for_items(
             self.check_line,
             group_field=self.item_group_field,
+            endpoint=endpoint,
             max_line_bytes=max_line_bytes,
             custom_id_max_len=self.capabilities.custom_id_max_len,
         )

@@ -22,7 +22,7 @@ from ..._config import Limits, RetryPolicy
 from ..._errors import ProtocolError, UsageError
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from ..._provider import TAG_METADATA_KEY, find_by_tag
-from .._adapter import HttpAdapter, from_env
+from .._adapter import HttpAdapter, check_base_url, from_env
 from .._result_lines import RESULT_LINE_DECODER, to_result
 from ._wire import (
     BATCH_DECODER,
@@ -105,6 +105,7 @@ class OpenAI(HttpAdapter):
         if part_size < 1 or multipart_threshold < 0:
             raise UsageError("part_size must be >= 1 and multipart_threshold >= 0")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(url, what="OpenAI", variable=BASE_URL_ENV, path="/v1")
         headers = self._auth_headers(key)
         if organization:
             headers["OpenAI-Organization"] = organization

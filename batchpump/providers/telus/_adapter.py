@@ -32,9 +32,9 @@ from ..._clock import Clock, SystemClock
 from ..._config import Limits, PollPolicy, RetryPolicy
 from ..._errors import NotFoundError, ProtocolError, UsageError
 from ..._http import HttpClient, HttpStatistics
-from ..._input import ItemLineChecker, RequestLineChecker
+from ..._input import ItemLineChecker
 from ..._models import BatchInfo, Capabilities, Errored, Result, ShardRecord
-from .._adapter import from_env
+from .._adapter import check_base_url, from_env
 from ._jobs import JobCreator, JobStatistics, iter_results
 from ._wire import (
     BATCH_CREATED_DECODER,
@@ -45,6 +45,7 @@ from ._wire import (
     WireProjectBatch,
     batch_name,
     check_item,
+    is_uuid,
     to_batch_info,
 )
 
@@ -125,6 +126,17 @@ class Telus:
         if job_rate <= 0:
             raise UsageError(f"job_rate must be positive, got {job_rate!r}")
         root = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(root, what="GT Studio", variable=BASE_URL_ENV, not_ending="/v1")
+        if not is_uuid(project):
+            raise UsageError(
+                f"GT Studio project id {project!r} is not a UUID; set {PROJECT_ENVS[0]} (or "
+                "project_id=) to the project's id from the GT Studio dashboard. Nothing was sent"
+            )
+        if work_flow_id is not None and not is_uuid(work_flow_id):
+            raise UsageError(
+                f"--work-flow-id {work_flow_id!r} is not a UUID (work_flow_id=); copy the "
+                "workflow's id from the GT Studio dashboard. Nothing was sent"
+            )
         self._project = project
         self._work_flow_id = work_flow_id
         self._clock = clock or SystemClock()
@@ -156,6 +168,11 @@ class Telus:
         """The project's API root: runs of different projects never resume one another."""
         return f"{self._http.base_url}/v1/projects/{self._project}"
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """Settings that shape what is sent, beyond the base URL (part of a run's identity)."""
+        return {"work_flow_id": self._work_flow_id} if self._work_flow_id else {}
+
     def __repr__(self) -> str:
         return f"Telus(base_url={self._http.redact(self.base_url)!r})"
 
@@ -175,15 +192,10 @@ class Telus:
 
     def line_checker(self, *, endpoint: str, max_line_bytes: int) -> ItemLineChecker:
         """Item lines, checked by :meth:`check_line` and grouped by ``item_group_field``."""
-        base = RequestLineChecker(
-            endpoint=endpoint,
-            max_line_bytes=max_line_bytes,
-            custom_id_max_len=self.capabilities.custom_id_max_len,
-        )
-        return ItemLineChecker(
-            base,
+        return ItemLineChecker.for_items(
             self.check_line,
             group_field=self.item_group_field,
+            endpoint=endpoint,
             max_line_bytes=max_line_bytes,
             custom_id_max_len=self.capabilities.custom_id_max_len,
         )

@@ -35,7 +35,7 @@ from ..._errors import BadRequestError, ProtocolError, UsageError
 from ..._fileio import run_io
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from ..._provider import shard_tag
-from .._adapter import HttpAdapter, from_env
+from .._adapter import HttpAdapter, check_base_url, from_env
 from ._wire import (
     BATCH_DECODER,
     BATCH_LIST_DECODER,
@@ -110,6 +110,7 @@ class Together(HttpAdapter):
     ) -> None:
         key = from_env(api_key, API_KEY_ENV, what="Together API key")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(url, what="Together", variable=BASE_URL_ENV, path="/v1")
         self._priority = priority
         #: Uploaded file id -> its name (the shard-attempt tag), learned by ``prepare``.
         self._names: dict[str, str] = {}
