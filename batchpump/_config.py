@@ -45,8 +45,11 @@ DEFAULT_RATE_LIMIT_TIMEOUT: Final = 3600.0
 DEFAULT_CREATE_SETTLE: Final = 300.0
 
 # Polling.
-DEFAULT_POLL_MIN: Final = 2.0
+DEFAULT_POLL_MIN: Final = 0.5
 DEFAULT_POLL_MAX: Final = 60.0
+DEFAULT_LATENCY_SHARE: Final = 0.01
+DEFAULT_LATENCY_FLOOR: Final = 1.0
+DEFAULT_SWEEP_SHARE: Final = 0.5
 DEFAULT_FINALIZING_TIMEOUT: Final = 2 * 3600.0
 DEFAULT_MISSING_OUTPUT_GRACE: Final = 300.0
 DEFAULT_CANCELLING_TIMEOUT: Final = 3600.0
@@ -111,15 +114,34 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """How in-flight batches are polled.
 
-    The interval is ``interval_min`` after a change, grows by half per quiet sweep up to
-    ``interval_max``, and near a deadline is at most a quarter of the time to (or since) the
-    nearest tracked batch's ``expires_at``: it starts shrinking within ``4 * interval_max`` of
-    it and is ``interval_min`` within ``4 * interval_min`` either side. Never below
-    ``interval_min``.
+    After each sweep the next one is planned from every tracked batch (``_engine.predict``):
+
+    - a batch is swept again within ``max(latency_floor, latency_share * age)`` of the last
+      sweep (``age``: seconds since it was created or adopted), and never later than its own
+      age, so a new batch is seen at ``interval_min``, then 1 s, 2 s, 3 s... and a batch that
+      took an hour is seen within 36 s of finishing;
+    - a running batch whose ``completed + failed`` counters grew is expected to finish when
+      they reach ``total`` at the rate they grew (plus the finalizing time the run's earlier
+      batches took), and one without progress when the run's completed batches took as long;
+      the next sweep follows the earliest expected finish, then backs off from it by doubling;
+    - near a deadline the interval is at most a quarter of the time to (or since) the nearest
+      tracked batch's ``expires_at``: it starts shrinking within ``4 * interval_max`` of it and
+      is ``interval_min`` within ``4 * interval_min`` either side.
+
+    The result is kept within ``[interval_min, interval_max]``. Cost is bounded too: sweeps
+    take at most ``sweep_share`` of the time (a sweep that lasted ``T`` is followed by a rest
+    of at least ``T * (1 - sweep_share) / sweep_share``). A sweep's requests leave one after
+    another through the poll class's rate gate, so while it lasts they run at most at that
+    class's rate, and on average at most at ``sweep_share`` of it.
 
     Attributes:
-        interval_min: seconds between sweeps right after a create and near a deadline.
-        interval_max: seconds between sweeps while batches are long-running.
+        interval_min: the shortest time between two sweeps' starts (the first sweep after a
+            create comes this long after the one before, and near a deadline this often).
+        interval_max: the longest time between sweeps while batches are in flight.
+        latency_share: the share of a batch's age it may stay unseen after it finished.
+        latency_floor: ...but it may always stay unseen this long (seconds).
+        sweep_share: the share of time (and so of the poll class's rate) sweeps may take,
+            in ``(0, 1]``.
         finalizing_timeout: a batch in ``finalizing`` longer than this is not trusted: it is
             cancelled where possible and its unfinished lines resubmitted.
         missing_output_grace: a ``completed`` batch with no result files is re-read for this
@@ -131,6 +153,9 @@ class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     interval_min: float = DEFAULT_POLL_MIN
     interval_max: float = DEFAULT_POLL_MAX
+    latency_share: float = DEFAULT_LATENCY_SHARE
+    latency_floor: float = DEFAULT_LATENCY_FLOOR
+    sweep_share: float = DEFAULT_SWEEP_SHARE
     finalizing_timeout: float = DEFAULT_FINALIZING_TIMEOUT
     missing_output_grace: float = DEFAULT_MISSING_OUTPUT_GRACE
     cancelling_timeout: float = DEFAULT_CANCELLING_TIMEOUT
@@ -139,6 +164,10 @@ class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
         _positive("interval_min", self.interval_min, zero_ok=True)
         if self.interval_max < self.interval_min:
             raise UsageError("interval_max must be >= interval_min")
+        _positive("latency_share", self.latency_share, zero_ok=True)
+        _positive("latency_floor", self.latency_floor, zero_ok=True)
+        if not 0 < self.sweep_share <= 1:
+            raise UsageError(f"sweep_share must be in (0, 1], got {self.sweep_share!r}")
         _positive("finalizing_timeout", self.finalizing_timeout, zero_ok=True)
         _positive("missing_output_grace", self.missing_output_grace, zero_ok=True)
         _positive("cancelling_timeout", self.cancelling_timeout, zero_ok=True)

@@ -155,6 +155,7 @@ class BatchInfo(msgspec.Struct, frozen=True, kw_only=True):
     ``raw_status`` keeps the provider's own word; ``state`` is the normalized one. ``tag`` is
     the shard-attempt tag batchpump attached at create (``None`` if the provider cannot carry
     one). ``output_ref``/``error_ref`` name whatever the adapter needs to fetch results.
+    ``in_progress_at`` is when the provider started running it (epoch seconds), where it says.
     """
 
     id: str
@@ -169,6 +170,7 @@ class BatchInfo(msgspec.Struct, frozen=True, kw_only=True):
     failed: int = 0
     errors: tuple[BatchError, ...] = ()
     expires_at: float | None = None
+    in_progress_at: float | None = None
 
     @property
     def terminal(self) -> bool:

@@ -2,12 +2,12 @@
 
 ``Engine`` (``engine``) runs the stages of one run in a task group: submitters turn shard
 attempts into provider batches exactly once each (``submit``), the poller refreshes in-flight
-batches with list sweeps (``poll``), collectors join each finished batch's results by
-``custom_id`` and decide every line: a final result or the next attempt (``collect``), and the
-``ResultSink`` appends final results to the results file and commits its length in the journal
-(``results``). What the stages share is a ``RunContext`` (``runstate``). The engine sees the
-outside only through protocols (``Provider``, ``Journal``, ``Clock``): it imports no adapter,
-no aiohttp and no sqlite3.
+batches with list sweeps timed by their progress (``poll``, ``predict``), collectors join each
+finished batch's results by ``custom_id`` and decide every line: a final result or the next
+attempt (``collect``), and the ``ResultSink`` appends final results to the results file and
+commits its length in the journal (``results``). What the stages share is a ``RunContext``
+(``runstate``). The engine sees the outside only through protocols (``Provider``, ``Journal``,
+``Clock``): it imports no adapter, no aiohttp and no sqlite3.
 
 ``rebuild`` remakes a results file that was deleted or cut short.
 """
@@ -17,25 +17,30 @@ from __future__ import annotations
 from .collect import Collector
 from .engine import Engine
 from .poll import Poller, deadline_cap
+from .predict import PREDICTION_MARGIN, Progress, RunHistory, plan
 from .rebuild import RebuildReport, rebuild_results
 from .reconcile import RECONCILE_SLACK, ProviderClock, Reconciler
 from .results import PartWriter, ResultSink, results_file_error
 from .runstate import RunContext, RunStatistics, TokenBudget
 
 __all__ = [
+    "PREDICTION_MARGIN",
     "RECONCILE_SLACK",
     "Collector",
     "Engine",
     "PartWriter",
     "Poller",
+    "Progress",
     "ProviderClock",
     "RebuildReport",
     "Reconciler",
     "ResultSink",
     "RunContext",
+    "RunHistory",
     "RunStatistics",
     "TokenBudget",
     "deadline_cap",
+    "plan",
     "rebuild_results",
     "results_file_error",
 ]

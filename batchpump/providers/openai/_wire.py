@@ -107,6 +107,7 @@ class WireBatch(msgspec.Struct, kw_only=True):
     errors: WireBatchErrors | None = None
     request_counts: WireRequestCounts | None = None
     expires_at: float | None = None
+    in_progress_at: float | None = None
 
 
 class WireBatchList(msgspec.Struct, kw_only=True):
@@ -149,4 +150,5 @@ def to_batch_info(wire: WireBatch) -> BatchInfo:
             for e in errors
         ),
         expires_at=wire.expires_at,
+        in_progress_at=wire.in_progress_at,
     )
