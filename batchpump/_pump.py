@@ -35,7 +35,7 @@ from ._engine import Engine, PartWriter, ResultSink, RunContext, RunOptions, Tok
 from ._errors import ClosedError, UsageError, unwrap_group
 from ._fileio import run_io
 from ._input import hash_file, shard_file, spool
-from ._journal import Journal, SqliteJournal
+from ._journal import Journal, SqliteJournal, connect_journal
 from ._models import Rejected, ResultCounts, RunRecord
 from ._provider import Provider
 from ._run import Run
@@ -61,7 +61,9 @@ class Pump:
     Args:
         provider: the adapter (``batchpump.providers.openai.OpenAI(...)``...). The pump closes it.
         state_dir: where the journal and the shard files live (default ``.batchpump``).
-        journal: a ``Journal`` to use instead of the SQLite one in ``state_dir``.
+        journal: a ``Journal`` to use instead of the SQLite one in ``state_dir``, or where to
+            open one: a ``postgresql://`` URL (a ``PostgresJournal``, which several workers
+            can share) or an SQLite file. A journal opened here is closed with the pump.
         clock: the clock every wait goes through (tests pass a fast one).
     """
 
@@ -70,13 +72,18 @@ class Pump:
         provider: Provider,
         *,
         state_dir: str | os.PathLike[str] = ".batchpump",
-        journal: Journal | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.provider = provider
         self.state_dir = Path(state_dir)
-        self._journal = journal
-        self._own_journal = journal is None
+        self._journal_at: str | os.PathLike[str] | None = None
+        self._journal: Journal | None = None
+        if isinstance(journal, str | os.PathLike):
+            self._journal_at = journal
+        else:
+            self._journal = journal
+        self._own_journal = self._journal is None
         self._clock = clock or SystemClock()
         self._tg: TaskGroup | None = None
         self._state = _State.NEW
@@ -85,7 +92,9 @@ class Pump:
     async def __aenter__(self) -> Self:
         if self._state is not _State.NEW:
             raise ClosedError("a Pump can be entered once")
-        if self._journal is None:
+        if self._journal_at is not None:
+            self._journal = await connect_journal(self._journal_at)
+        elif self._journal is None:
             self._journal = await SqliteJournal.open(self.state_dir / JOURNAL_NAME)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()

@@ -37,6 +37,7 @@ from ._errors import (
     UsageError,
     unwrap_group,
 )
+from ._journal import is_postgres_url
 from ._progress import ProgressMode, follow, summary_table
 from ._provider import Provider
 from ._pump import Pump, Run, default_results_path
@@ -68,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     def journal_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--journal",
-            type=Path,
-            help="state directory (default: .batchpump beside the results file, or here)",
+            type=_journal_target,
+            help="state directory (default: .batchpump beside the results file, or here), or "
+            "a postgresql://USER:PASSWORD@HOST/DB URL that several workers share",
         )
         p.add_argument("--provider", choices=PROVIDERS, default="openai")
         p.add_argument("--job-type", choices=("parse_v2", "extract_v2"), help="llamacloud")
@@ -101,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="list runs in a journal")
     status.add_argument("run_id", nargs="?")
-    status.add_argument("--journal", type=Path)
+    status.add_argument("--journal", type=_journal_target)
 
     emulate = sub.add_parser("emulate", help="serve the provider emulator on loopback")
     emulate.add_argument("--host", default="127.0.0.1")
@@ -123,6 +125,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, help="where to keep the demo's files (default: temp)")
     demo.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto")
     return parser
+
+
+def _journal_target(value: str) -> Path | str:
+    """``--journal``: a ``postgresql://`` URL stays a string; anything else is a directory."""
+    return value if is_postgres_url(value) else Path(value)
+
+
+def _state(args: argparse.Namespace, default: Path) -> tuple[Path, str | None]:
+    """The state directory (shard files, results parts) and the journal URL, if one was given.
+
+    With a URL, the journal is on the server and the state directory is ``default``.
+    """
+    target: Path | str | None = args.journal
+    if isinstance(target, str):
+        return default, target
+    return target or default, None
 
 
 def make_provider(name: str, args: argparse.Namespace | None = None) -> Provider:
@@ -175,7 +193,7 @@ async def _finish(run: Run, mode: ProgressMode, console: Console) -> int:
 
 async def _run(args: argparse.Namespace, console: Console) -> int:
     out: Path = args.out
-    state: Path = args.journal
+    state, url = _state(args, args.state_default)
     options = RunOptions(
         max_attempts=args.max_attempts,
         max_lines=args.max_lines,
@@ -183,7 +201,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         token_budget=args.token_budget,
         on_invalid=args.on_invalid,
     )
-    async with Pump(make_provider(args.provider, args), state_dir=state) as pump:
+    async with Pump(make_provider(args.provider, args), state_dir=state, journal=url) as pump:
         run = await pump.submit(
             args.input, endpoint=args.endpoint, out=out, options=options, fresh=args.fresh
         )
@@ -192,8 +210,8 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 async def _resume(args: argparse.Namespace, console: Console) -> int:
-    state = args.journal or Path(DEFAULT_STATE_DIR)
-    async with Pump(make_provider(args.provider, args), state_dir=state) as pump:
+    state, url = _state(args, Path(DEFAULT_STATE_DIR))
+    async with Pump(make_provider(args.provider, args), state_dir=state, journal=url) as pump:
         run = await pump.resume(args.run_id)
         if args.command == "cancel":
             run.cancel()
@@ -201,13 +219,13 @@ async def _resume(args: argparse.Namespace, console: Console) -> int:
 
 
 async def _status(args: argparse.Namespace, console: Console) -> int:
-    from ._journal import SqliteJournal
+    from ._journal import connect_journal
 
-    state = args.journal or Path(DEFAULT_STATE_DIR)
+    state, url = _state(args, Path(DEFAULT_STATE_DIR))
     journal_path = state / "journal.sqlite3"
-    if not journal_path.exists():
+    if url is None and not journal_path.exists():
         raise UsageError(f"no journal at {journal_path}; pass --journal DIR")
-    journal = await SqliteJournal.open(journal_path)
+    journal = await connect_journal(url or journal_path)
     try:
         runs = await journal.list_runs()
     finally:
@@ -296,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[red]error:[/red] {args.input}: {what}", highlight=False)
             return EXIT_USAGE
         args.out = args.out or default_results_path(args.input)
-        args.journal = args.journal or args.out.resolve().parent / DEFAULT_STATE_DIR
+        args.state_default = args.out.resolve().parent / DEFAULT_STATE_DIR
     try:
         return anyio.run(_interruptible, args, console, backend="asyncio")
     except KeyboardInterrupt:

@@ -29,10 +29,8 @@ migrations and sqlite error mapping in ``_journal_schema``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, TypeAlias, final
@@ -54,7 +52,7 @@ from .schema import (
     _prepare_schema,
 )
 
-__all__ = ["SCHEMA_VERSION", "JournalStatistics", "SqliteJournal", "open_journal"]
+__all__ = ["SCHEMA_VERSION", "JournalStatistics", "SqliteJournal"]
 
 Synchronous: TypeAlias = Literal["NORMAL", "FULL"]
 
@@ -187,18 +185,3 @@ class SqliteJournal(_JournalOps):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<SqliteJournal path={str(self._path)!r} state={state} commits={self._commits}>"
-
-
-@contextlib.asynccontextmanager
-async def open_journal(
-    path: str | os.PathLike[str], *, synchronous: Synchronous = "NORMAL", check: bool = True
-) -> AsyncIterator[SqliteJournal]:
-    """Open the journal at ``path`` for the block, and close it (releasing the lock) after.
-
-    Arguments and errors as ``SqliteJournal.open``.
-    """
-    journal = await SqliteJournal.open(path, synchronous=synchronous, check=check)
-    try:
-        yield journal
-    finally:
-        await journal.aclose()
