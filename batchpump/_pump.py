@@ -38,6 +38,7 @@ from ._input import hash_file, shard_file, spool
 from ._journal import Journal, SqliteJournal, connect_journal
 from ._models import Rejected, ResultCounts, RunRecord
 from ._provider import Provider
+from ._ratelimit_redis import RedisLimiter
 from ._run import Run
 
 __all__ = ["Pump", "Run", "default_results_path"]
@@ -65,6 +66,9 @@ class Pump:
             open one: a ``postgresql://`` URL (a ``PostgresJournal``, which several workers
             can share) or an SQLite file. A journal opened here is closed with the pump.
         clock: the clock every wait goes through (tests pass a fast one).
+        limiter: a ``redis://`` URL: the provider's rate limits and 429 pauses are shared
+            with every other worker given the same URL and key (``_ratelimit_redis``).
+            Without it, each process keeps its own limits.
     """
 
     def __init__(
@@ -74,8 +78,11 @@ class Pump:
         state_dir: str | os.PathLike[str] = ".batchpump",
         journal: Journal | str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
+        limiter: str | None = None,
     ) -> None:
         self.provider = provider
+        self._limiter_url = limiter
+        self._limiter: RedisLimiter | None = None
         self.state_dir = Path(state_dir)
         self._journal_at: str | os.PathLike[str] | None = None
         self._journal: Journal | None = None
@@ -92,10 +99,21 @@ class Pump:
     async def __aenter__(self) -> Self:
         if self._state is not _State.NEW:
             raise ClosedError("a Pump can be entered once")
-        if self._journal_at is not None:
-            self._journal = await connect_journal(self._journal_at)
-        elif self._journal is None:
-            self._journal = await SqliteJournal.open(self.state_dir / JOURNAL_NAME)
+        if self._limiter_url is not None:
+            share = getattr(self.provider, "share_limits", None)
+            if share is None:
+                raise UsageError(f"the {self.provider.name} adapter cannot share its limits")
+            self._limiter = await RedisLimiter.connect(self._limiter_url)
+            share(self._limiter)
+        try:
+            if self._journal_at is not None:
+                self._journal = await connect_journal(self._journal_at)
+            elif self._journal is None:
+                self._journal = await SqliteJournal.open(self.state_dir / JOURNAL_NAME)
+        except BaseException:
+            if self._limiter is not None:
+                await self._limiter.aclose()
+            raise
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._state = _State.OPEN
@@ -131,6 +149,8 @@ class Pump:
             await self.provider.aclose()
             if self._journal is not None and self._own_journal:
                 await self._journal.aclose()
+            if self._limiter is not None:
+                await self._limiter.aclose()
 
     @property
     def journal(self) -> Journal:

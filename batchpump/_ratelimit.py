@@ -27,20 +27,25 @@ aiolimiter paces on the event loop's clock (it cannot take ours): rates are kept
 seconds and converted with the clock's ``speed`` (Clock seconds per real second: 1 for the
 system clock, ``scale`` for a ``ScaledClock``); every other wait goes through the ``Clock``.
 
-The pacer and the probe live in ``_ratelimit_pacing``.
+The pacer and the probe live in ``_ratelimit_pacing``. ``share`` adds a ``SharedGate``
+(``_ratelimit_redis``): each call then also takes a turn that every worker on the same provider
+key shares, and a 429's pause is published to all of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 
 import anyio
 import msgspec
 
 from ._clock import Clock
 from ._ratelimit_pacing import _Pacer, _Probe
+
+if TYPE_CHECKING:
+    from ._ratelimit_redis import SharedGate
 
 __all__ = [
     "DEFAULT_INCREASE",
@@ -143,6 +148,13 @@ class EndpointGate:
         self._tickets = 0
         self._decreased_at_ticket = -1
         self._probe = _Probe(needed=rate is None)
+        self._shared: SharedGate | None = None
+        self._unpublished = False
+
+    def share(self, shared: SharedGate | None) -> None:
+        """Also take every call's turn through ``shared``, the limit and the 429 pause this
+        class shares with other workers (``None``: this process's limit alone)."""
+        self._shared = shared
 
     # -- passing the gate ---------------------------------------------------------------------
 
@@ -174,6 +186,8 @@ class EndpointGate:
                             await limiter.acquire()
                     finally:
                         self._rate_waiting -= 1
+                if self._shared is not None:
+                    await self._shared_turn(self._shared)
                 self._tickets += 1
                 yield self._tickets
         finally:
@@ -191,6 +205,9 @@ class EndpointGate:
                 self._sleeper = True
                 self._pauses += 1
                 try:
+                    if self._unpublished and self._shared is not None:
+                        self._unpublished = False  # our 429: every worker waits it out
+                        await self._shared.publish_pause(remaining)
                     await self._clock.sleep(remaining)
                     if self._limiter is not None:
                         self._limiter.spend()  # the pause banked nothing
@@ -221,6 +238,7 @@ class EndpointGate:
         """
         self._rate_limited += 1
         self.pause(wait)
+        self._unpublished = self._shared is not None
         self._learn(limit_requests)
         self._probe.end()
         if started is not None and started <= self._decreased_at_ticket:
@@ -275,6 +293,18 @@ class EndpointGate:
         )
 
     # -- internals ------------------------------------------------------------------------------
+
+    async def _shared_turn(self, shared: SharedGate) -> None:
+        """Take the call's turn among every worker; a pause another one saw pauses us too."""
+        self._rate_waiting += 1
+        try:
+            wait, paused = await shared.turn(self._rate)
+            if paused > 0:
+                self.pause(paused)
+            if wait > 0:
+                await self._clock.sleep(wait)
+        finally:
+            self._rate_waiting -= 1
 
     def _set_rate(self, rate: float) -> None:
         ceiling = self._ceiling if self._ceiling is not None else rate

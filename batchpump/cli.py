@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
             help="state directory (default: .batchpump beside the results file, or here), or "
             "a postgresql://USER:PASSWORD@HOST/DB URL that several workers share",
         )
+        p.add_argument(
+            "--limiter",
+            help="a redis://HOST:PORT/DB URL: share the provider's rate limits and 429 pauses "
+            "with every worker given the same URL and key (default: this process's own)",
+        )
         p.add_argument("--provider", choices=PROVIDERS, default="openai")
         p.add_argument("--job-type", choices=("parse_v2", "extract_v2"), help="llamacloud")
         p.add_argument("--config-id", help="llamacloud: the parse or extract configuration")
@@ -201,7 +206,8 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         token_budget=args.token_budget,
         on_invalid=args.on_invalid,
     )
-    async with Pump(make_provider(args.provider, args), state_dir=state, journal=url) as pump:
+    provider = make_provider(args.provider, args)
+    async with Pump(provider, state_dir=state, journal=url, limiter=args.limiter) as pump:
         run = await pump.submit(
             args.input, endpoint=args.endpoint, out=out, options=options, fresh=args.fresh
         )
@@ -211,7 +217,8 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 
 async def _resume(args: argparse.Namespace, console: Console) -> int:
     state, url = _state(args, Path(DEFAULT_STATE_DIR))
-    async with Pump(make_provider(args.provider, args), state_dir=state, journal=url) as pump:
+    provider = make_provider(args.provider, args)
+    async with Pump(provider, state_dir=state, journal=url, limiter=args.limiter) as pump:
         run = await pump.resume(args.run_id)
         if args.command == "cancel":
             run.cancel()
