@@ -35,11 +35,12 @@ from ._engine import Engine, PartWriter, ResultSink, RunContext, RunOptions, Tok
 from ._errors import ClosedError, UsageError, unwrap_group
 from ._fileio import run_io
 from ._input import hash_file, shard_file, spool
-from ._journal import Journal, SqliteJournal, connect_journal
+from ._journal import Journal, PostgresJournal, SqliteJournal, connect_journal
 from ._models import Rejected, ResultCounts, RunRecord
 from ._provider import Provider
 from ._ratelimit_redis import RedisLimiter
 from ._run import Run
+from ._workers import DEFAULT_LEASE_SECONDS, drive_leased, hold_run
 
 __all__ = ["Pump", "Run", "default_results_path"]
 
@@ -69,6 +70,9 @@ class Pump:
         limiter: a ``redis://`` URL: the provider's rate limits and 429 pauses are shared
             with every other worker given the same URL and key (``_ratelimit_redis``).
             Without it, each process keeps its own limits.
+        lease_seconds: with a PostgreSQL journal, the term of a run's lease: workers given the
+            same run take turns driving it, and one that is killed is taken over this long
+            after its last renewal (``_workers``).
     """
 
     def __init__(
@@ -79,10 +83,14 @@ class Pump:
         journal: Journal | str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
         limiter: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.provider = provider
         self._limiter_url = limiter
         self._limiter: RedisLimiter | None = None
+        if lease_seconds <= 0:
+            raise UsageError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        self._lease_seconds = lease_seconds
         self.state_dir = Path(state_dir)
         self._journal_at: str | os.PathLike[str] | None = None
         self._journal: Journal | None = None
@@ -243,6 +251,20 @@ class Pump:
 
     async def _start(self, record: RunRecord, opts: RunOptions) -> Run:
         journal = self.journal
+        if not isinstance(journal, PostgresJournal):
+            return await self._start_held(record, opts)
+        # Other workers may share the run: they take turns, one at a time (``_workers``).
+        await hold_run(journal, record.run_id, ttl=self._lease_seconds, clock=self._clock)
+        try:
+            record = await journal.get_run(record.run_id) or record
+            return await self._start_held(record, opts)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await journal.release_run(record.run_id)
+            raise
+
+    async def _start_held(self, record: RunRecord, opts: RunOptions) -> Run:
+        journal = self.journal
         run_dir = self._run_dir(record.run_id)
         ctx = RunContext(
             provider=self.provider,
@@ -262,7 +284,14 @@ class Pump:
         run = Run(ctx, sink, None if finished else Engine(ctx, sink))
         self._runs[record.run_id] = run
         assert self._tg is not None
-        self._tg.start_soon(run._drive, shards, name=f"batchpump run {record.run_id}")
+        name = f"batchpump run {record.run_id}"
+        if isinstance(journal, PostgresJournal):
+            drive = partial(
+                drive_leased, run, shards, journal, ttl=self._lease_seconds, clock=self._clock
+            )
+            self._tg.start_soon(drive, name=name)
+        else:
+            self._tg.start_soon(run._drive, shards, name=name)
         return run
 
     async def _shard(self, ctx: RunContext, sink: ResultSink, path: Path, run_dir: Path) -> None:

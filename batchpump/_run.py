@@ -25,6 +25,7 @@ class Run:
         self._engine = engine
         self._finished = anyio.Event()
         self._error: BaseException | None = None
+        self._stopped_by: BaseException | None = None
 
     @property
     def id(self) -> str:
@@ -66,6 +67,10 @@ class Run:
         if self._engine is not None:
             self._engine.cancel()
 
+    def _stop(self, reason: BaseException) -> None:
+        """Say why the run is about to be cancelled from outside (``wait`` raises ``reason``)."""
+        self._stopped_by = reason
+
     async def _drive(self, shards: list[ShardRecord]) -> None:
         ctx = self._ctx
         try:
@@ -74,7 +79,7 @@ class Run:
             ctx.run.state = "cancelled" if ctx.cancelled else "done"
             await ctx.journal.commit(run=ctx.run)
         except BaseException as exc:
-            self._error = unwrap_group(exc)
+            self._error = self._stopped_by or unwrap_group(exc)
             if not isinstance(exc, Exception):
                 raise
         finally:

@@ -41,6 +41,7 @@ from ._journal import is_postgres_url
 from ._progress import ProgressMode, follow, summary_table
 from ._provider import Provider
 from ._pump import Pump, Run, default_results_path
+from ._workers import DEFAULT_LEASE_SECONDS
 
 __all__ = ["main"]
 
@@ -77,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
             "--limiter",
             help="a redis://HOST:PORT/DB URL: share the provider's rate limits and 429 pauses "
             "with every worker given the same URL and key (default: this process's own)",
+        )
+        p.add_argument(
+            "--lease-seconds",
+            type=float,
+            default=DEFAULT_LEASE_SECONDS,
+            help="with a postgresql:// journal: a killed worker's run is taken over this long "
+            f"after its last renewal (default: {DEFAULT_LEASE_SECONDS:.0f})",
         )
         p.add_argument("--provider", choices=PROVIDERS, default="openai")
         p.add_argument("--job-type", choices=("parse_v2", "extract_v2"), help="llamacloud")
@@ -207,7 +215,13 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         on_invalid=args.on_invalid,
     )
     provider = make_provider(args.provider, args)
-    async with Pump(provider, state_dir=state, journal=url, limiter=args.limiter) as pump:
+    async with Pump(
+        provider,
+        state_dir=state,
+        journal=url,
+        limiter=args.limiter,
+        lease_seconds=args.lease_seconds,
+    ) as pump:
         run = await pump.submit(
             args.input, endpoint=args.endpoint, out=out, options=options, fresh=args.fresh
         )
@@ -218,7 +232,13 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 async def _resume(args: argparse.Namespace, console: Console) -> int:
     state, url = _state(args, Path(DEFAULT_STATE_DIR))
     provider = make_provider(args.provider, args)
-    async with Pump(provider, state_dir=state, journal=url, limiter=args.limiter) as pump:
+    async with Pump(
+        provider,
+        state_dir=state,
+        journal=url,
+        limiter=args.limiter,
+        lease_seconds=args.lease_seconds,
+    ) as pump:
         run = await pump.resume(args.run_id)
         if args.command == "cancel":
             run.cancel()

@@ -76,8 +76,10 @@ class PostgresServer:
     def create_database(self, name: str) -> str:
         """Create an empty database ``name`` (``createdb``); return its URL."""
         argv, _ = _as_server_user(
-            [str(self.bindir / "createdb"), "-h", str(self.socket_dir), "-p", str(self.port)]
-            + ["-U", self.user, name]
+            [
+                str(self.bindir / "createdb"),
+                *("-h", str(self.socket_dir), "-p", str(self.port), "-U", self.user, name),
+            ]
         )
         _run(argv, "createdb")
         return self.url_for(name)
@@ -202,8 +204,11 @@ def _postgres_in(
     if not durable:
         settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
     start, _ = _as_server_user(
-        [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60"]
-        + ["-o", " ".join(settings), "start"]
+        [
+            str(bindir / "pg_ctl"),
+            *("-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", " ".join(settings)),
+            "start",
+        ]
     )
     _run(start, "pg_ctl start")
     try:
@@ -230,8 +235,11 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--dir", str(workdir), "--protected-mode", "no", "--loglevel", "notice"],
+        [
+            binary,
+            *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+            *("--dir", str(workdir), "--protected-mode", "no", "--loglevel", "notice"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

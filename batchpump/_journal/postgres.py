@@ -49,6 +49,8 @@ from .._errors import (
 )
 from .._group import GroupCommit
 from .._models import RunRecord, ShardRecord
+from . import leases
+from .leases import LeaseHolder, LeaseLostError
 from .sqlite import JournalStatistics
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ __all__ = [
 ]
 
 #: The version of the layout this module writes (a row of ``batchpump_meta``).
-PG_SCHEMA_VERSION: Final = 1
+PG_SCHEMA_VERSION: Final = 2
 #: Seconds one statement may take before the call fails (a hung server must not hang a run).
 COMMAND_TIMEOUT: Final = 60.0
 #: Seconds to wait for the server when connecting.
@@ -102,11 +104,21 @@ _SCHEMA_V1: Final = (
     " WHERE batch_id IS NOT NULL",
     "CREATE INDEX batchpump_shards_by_tag ON batchpump_shards (tag) WHERE tag IS NOT NULL",
 )
-_TABLES: Final = frozenset({"batchpump_meta", "batchpump_runs", "batchpump_shards"})
+_TABLES: Final = frozenset(
+    {"batchpump_meta", "batchpump_runs", "batchpump_shards", "batchpump_leases"}
+)
+
+
+async def _migrate_v1(conn: asyncpg.Connection[Any]) -> None:
+    """v1 -> v2: the leases that let several workers share the journal (``leases``)."""
+    await conn.execute(leases.LEASES_DDL)
+
 
 #: ``_MIGRATIONS[v]`` turns a version ``v`` schema into version ``v + 1`` (inside the
-#: transaction that holds ``SCHEMA_LOCK``). Version 1 is the first; none yet.
-_MIGRATIONS: Final[dict[int, Callable[[asyncpg.Connection[Any]], Awaitable[None]]]] = {}
+#: transaction that holds ``SCHEMA_LOCK``).
+_MIGRATIONS: Final[dict[int, Callable[[asyncpg.Connection[Any]], Awaitable[None]]]] = {
+    1: _migrate_v1
+}
 
 
 def is_postgres_url(target: object) -> bool:
@@ -184,6 +196,8 @@ class PostgresJournal:
         self._runs_written = 0
         self._shards_written = 0
         self._group: GroupCommit[_Pending] = GroupCommit(self._write_group)
+        self.owner: Final = leases.new_owner()
+        self._fenced: dict[str, float] = {}  # run id -> lease term, for runs this one drives
 
     @property
     def url(self) -> str:
@@ -338,8 +352,18 @@ class PostgresJournal:
         await self._group.submit(_Pending(run_row, shard_rows, run_id))
 
     async def _write_group(self, group: list[_Pending]) -> None:
+        fenced = {i.run_id: self._fenced[i.run_id] for i in group if i.run_id in self._fenced}
+
         async def job(conn: asyncpg.Connection[Any]) -> None:
             async with conn.transaction():
+                for run_id, ttl in fenced.items():
+                    margin = ttl * leases.FENCE_MARGIN_FRACTION
+                    if not await leases.fence(conn, leases.run_key(run_id), self.owner, margin):
+                        raise LeaseLostError(
+                            f"journal at {self._shown}: this worker's lease on run {run_id} "
+                            "lapsed (it stopped renewing in time) and nothing more was written; "
+                            "another worker carries the run on"
+                        )
                 for item in group:
                     if item.run_row is not None:
                         await conn.execute(_UPSERT_RUN, *item.run_row)
@@ -351,6 +375,46 @@ class PostgresJournal:
         self._groups += 1
         self._runs_written += sum(item.run_row is not None for item in group)
         self._shards_written += sum(len(item.shard_rows) for item in group)
+
+    # -- leases (see ``leases``) ---------------------------------------------------------------
+
+    async def acquire_run(self, run_id: str, ttl: float) -> int | None:
+        """Take the lease on ``run_id`` for ``ttl`` seconds if nobody else holds it; return its
+        generation (how many times it changed hands), or None. While held, every commit to
+        the run is fenced by it."""
+
+        async def job(conn: asyncpg.Connection[Any]) -> int | None:
+            return await leases.acquire(conn, leases.run_key(run_id), self.owner, ttl)
+
+        taken = await self._call(job, doing="taking a run's lease", run_id=run_id)
+        if taken is not None:
+            self._fenced[run_id] = ttl
+        return taken
+
+    async def renew_run(self, run_id: str, ttl: float) -> bool:
+        """Extend this journal's lease on ``run_id``; False if it lapsed (it is not ours)."""
+
+        async def job(conn: asyncpg.Connection[Any]) -> bool:
+            return await leases.renew(conn, leases.run_key(run_id), self.owner, ttl)
+
+        return await self._call(job, doing="renewing a run's lease", run_id=run_id)
+
+    async def release_run(self, run_id: str) -> None:
+        """Give the lease on ``run_id`` up (if ours): another worker may take the run at once."""
+        self._fenced.pop(run_id, None)
+
+        async def job(conn: asyncpg.Connection[Any]) -> None:
+            await leases.release(conn, leases.run_key(run_id), self.owner)
+
+        await self._call(job, doing="releasing a run's lease", run_id=run_id)
+
+    async def run_holder(self, run_id: str) -> LeaseHolder | None:
+        """Who drives ``run_id`` now (an unexpired lease), or None."""
+
+        async def job(conn: asyncpg.Connection[Any]) -> LeaseHolder | None:
+            return await leases.holder(conn, leases.run_key(run_id))
+
+        return await self._call(job, doing="reading a run's lease", run_id=run_id)
 
     def statistics(self) -> JournalStatistics:
         """A snapshot of what this journal has done since it was opened."""
@@ -411,7 +475,7 @@ def _breaks_connection(exc: BaseException) -> bool:
     to one statement, such as a constraint violation, which leaves the session as it was)."""
     import asyncpg
 
-    if isinstance(exc, msgspec.DecodeError | msgspec.ValidationError):
+    if isinstance(exc, msgspec.DecodeError | msgspec.ValidationError | JournalError):
         return False
     lost = asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError
     return not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, lost)
@@ -498,6 +562,7 @@ async def _prepare_schema(conn: asyncpg.Connection[Any], *, shown: str) -> None:
             )
             for statement in _SCHEMA_V1:
                 await conn.execute(statement)
+            await conn.execute(leases.LEASES_DDL)
             await conn.execute(
                 "INSERT INTO batchpump_meta VALUES ('schema_version', $1)", str(PG_SCHEMA_VERSION)
             )

@@ -16,6 +16,7 @@ import pytest
 from batchpump._errors import ClosedError, JournalCorruptError, JournalError, UsageError
 from batchpump._journal import (
     PG_SCHEMA_VERSION,
+    LeaseLostError,
     PostgresJournal,
     SqliteJournal,
     connect_journal,
@@ -196,3 +197,117 @@ async def test_cancelled_commit_either_happened_or_not(postgres_url: str) -> Non
         assert [s.index for s in await journal.load_shards(RUN)][-1] == 1
     with pytest.raises(ClosedError):
         await journal.get_run(RUN)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run leases: one worker drives a run; a lapsed lease is taken over and fences the old holder.
+# Lapses are made by moving the lease's expiry into the past in the database, not by waiting.
+
+
+async def lapse(url: str, run_id: str = RUN, *, left: float = -1.0) -> None:
+    """Set the run's lease to expire ``left`` seconds from now (server time)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "UPDATE batchpump_leases SET expires_at = clock_timestamp()"
+            " + make_interval(secs => $2) WHERE key = $1",
+            f"run:{run_id}",
+            left,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_one_worker_holds_a_run_at_a_time(postgres_url: str) -> None:
+    async with (
+        await PostgresJournal.open(postgres_url) as first,
+        await PostgresJournal.open(postgres_url) as second,
+    ):
+        assert first.owner != second.owner
+        assert await first.acquire_run(RUN, 30) == 1
+        assert await first.acquire_run(RUN, 30) == 1  # ours already: same generation
+        assert await second.acquire_run(RUN, 30) is None
+        holder = await second.run_holder(RUN)
+        assert holder is not None
+        assert holder.owner == first.owner
+        assert 0 < holder.remaining <= 30
+        assert await first.renew_run(RUN, 30)
+        assert not await second.renew_run(RUN, 30)
+        await first.release_run(RUN)
+        assert await second.run_holder(RUN) is None
+        assert await second.acquire_run(RUN, 30) == 2  # changed hands once
+
+
+async def test_racing_workers_get_the_lease_once(postgres_url: str) -> None:
+    journals = [await PostgresJournal.open(postgres_url) for _ in range(8)]
+    got: list[int | None] = []
+    try:
+
+        async def take(journal: PostgresJournal) -> None:
+            got.append(await journal.acquire_run(RUN, 30))
+
+        async with anyio.create_task_group() as tg:
+            for journal in journals:
+                tg.start_soon(take, journal)
+    finally:
+        for journal in journals:
+            await journal.aclose()
+    assert sorted(got, key=lambda g: g is None) == [1] + [None] * 7
+
+
+async def test_lapsed_lease_is_taken_over_and_fences_the_old_holder(postgres_url: str) -> None:
+    async with (
+        await PostgresJournal.open(postgres_url) as old,
+        await PostgresJournal.open(postgres_url) as new,
+    ):
+        await old.open_run(make_run())
+        assert await old.acquire_run(RUN, 30) == 1
+        await old.commit(shards=[make_shard(0, state="creating", tag="bp-0")])  # fenced, fine
+        await lapse(postgres_url)  # the old worker froze past its term
+        assert await new.acquire_run(RUN, 30) == 2
+        with pytest.raises(LeaseLostError, match="lease on run run-1 lapsed"):
+            await old.commit(shards=[make_shard(0, state="submitted", batch_id="b-old")])
+        assert not await old.renew_run(RUN, 30)
+        (shard,) = await new.load_shards(RUN)
+        assert (shard.state, shard.batch_id) == ("creating", None)  # the old write never landed
+        await new.commit(shards=[make_shard(0, state="submitted", batch_id="b-new")])
+        assert [s.batch_id for s in await new.load_shards(RUN)] == ["b-new"]
+        # Runs the old worker holds no lease on are not fenced.
+        await old.open_run(make_run("other"))
+        await old.commit(shards=[make_shard(0, run_id="other")])
+
+
+async def test_a_fenced_commit_needs_a_third_of_the_term_left(postgres_url: str) -> None:
+    async with await PostgresJournal.open(postgres_url) as journal:
+        await journal.open_run(make_run())
+        assert await journal.acquire_run(RUN, 30) == 1
+        await lapse(postgres_url, left=5.0)  # not lapsed, but under 10 s (a third) left
+        with pytest.raises(LeaseLostError):
+            await journal.commit(run=make_run(state="running"))
+        assert await journal.get_run(RUN) == make_run()
+        assert await journal.renew_run(RUN, 30)  # still ours: a renewal restores the margin
+        await journal.commit(run=make_run(state="running"))
+        assert await journal.get_run(RUN) == make_run(state="running")
+
+
+async def test_v1_journal_is_migrated_to_v2(postgres_url: str) -> None:
+    async with open_journal(postgres_url) as journal:
+        await journal.open_run(make_run())
+        await journal.commit(shards=[make_shard(0)])
+    conn = await asyncpg.connect(postgres_url)
+    try:  # what a v1 journal looked like: no leases table
+        await conn.execute("DROP TABLE batchpump_leases")
+        await conn.execute("UPDATE batchpump_meta SET value = '1' WHERE key = 'schema_version'")
+    finally:
+        await conn.close()
+    async with await PostgresJournal.open(postgres_url) as journal:
+        assert await journal.load_shards(RUN) == [make_shard(0)]
+        assert await journal.acquire_run(RUN, 30) == 1
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        version = await conn.fetchval(
+            "SELECT value FROM batchpump_meta WHERE key = 'schema_version'"
+        )
+    finally:
+        await conn.close()
+    assert version == str(PG_SCHEMA_VERSION) == "2"

@@ -1,0 +1,197 @@
+"""Several workers, one run: a PostgreSQL journal, run leases and the shared limiter on Redis.
+
+Against the session's real PostgreSQL and Redis (``tests/servers.py``) and the emulator on
+127.0.0.1 port 0. The invariants are counted on the emulator's side: one result per line, one
+batch per shard-attempt tag. Waits for a state (a batch submitted, a child's exit) are bounded by
+``anyio.fail_after``; nothing asserts a time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+
+from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
+from batchpump._journal import LeaseLostError, PostgresJournal
+from batchpump.emulator import EmulatorConfig, open_emulator
+from batchpump.emulator._server import RunningEmulator
+from batchpump.providers.openai import OpenAI
+from tests.helpers import assert_exactly_once, read_results, write_requests
+from tests.servers import RedisServer
+
+KEY = "sk-test-emulator-not-a-real-key"
+OPTIONS = RunOptions(
+    max_lines=100,
+    poll=PollPolicy(interval_min=0.005, interval_max=0.02),
+    retry=RetryPolicy.no_wait(attempts=20),
+)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[RunningEmulator]:
+    config = EmulatorConfig(validate_seconds=1, run_seconds=5, finalize_seconds=1)
+    async with open_emulator(config=config, clock=ScaledClock(1_000)) as running:
+        yield running
+
+
+def provider(emu: RunningEmulator) -> OpenAI:
+    return OpenAI(
+        api_key=KEY,
+        base_url=emu.openai_base_url,
+        retry=RetryPolicy.no_wait(attempts=30),
+        limits=Limits(upload_rate=500, create_rate=500, poll_rate=100, download_rate=500),
+    )
+
+
+async def test_two_workers_join_one_run_and_take_turns(
+    emulator: RunningEmulator, postgres_url: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    ids = write_requests(src, 1_000)
+    out = tmp_path / "out.jsonl"
+    first = Pump(
+        provider(emulator),
+        state_dir=tmp_path / "state",
+        journal=postgres_url,
+        limiter=redis_server.url,
+        lease_seconds=5,
+    )
+    second = Pump(
+        provider(emulator),
+        state_dir=tmp_path / "state",
+        journal=postgres_url,
+        limiter=redis_server.url,
+        lease_seconds=5,
+    )
+    seen: dict[str, object] = {}
+    async with first, second:
+        run = await first.submit(src, out=out, options=OPTIONS)
+        with anyio.fail_after(60):
+            # The second worker computes the same run id and waits for the lease; by the time
+            # it holds it the first one has finished the run, so it only finds it done.
+            async with anyio.create_task_group() as tg:
+
+                async def join() -> None:
+                    joined = await second.submit(src, out=out, options=OPTIONS)
+                    seen["id"] = joined.id
+                    seen["counts"] = await joined.wait()
+
+                tg.start_soon(join)
+                seen["first"] = await run.wait()
+        assert first._limiter is not None
+        assert first._limiter.turns > 0  # the calls took their turns through Redis
+    assert seen["id"] == run.id
+    assert seen["counts"] == seen["first"]
+    assert_exactly_once(read_results(out), ids)
+    stats = emulator.emulator.stats
+    assert len(stats.tags) == 10  # 10 shards, each created once, by one worker
+    assert set(stats.tags.values()) == {1}
+    async with await PostgresJournal.open(postgres_url) as journal:
+        (record,) = await journal.list_runs()
+        assert (record.run_id, record.state, record.counts.succeeded) == (run.id, "done", 1_000)
+        assert await journal.run_holder(run.id) is None  # released at the end
+
+
+async def _holder_pid(url: str) -> int | None:
+    """The pid of the worker driving the run once a batch is in flight, else None."""
+    conn = await asyncpg.connect(url)
+    try:
+        if await conn.fetchval("SELECT to_regclass('batchpump_leases')") is None:
+            return None  # no worker has opened the journal yet
+        row = await conn.fetchrow(
+            "SELECT l.owner, s.n FROM batchpump_leases l, LATERAL (SELECT count(*) AS n FROM"
+            " batchpump_shards WHERE state IN ('submitted', 'collecting', 'done')) s"
+            " WHERE l.expires_at > clock_timestamp()"
+        )
+    finally:
+        await conn.close()
+    if row is None or row[1] == 0:
+        return None
+    return int(str(row[0]).split(":")[1])
+
+
+async def test_a_killed_worker_is_taken_over(
+    postgres_url: str, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two ``batchpump run`` processes on one input; the one driving is SIGKILLed once a batch
+    is in flight; the other takes the run over when the lease lapses and finishes it."""
+    config = EmulatorConfig(validate_seconds=1, run_seconds=20, finalize_seconds=1)
+    async with open_emulator(config=config, clock=ScaledClock(20)) as emu:
+        src = tmp_path / "in.jsonl"
+        ids = write_requests(src, 600)
+        out = tmp_path / "out.jsonl"
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": emu.openai_base_url,
+        }
+        argv = [sys.executable, "-m", "batchpump", "run", str(src), "--out", str(out)]
+        argv += ["--max-lines", "100", "--journal", postgres_url, "--limiter", redis_server.url]
+        argv += ["--lease-seconds", "3", "--progress", "none"]
+        workers = [
+            await anyio.open_process(argv, env=env, stdout=None, stderr=None) for _ in range(2)
+        ]
+        try:
+            with anyio.fail_after(60):
+                # Watching another process's state: nothing to wait on but the database.
+                while (pid := await _holder_pid(postgres_url)) is None:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            victim = next(w for w in workers if w.pid == pid)
+            victim.send_signal(signal.SIGKILL)
+            with anyio.fail_after(90):
+                codes = {w.pid: await w.wait() for w in workers}
+        finally:
+            for worker in workers:
+                if worker.returncode is None:
+                    worker.kill()
+                    await worker.wait()
+        assert codes[pid] == -signal.SIGKILL
+        assert [c for p, c in codes.items() if p != pid] == [0]
+        assert_exactly_once(read_results(out), ids)
+        stats = emu.emulator.stats
+        assert len(stats.tags) == 6  # one batch per shard attempt, none created twice
+        assert set(stats.tags.values()) == {1}
+        assert set(stats.billing.values()) == {1}
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        taken = await conn.fetchval("SELECT taken FROM batchpump_leases")
+    finally:
+        await conn.close()
+    assert taken == 2  # the run changed hands once: from the killed worker to the other
+
+
+async def test_a_worker_that_loses_its_lease_stops_without_cancelling(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A worker whose lease another one took (it froze past its term) stops driving at its
+    next renewal: its run ends with ``LeaseLostError`` and no batch is cancelled."""
+    config = EmulatorConfig(validate_seconds=1, run_seconds=10**9, finalize_seconds=1)
+    async with open_emulator(config=config, clock=ScaledClock(1_000)) as emu:
+        src = tmp_path / "in.jsonl"
+        write_requests(src, 300)
+        async with Pump(
+            provider(emu), state_dir=tmp_path / "state", journal=postgres_url, lease_seconds=3
+        ) as pump:
+            run = await pump.submit(src, options=OPTIONS)
+            with anyio.fail_after(30):
+                while len(emu.emulator.stats.tags) < 3:  # noqa: ASYNC110 (the emulator's state)
+                    await anyio.sleep(0.01)
+            conn = await asyncpg.connect(postgres_url)
+            try:  # the lease lapses (as if this worker froze) and another worker takes it
+                await conn.execute(
+                    "UPDATE batchpump_leases SET expires_at = clock_timestamp() - interval '1s',"
+                    " owner = 'elsewhere:1:x', taken = taken + 1"
+                )
+            finally:
+                await conn.close()
+            with anyio.fail_after(30), pytest.raises(LeaseLostError, match="lost the lease"):
+                await run.wait()
+        requests = {key for key, _ in emu.emulator.stats.requests}
+        assert not any("cancel" in route for route in requests)
