@@ -42,6 +42,8 @@ logger: Final = logging.getLogger("batchpump.workers")
 
 #: A run's lease term: a killed worker's run is taken over this long after its last renewal.
 DEFAULT_LEASE_SECONDS: Final = 30.0
+#: Seconds between a waiting worker's tries (a released lease is taken this soon at most).
+STANDBY_POLL: Final = 1.0
 
 
 def _speed(clock: Clock) -> float:
@@ -67,7 +69,7 @@ async def hold_run(journal: PostgresJournal, run_id: str, *, ttl: float, clock: 
                 ttl,
             )
             told = True
-        await clock.sleep(ttl / 3 * _speed(clock))
+        await clock.sleep(min(ttl / 3, STANDBY_POLL) * _speed(clock))
     if told or taken > 1:
         logger.warning("worker %s drives run %s now (takeover %d)", journal.owner, run_id, taken)
     return taken
