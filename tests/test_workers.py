@@ -8,6 +8,7 @@ batch per shard-attempt tag. Waits for a state (a batch submitted, a child's exi
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -23,8 +24,11 @@ from batchpump._journal import LeaseLostError, PostgresJournal
 from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
+from benchmarks.soak_workers import soak
 from tests.helpers import assert_exactly_once, read_results, write_requests
 from tests.servers import RedisServer
+
+logger = logging.getLogger("tests.workers")
 
 KEY = "sk-test-emulator-not-a-real-key"
 OPTIONS = RunOptions(
@@ -195,3 +199,31 @@ async def test_a_worker_that_loses_its_lease_stops_without_cancelling(
                 await run.wait()
         requests = {key for key, _ in emu.emulator.stats.requests}
         assert not any("cancel" in route for route in requests)
+
+
+async def test_workers_soak_quick(tmp_path: Path) -> None:
+    """Three CLI workers on one run, SIGKILLed twice (``benchmarks/soak_workers.py``)."""
+    report = await soak(
+        kills=2,
+        lines=400,
+        shards=8,
+        seed=11,
+        delays=(1.0, 2.0),
+        workdir=tmp_path,
+        say=logger.info,
+    )
+    assert len(report.kills) == 2
+    assert (report.duplicates, report.missing, report.unexpected) == (0, 0, 0), report.summary()
+    assert report.tags_created_twice == 0, report.summary()
+    assert report.batches_created == report.shard_attempts > 0, report.summary()
+    assert report.double_billed == 0, report.summary()
+    assert report.share_429 <= 0.05, report.summary()
+    assert report.bad_exits == [], report.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_workers_soak_full(tmp_path: Path) -> None:
+    """The issue's soak: 120,000 lines, three workers, 20 SIGKILLs."""
+    report = await soak(kills=20, lines=120_000, workdir=tmp_path, say=logger.info)
+    assert report.ok, report.summary()
