@@ -15,6 +15,7 @@ run instead of paying for it twice (``fresh=True`` starts over on purpose).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import logging
@@ -32,7 +33,7 @@ from anyio.abc import TaskGroup
 
 from ._clock import Clock, SystemClock
 from ._engine import Engine, PartWriter, ResultSink, RunContext, RunOptions, TokenBudget
-from ._errors import ClosedError, UsageError, unwrap_group
+from ._errors import ClosedError, JournalError, UsageError, unwrap_group
 from ._fileio import run_io
 from ._input import hash_file, shard_file, spool
 from ._journal import Journal, PostgresJournal, SqliteJournal, connect_journal
@@ -259,8 +260,8 @@ class Pump:
             record = await journal.get_run(record.run_id) or record
             return await self._start_held(record, opts)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await journal.release_run(record.run_id)
+            with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
+                await journal.release_run(record.run_id)  # else it lapses on its own
             raise
 
     async def _start_held(self, record: RunRecord, opts: RunOptions) -> Run:

@@ -2,7 +2,8 @@
 
 Same contract as ``SqliteJournal`` (one ``commit`` is one transaction; records are encoded on
 the caller's task, so the journal keeps that snapshot), on a server every worker can reach, so
-several processes on several machines can drive one run.
+several processes on several machines can drive one run: the run's lease (``leases``) lets one
+of them drive it at a time, and fences the commits of one that lost it.
 
 - **Driver: asyncpg.** Measured on this project's typical journal transaction (upsert the run
   record and two shard records, one transaction, one connection, PostgreSQL 15 on loopback):
@@ -16,7 +17,8 @@ several processes on several machines can drive one run.
   A call cancelled while its SQL runs waits for the server's answer (bounded by
   ``COMMAND_TIMEOUT``), so a transaction either happened or did not, then raises the
   cancellation. A connection lost between calls is opened again by the next call.
-- **Schema** (tables ``batchpump_meta``, ``batchpump_runs``, ``batchpump_shards``). The version
+- **Schema** (tables ``batchpump_meta``, ``batchpump_runs``, ``batchpump_shards``, and since
+  version 2 ``batchpump_leases``). The version
   is a row of ``batchpump_meta``; each table keeps the indexed columns beside the full record as
   msgspec JSON (``bytea``), so new optional record fields need no migration. Creating or
   migrating the schema happens in one transaction under a transaction-scoped advisory lock, so
