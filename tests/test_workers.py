@@ -20,13 +20,14 @@ import asyncpg
 import pytest
 
 from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._journal import LeaseLostError, PostgresJournal
+from batchpump._journal import LeaseLostError, PostgresJournal, SqliteJournal
 from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 from benchmarks.soak_workers import soak
 from tests.helpers import assert_exactly_once, read_results, write_requests
-from tests.servers import RedisServer
+from tests.journal.test_conformance import make_run
+from tests.servers import PostgresServer, RedisServer
 
 logger = logging.getLogger("tests.workers")
 
@@ -227,3 +228,43 @@ async def test_workers_soak_full(tmp_path: Path) -> None:
     """The issue's soak: 120,000 lines, three workers, 20 SIGKILLs."""
     report = await soak(kills=20, lines=120_000, workdir=tmp_path, say=logger.info)
     assert report.ok, report.summary()
+
+
+async def test_cli_status_and_a_wrong_password(
+    postgres_server: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """``status --journal URL`` lists the runs; a refused login exits 4 and never prints the
+    password it was given."""
+    async with await PostgresJournal.open(postgres_url) as journal:
+        await journal.open_run(make_run())
+    status = await anyio.run_process(
+        [sys.executable, "-m", "batchpump", "status", "--journal", postgres_url], check=False
+    )
+    assert status.returncode == 0
+    assert b"run-1" in status.stdout + status.stderr
+    wrong = postgres_url.replace(postgres_server.password, "Wr0ng-Passw0rd")
+    src = tmp_path / "in.jsonl"
+    write_requests(src, 3)
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    refused = await anyio.run_process(
+        [sys.executable, "-m", "batchpump", "run", str(src), "--journal", wrong],
+        check=False,
+        env=env,
+    )
+    output = refused.stdout + refused.stderr
+    assert refused.returncode == 4, output
+    assert b"refused the login" in output
+    assert b"Wr0ng-Passw0rd" not in output
+    assert postgres_server.password.encode() not in output
+
+
+async def test_a_journal_path_opens_sqlite(emulator: RunningEmulator, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    ids = write_requests(src, 50)
+    journal = tmp_path / "elsewhere" / "journal.sqlite3"
+    async with Pump(provider(emulator), state_dir=tmp_path / "state", journal=str(journal)) as p:
+        run = await p.submit(src, options=OPTIONS)
+        await run.wait()
+        assert isinstance(p.journal, SqliteJournal)
+    assert journal.exists()
+    assert_exactly_once(read_results(run.results_path), ids)
