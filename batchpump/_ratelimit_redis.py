@@ -10,12 +10,12 @@ told, and a 429 seen by one pauses them all.
   moves one interval (``1 / rate``) past it; the script answers how long to wait. Time is the
   Redis server's (``TIME``), so the workers' clocks need not agree. The pause is a key beside
   TAT: publishing one extends it (never shortens it), and every turn honours it.
-- **Chosen by measurement** over the ``limits`` library's async Redis storage (same server,
-  loopback, 32 tasks wanting more than L = 200/s for 3 s): this script admitted 198/s, evenly
-  spaced, with exactly 1 round trip per admitted call; ``limits``' moving window admitted 200/s
-  but all of a second's calls within the same 50 ms (a burst a provider's sub-second window
-  answers with 429s), at 1.7 round trips per admitted call, since it only says yes or no and a
-  refused caller must ask again. Raw script throughput was alike (8,300 vs 6,900 calls/s).
+- **Chosen by measurement** over the ``limits`` library's async Redis storage, with tasks
+  wanting more than the limit: ``limits`` only answers yes or no, so a refused caller must ask
+  again (more than one round trip per admitted call), and its moving window let a whole
+  second's calls through in one burst (which a provider's sub-second window answers with
+  429s); this script spaces the calls evenly with exactly one round trip each. Raw throughput
+  of the two was alike (figures in ``docs/workers.md``).
 - **Keys** are ``batchpump:{SCOPE:CLASS}:tat`` and ``...:pause`` (the braces keep both on one
   cluster slot), with SCOPE a hash of the provider, its base URL and its key: the key itself
   never reaches Redis. Both expire once idle.

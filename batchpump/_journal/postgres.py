@@ -5,13 +5,13 @@ the caller's task, so the journal keeps that snapshot), on a server every worker
 several processes on several machines can drive one run: the run's lease (``leases``) lets one
 of them drive it at a time, and fences the commits of one that lost it.
 
-- **Driver: asyncpg.** Measured on this project's typical journal transaction (upsert the run
-  record and two shard records, one transaction, one connection, PostgreSQL 15 on loopback):
-  asyncpg 1,670 to 1,940 commits/s against psycopg 3's async connection 1,520 to 1,640 with
-  ``fsync`` on, and 3,700 to 6,100 against 2,900 with it off (where the driver's own cost
-  shows). asyncpg's binary protocol and pipelined ``executemany`` are the difference, and its
-  ``copy_records_to_table`` gives COPY-speed bulk inserts. It needs asyncio, which batchpump
-  already needs (aiohttp). It is an optional extra: ``pip install 'batchpump[postgres]'``.
+- **Driver: asyncpg**, chosen over psycopg 3's async connection by measuring this journal's
+  typical transaction (upsert the run record and two shard records in one transaction, on one
+  connection): asyncpg committed more per second, with ``fsync`` on and more so with it off,
+  where the driver's own cost shows (figures in ``docs/workers.md``). Its binary protocol and
+  pipelined ``executemany`` make the difference, and ``copy_records_to_table`` gives COPY-speed
+  bulk inserts. It needs asyncio, which batchpump already needs (aiohttp). It is an optional
+  extra: ``pip install 'batchpump[postgres]'``.
 - **Connection.** One connection per journal; calls from many tasks take turns on it, and
   concurrent ``commit`` calls are grouped into one transaction (``GroupCommit``), as on SQLite.
   A call cancelled while its SQL runs waits for the server's answer (bounded by
