@@ -268,3 +268,29 @@ async def test_a_journal_path_opens_sqlite(emulator: RunningEmulator, tmp_path: 
         assert isinstance(p.journal, SqliteJournal)
     assert journal.exists()
     assert_exactly_once(read_results(run.results_path), ids)
+
+
+async def test_without_the_extras_batchpump_imports_and_says_what_to_install() -> None:
+    script = """
+import sys
+sys.modules["asyncpg"] = None  # as if the extras were not installed
+sys.modules["redis"] = None
+import anyio, batchpump.cli
+from batchpump._journal import PostgresJournal
+from batchpump._ratelimit_redis import RedisLimiter
+
+async def main():
+    for opening in (PostgresJournal.open("postgresql://u:pw@127.0.0.1:1/db"),
+                    RedisLimiter.connect("redis://127.0.0.1:1/0")):
+        try:
+            await opening
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+
+anyio.run(main)
+"""
+    done = await anyio.run_process([sys.executable, "-c", script], check=True)
+    assert done.stdout.decode().splitlines() == [
+        "UsageError a PostgreSQL journal needs asyncpg: pip install 'batchpump[postgres]'",
+        "UsageError a shared limiter needs redis-py: pip install 'batchpump[redis]'",
+    ]
