@@ -11,8 +11,10 @@ workers with the same command::
 
 Every few seconds (seeded, ``--min-delay`` to ``--max-delay``) one worker is killed with SIGKILL
 (the one driving the run, found by its lease, or another, seeded) and a new one is started in
-its place. A round ends when every worker exited 0 (the run is done); rounds repeat until the
-asked number of kills happened. Then the soak checks, over all rounds:
+its place. A worker that lost the run's lease (a renewal came too late under load: it exits 4
+saying so, and another worker carries on) is replaced too, and counted. A round ends when every
+worker exited (the run is done); rounds repeat until the asked number of kills happened. Then
+the soak checks, over all rounds:
 
 - every ``custom_id`` is in OUT exactly once, nothing else is;
 - no shard-attempt tag was created twice, and the batches created equal the shard attempts the
@@ -74,6 +76,9 @@ LEASE_SECONDS: Final = 2.0
 #: Seconds a round may take before the soak gives up (a hang is a finding, not a wait).
 ROUND_TIMEOUT: Final = 600.0
 MAX_429_SHARE: Final = 0.05
+#: ``batchpump run``'s exit code for a journal error, which a lost lease is: the worker stopped
+#: because another one drives the run now (under heavy load a renewal can come too late).
+EXIT_JOURNAL: Final = 4
 #: The emulator's routes of the ``upload`` and ``create`` classes the limit L applies to.
 LIMITED_ROUTES: Final = frozenset({"openai.files.create", "openai.batches.create"})
 _results: Final = msgspec.json.Decoder(Result)
@@ -98,6 +103,7 @@ class WorkersSoakReport:
     double_billed: int = 0
     requests_limited: int = 0
     requests_429: int = 0
+    lease_losses: int = 0
     bad_exits: list[int] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -125,7 +131,8 @@ class WorkersSoakReport:
             f"created {self.batches_created} for {self.shard_attempts} shard attempts, tags "
             f"created twice {self.tags_created_twice}, double billed {self.double_billed}, "
             f"429s {self.requests_429}/{self.requests_limited} upload+create requests "
-            f"({self.share_429:.2%}, limit {self.limit_per_s:g}/s shared), bad exits "
+            f"({self.share_429:.2%}, limit {self.limit_per_s:g}/s shared), leases lost under "
+            f"load {self.lease_losses}, bad exits "
             f"{self.bad_exits} -> {'OK' if self.ok else 'FAILED'}"
         )
 
@@ -188,9 +195,17 @@ async def _round(
         )
 
     workers = [await start() for _ in range(WORKERS)]
+    replaced: set[int] = set()
     try:
         with anyio.fail_after(ROUND_TIMEOUT):
-            while any(w.returncode is None for w in workers):
+            while True:
+                for worker in list(workers):  # a worker that lost its lease is replaced too
+                    if worker.returncode == EXIT_JOURNAL and worker.pid not in replaced:
+                        replaced.add(worker.pid)
+                        say(f"pid {worker.pid} lost its lease (exit {EXIT_JOURNAL}); replaced")
+                        workers.append(await start())
+                if all(w.returncode is not None for w in workers):
+                    break
                 await anyio.sleep(rng.uniform(*delays))
                 alive = [w for w in workers if w.returncode is None]
                 if len(report.kills) >= kills or not alive:
@@ -213,9 +228,15 @@ async def _round(
                 worker.kill()
                 await worker.wait()
         log.close()
+    text = " ".join((work / f"workers-{number}.log").read_text(errors="replace").split())
+    losses = min(len(replaced), text.count("lost the lease"))
+    report.lease_losses += losses
     report.bad_exits += [
-        w.returncode for w in workers if w.returncode not in (0, -signal.SIGKILL, None)
+        code
+        for code in (w.returncode for w in workers)
+        if code is not None and code not in (0, -signal.SIGKILL, EXIT_JOURNAL)
     ]
+    report.bad_exits += [EXIT_JOURNAL] * (len(replaced) - losses)  # journal errors of another kind
     seen = Counter(r.custom_id for r in _results.decode_lines(out.read_bytes()))
     report.duplicates += sum(1 for n in seen.values() if n > 1)
     report.missing += len(set(ids) - set(seen))
