@@ -10,8 +10,8 @@ from contextlib import suppress as _suppress
 from msgspec import Struct as _Struct
 
 from ._clock import Clock, ManualClock, ScaledClock, SystemClock
-from ._config import Limits, PollPolicy, RetryPolicy
-from ._engine import RunOptions, RunStatistics
+from ._config import Limits, PollPolicy, RetryPolicy, RunOptions
+from ._engine import RunStatistics
 from ._errors import (
     AuthenticationError,
     BadRequestError,

@@ -1,8 +1,9 @@
-"""Defaults and the small frozen policy objects that group related knobs.
+"""Every option object, and their defaults.
 
 Every default is a ``DEFAULT_*`` constant here, so the docs, the CLI and the code agree.
-Policies are ``msgspec.Struct(frozen=True)``: they validate themselves, have a readable repr,
-and encode into the journal with the run.
+Options are ``msgspec.Struct(frozen=True)``: they validate themselves (an invalid value raises
+``UsageError``), have a readable repr, and encode into the journal with the run. ``RunOptions``
+holds one run's options; ``RetryPolicy``, ``PollPolicy`` and ``Limits`` group related knobs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
+from ._errors import UsageError
+
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_ATTEMPTS",
@@ -18,6 +21,7 @@ __all__ = [
     "OnInvalid",
     "PollPolicy",
     "RetryPolicy",
+    "RunOptions",
 ]
 
 OnInvalid: TypeAlias = Literal["raise", "skip"]
@@ -44,7 +48,7 @@ DEFAULT_MISSING_OUTPUT_GRACE: Final = 300.0
 
 def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
     if value < 0 or (value == 0 and not zero_ok):
-        raise ValueError(f"{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+        raise UsageError(f"{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,14 +73,14 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError(f"attempts must be >= 1, got {self.attempts!r}")
+            raise UsageError(f"attempts must be >= 1, got {self.attempts!r}")
         _positive("wait_initial", self.wait_initial, zero_ok=True)
         _positive("wait_max", self.wait_max, zero_ok=True)
         _positive("request_timeout", self.request_timeout)
         if not 0 <= self.wait_jitter <= 1:
-            raise ValueError(f"wait_jitter must be within [0, 1], got {self.wait_jitter!r}")
+            raise UsageError(f"wait_jitter must be within [0, 1], got {self.wait_jitter!r}")
         if self.wait_exp_base < 1:
-            raise ValueError(f"wait_exp_base must be >= 1, got {self.wait_exp_base!r}")
+            raise UsageError(f"wait_exp_base must be >= 1, got {self.wait_exp_base!r}")
 
     @classmethod
     def no_wait(cls, attempts: int = DEFAULT_RETRY_ATTEMPTS) -> RetryPolicy:
@@ -110,7 +114,7 @@ class PollPolicy(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         _positive("interval_min", self.interval_min, zero_ok=True)
         if self.interval_max < self.interval_min:
-            raise ValueError("interval_max must be >= interval_min")
+            raise UsageError("interval_max must be >= interval_min")
         _positive("finalizing_timeout", self.finalizing_timeout, zero_ok=True)
         _positive("missing_output_grace", self.missing_output_grace, zero_ok=True)
 
@@ -146,4 +150,46 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
             "item_concurrency",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise UsageError(f"{name} must be >= 1")
+
+
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """The options of one run that the engine needs (stored with the run in the journal).
+
+    Attributes:
+        endpoint: the provider endpoint every line targets (``/v1/chat/completions``).
+        max_attempts: tries per line before a retryable failure becomes final.
+        on_invalid: ``"raise"`` stops on bad input before anything is sent; ``"skip"`` turns
+            bad lines into ``Rejected`` results.
+        max_lines: most lines per shard (``None``: the provider's limit).
+        max_bytes: most bytes per shard (``None``: the provider's limit).
+        token_budget: most estimated enqueued tokens per model in flight at once (``None``:
+            no client-side budget; the provider's queue-limit failures are still requeued).
+        submit_concurrency: shard attempts being uploaded/created at once.
+        collect_concurrency: finished batches being downloaded at once.
+        poll: how in-flight batches are polled.
+        retry: backoff between engine-level retries (creates after an ambiguous failure,
+            downloads); each HTTP call also retries on its own inside the provider client.
+        requeue_wait: seconds before a batch that hit a provider queue limit is tried again
+            (doubled per requeue, capped at 16x).
+    """
+
+    endpoint: str = "/v1/chat/completions"
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    on_invalid: OnInvalid = "raise"
+    max_lines: int | None = None
+    max_bytes: int | None = None
+    token_budget: int | None = None
+    submit_concurrency: int = 8
+    collect_concurrency: int = 4
+    poll: PollPolicy = msgspec.field(default_factory=PollPolicy)
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    requeue_wait: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise UsageError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
+        if self.submit_concurrency < 1 or self.collect_concurrency < 1:
+            raise UsageError("submit_concurrency and collect_concurrency must be >= 1")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise UsageError("token_budget must be positive or None")

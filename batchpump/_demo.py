@@ -18,8 +18,7 @@ import msgspec
 from rich.console import Console
 
 from ._clock import ScaledClock
-from ._config import PollPolicy
-from ._engine import RunOptions
+from ._config import PollPolicy, RunOptions
 from ._models import Result
 from ._progress import ProgressMode, follow, summary_table
 from ._pump import Pump

@@ -188,12 +188,10 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
         max_bytes: most input bytes in one batch.
         max_line_bytes: most bytes in one input line.
         custom_id_max_len: longest ``custom_id`` the provider accepts, if it limits it.
-        one_model_per_shard: a batch may only target one model.
-        line_format: the shape of a shard line: ``"openai"`` (``{custom_id, method, url,
-            body}``) or ``"anthropic"`` (``{custom_id, params}``; OpenAI chat lines are
-            converted by ``_convert`` while sharding) or ``"items"`` (``{custom_id, ...}``
-            documents or jobs, checked by the adapter's ``check_line`` and grouped into shards
-            by its ``item_group_field``).
+        one_model_per_shard: a batch may only target one model (one group: what the
+            provider's line checker returns as a line's group, e.g. an item's configuration).
+
+    The shape of a line is not a capability: the provider's ``line_checker`` decides it.
     """
 
     cancel: bool = True
@@ -205,7 +203,6 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     max_line_bytes: int = 200 * 1024 * 1024
     custom_id_max_len: int | None = None
     one_model_per_shard: bool = True
-    line_format: Literal["openai", "anthropic", "items"] = "openai"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The ``Provider`` protocol: the same verbs for every batch API.
 
-The engine (``_submit``, ``_poll``, ``_collect``) sees providers only through this protocol,
+The engine (submit, poll, collect) and the sharder see providers only through this protocol,
 so benchmarks and tests can drive it with in-memory fakes, and every adapter is checked by one
 conformance suite.
 
@@ -26,6 +26,16 @@ Verbs, in the order a shard attempt meets them:
 ``failure_is_transient(batch)``
     Whether a ``failed`` batch failed for a reason that goes away (queue or token limits), so
     its lines are requeued with backoff instead of failing.
+
+What differs between providers' input is asked before any of these, while sharding:
+
+``line_checker(endpoint=, max_line_bytes=)``
+    The checker of the provider's line format (a ``LineChecker``): it validates each input
+    line, returns the line as the shard file holds it (OpenAI-format lines as they are,
+    Anthropic's converted to ``{custom_id, params}``, items as they are) and the group that
+    splits shards when ``capabilities.one_model_per_shard`` (a request's model, an item's
+    grouping field). OpenAI-compatible adapters return the standard ``RequestLineChecker``,
+    which also offers the fast whole-block path.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Final, Protocol, runtime_checkable
 
+from ._input import LineChecker
 from ._models import BatchInfo, Capabilities, Result, ShardRecord
 
 __all__ = ["TAG_METADATA_KEY", "Provider", "find_by_tag", "shard_tag"]
@@ -75,6 +86,8 @@ class Provider(Protocol):
     def results(self, batch: BatchInfo, *, attempt: int) -> AsyncGenerator[Result, None]: ...
 
     def failure_is_transient(self, batch: BatchInfo) -> bool: ...
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker: ...
 
     async def aclose(self) -> None: ...
 

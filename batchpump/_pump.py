@@ -1,5 +1,9 @@
 """``Pump`` and ``Run``: the public face of the engine.
 
+A ``Pump`` owns one provider and one journal; ``submit`` checks and shards an input and starts
+the engine on it in the pump's task group; the ``Run`` it returns is how the caller follows
+that run (wait, results, statistics, cancel).
+
 ::
 
     async with Pump(OpenAI(), state_dir=".batchpump") as pump:
@@ -21,7 +25,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -32,15 +36,15 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from ._clock import Clock, SystemClock
-from ._engine import Engine, PartWriter, ResultSink, RunContext, RunOptions, TokenBudget
+from ._config import RunOptions
+from ._engine import Engine, PartWriter, ResultSink, RunContext, RunStatistics, TokenBudget
 from ._errors import ClosedError, JournalError, UsageError, unwrap_group
 from ._fileio import run_io
 from ._input import hash_file, shard_file, spool
 from ._journal import Journal, PostgresJournal, SqliteJournal, connect_journal
-from ._models import Rejected, ResultCounts, RunRecord
+from ._models import Rejected, Result, ResultCounts, RunRecord, ShardRecord
 from ._provider import Provider
 from ._ratelimit_redis import RedisLimiter
-from ._run import Run
 from ._workers import DEFAULT_LEASE_SECONDS, drive_leased, hold_run
 
 __all__ = ["Pump", "Run", "default_results_path"]
@@ -307,8 +311,7 @@ class Pump:
                 max_lines=opts.max_lines,
                 max_bytes=opts.max_bytes,
                 on_invalid=opts.on_invalid,
-                item_check=getattr(self.provider, "check_line", None),
-                item_group_field=getattr(self.provider, "item_group_field", None),
+                line_checker=self.provider.line_checker,
             )
         )
         if ctx.run.input_hash and outcome.input_hash != ctx.run.input_hash:
@@ -358,6 +361,82 @@ class Pump:
 
     def __repr__(self) -> str:
         return f"<Pump {self.provider.name} {self._state.value} runs={len(self._runs)}>"
+
+
+@final
+class Run:
+    """One submitted run: wait for it, iterate its results, read its statistics."""
+
+    def __init__(self, ctx: RunContext, sink: ResultSink, engine: Engine | None) -> None:
+        self._ctx = ctx
+        self._sink = sink
+        self._engine = engine
+        self._finished = anyio.Event()
+        self._error: BaseException | None = None
+        self._stopped_by: BaseException | None = None
+
+    @property
+    def id(self) -> str:
+        return self._ctx.run.run_id
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self._ctx.run.out_path)
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def statistics(self) -> RunStatistics:
+        """A frozen snapshot of the run's progress."""
+        return self._ctx.statistics()
+
+    async def wait(self) -> ResultCounts:
+        """Wait until every line has its final result; return the counts.
+
+        Raises:
+            BatchpumpError: what stopped the run (an ``AuthenticationError``, a journal error...).
+                The run can be resumed once the cause is fixed.
+        """
+        await self._finished.wait()
+        if self._error is not None:
+            raise self._error
+        return self._ctx.run.counts
+
+    async def results(self) -> AsyncIterator[Result]:
+        """Every final result of the run, once each, as they are committed (from the start)."""
+        async for result in self._sink.tail(0):
+            yield result
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Stop the run: nothing new is sent, in-flight batches are cancelled, lines settle."""
+        if self._engine is not None:
+            self._engine.cancel()
+
+    def _stop(self, reason: BaseException) -> None:
+        """Say why the run is about to be cancelled from outside (``wait`` raises ``reason``)."""
+        self._stopped_by = reason
+
+    async def _drive(self, shards: list[ShardRecord]) -> None:
+        ctx = self._ctx
+        try:
+            if self._engine is not None:
+                await self._engine.run(shards)
+            ctx.run.state = "cancelled" if ctx.cancelled else "done"
+            await ctx.journal.commit(run=ctx.run)
+        except BaseException as exc:
+            self._error = self._stopped_by or unwrap_group(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._sink.finish()
+            self._finished.set()
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<Run {self.id} {s.state} {s.results.total}/{s.total_lines} lines>"
 
 
 def default_results_path(source: Path) -> Path:

@@ -1,19 +1,19 @@
-"""Per-endpoint-class gates: rate, concurrency, one shared 429 pause, and AIMD.
+"""The rate gate: how many calls of one endpoint class leave, how fast, and when they wait.
 
 Each provider client holds one ``EndpointGate`` per endpoint class (``upload``, ``create``,
 ``poll``, ``download``, ``item``). A call passes the gate in ``slot()``:
 
 1. the *pause*: after a 429 the whole class waits until the provider's retry-after instant.
-   One task sleeps on the ``Clock``; every other caller waits on one ``anyio.Event`` (so N
-   concurrent 429s cost one sleep, and the pause never sits inside aiolimiter, whose wake-up
-   is O(n) in its waiters);
+   One task sleeps on the ``Clock``; every other caller waits on one ``anyio.Event``, so N
+   concurrent 429s cost one sleep;
 2. the *concurrency* cap, an ``anyio.CapacityLimiter``;
-3. the *rate*, an ``aiolimiter.AsyncLimiter`` paced at the current rate, when one is known.
+3. the *rate*, a leaky bucket (``_Pacer``) paced at the current rate, when one is known.
    It starts with its burst bank spent, so a run's first calls are paced too.
 
 While a gate knows no rate and has had no answer yet, its first call goes alone and the others
-wait for that answer (``PROBE_WAIT`` at most): the answer's ``x-ratelimit-limit-requests``
-sets the pace before the rest leave, instead of after they all came back 429.
+wait for that answer (``_Probe``, ``PROBE_WAIT`` at most): the answer's
+``x-ratelimit-limit-requests`` sets the pace before the rest leave, instead of after they all
+came back 429.
 
 AIMD: a 429 halves the rate (once per congestion event: only a call started after the last
 decrease can decrease it again, never below 1/8 of the ceiling); each success adds
@@ -21,15 +21,15 @@ decrease can decrease it again, never below 1/8 of the ceiling); each success ad
 learned from ``x-ratelimit-limit-requests`` (per minute), on a success or on the 429 itself.
 With neither, a 429 pauses the class for its retry-after and nothing more: a ceiling guessed
 from the traffic seen before one 429 (often a cold start, or a random storm rather than a
-quota) throttled whole runs to a trickle, so batchpump no longer guesses.
+quota) throttled whole runs to a trickle, so batchpump does not guess.
 
-aiolimiter paces on the event loop's clock (it cannot take ours): rates are kept in Clock
-seconds and converted with the clock's ``speed`` (Clock seconds per real second: 1 for the
-system clock, ``scale`` for a ``ScaledClock``); every other wait goes through the ``Clock``.
+Rates are per ``Clock`` second. The pacer waits on the gate's clock when that clock runs by
+itself (it declares a ``speed``: ``SystemClock``, ``ScaledClock``). A clock without one is, by
+the ``Clock`` contract, one that runs at real speed; the pacer waits on the ``SystemClock``
+there, so a ``ManualClock``, which moves only when told, does not stall every paced call.
 
-The pacer and the probe live in ``_ratelimit_pacing``. ``share`` adds a ``SharedGate``
-(``_ratelimit_redis``): each call then also takes a turn that every worker on the same provider
-key shares, and a 429's pause is published to all of them.
+``share`` adds a ``SharedGate`` (``_ratelimit_redis``): each call then also takes a turn that
+every worker on the same provider key shares, and a 429's pause is published to all of them.
 """
 
 from __future__ import annotations
@@ -41,17 +41,19 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 import anyio
 import msgspec
 
-from ._clock import Clock
-from ._ratelimit_pacing import _Pacer, _Probe
+from ._clock import Clock, SystemClock
+from ._errors import UsageError
 
 if TYPE_CHECKING:
     from ._ratelimit_redis import SharedGate
 
 __all__ = [
+    "BURST_SECONDS",
     "DEFAULT_INCREASE",
     "DEFAULT_MIN_RATE",
     "ENDPOINT_CLASSES",
     "FLOOR_FRACTION",
+    "PROBE_WAIT",
     "EndpointClass",
     "EndpointGate",
     "GateStatistics",
@@ -74,6 +76,12 @@ FLOOR_FRACTION: Final = 1 / 8
 #: Additive increase per success, as a fraction of the ceiling (8 successes undo a halving
 #: from the ceiling): quick enough that sporadic 429s do not pin the rate at the floor.
 DEFAULT_INCREASE: Final = 1 / 16
+#: Seconds of calls the pacer may bank: late wake-ups are made up instead of lost (a bucket of
+#: one call loses every scheduling delay for good), while a quiet spell buys only this burst.
+BURST_SECONDS: Final = 0.1
+#: While a gate knows no rate and has seen no answer, one call probes and the others wait for
+#: its answer (which may teach the limit) this many real seconds at most.
+PROBE_WAIT: Final = 1.0
 
 
 @final
@@ -125,17 +133,16 @@ class EndpointGate:
         increase: float = DEFAULT_INCREASE,
     ) -> None:
         if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+            raise UsageError(f"concurrency must be >= 1, got {concurrency!r}")
         self.endpoint: Final = endpoint
         self._clock = clock
         self._capacity = anyio.CapacityLimiter(concurrency)
         self._configured = rate
         self._ceiling = rate
         self._rate = rate
-        # Rates are per Clock second; aiolimiter paces on the event loop's clock, so a clock
-        # that runs faster than real time (ScaledClock.speed) scales the pacing to match.
-        self._speed = float(getattr(clock, "speed", 1.0))
-        self._limiter: _Pacer | None = _Pacer(rate * self._speed) if rate is not None else None
+        # A clock that does not run by itself (no ``speed``) would stall the pacer: see top.
+        self._pace_clock: Clock = clock if hasattr(clock, "speed") else SystemClock()
+        self._limiter: _Pacer | None = None if rate is None else _Pacer(rate, self._pace_clock)
         self._min_rate = min_rate
         self._increase = increase
         self._paused_until = 0.0
@@ -313,6 +320,132 @@ class EndpointGate:
         self._rate = rate
         self._probe.end()  # known now: callers waiting for the probe pace instead
         if self._limiter is None:
-            self._limiter = _Pacer(rate * self._speed)
+            self._limiter = _Pacer(rate, self._pace_clock)
         else:
-            self._limiter.set_rate(rate * self._speed)
+            self._limiter.set_rate(rate)
+
+
+@final
+class _Pacer:
+    """A leaky bucket on a ``Clock``, re-rated in place; callers take their turns in order.
+
+    Its bank holds ``BURST_SECONDS`` of calls: it starts spent (on the first call), a re-rate
+    keeps what is left in it, and ``spend`` empties it (after a pause, which banks nothing).
+    One pacer per gate for its whole life: rebuilding one on every AIMD step would let each new
+    one admit a call at once while waiters on the old one kept the old pace, so a gate under
+    429 feedback would stop pacing at all.
+
+    Args:
+        rate: calls per second of ``clock``.
+        clock: what the bucket leaks and its callers wait on.
+    """
+
+    def __init__(self, rate: float, clock: Clock) -> None:
+        self._clock = clock
+        self.rate = rate
+        #: Calls the bank holds.
+        self.capacity = _capacity(rate)
+        self._level = 0.0
+        self._checked = clock.monotonic()
+        self._primed = False
+        self._turn = anyio.Lock()  # FIFO: one caller at a time waits for room
+
+    @property
+    def level(self) -> float:
+        """Calls in the bucket now (``capacity`` means full: the next call waits)."""
+        return self._leak()
+
+    def has_capacity(self) -> bool:
+        """Whether a call could leave now."""
+        return self._leak() + 1.0 <= self.capacity
+
+    async def acquire(self) -> None:
+        """Wait for this caller's turn and for room in the bucket, then take one call."""
+        async with self._turn:
+            if not self._primed:
+                # Start with the bank spent, not full: the provider's own bucket may be empty
+                # (a previous run, another client), and a first burst would only earn 429s.
+                # The first call still goes at once.
+                self._primed = True
+                self.spend(keep=1.0)
+            while (short := self._leak() + 1.0 - self.capacity) > _EPSILON:
+                await self._clock.sleep(short / self.rate)
+            self._level += 1.0
+
+    def spend(self, keep: float = 0.0) -> None:
+        """Empty the bank (but for ``keep`` calls): the next calls are paced, not a burst."""
+        self._level = max(self._leak(), self.capacity - keep)
+
+    def set_rate(self, rate: float) -> None:
+        """Pace at ``rate`` from now on."""
+        level = self._leak()
+        before = self.capacity
+        self.rate = rate
+        self.capacity = _capacity(rate)
+        # The bank is rate x BURST_SECONDS, so it grows and shrinks with the rate; keep what is
+        # left in it as it was. Keeping the level instead would turn each step up into
+        # immediate room (AIMD climbing back after a 429 would burst into the next 429) and
+        # would let a bank spent at a high rate outlast a cut by minutes.
+        self._level = max(0.0, level + self.capacity - before)
+
+    def _leak(self) -> float:
+        """Drain the bucket for the time since the last look; return its level."""
+        now = self._clock.monotonic()
+        self._level = max(0.0, self._level - (now - self._checked) * self.rate)
+        self._checked = now
+        return self._level
+
+
+#: Room short of one call that counts as room (float noise must not cost a sleep).
+_EPSILON: Final = 1e-9
+
+
+def _capacity(rate: float) -> float:
+    """Calls a bank of ``BURST_SECONDS`` holds at ``rate`` (one at least)."""
+    return max(1.0, rate * BURST_SECONDS)
+
+
+@final
+class _Probe:
+    """The first call of a gate that knows no rate goes alone; the others wait for its answer.
+
+    With no rate configured, the first calls of a class would all leave at once and, on a
+    provider whose bucket is empty, all come back 429 before the first answer could teach the
+    limit. So one call goes first; the others wait for its answer (at most ``PROBE_WAIT``), then
+    pace by what it taught, if anything.
+
+    Args:
+        needed: ``False`` when the rate is known from the start: nobody probes or waits.
+    """
+
+    def __init__(self, *, needed: bool) -> None:
+        # Set once the first call has answered (or given up), then dropped.
+        self._answered: anyio.Event | None = anyio.Event() if needed else None
+        self._claimed = False
+        #: Callers waiting for the probe's answer.
+        self.waiting = 0
+
+    def claim(self) -> bool:
+        """Whether this call is the one that probes (the first, while no answer came)."""
+        if self._answered is None or self._claimed:
+            return False
+        self._claimed = True
+        return True
+
+    async def wait(self) -> None:
+        """Wait for the probe's answer (``PROBE_WAIT`` at most); at once if there is none."""
+        answered = self._answered
+        if answered is None:
+            return
+        self.waiting += 1
+        try:
+            with anyio.move_on_after(PROBE_WAIT):
+                await answered.wait()
+        finally:
+            self.waiting -= 1
+
+    def end(self) -> None:
+        """The answer came (or the rate is known now): release the waiters, for good."""
+        if self._answered is not None:
+            self._answered.set()
+            self._answered = None

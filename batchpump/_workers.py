@@ -34,7 +34,7 @@ from ._journal import LeaseLostError, PostgresJournal
 from ._models import ShardRecord
 
 if TYPE_CHECKING:
-    from ._run import Run
+    from ._pump import Run
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "drive_leased", "hold_run"]
 

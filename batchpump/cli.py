@@ -27,7 +27,7 @@ import anyio
 from rich.console import Console
 
 from . import __version__
-from ._engine import RunOptions
+from ._config import RunOptions
 from ._errors import (
     AuthenticationError,
     BadRequestError,

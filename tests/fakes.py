@@ -16,20 +16,9 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 
-from batchpump._errors import ConnectError
-from batchpump._journal import Journal
-from batchpump._models import (
-    BatchError,
-    BatchInfo,
-    BatchState,
-    Capabilities,
-    Errored,
-    Expired,
-    Result,
-    RunRecord,
-    ShardRecord,
-    Succeeded,
-)
+from batchpump import BatchInfo, ConnectError, Errored, Expired, Journal, Result, Succeeded
+from batchpump._input import LineChecker, RequestLineChecker
+from batchpump._models import BatchError, BatchState, Capabilities, RunRecord, ShardRecord
 from batchpump._provider import find_by_tag
 
 _line = msgspec.json.Decoder(dict[str, object])
@@ -71,6 +60,14 @@ class FakeProvider:
     calls: Counter[str] = field(default_factory=Counter)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _created_at: itertools.count[int] = field(default_factory=lambda: itertools.count(1_000))
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker:
+        """Standard request lines, as OpenAI-compatible adapters check them."""
+        return RequestLineChecker(
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
 
     async def prepare(self, shard: ShardRecord) -> str:
         self.calls["prepare"] += 1

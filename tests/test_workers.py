@@ -26,7 +26,7 @@ from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 from benchmarks.soak_workers import soak
 from tests.helpers import assert_exactly_once, read_results, write_requests
-from tests.journal.test_conformance import make_run
+from tests.journal.records import make_run
 from tests.servers import PostgresServer, RedisServer
 
 logger = logging.getLogger("tests.workers")

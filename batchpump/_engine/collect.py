@@ -25,7 +25,6 @@ from anyio.abc import ObjectReceiveStream
 
 from .._errors import TransportError
 from .._fileio import run_io, run_io_sized
-from .._http import backoff
 from .._input import load_ids, write_retry_shard
 from .._models import (
     BatchInfo,
@@ -36,6 +35,7 @@ from .._models import (
     ResultCounts,
     ShardRecord,
 )
+from .._retry import backoff
 from .results import PartWriter, ResultSink
 from .runstate import RunContext
 

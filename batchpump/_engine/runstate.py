@@ -1,70 +1,30 @@
-"""What the engine's stages share: the run's options, its live state, and the write-ahead commit.
+"""What the engine's stages share for one run: its live state, token budget and journal commit.
 
-The stages (``_submit``, ``_poll``, ``_collect``) receive one ``RunContext``. It holds only
-protocols (``Provider``, ``Journal``, ``Clock``), so the hot loop never imports aiohttp or
-sqlite3 and benchmarks can drive it with in-memory fakes.
+The stages (submit, poll, collect) receive one ``RunContext``. It holds only protocols
+(``Provider``, ``Journal``, ``Clock``), so the hot loop never imports aiohttp or sqlite3 and
+benchmarks can drive it with in-memory fakes. ``RunStatistics`` is its frozen snapshot.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 import msgspec
 
 from .._clock import Clock
-from .._config import DEFAULT_MAX_ATTEMPTS, OnInvalid, PollPolicy, RetryPolicy
-from .._journal import Journal
+from .._config import RunOptions
 from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
 from .._provider import Provider
 
-__all__ = ["RunContext", "RunOptions", "RunStatistics", "TokenBudget"]
+if TYPE_CHECKING:
+    from .._journal import Journal
+
+__all__ = ["RunContext", "RunStatistics", "TokenBudget"]
 
 logger: Final = logging.getLogger("batchpump.engine")
-
-
-class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """The options of one run that the engine needs (stored with the run in the journal).
-
-    Attributes:
-        endpoint: the provider endpoint every line targets (``/v1/chat/completions``).
-        max_attempts: tries per line before a retryable failure becomes final.
-        on_invalid: ``"raise"`` stops on bad input before anything is sent; ``"skip"`` turns
-            bad lines into ``Rejected`` results.
-        max_lines: most lines per shard (``None``: the provider's limit).
-        max_bytes: most bytes per shard (``None``: the provider's limit).
-        token_budget: most estimated enqueued tokens per model in flight at once (``None``:
-            no client-side budget; the provider's queue-limit failures are still requeued).
-        submit_concurrency: shard attempts being uploaded/created at once.
-        collect_concurrency: finished batches being downloaded at once.
-        poll: how in-flight batches are polled.
-        retry: backoff between engine-level retries (creates after an ambiguous failure,
-            downloads); each HTTP call also retries on its own inside the provider client.
-        requeue_wait: seconds before a batch that hit a provider queue limit is tried again
-            (doubled per requeue, capped at 16x).
-    """
-
-    endpoint: str = "/v1/chat/completions"
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    on_invalid: OnInvalid = "raise"
-    max_lines: int | None = None
-    max_bytes: int | None = None
-    token_budget: int | None = None
-    submit_concurrency: int = 8
-    collect_concurrency: int = 4
-    poll: PollPolicy = msgspec.field(default_factory=PollPolicy)
-    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
-    requeue_wait: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
-        if self.submit_concurrency < 1 or self.collect_concurrency < 1:
-            raise ValueError("submit_concurrency and collect_concurrency must be >= 1")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise ValueError("token_budget must be positive or None")
 
 
 class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,9 +31,9 @@ from .._errors import (
     RateLimitedError,
     TransportError,
 )
-from .._http import backoff
 from .._models import BatchInfo, ShardRecord
 from .._provider import shard_tag
+from .._retry import backoff
 from .runstate import RunContext
 
 __all__ = ["Submitter"]

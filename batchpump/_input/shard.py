@@ -1,12 +1,13 @@
 """Splitting a request file into shard files on disk, after checking every line.
 
-:func:`shard_file` streams the input once: each line is checked (:mod:`._jsonl`), routed to
-the open shard of its model and written out by a background thread that also hashes the
-input. Duplicate ``custom_id`` detection keeps one 8-byte hash per valid line (in ``array``
-buckets, not a set of strings); a hash match is confirmed by a second pass over the input, so a
-hash collision never rejects a valid file. Shards are written as ``*.tmp`` and renamed only
-once the whole input passed, so a crash or an ``InputError`` never leaves a shard that looks
-complete. The engine uploads only after :func:`shard_file` returns.
+:func:`shard_file` streams the input once: each line is checked by the provider's line checker
+(:mod:`.check`), routed to the open shard of its group (its model) and written out by a
+background thread that also hashes the input (:mod:`.writer`). Duplicate ``custom_id``
+detection keeps one 8-byte hash per valid line (:mod:`.duplicates`); a hash match is confirmed
+by a second pass over the input, so a hash collision never rejects a valid file. Shards are
+written as ``*.tmp`` and renamed only once the whole input passed, so a crash or an
+``InputError`` never leaves a shard that looks complete. The engine uploads only after
+:func:`shard_file` returns.
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ import msgspec
 
 from .._errors import InputError, InputProblem, UsageError
 from .._models import Capabilities, Rejected, ShardRecord
-from ..providers.anthropic._convert import AnthropicLineChecker
 from .block import BlockChecker
-from .check import Checked, LineChecker, Problem
+from .check import Checked, LineChecker, LineCheckerFactory, Problem, RequestLineChecker
 from .duplicates import MASK, IdHashes, confirm_duplicates
-from .items import ItemCheck, ItemLineChecker
 from .lines import LineBlock, bad_utf8_lines, iter_blocks
-from .threads import Background, fsync_dir
-from .writer import ShardWriter
+from .writer import Background, ShardWriter, fsync_dir
 
 __all__ = [
     "HASH_DIGEST_SIZE",
@@ -43,8 +41,8 @@ HASH_DIGEST_SIZE: Final = 32
 #: With ``on_invalid="raise"``, checking stops after this many problems.
 MAX_PROBLEMS: Final = 1000
 _HASH_CHUNK: Final = 8 * 1024 * 1024
-#: Check blocks of standard OpenAI-format lines as a whole (:mod:`._block`). Off only in
-#: tests that compare both paths.
+#: Check blocks of standard request lines as a whole when the line checker offers it
+#: (:mod:`.block`). Off only in tests that compare both paths.
 FAST_BLOCKS = True
 _EMPTY_HINT: Final = "write one JSON request object per line"
 
@@ -96,7 +94,7 @@ class _Scan:
 
 def _scan(
     blocks: Iterator[LineBlock],
-    checker: LineChecker | AnthropicLineChecker | ItemLineChecker,
+    checker: LineChecker,
     writer: ShardWriter | None,
     *,
     forced: dict[int, Problem],
@@ -106,7 +104,7 @@ def _scan(
     """Check every line, write the valid ones (while ``writer`` is set), hash their ids.
 
     With ``fast``, a block of standard lines is checked and routed as a whole (see
-    :mod:`._block`); any other block goes line by line.
+    :mod:`.block`); any other block goes line by line.
     """
     scan = _Scan()
     problems = scan.problems
@@ -173,20 +171,18 @@ def shard_file(
     max_lines: int | None = None,
     max_bytes: int | None = None,
     on_invalid: Literal["raise", "skip"] = "raise",
-    item_check: ItemCheck | None = None,
-    item_group_field: str | None = None,
+    line_checker: LineCheckerFactory | None = None,
 ) -> ShardingOutcome:
     """Check every line of ``path`` and split the valid ones into shard files in ``out_dir``.
 
     Shards are ``out_dir / f"{index:05d}.a1.jsonl"``, each within ``max_lines`` lines and
-    ``max_bytes`` bytes and, with ``capabilities.one_model_per_shard``, one ``body.model``
-    each (models in order of first appearance; indexes are global, so the same input always
-    gives the same files). Lines are copied byte for byte, except that a line without
+    ``max_bytes`` bytes and, with ``capabilities.one_model_per_shard``, one group (model) each
+    (groups in order of first appearance; indexes are global, so the same input always gives
+    the same files). Each line is written as the line checker returns it and ends with exactly
+    ``"\\n"``: with the standard checker, byte for byte, except that a line without
     ``method``/``url`` is re-encoded with ``"method": "POST"`` and ``"url": endpoint`` (other
-    unknown top-level keys are then dropped) and each line ends with exactly ``"\\n"``.
-    ``ShardRecord.tokens`` is an estimate: the shard's body bytes // 4. With
-    ``capabilities.line_format == "anthropic"`` lines are ``{"custom_id", "params"}`` instead
-    (native lines copied as they are, OpenAI chat lines converted; see ``_convert``).
+    unknown top-level keys are then dropped). ``ShardRecord.tokens`` is an estimate: the
+    shard's body bytes // 4.
 
     Args:
         path: the JSONL input.
@@ -198,8 +194,8 @@ def shard_file(
         max_bytes: bytes per shard; may only lower ``capabilities.max_bytes``.
         on_invalid: ``"raise"``: any bad line raises ``InputError`` and no shard file is left;
             ``"skip"``: bad lines become ``Rejected`` results and the rest is sharded.
-        item_check: for ``line_format == "items"``, the adapter's ``check_line``.
-        item_group_field: for items, the field that splits shards (like ``body.model``).
+        line_checker: makes the provider's line checker for the run's endpoint and line limit
+            (``Provider.line_checker``); default: the standard request-line checker.
 
     Raises:
         InputError: bad lines with ``on_invalid="raise"``, or an input with no lines at all.
@@ -208,29 +204,15 @@ def shard_file(
     lines_cap = _limit("max_lines", max_lines, capabilities.max_lines)
     bytes_cap = _limit("max_bytes", max_bytes, capabilities.max_bytes)
     line_cap = min(capabilities.max_line_bytes, bytes_cap - 1)
-    base = LineChecker(
-        endpoint=endpoint,
-        max_line_bytes=line_cap,
-        custom_id_max_len=capabilities.custom_id_max_len,
-    )
-    checker: LineChecker | AnthropicLineChecker | ItemLineChecker = base
-    if capabilities.line_format == "anthropic":  # native {custom_id, params}; chat converted
-        checker = AnthropicLineChecker(base, max_line_bytes=line_cap)
-    elif capabilities.line_format == "items":  # documents or jobs, checked by the adapter
-        checker = ItemLineChecker(
-            base,
-            item_check,
-            group_field=item_group_field,
-            max_line_bytes=line_cap,
-            custom_id_max_len=capabilities.custom_id_max_len,
-        )
-    fast = None
-    if capabilities.line_format == "openai" and FAST_BLOCKS:
-        fast = BlockChecker(
+    if line_checker is None:
+        checker: LineChecker = RequestLineChecker(
             endpoint=endpoint,
             max_line_bytes=line_cap,
             custom_id_max_len=capabilities.custom_id_max_len,
         )
+    else:
+        checker = line_checker(endpoint=endpoint, max_line_bytes=line_cap)
+    fast = checker.block_checker() if FAST_BLOCKS else None
     raising = on_invalid == "raise"
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.a1.jsonl.tmp"):

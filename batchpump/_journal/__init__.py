@@ -1,4 +1,16 @@
-"""PKGDOC"""
+"""The journal: the durable record of runs and shard attempts that makes a run resumable.
+
+The engine writes every state change through ``Journal.commit`` before the action it enables,
+so after a crash ``batchpump resume`` finds each shard where it was and resubmits nothing that
+was already submitted. ``Journal`` is the protocol the engine depends on; ``MemoryJournal``
+keeps it in memory (tests, benchmarks); ``SqliteJournal`` keeps it in one locked SQLite file
+on one machine; ``PostgresJournal`` keeps it in a PostgreSQL database that several workers
+share. ``open_journal`` opens either, from a path or a ``postgresql://`` URL. Modules:
+``protocol`` (the protocol and ``MemoryJournal``), ``sqlite`` (``SqliteJournal``), ``schema``
+(its tables, row encoding, migrations and error mapping), ``lock`` (its single-holder lock and
+file modes), ``postgres`` (``PostgresJournal``), ``leases`` (shard-attempt leases between
+workers), ``opening`` (``open_journal``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +18,14 @@ from .leases import LeaseHolder, LeaseLostError
 from .opening import connect_journal, open_journal
 from .postgres import PG_SCHEMA_VERSION, PostgresJournal, is_postgres_url, redact_url
 from .protocol import Journal, MemoryJournal
-from .sqlite import SCHEMA_VERSION, SqliteJournal
+from .schema import SCHEMA_VERSION
+from .sqlite import JournalStatistics, SqliteJournal
 
 __all__ = [
     "PG_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "Journal",
+    "JournalStatistics",
     "LeaseHolder",
     "LeaseLostError",
     "MemoryJournal",

@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from .postgres import PostgresJournal, is_postgres_url
-from .sqlite import SqliteJournal
+from .sqlite import SqliteJournal, Synchronous
 
 __all__ = ["connect_journal", "open_journal"]
 
@@ -21,7 +20,7 @@ __all__ = ["connect_journal", "open_journal"]
 async def connect_journal(
     target: str | os.PathLike[str],
     *,
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    synchronous: Synchronous = "NORMAL",
     check: bool = True,
 ) -> SqliteJournal | PostgresJournal:
     """Open the journal ``target`` names; the caller closes it (``aclose``).
@@ -41,7 +40,7 @@ async def connect_journal(
 async def open_journal(
     target: str | os.PathLike[str],
     *,
-    synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    synchronous: Synchronous = "NORMAL",
     check: bool = True,
 ) -> AsyncIterator[SqliteJournal | PostgresJournal]:
     """Open the journal ``target`` names for the block, and close it (releasing it) after.

@@ -4,7 +4,7 @@ The engine writes every state change through ``commit`` *before* the action it e
 (write-ahead intent); one ``commit`` is one atomic transaction, so a run record and the shard
 records it depends on (a collected attempt and the retry attempt it spawns) never disagree
 after a crash. ``MemoryJournal`` keeps the same contract in a dict, for tests and benchmarks.
-The durable one is ``SqliteJournal`` in ``_journal``.
+The durable one is ``SqliteJournal`` (``sqlite``).
 """
 
 from __future__ import annotations

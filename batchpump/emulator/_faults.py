@@ -3,7 +3,8 @@
 Everything here is free of aiohttp: ``EmulatorConfig`` (timing + ``Faults`` + seed) is a frozen
 ``msgspec.Struct`` so it can be dumped, loaded from ``--config`` JSON and replaced at runtime;
 ``TokenBucket`` is a request-rate limiter on the emulator's ``Clock``; ``pick_fault`` draws one
-request's fault from the seeded RNG.
+request's fault and ``draw_line_codes`` the outcome of each line of a file-based batch (OpenAI,
+Together) from the seeded RNGs; ``plan_timeline`` fixes such a batch's lifecycle at create.
 """
 
 from __future__ import annotations
@@ -16,23 +17,23 @@ import msgspec
 
 from .._clock import Clock
 
-# Faults and rate limits are keyed by the client's own endpoint classes.
-from .._ratelimit import ENDPOINT_CLASSES, EndpointClass
-
 __all__ = [
     "DEFAULT_CANCEL_SECONDS",
     "DEFAULT_FINALIZE_SECONDS",
     "DEFAULT_RUN_SECONDS",
     "DEFAULT_VALIDATE_SECONDS",
-    "ENDPOINT_CLASSES",
+    "LINE_FATAL",
+    "LINE_OK",
+    "LINE_RETRY_429",
+    "LINE_RETRY_500",
     "EmulatorConfig",
-    "EndpointClass",
     "Fault",
     "Faults",
     "RateLimit",
     "Timeline",
     "TokenBucket",
     "done_when_expired",
+    "draw_line_codes",
     "format_duration",
     "pick_fault",
     "plan_timeline",
@@ -245,3 +246,33 @@ def plan_timeline(config: EmulatorConfig, *, now: float, lines: int, failed: boo
     run_end = validate_end + config.run_seconds + config.line_seconds * lines
     final_end = None if faults.stuck_finalizing else run_end + config.finalize_seconds
     return Timeline("completed", run_end, final_end, lines)
+
+
+#: Line outcome codes of a file-based batch (one byte per line).
+LINE_OK: Final = 0
+LINE_RETRY_500: Final = 1
+LINE_RETRY_429: Final = 2
+LINE_FATAL: Final = 3
+
+
+def draw_line_codes(n: int, config: EmulatorConfig, rng: random.Random) -> bytes:
+    """The outcome code of each of ``n`` lines, drawn from the line fault rates.
+
+    Args:
+        n: how many lines the batch has.
+        config: the emulator configuration (its ``faults`` give the rates).
+        rng: the emulator's seeded line RNG (untouched when both rates are zero).
+    """
+    retry, fatal = config.faults.line_retryable_rate, config.faults.line_fatal_rate
+    if retry <= 0.0 and fatal <= 0.0:
+        return bytes(n)
+    codes = bytearray(n)
+    for i in range(n):
+        x = rng.random()
+        if x < retry:
+            codes[i] = LINE_RETRY_500 if rng.random() < 0.5 else LINE_RETRY_429
+        elif x < retry + fatal:
+            codes[i] = LINE_FATAL
+        else:
+            codes[i] = LINE_OK
+    return bytes(codes)

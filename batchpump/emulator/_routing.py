@@ -14,7 +14,7 @@ from typing import Final, final
 
 from aiohttp import web
 
-from ._faults import EndpointClass
+from .._ratelimit import EndpointClass
 from ._state import Emulator
 
 __all__ = [

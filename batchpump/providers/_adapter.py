@@ -1,6 +1,8 @@
 """What every HTTP adapter shares: reading its key, its ``HttpClient``, lifecycle, statistics.
 
 Adapters subclass ``HttpAdapter`` and call ``_connect`` from ``__init__``; the verbs stay theirs.
+The line checker defaults to the standard OpenAI-format request line; adapters of other line
+formats override ``line_checker``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from .._clock import Clock, SystemClock
 from .._config import Limits, RetryPolicy
 from .._errors import ProtocolError, UsageError
 from .._http import HttpClient, HttpStatistics
+from .._input import LineChecker, RequestLineChecker
+from .._models import Capabilities
 from .._ratelimit import ENDPOINT_CLASSES
 from .._ratelimit_redis import RedisLimiter, limit_scope
 
@@ -42,6 +46,7 @@ class HttpAdapter:
     """Base of the HTTP provider adapters (not a protocol: the verbs are in ``Provider``)."""
 
     name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
     _http: HttpClient
     _clock: Clock
 
@@ -78,6 +83,14 @@ class HttpAdapter:
         speed = float(getattr(self._clock, "speed", 1.0))
         for cls in ENDPOINT_CLASSES:
             self._http.gate(cls).share(limiter.gate(self._limit_scope, cls, speed=speed))
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker:
+        """The standard request-line checker, with the provider's ``custom_id`` limit."""
+        return RequestLineChecker(
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self._http.redact(self.base_url)!r})"

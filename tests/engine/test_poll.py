@@ -17,10 +17,9 @@ import anyio.lowlevel
 import msgspec
 import pytest
 
-from batchpump._config import PollPolicy
-from batchpump._engine import Poller, RunContext, RunOptions, TokenBudget, deadline_cap
-from batchpump._journal import MemoryJournal
-from batchpump._models import BatchInfo, RunRecord, ShardRecord
+from batchpump import BatchInfo, MemoryJournal, PollPolicy, RunOptions
+from batchpump._engine import Poller, RunContext, TokenBudget, deadline_cap
+from batchpump._models import RunRecord, ShardRecord
 
 from ..fakes import FakeBatch, FakeProvider
 

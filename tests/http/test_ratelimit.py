@@ -9,6 +9,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from batchpump import UsageError
 from batchpump._clock import ManualClock
 from batchpump._ratelimit import EndpointGate
 
@@ -257,7 +258,7 @@ async def test_pacer_starts_with_its_bank_spent() -> None:
     assert pacer is not None
     # A bank of 10 calls (0.1 s at 100/s): a fresh bank would hold 1 after this call, with
     # room for 9 more at once; a spent one is (nearly) full, so the next call waits.
-    assert pacer._level > pacer.max_rate / 2
+    assert pacer.level > pacer.capacity / 2
     assert not pacer.has_capacity()
 
 
@@ -269,7 +270,7 @@ async def test_a_cut_rate_does_not_inherit_a_spent_high_rate_bank() -> None:
     gate.on_rate_limited(0.0, limit_requests=6_000.0)  # learns 100/s, then halves it
     pacer = gate._limiter
     assert pacer is not None
-    assert pacer._level <= pacer.max_rate == pytest.approx(5.0)  # 0.1 s at 50/s
+    assert pacer.level <= pacer.capacity == pytest.approx(5.0)  # 0.1 s at 50/s
 
 
 async def test_climbing_back_after_a_429_is_no_burst() -> None:
@@ -293,8 +294,86 @@ async def test_rate_changes_re_rate_one_pacer_in_place() -> None:
     assert pacer is not None
     gate.on_rate_limited(0.0)
     assert gate._limiter is pacer
-    assert pacer._rate_per_sec == pytest.approx(50.0)
+    assert pacer.rate == pytest.approx(50.0)
     for _ in range(20):
         gate.on_success()
     assert gate._limiter is pacer
-    assert pacer._rate_per_sec == pytest.approx(100.0)
+    assert pacer.rate == pytest.approx(100.0)
+
+
+def test_a_gate_without_concurrency_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="concurrency must be >= 1"):
+        EndpointGate("poll", clock=ManualClock(), concurrency=0)
+
+
+class RunningClock:
+    """A ManualClock that declares a ``speed``: the gate's pacer waits on it, by hand."""
+
+    speed = 1.0
+
+    def __init__(self) -> None:
+        self.inner = ManualClock()
+
+    def time(self) -> float:
+        return self.inner.time()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.inner.advance(seconds)
+
+
+async def test_the_pacer_spaces_calls_on_the_gates_clock() -> None:
+    """10/s with a bank of one call: the first call goes at once, then one per 0.1 clock s."""
+    clock = RunningClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=10, rate=10.0)
+    entered: list[float] = []
+
+    async def caller() -> None:
+        async with gate.slot():
+            entered.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        assert entered == [0.0]
+        assert gate.statistics().waiting == 2
+        clock.advance(0.05)
+        await anyio.wait_all_tasks_blocked()
+        assert len(entered) == 1
+        clock.advance(0.05)
+        await anyio.wait_all_tasks_blocked()
+        assert len(entered) == 2
+        clock.advance(0.1)
+    assert entered == pytest.approx([0.0, 0.1, 0.2])
+
+
+async def test_a_pause_banks_nothing_for_the_pacer() -> None:
+    """When a pause ends, the waiters are paced from a spent bank: no burst at the resume."""
+    clock = RunningClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=10, rate=10.0)
+    async with gate.slot():
+        pass
+    gate.pause(1.0)
+    entered: list[float] = []
+
+    async def caller() -> None:
+        async with gate.slot():
+            entered.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1.0)  # the pause ends; a second of quiet banked no calls
+        await anyio.wait_all_tasks_blocked()
+        assert entered == []
+        for _ in range(3):
+            clock.advance(0.1)
+            await anyio.wait_all_tasks_blocked()
+    assert entered == pytest.approx([1.1, 1.2, 1.3])

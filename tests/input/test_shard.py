@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchpump._errors import InputError, UsageError
+from batchpump import InputError, Rejected, UsageError
 from batchpump._input import (
     HASH_DIGEST_SIZE,
     ShardingOutcome,
@@ -28,7 +28,7 @@ from batchpump._input import (
     write_retry_shard,
 )
 from batchpump._input import shard as _shard
-from batchpump._models import Capabilities, Rejected
+from batchpump._models import Capabilities
 
 ENDPOINT = "/v1/chat/completions"
 _ENC = msgspec.json.Encoder()

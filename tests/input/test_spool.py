@@ -19,7 +19,7 @@ import pytest
 
 import batchpump._input.spooling as spool_module
 from batchpump import PollPolicy, Pump, RetryPolicy, RunOptions, Succeeded, UsageError
-from batchpump.emulator._server import RunningEmulator
+from batchpump.emulator import RunningEmulator
 from batchpump.providers.openai import OpenAI
 
 from ..helpers import assert_exactly_once, read_results

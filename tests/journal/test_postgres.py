@@ -1,7 +1,7 @@
 """What only ``PostgresJournal`` does: URLs, secrets, its schema, several handles at once.
 
 Against the session's real PostgreSQL (``tests/servers.py``), one new database per test; the
-shared contract is in ``test_conformance.py``. Faults come from the server itself (a wrong
+shared contract is in ``test_contract.py``. Faults come from the server itself (a wrong
 password, a port nobody listens on, a table in the way, a row saying a newer version).
 """
 
@@ -24,7 +24,7 @@ from batchpump._journal import (
     open_journal,
     redact_url,
 )
-from tests.journal.test_conformance import RUN, make_run, make_shard
+from tests.journal.records import RUN, make_run, make_shard
 from tests.servers import PostgresServer, free_port
 
 

@@ -1,6 +1,6 @@
 """Anthropic routes: ``/v1/messages/batches`` (what ``anthropic.AsyncAnthropic`` calls).
 
-Handlers only decode and encode; the rules live in ``_anthropic_store``. Auth is ``x-api-key``
+Handlers only decode and encode; the rules live in ``store``. Auth is ``x-api-key``
 (or ``Authorization: Bearer``) plus the required ``anthropic-version`` header. Errors, the
 shared middleware's 429s and 5xx included, are rendered as Anthropic's
 ``{"type": "error", "error": {"type", "message"}}`` with a ``request-id`` header; a 429 keeps

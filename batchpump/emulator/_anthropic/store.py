@@ -1,7 +1,7 @@
 """The Anthropic emulator's batches: the rules that create, cancel, delete and list them.
 
 The create rules (envelope checks, each request's outcome drawn from the fault knobs) live
-here; one batch's lifecycle is ``_anthropic_batch``. With ``Faults.expire`` the batch runs
+here; one batch's lifecycle is ``batch``. With ``Faults.expire`` the batch runs
 until ``expires_at`` (24 h) and only ``expire_done_fraction`` of it finishes; with
 ``stuck_finalizing`` every request finishes but the batch stays ``in_progress`` until
 ``expires_at``. Results are archived 29 days after creation (or at once through
@@ -31,7 +31,7 @@ from .batch import (
 )
 from .wire import CreateBatchBody, ListPage, MessageBatch, check_params
 
-__all__ = ["MAX_REQUESTS", "AnthropicBatch", "AnthropicState"]
+__all__ = ["MAX_REQUESTS", "AnthropicState"]
 
 MAX_REQUESTS: Final = 100_000
 

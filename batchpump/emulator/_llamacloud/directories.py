@@ -3,7 +3,7 @@
 Directories are created, listed (by ``name``/``type``), read and deleted; files are uploaded as
 multipart (``upload_file`` streamed, only its first ``HEAD_BYTES`` kept, with the ``unique_id``
 and ``display_name`` fields), listed (by ``unique_id``/``display_name``), read and deleted.
-The rules live in ``_llamacloud_store``.
+The rules live in ``store``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import msgspec
 from aiohttp import BodyPartReader, web
 
 from .._routing import ApiError, Route
-from .files import HEAD_BYTES, DirectoryRecord
 from .http import json_response, page, state_of, validated
-from .jobs import FileRecord, directory_view, file_view
+from .records import DirectoryRecord, FileRecord, directory_view, file_view
+from .store import HEAD_BYTES
 from .wire import DirectoryCreateBody, Invalid, decode_body, missing
 
 __all__ = ["directory_routes"]

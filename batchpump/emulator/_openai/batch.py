@@ -16,13 +16,10 @@ from typing import Final, Literal, TypeAlias, final
 
 import msgspec
 
+from .._faults import LINE_OK
 from .wire import BatchErrorObject, BatchErrors, BatchObject, RequestCounts
 
 __all__ = [
-    "LINE_FATAL",
-    "LINE_OK",
-    "LINE_RETRY_429",
-    "LINE_RETRY_500",
     "MAX_LINES",
     "BatchRecord",
     "InputLine",
@@ -33,11 +30,6 @@ __all__ = [
 MAX_LINES: Final = 50_000
 _MAX_ERRORS: Final = 100
 
-#: Line outcome codes (one byte per line).
-LINE_OK: Final = 0
-LINE_RETRY_500: Final = 1
-LINE_RETRY_429: Final = 2
-LINE_FATAL: Final = 3
 
 Outcome: TypeAlias = Literal["completed", "failed", "expired"]
 

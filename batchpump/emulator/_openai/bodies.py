@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import msgspec
 
-from .batch import LINE_FATAL, LINE_OK, LINE_RETRY_429, BatchRecord
+from .._faults import LINE_FATAL, LINE_OK, LINE_RETRY_429
+from .batch import BatchRecord
 
 __all__ = ["ResultFiles", "build_result_files", "response_body"]
 

@@ -1,7 +1,8 @@
-"""The OpenAI emulator's objects: files, uploads and batches, and the rules that create them.
+"""The OpenAI emulator's state: its batches, and the rules that create them, over its files.
 
-Handlers in ``_openai`` decode requests and call these methods; every check that the live API
-makes synchronously raises ``ApiError`` here. Listing is O(page) over append-only creation
+Handlers in ``routes`` decode requests and call these methods (files and uploads through
+``OpenAIState.files``, a ``FileStore``); every check that the live API makes synchronously
+raises ``ApiError`` here. Listing is O(page) over append-only creation
 order; result files are built once per batch, when a read first sees it terminal (or when
 ``settle`` runs for the stats).
 """
@@ -12,18 +13,10 @@ import heapq
 import random
 from typing import Final, final
 
-from .._faults import EmulatorConfig, plan_timeline
+from .._faults import draw_line_codes, plan_timeline
 from .._routing import ApiError
 from .._state import Emulator
-from .batch import (
-    LINE_FATAL,
-    LINE_OK,
-    LINE_RETRY_429,
-    LINE_RETRY_500,
-    BatchRecord,
-    InputLine,
-    parse_input,
-)
+from .batch import BatchRecord, InputLine, parse_input
 from .bodies import build_result_files
 from .files import FileRecord, FileStore
 from .wire import (
@@ -73,28 +66,14 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             )
 
 
-def _draw_codes(n: int, config: EmulatorConfig, rng: random.Random) -> bytes:
-    retry, fatal = config.faults.line_retryable_rate, config.faults.line_fatal_rate
-    if retry <= 0.0 and fatal <= 0.0:
-        return bytes(n)
-    codes = bytearray(n)
-    for i in range(n):
-        x = rng.random()
-        if x < retry:
-            codes[i] = LINE_RETRY_500 if rng.random() < 0.5 else LINE_RETRY_429
-        elif x < retry + fatal:
-            codes[i] = LINE_FATAL
-        else:
-            codes[i] = LINE_OK
-    return bytes(codes)
-
-
 @final
-class OpenAIState(FileStore):
-    """Files (via ``FileStore``), uploads and batches of the OpenAI emulator."""
+class OpenAIState:
+    """The batches of the OpenAI emulator, and the files and uploads they read and write."""
 
     def __init__(self, emulator: Emulator) -> None:
-        super().__init__(emulator)
+        self.emulator = emulator
+        #: Files and uploads (``/v1/files``, ``/v1/uploads``); batch inputs and results live here.
+        self.files = FileStore(emulator)
         self.batches: dict[str, BatchRecord] = {}
         self._order: list[str] = []
         self._pos: dict[str, int] = {}
@@ -145,7 +124,7 @@ class OpenAIState(FileStore):
                 param="output_expires_after",
                 code="invalid_value",
             )
-        source = self.get_file(body.input_file_id, param="input_file_id")
+        source = self.files.get_file(body.input_file_id, param="input_file_id")
         if source.purpose != "batch":
             raise ApiError(
                 400,
@@ -191,7 +170,7 @@ class OpenAIState(FileStore):
             final_end=final_end,
             outcome=outcome,
             lines=lines,
-            codes=_draw_codes(len(lines), config, emu.line_rng),
+            codes=draw_line_codes(len(lines), config, emu.line_rng),
             done_final=done_final,
             errors=errors,
             no_output=faults.completed_without_output,
@@ -300,11 +279,11 @@ class OpenAIState(FileStore):
             shuffle=shuffle,
         )
         if files.output and not batch.no_output:
-            batch.output_file_id = self.add_file(
+            batch.output_file_id = self.files.add_file(
                 f"{batch.id}_output.jsonl", "batch_output", files.output
             ).id
         if files.errors:
-            batch.error_file_id = self.add_file(
+            batch.error_file_id = self.files.add_file(
                 f"{batch.id}_error.jsonl", "batch_output", files.errors
             ).id
         self.emulator.raw_stats.billing.update(files.succeeded)

@@ -3,7 +3,7 @@
 A job created now is picked up by an annotator ``validate_seconds`` later and finishes
 ``run_seconds`` x a seeded factor in [0.5, 1.5) after that: ``rejected`` with probability
 ``faults.line_fatal_rate``, else ``completed``. Nothing ticks: the records
-(``_telus_records``) compute every status and counter from those times when read.
+(``records``) compute every status and counter from those times when read.
 
 Every POST takes a token from one bucket of ``post_rate`` per second (the documented 20 POST/s,
 burst ``post_burst``) on the emulator clock; beyond it the answer is 429. Shared stats count

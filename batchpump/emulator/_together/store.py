@@ -1,4 +1,4 @@
-"""The Together emulator's batch jobs, on top of its files (``_together_store_files``).
+"""The Together emulator's state: its batch jobs, over its files (``TogetherState.files``).
 
 Batch jobs reuse the OpenAI emulator's ``BatchRecord`` timeline (validating, running at an even
 pace, a short write-out, expiry, cancel), shown through Together's own face: UPPER-CASE
@@ -14,23 +14,15 @@ from typing import Final, final
 
 import msgspec
 
-from .._faults import plan_timeline
-from .._openai import (
-    LINE_FATAL,
-    LINE_OK,
-    BatchErrorObject,
-    BatchRecord,
-    InputLine,
-    _draw_codes,
-    response_body,
-)
+from .._faults import LINE_FATAL, LINE_OK, draw_line_codes, plan_timeline
+from .._openai import BatchErrorObject, BatchRecord, InputLine, response_body
 from .._routing import ApiError
 from .._state import Emulator
-from .files import TogetherFile, TogetherFileStore, together_uuid
+from .files import TogetherFileStore, together_uuid
 from .wire import ALLOWED_ENDPOINTS, BatchJob, CreateBatchBody, OutputLine
 from .wire import rfc3339 as _rfc3339
 
-__all__ = ["MAX_CUSTOM_ID", "MAX_LINES", "TogetherFile", "TogetherState"]
+__all__ = ["MAX_CUSTOM_ID", "MAX_LINES", "TogetherState", "parse_input"]
 
 MAX_LINES: Final = 50_000
 MAX_CUSTOM_ID: Final = 64
@@ -74,11 +66,13 @@ def parse_input(data: bytes) -> tuple[list[InputLine], str | None, str | None]:
 
 
 @final
-class TogetherState(TogetherFileStore):
-    """Files (via ``TogetherFileStore``) and batch jobs of the Together emulator."""
+class TogetherState:
+    """The batch jobs of the Together emulator, and the files they read and write."""
 
     def __init__(self, emulator: Emulator) -> None:
-        super().__init__(emulator)
+        self.emulator = emulator
+        #: The files (``/files``), by id; batch inputs and results live here.
+        self.files = TogetherFileStore(emulator)
         self.batches: dict[str, BatchRecord] = {}
         self.warnings: dict[str, str] = {}
         self._unsettled: dict[str, BatchRecord] = {}
@@ -127,7 +121,7 @@ class TogetherState(TogetherFileStore):
             final_end=final_end,
             outcome=outcome,
             lines=lines,
-            codes=_draw_codes(len(lines), config, emu.line_rng),
+            codes=draw_line_codes(len(lines), config, emu.line_rng),
             done_final=done_final,
             errors=[BatchErrorObject(code="failed", message=problem)] if problem else [],
             no_output=faults.completed_without_output,
@@ -226,11 +220,11 @@ class TogetherState(TogetherFileStore):
                 _encoder.encode_into(OutputLine.failed(cid, error_code, message), buf)
                 err += buf + b"\n"
         if out and not batch.no_output:
-            batch.output_file_id = self.add_file(
+            batch.output_file_id = self.files.add_file(
                 f"{batch.id}-output.jsonl", "batch-generated", bytes(out)
             ).id
         if err:
-            batch.error_file_id = self.add_file(
+            batch.error_file_id = self.files.add_file(
                 f"{batch.id}-errors.jsonl", "batch-generated", bytes(err)
             ).id
         self.emulator.raw_stats.billing.update(succeeded)

@@ -2,11 +2,12 @@
 
 Requests travel inline: ``create`` streams ``{"requests": [<shard lines>]}`` from the shard
 file into ``POST /v1/messages/batches`` (chunked; the body is never built in memory). Shard
-lines are already native ``{"custom_id", "params"}`` (the sharder converts OpenAI chat lines,
-see ``batchpump._convert``). Results stream line by line from the batch's ``results_url``.
+lines are already native ``{"custom_id", "params"}``: the adapter's line checker
+(``_checker``) converts OpenAI chat lines while sharding. Results stream line by line from the
+batch's ``results_url``.
 
 An interrupted create is reconciled by content (Anthropic batches carry no metadata): see
-``_anthropic_reconcile`` for the method and what it leaves at risk.
+``_reconcile`` for the method and what it leaves at risk.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Final, TypeVar, final
+from typing import ClassVar, Final, TypeVar, final
 
 from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
 from ..._errors import NotFoundError, ProviderError
 from ..._fileio import run_io, run_io_sized
 from ..._http import read_into_at
+from ..._input import RequestLineChecker
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from .._adapter import HttpAdapter, from_env
+from ._checker import AnthropicLineChecker
 from ._reconcile import Reconciler
 from ._wire import (
     ARCHIVED_CODE,
@@ -61,7 +64,6 @@ CAPABILITIES: Final = Capabilities(
     max_line_bytes=256 * 1000 * 1000 - 64,
     custom_id_max_len=64,
     one_model_per_shard=True,
-    line_format="anthropic",
 )
 
 
@@ -115,8 +117,8 @@ class Anthropic(HttpAdapter):
         clock: every wait goes through it (default ``SystemClock()``).
     """
 
-    name: Final = "anthropic"
-    capabilities: Final = CAPABILITIES
+    name: ClassVar[str] = "anthropic"
+    capabilities: ClassVar[Capabilities] = CAPABILITIES
 
     def __init__(
         self,
@@ -147,6 +149,15 @@ class Anthropic(HttpAdapter):
 
     # -- submit -----------------------------------------------------------------------------
 
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> AnthropicLineChecker:
+        """Native ``{custom_id, params}`` lines, or OpenAI chat lines converted to them."""
+        base = RequestLineChecker(
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
+        return AnthropicLineChecker(base, max_line_bytes=max_line_bytes)
+
     async def prepare(self, shard: ShardRecord) -> str:
         """Nothing to upload: requests go inline. Returns the shard file's path."""
         return shard.path
@@ -172,7 +183,7 @@ class Anthropic(HttpAdapter):
     async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
         """Find the batch an interrupted ``create`` made, by size and then by its results.
 
-        See ``_anthropic_reconcile`` for the method and what it leaves at risk.
+        See ``_reconcile`` for the method and what it leaves at risk.
         """
         return await self._reconciler.find(shard, since=since)
 

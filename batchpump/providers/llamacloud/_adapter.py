@@ -15,8 +15,8 @@ inside a ``COMPLETED`` batch are ``Errored`` (retryable unless the message says 
 itself is bad). With ``cleanup`` the directory is deleted once every result was handed over.
 
 This module holds the adapter's verbs and the batch lifecycle; the directory side lives in
-``_llamacloud_directories``, result collection in ``_llamacloud_results``, and the calls they
-share (readable FastAPI errors, ``page_token`` walks) in ``_llamacloud_api``.
+``_directories``, result collection in ``_results``, and the calls they
+share (readable FastAPI errors, ``page_token`` walks) in ``_api``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
 from ..._errors import NotFoundError, UsageError
 from ..._fileio import run_io_sized
+from ..._input import ItemLineChecker
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from .._adapter import HttpAdapter, from_env
 from ._api import LlamaCloudApi
@@ -78,7 +79,6 @@ CAPABILITIES: Final = Capabilities(
     max_line_bytes=64 * 1024,
     custom_id_max_len=None,
     one_model_per_shard=True,  # one configuration_id per shard (lines may name their own)
-    line_format="items",
 )
 
 
@@ -159,6 +159,16 @@ class LlamaCloud(HttpAdapter):
         return f"LlamaCloud(base_url={self.base_url!r}, job_type={self.job_type!r})"
 
     # -- input ------------------------------------------------------------------------------
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> ItemLineChecker:
+        """Item lines, checked by :meth:`check_line` and grouped by ``item_group_field``."""
+        return ItemLineChecker.for_items(
+            self.check_line,
+            group_field=self.item_group_field,
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
 
     def check_line(self, raw: bytes) -> tuple[str, str] | None:
         """``(message, hint)`` for a bad item line, ``None`` if it is fine (or not an object:

@@ -23,19 +23,18 @@ from ..._errors import ProtocolError, UsageError
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from ..._provider import TAG_METADATA_KEY, find_by_tag
 from .._adapter import HttpAdapter, from_env
+from .._result_lines import RESULT_LINE_DECODER, to_result
 from ._wire import (
     BATCH_DECODER,
     BATCH_LIST_DECODER,
     ENCODER,
     FILE_DECODER,
     PART_DECODER,
-    RESULT_LINE_DECODER,
     UPLOAD_DECODER,
     WireCompleteUpload,
     WireCreateBatch,
     WireCreateUpload,
     to_batch_info,
-    to_result,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAI"]

@@ -6,7 +6,7 @@ tag) plus one ``POST /jobs`` per item, paced by the ``item`` endpoint class at `
 but refuses a reused ``reference_id`` with ``FS_0001``, so every job POST may be retried and
 ``FS_0001`` means "already created" (counted as reconciled).
 
-Per item, the error codes decide (``_telus_wire.classify``): ``FS_0001`` created; ``FS_0000``,
+Per item, the error codes decide (``_wire.classify``): ``FS_0001`` created; ``FS_0000``,
 ``FS_0008``, ``api_error`` retried with backoff, then recorded as a retryable ``Errored`` (the
 next attempt sends the item again); auth codes raise; any other code is a permanent ``Errored``
 for that item only. Those records live in memory per batch and are yielded by ``results()``.
@@ -32,6 +32,7 @@ from ..._clock import Clock, SystemClock
 from ..._config import Limits, PollPolicy, RetryPolicy
 from ..._errors import NotFoundError, ProtocolError, UsageError
 from ..._http import HttpClient, HttpStatistics
+from ..._input import ItemLineChecker
 from ..._models import BatchInfo, Capabilities, Errored, Result, ShardRecord
 from .._adapter import from_env
 from ._jobs import JobCreator, JobStatistics, iter_results
@@ -72,7 +73,6 @@ CAPABILITIES: Final = Capabilities(
     max_line_bytes=1024 * 1024,
     custom_id_max_len=None,
     one_model_per_shard=True,  # one work_flow_id per shard (lines may name their own)
-    line_format="items",
 )
 
 
@@ -170,6 +170,16 @@ class Telus:
     def statistics(self) -> TelusStatistics:
         """HTTP traffic and job counters (created, reconciled by FS_0001, rejected, retried)."""
         return TelusStatistics(http=self._http.statistics(), jobs=self._jobs.statistics())
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> ItemLineChecker:
+        """Item lines, checked by :meth:`check_line` and grouped by ``item_group_field``."""
+        return ItemLineChecker.for_items(
+            self.check_line,
+            group_field=self.item_group_field,
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
 
     def check_line(self, raw: bytes) -> tuple[str, str] | None:
         """``(message, hint)`` for an input item the API would refuse, else ``None``."""

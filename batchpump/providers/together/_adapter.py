@@ -24,7 +24,7 @@ import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
-from typing import Final, TypeVar, final
+from typing import ClassVar, Final, TypeVar, final
 
 import anyio
 
@@ -93,8 +93,8 @@ class Together(HttpAdapter):
         priority: sent as ``priority`` on create when given.
     """
 
-    name: Final = "together"
-    capabilities: Final = CAPABILITIES
+    name: ClassVar[str] = "together"
+    capabilities: ClassVar[Capabilities] = CAPABILITIES
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 Only the fields the adapter reads are declared; unknown fields are ignored, so new API fields
 never break decoding. Result lines share OpenAI's shape (``custom_id`` plus ``response`` or
-``error``), so their mapping reuses ``_openai_wire.to_result`` and only re-judges which error
+``error``), so their mapping reuses ``providers/_result_lines.py`` and only re-judges which error
 codes another attempt may fix.
 """
 
@@ -19,7 +19,7 @@ import msgspec
 
 from ..._errors import ProtocolError
 from ..._models import BatchError, BatchInfo, BatchState, Errored, Result
-from ..openai._wire import WireResultLine, to_result
+from .._result_lines import WireResultLine, to_result
 
 __all__ = [
     "BATCH_DECODER",

@@ -1,4 +1,4 @@
-"""Tests for the journals: ``MemoryJournal`` and ``SqliteJournal`` keep one contract.
+"""``SqliteJournal`` beyond the shared contract: its files, lock, schema and sqlite3 errors.
 
 Rules: real files under ``tmp_path``, real worker threads, a real subprocess for the lock; no
 sleeps (waits are on pipes, bounded by ``anyio.fail_after``); every journal and every raw
@@ -24,57 +24,20 @@ import anyio
 import msgspec
 import pytest
 
-from batchpump._errors import (
-    JournalCorruptError,
-    JournalError,
-    JournalLockedError,
-    UsageError,
-)
+from batchpump._errors import JournalCorruptError, JournalError, JournalLockedError, UsageError
 from batchpump._journal import SCHEMA_VERSION, SqliteJournal
-from batchpump._journal import sqlite as _journal
+from batchpump._journal import sqlite as sqlite_module  # defines _connect, patched below
 from batchpump._models import RunRecord, ShardRecord
 
-RUN = "run-1"
-
-
-def make_run(run_id: str = RUN, **changes: object) -> RunRecord:
-    run = RunRecord(
-        run_id=run_id,
-        provider="openai",
-        base_url="https://api.openai.com/v1",
-        endpoint="/v1/chat/completions",
-        input_path="/data/in.jsonl",
-        out_path="/data/out.jsonl",
-        created_at=1_700_000_000.0,
-        options=msgspec.Raw(b'{"max_attempts":3}'),
-    )
-    return msgspec.structs.replace(run, **changes)
-
-
-def make_shard(index: int, attempt: int = 1, run_id: str = RUN, **changes: object) -> ShardRecord:
-    shard = ShardRecord(
-        run_id=run_id,
-        index=index,
-        attempt=attempt,
-        path=f"/data/.batchpump/{run_id}/{index:05d}-{attempt}.jsonl",
-        lines=100,
-        bytes=12_345,
-    )
-    return msgspec.structs.replace(shard, **changes)
+from .records import RUN, make_run, make_shard, raw_db
 
 
 @contextlib.asynccontextmanager
 async def open_journal(path: str | os.PathLike[str]) -> AsyncIterator[SqliteJournal]:
-    """``SqliteJournal.open`` for the block (``_journal.open_journal`` also takes URLs)."""
+    """``SqliteJournal.open`` for the block (``batchpump._journal.open_journal`` takes URLs too,
+    and so yields either journal)."""
     async with await SqliteJournal.open(path) as journal:
         yield journal
-
-
-@contextlib.contextmanager
-def raw_db(path: Path) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection, for building and inspecting files behind the journal."""
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        yield conn
 
 
 @contextlib.contextmanager
@@ -96,11 +59,7 @@ def read_only(directory: Path) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The contract shared by every journal is in test_conformance.py; SQLite's own behaviour here.
-
-
-# ---------------------------------------------------------------------------------------------
-# Durability and atomicity.
+# Atomicity and threads.
 
 
 async def test_commit_that_fails_midway_rolls_back(tmp_path: Path) -> None:
@@ -128,7 +87,7 @@ async def test_sqlite_calls_run_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
-    real_connect = _journal._connect
+    real_connect = sqlite_module._connect
 
     def watched_connect(path: Path) -> sqlite3.Connection:
         threads.append(threading.get_ident())
@@ -136,7 +95,7 @@ async def test_sqlite_calls_run_off_the_event_loop(
         conn.set_trace_callback(lambda _statement: threads.append(threading.get_ident()))
         return conn
 
-    monkeypatch.setattr(_journal, "_connect", watched_connect)
+    monkeypatch.setattr(sqlite_module, "_connect", watched_connect)
     loop_thread = threading.get_ident()
     async with open_journal(tmp_path / "j.sqlite") as journal:
         await journal.open_run(make_run())

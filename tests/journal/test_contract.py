@@ -1,120 +1,39 @@
-"""The ``Journal`` contract, one suite run against every journal.
+"""The journal contract, one suite run against every journal implementation (see ``stores``).
 
-Each test takes ``backend``: ``memory`` (``MemoryJournal``), ``sqlite`` (``SqliteJournal`` in
-``tmp_path``) and ``postgres`` (``PostgresJournal`` on a new database of the session's real
-PostgreSQL server, ``tests/servers.py``). ``backend.open()`` opens the same store again, so
-reopen and resume are tested on the durable ones; the few tests that need durability say so
-with ``durable_backend`` (SQLite and PostgreSQL only). What only one journal does (SQLite's
-files and lock, PostgreSQL's URL and schema) is in ``test_journal.py`` and
-``test_postgres.py``.
+``journal`` runs a test against each implementation: ``MemoryJournal``, ``SqliteJournal`` and
+``PostgresJournal``; ``store`` runs it against each durable one (SQLite, PostgreSQL), which can
+be closed and opened again on the same records. What only one journal does is in
+``test_sqlite.py`` (files, lock, schema) and ``test_postgres.py`` (URLs, schema, leases).
+
+Rules: real files under ``tmp_path``, a real PostgreSQL server (``tests/servers.py``), real
+worker threads; no sleeps; every journal is closed (``filterwarnings = error``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
-import msgspec
 import pytest
 
 from batchpump._errors import BatchpumpInternalError, ClosedError
-from batchpump._journal import (
-    Journal,
-    MemoryJournal,
-    PostgresJournal,
-    SqliteJournal,
-    open_journal,
-)
-from batchpump._models import ResultCounts, RunRecord, ShardRecord, ShardState
+from batchpump._journal import Journal, MemoryJournal
+from batchpump._models import ResultCounts, ShardState
 
-RUN = "run-1"
+from .records import RUN, make_run, make_shard
+from .stores import DurableJournal, Store
 
 
-def make_run(run_id: str = RUN, **changes: object) -> RunRecord:
-    run = RunRecord(
-        run_id=run_id,
-        provider="openai",
-        base_url="https://api.openai.com/v1",
-        endpoint="/v1/chat/completions",
-        input_path="/data/in.jsonl",
-        out_path="/data/out.jsonl",
-        created_at=1_700_000_000.0,
-        options=msgspec.Raw(b'{"max_attempts":3}'),
-    )
-    return msgspec.structs.replace(run, **changes)
-
-
-def make_shard(index: int, attempt: int = 1, run_id: str = RUN, **changes: object) -> ShardRecord:
-    shard = ShardRecord(
-        run_id=run_id,
-        index=index,
-        attempt=attempt,
-        path=f"/data/.batchpump/{run_id}/{index:05d}-{attempt}.jsonl",
-        lines=100,
-        bytes=12_345,
-    )
-    return msgspec.structs.replace(shard, **changes)
-
-
-@dataclass
-class Backend:
-    """One kind of journal and the store it keeps (a file, a database, or memory)."""
-
-    name: str
-    target: str | Path | None  # None: memory
-    memory: MemoryJournal | None = None
-
-    @property
-    def durable(self) -> bool:
-        return self.target is not None
-
-    @contextlib.asynccontextmanager
-    async def open(self) -> AsyncIterator[Journal]:
-        """The journal on this backend's store (a new handle each time for durable ones)."""
-        if self.target is None:
-            self.memory = self.memory or MemoryJournal()
-            yield self.memory
-            return
-        async with open_journal(self.target) as journal:
-            yield journal
-
-
-def _backend_params() -> list[str]:
-    return ["memory", "sqlite", "postgres"]
-
-
-def _make_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if name == "memory":
-        return Backend(name, None)
-    if name == "sqlite":
-        return Backend(name, tmp_path / "journal.sqlite3")
-    url: str = request.getfixturevalue("postgres_url")
-    return Backend(name, url)
-
-
-@pytest.fixture(params=_backend_params())
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _make_backend(request.param, request, tmp_path)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def durable_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _make_backend(request.param, request, tmp_path)
-
-
-@pytest.fixture
-async def journal(backend: Backend) -> AsyncIterator[Journal]:
-    async with backend.open() as opened:
-        yield opened
+def commits_of(journal: Journal) -> int:
+    """How many ``commit`` calls ``journal`` completed."""
+    if isinstance(journal, MemoryJournal):
+        return journal.commits
+    return cast(DurableJournal, journal).statistics().commits
 
 
 # ---------------------------------------------------------------------------------------------
-# Runs and shards.
+# The contract, against every journal.
 
 
 async def test_is_a_journal(journal: Journal) -> None:
@@ -234,6 +153,20 @@ async def test_empty_commit_writes_nothing(journal: Journal) -> None:
     assert await journal.list_runs() == []
 
 
+async def test_concurrent_commits_all_land(journal: Journal) -> None:
+    await journal.open_run(make_run())
+
+    async def submitter(worker: int) -> None:
+        for attempt in range(1, 11):
+            await journal.commit(run=make_run(), shards=[make_shard(worker, attempt)])
+
+    async with anyio.create_task_group() as tg:
+        for worker in range(20):
+            tg.start_soon(submitter, worker)
+    assert len(await journal.load_shards(RUN)) == 200
+    assert commits_of(journal) == 200
+
+
 async def test_closed_journal_refuses_every_call(journal: Journal) -> None:
     await journal.aclose()
     await journal.aclose()  # idempotent
@@ -249,87 +182,16 @@ async def test_closed_journal_refuses_every_call(journal: Journal) -> None:
         await journal.commit(run=make_run())
 
 
-async def test_concurrent_commits_all_land(journal: Journal) -> None:
-    await journal.open_run(make_run())
-
-    async def submitter(worker: int) -> None:
-        for attempt in range(1, 11):
-            await journal.commit(run=make_run(), shards=[make_shard(worker, attempt)])
-
-    async with anyio.create_task_group() as tg:
-        for worker in range(20):
-            tg.start_soon(submitter, worker)
-    assert len(await journal.load_shards(RUN)) == 200
-
-
 # ---------------------------------------------------------------------------------------------
-# Durable journals: what was committed is there after a reopen; a failed commit writes nothing.
+# Durable journals: what one commits, the next one opened on the same store reads.
 
 
-async def test_reopen_after_close_keeps_everything(durable_backend: Backend) -> None:
-    shards = [make_shard(i, a, state="submitted", tag=f"t{i}") for i in range(200) for a in (1, 2)]
-    async with durable_backend.open() as journal:
-        await journal.open_run(make_run("a"))
-        await journal.commit(run=make_run(state="running"), shards=shards)
-    async with durable_backend.open() as journal:
-        assert [r.run_id for r in await journal.list_runs()] == ["a", RUN]
-        assert await journal.get_run(RUN) == make_run(state="running")
-        assert await journal.load_shards(RUN) == shards
-        stored, created = await journal.open_run(make_run(state="sharding"))
-        assert (stored.state, created) == ("running", False)  # resume finds the run as it was
-
-
-async def test_commit_that_cannot_encode_writes_nothing(durable_backend: Backend) -> None:
-    async with durable_backend.open() as journal:
-        await journal.open_run(make_run())
-        bad = make_shard(1)
-        bad.model = object()  # type: ignore[assignment]
-        with pytest.raises(TypeError):
-            await journal.commit(run=make_run(state="running"), shards=[make_shard(0), bad])
-        assert await journal.get_run(RUN) == make_run()
-        assert await journal.load_shards(RUN) == []
-        assert isinstance(journal, SqliteJournal | PostgresJournal)
-        assert journal.statistics().commits == 0
-
-
-async def test_shard_before_its_run_is_a_bug_and_writes_nothing(durable_backend: Backend) -> None:
-    async with durable_backend.open() as journal:
-        await journal.open_run(make_run("other"))
-        with pytest.raises(BatchpumpInternalError, match="before its run"):
-            await journal.commit(run=make_run("other", state="done"), shards=[make_shard(0)])
-        assert await journal.get_run("other") == make_run("other")  # the group rolled back
-        await journal.commit(run=make_run(), shards=[make_shard(0)])  # together is fine
-        assert len(await journal.load_shards(RUN)) == 1
-
-
-async def test_concurrent_commits_are_grouped_and_each_is_durable(
-    durable_backend: Backend,
-) -> None:
-    """Commits arriving while one is written share the next transaction (group commit)."""
-    async with durable_backend.open() as journal:
-        await journal.open_run(make_run())
-
-        async def commit(index: int) -> None:
-            await journal.commit(shards=[make_shard(index)])
-
-        async with anyio.create_task_group() as tg:
-            for index in range(200):
-                tg.start_soon(commit, index)
-        assert isinstance(journal, SqliteJournal | PostgresJournal)
-        stats = journal.statistics()
-    assert stats.commits == 200
-    assert stats.transactions < stats.commits
-    assert stats.shards_written == 200
-    async with durable_backend.open() as reopened:
-        assert [s.index for s in await reopened.load_shards(RUN)] == list(range(200))
-
-
-async def test_random_operations_agree_with_memory_journal(durable_backend: Backend) -> None:
+async def test_random_operations_agree_with_memory_journal(store: Store) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     memory = MemoryJournal()
     states: list[ShardState] = ["ready", "uploading", "creating", "submitted", "done", "requeued"]
-    async with durable_backend.open() as durable:
+    async with store.open() as durable:
         for step in range(300):
             run_id = f"run-{rng.randrange(4)}"
             choice = rng.random()
@@ -356,19 +218,73 @@ async def test_random_operations_agree_with_memory_journal(durable_backend: Back
             else:
                 got = [await j.list_runs() for j in (memory, durable)]
             assert got[0] == got[1], f"step {step}, seed {seed}"
-        assert isinstance(durable, SqliteJournal | PostgresJournal)
-        stats = durable.statistics()
-        assert stats.commits == memory.commits, f"seed {seed}"
+        assert durable.statistics().commits == memory.commits, f"seed {seed}"
 
 
-async def test_two_handles_on_one_store_see_each_others_commits(durable_backend: Backend) -> None:
+async def test_reopen_after_close_keeps_everything(store: Store) -> None:
+    shards = [make_shard(i, a, state="submitted", tag=f"t{i}") for i in range(200) for a in (1, 2)]
+    async with store.open() as journal:
+        await journal.open_run(make_run("a"))
+        await journal.commit(run=make_run(state="running"), shards=shards)
+    async with store.open() as journal:
+        assert [r.run_id for r in await journal.list_runs()] == ["a", RUN]
+        assert await journal.get_run(RUN) == make_run(state="running")
+        assert await journal.load_shards(RUN) == shards
+        stored, created = await journal.open_run(make_run(state="sharding"))
+        assert (stored.state, created) == ("running", False)  # resume finds the run as it was
+
+
+async def test_commit_that_cannot_encode_writes_nothing(store: Store) -> None:
+    async with store.open() as journal:
+        await journal.open_run(make_run())
+        bad = make_shard(1)
+        bad.model = object()  # type: ignore[assignment]
+        with pytest.raises(TypeError):
+            await journal.commit(run=make_run(state="running"), shards=[make_shard(0), bad])
+        assert await journal.get_run(RUN) == make_run()
+        assert await journal.load_shards(RUN) == []
+        assert journal.statistics().commits == 0
+
+
+async def test_shard_before_its_run_is_a_bug_and_writes_nothing(store: Store) -> None:
+    async with store.open() as journal:
+        with pytest.raises(BatchpumpInternalError, match="before its run"):
+            await journal.commit(shards=[make_shard(0)])
+        await journal.open_run(make_run("other"))
+        with pytest.raises(BatchpumpInternalError, match="before its run"):
+            await journal.commit(run=make_run("other", state="done"), shards=[make_shard(0)])
+        assert await journal.get_run("other") == make_run("other")  # the group rolled back
+        await journal.commit(run=make_run(), shards=[make_shard(0)])  # together is fine
+        assert len(await journal.load_shards(RUN)) == 1
+
+
+async def test_concurrent_commits_are_grouped_and_each_is_durable(store: Store) -> None:
+    """Commits arriving while one is written share the next transaction (group commit)."""
+    async with store.open() as journal:
+        await journal.open_run(make_run("run-1"))
+
+        async def commit(index: int) -> None:
+            await journal.commit(shards=[make_shard(index)])
+
+        async with anyio.create_task_group() as tg:
+            for index in range(200):
+                tg.start_soon(commit, index)
+        stats = journal.statistics()
+    assert stats.commits == 200
+    assert stats.transactions < stats.commits
+    assert stats.shards_written == 200
+    async with store.open() as reopened:
+        assert [s.index for s in await reopened.load_shards("run-1")] == list(range(200))
+
+
+async def test_two_handles_on_one_store_see_each_others_commits(store: Store) -> None:
     """What one handle committed, a handle opened after it reads (a resumed process)."""
-    async with durable_backend.open() as first:
+    async with store.open() as first:
         await first.open_run(make_run())
         await first.commit(shards=[make_shard(0, state="creating", tag="bp-0")])
-    async with durable_backend.open() as second:
+    async with store.open() as second:
         (shard,) = await second.load_shards(RUN)
         assert (shard.state, shard.tag) == ("creating", "bp-0")
         await second.commit(shards=[make_shard(0, state="submitted", tag="bp-0", batch_id="b")])
-    async with durable_backend.open() as third:
+    async with store.open() as third:
         assert [s.batch_id for s in await third.load_shards(RUN)] == ["b"]
