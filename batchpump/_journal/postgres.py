@@ -17,13 +17,17 @@ of them drive it at a time, and fences the commits of one that lost it.
   A call cancelled while its SQL runs waits for the server's answer (bounded by
   ``COMMAND_TIMEOUT``), so a transaction either happened or did not, then raises the
   cancellation. A connection lost between calls is opened again by the next call.
-- **Schema** (tables ``batchpump_meta``, ``batchpump_runs``, ``batchpump_shards``, and since
-  version 2 ``batchpump_leases``). The version
+- **Schema** (tables ``batchpump_meta``, ``batchpump_runs``, ``batchpump_shards``, since
+  version 2 ``batchpump_leases``, since version 3 ``batchpump_results``). The version
   is a row of ``batchpump_meta``; each table keeps the indexed columns beside the full record as
   msgspec JSON (``bytea``), so new optional record fields need no migration. Creating or
   migrating the schema happens in one transaction under a transaction-scoped advisory lock, so
   workers starting together create it once. A newer version, or tables that are not a
   journal's, raise ``JournalCorruptError`` and are left untouched.
+- **Results.** A commit may carry result lines (``commit(results=...)``): they are stored, one
+  row per line keyed by its byte offset in the results file, with ``COPY`` in the transaction
+  that moves the run's ``out_offset``, so the stored results are exactly the committed ones and
+  any worker can read them back (``read_results``) or write the file anew.
 - **Secrets.** The URL's password never appears in a repr, an error or a log line: they all
   show ``redact_url(url)``.
 """
@@ -66,7 +70,7 @@ __all__ = [
 ]
 
 #: The version of the layout this module writes (a row of ``batchpump_meta``).
-PG_SCHEMA_VERSION: Final = 2
+PG_SCHEMA_VERSION: Final = 3
 #: Seconds one statement may take before the call fails (a hung server must not hang a run).
 COMMAND_TIMEOUT: Final = 60.0
 #: Seconds to wait for the server when connecting.
@@ -106,8 +110,21 @@ _SCHEMA_V1: Final = (
     " WHERE batch_id IS NOT NULL",
     "CREATE INDEX batchpump_shards_by_tag ON batchpump_shards (tag) WHERE tag IS NOT NULL",
 )
+#: A run's results, one row per line: ``pos`` is the line's byte offset in the results file, so
+#: the lines in ``pos`` order are that file, byte for byte (since version 3).
+_RESULTS_DDL: Final = (
+    "CREATE TABLE batchpump_results (run_id text NOT NULL REFERENCES batchpump_runs (run_id),"
+    " pos bigint NOT NULL, line bytea NOT NULL, PRIMARY KEY (run_id, pos))"
+)
+_RESULT_COLUMNS: Final = ("run_id", "pos", "line")
 _TABLES: Final = frozenset(
-    {"batchpump_meta", "batchpump_runs", "batchpump_shards", "batchpump_leases"}
+    {
+        "batchpump_meta",
+        "batchpump_runs",
+        "batchpump_shards",
+        "batchpump_leases",
+        "batchpump_results",
+    }
 )
 
 
@@ -116,10 +133,16 @@ async def _migrate_v1(conn: asyncpg.Connection[Any]) -> None:
     await conn.execute(leases.LEASES_DDL)
 
 
+async def _migrate_v2(conn: asyncpg.Connection[Any]) -> None:
+    """v2 -> v3: the results, stored in the journal so that any worker can serve them."""
+    await conn.execute(_RESULTS_DDL)
+
+
 #: ``_MIGRATIONS[v]`` turns a version ``v`` schema into version ``v + 1`` (inside the
 #: transaction that holds ``SCHEMA_LOCK``).
 _MIGRATIONS: Final[dict[int, Callable[[asyncpg.Connection[Any]], Awaitable[None]]]] = {
-    1: _migrate_v1
+    1: _migrate_v1,
+    2: _migrate_v2,
 }
 
 
@@ -162,6 +185,20 @@ class _Pending:
     run_row: tuple[str, str, bytes] | None
     shard_rows: list[tuple[str, int, int, str, str | None, str | None, bytes]]
     run_id: str
+    result_rows: list[tuple[str, int, bytes]]
+
+
+def _result_rows(run_id: str, start: int, data: bytes) -> list[tuple[str, int, bytes]]:
+    """``data`` (complete JSONL lines found at byte ``start`` of the results) as table rows."""
+    if data and not data.endswith(b"\n"):
+        raise BatchpumpInternalError(f"run {run_id}: results to store end mid-line")
+    rows: list[tuple[str, int, bytes]] = []
+    pos = 0
+    while pos < len(data):
+        end = data.index(b"\n", pos) + 1
+        rows.append((run_id, start + pos, data[pos:end]))
+        pos = end
+    return rows
 
 
 def _shard_row(shard: ShardRecord) -> tuple[str, int, int, str, str | None, str | None, bytes]:
@@ -329,9 +366,18 @@ class PostgresJournal:
         return await self._call(job, doing="loading shards", run_id=run_id)
 
     async def commit(
-        self, *, run: RunRecord | None = None, shards: Sequence[ShardRecord] = ()
+        self,
+        *,
+        run: RunRecord | None = None,
+        shards: Sequence[ShardRecord] = (),
+        results: tuple[int, bytes] | None = None,
     ) -> None:
         """Write ``run`` and ``shards`` (inserted or replaced by key) in one transaction.
+
+        ``results`` (beyond the ``Journal`` protocol): ``(start, data)``, result lines found at
+        byte ``start`` of the run's results, stored in the same transaction (with ``COPY``),
+        so the results in the journal and the run's ``out_offset`` move together. It needs
+        ``run``.
 
         Commits that arrive while another is being written share the next transaction; each
         caller returns once its own records are committed, and every caller of a failed group
@@ -348,10 +394,13 @@ class PostgresJournal:
         run_row = None if run is None else (run.run_id, run.state, _enc.encode(run))
         shard_rows = [_shard_row(shard) for shard in shards]
         if run_row is None and not shard_rows:
+            if results is not None:
+                raise BatchpumpInternalError("results committed without their run")
             self._commits += 1
             return
         run_id = run.run_id if run is not None else shards[0].run_id
-        await self._group.submit(_Pending(run_row, shard_rows, run_id))
+        result_rows = [] if results is None else _result_rows(run_id, *results)
+        await self._group.submit(_Pending(run_row, shard_rows, run_id, result_rows))
 
     async def _write_group(self, group: list[_Pending]) -> None:
         fenced = {i.run_id: self._fenced[i.run_id] for i in group if i.run_id in self._fenced}
@@ -371,12 +420,48 @@ class PostgresJournal:
                         await conn.execute(_UPSERT_RUN, *item.run_row)
                     if item.shard_rows:
                         await conn.executemany(_UPSERT_SHARD, item.shard_rows)
+                result_rows = [row for item in group for row in item.result_rows]
+                if result_rows:
+                    await conn.copy_records_to_table(
+                        "batchpump_results", records=result_rows, columns=_RESULT_COLUMNS
+                    )
 
         await self._call(job, doing="committing", run_id=group[0].run_id)
         self._commits += len(group)
         self._groups += 1
         self._runs_written += sum(item.run_row is not None for item in group)
         self._shards_written += sum(len(item.shard_rows) for item in group)
+
+    async def read_results(self, run_id: str, start: int = 0, *, limit: int = 1 << 20) -> bytes:
+        """The run's stored result lines from byte ``start`` on, about ``limit`` bytes of them
+        (whole lines, at least one if there is one); ``b""`` past the end.
+
+        ``start`` must be where a line starts (0, or the end of what an earlier call returned).
+        """
+
+        async def job(conn: asyncpg.Connection[Any]) -> bytes:
+            rows = await conn.fetch(
+                "SELECT pos, line FROM batchpump_results WHERE run_id = $1 AND pos >= $2"
+                " ORDER BY pos LIMIT $3",
+                run_id,
+                start,
+                max(1, limit // 64),
+            )
+            out = bytearray()
+            expected = start
+            for pos, line in rows:
+                if pos != expected:
+                    raise JournalCorruptError(
+                        f"journal at {self._shown}: run {run_id}'s stored results have a gap "
+                        f"at byte {expected}; they were left as they are"
+                    )
+                out += line
+                expected += len(line)
+                if len(out) >= limit:
+                    break
+            return bytes(out)
+
+        return await self._call(job, doing="reading results", run_id=run_id)
 
     # -- leases (see ``leases``) ---------------------------------------------------------------
 
@@ -565,6 +650,7 @@ async def _prepare_schema(conn: asyncpg.Connection[Any], *, shown: str) -> None:
             for statement in _SCHEMA_V1:
                 await conn.execute(statement)
             await conn.execute(leases.LEASES_DDL)
+            await conn.execute(_RESULTS_DDL)
             await conn.execute(
                 "INSERT INTO batchpump_meta VALUES ('schema_version', $1)", str(PG_SCHEMA_VERSION)
             )

@@ -13,7 +13,13 @@ import anyio
 import asyncpg
 import pytest
 
-from batchpump._errors import ClosedError, JournalCorruptError, JournalError, UsageError
+from batchpump._errors import (
+    BatchpumpInternalError,
+    ClosedError,
+    JournalCorruptError,
+    JournalError,
+    UsageError,
+)
 from batchpump._journal import (
     PG_SCHEMA_VERSION,
     LeaseLostError,
@@ -290,19 +296,22 @@ async def test_a_fenced_commit_needs_a_third_of_the_term_left(postgres_url: str)
         assert await journal.get_run(RUN) == make_run(state="running")
 
 
-async def test_v1_journal_is_migrated_to_v2(postgres_url: str) -> None:
+async def test_v1_journal_is_migrated_to_v3(postgres_url: str) -> None:
     async with open_journal(postgres_url) as journal:
         await journal.open_run(make_run())
         await journal.commit(shards=[make_shard(0)])
     conn = await asyncpg.connect(postgres_url)
-    try:  # what a v1 journal looked like: no leases table
+    try:  # what a v1 journal looked like: no leases table, no results table
         await conn.execute("DROP TABLE batchpump_leases")
+        await conn.execute("DROP TABLE batchpump_results")
         await conn.execute("UPDATE batchpump_meta SET value = '1' WHERE key = 'schema_version'")
     finally:
         await conn.close()
     async with await PostgresJournal.open(postgres_url) as journal:
         assert await journal.load_shards(RUN) == [make_shard(0)]
         assert await journal.acquire_run(RUN, 30) == 1
+        await journal.commit(run=make_run(out_offset=4), results=(0, b"{}\n\n"))
+        assert await journal.read_results(RUN) == b"{}\n\n"
     conn = await asyncpg.connect(postgres_url)
     try:
         version = await conn.fetchval(
@@ -310,4 +319,70 @@ async def test_v1_journal_is_migrated_to_v2(postgres_url: str) -> None:
         )
     finally:
         await conn.close()
-    assert version == str(PG_SCHEMA_VERSION) == "2"
+    assert version == str(PG_SCHEMA_VERSION) == "3"
+
+
+# ---------------------------------------------------------------------------------------------
+# Results stored in the journal.
+
+
+def result_lines(start: int, count: int) -> bytes:
+    return b"".join(b'{"custom_id":"r%d","status":"succeeded"}\n' % i for i in range(start, count))
+
+
+async def test_results_are_stored_with_the_commit_and_read_back_byte_for_byte(
+    postgres_url: str,
+) -> None:
+    first, second = result_lines(0, 700), result_lines(700, 1000)
+    async with await PostgresJournal.open(postgres_url) as journal:
+        await journal.open_run(make_run())
+        assert await journal.read_results(RUN) == b""
+        await journal.commit(run=make_run(out_offset=len(first)), results=(0, first))
+        run = make_run(out_offset=len(first) + len(second))
+        await journal.commit(run=run, shards=[make_shard(0)], results=(len(first), second))
+    async with await PostgresJournal.open(postgres_url) as journal:  # any other worker
+        pages: list[bytes] = []
+        offset = 0
+        while page := await journal.read_results(RUN, offset, limit=4096):
+            assert page.endswith(b"\n")
+            pages.append(page)
+            offset += len(page)
+        assert len(pages) > 5
+        assert b"".join(pages) == first + second
+        assert offset == (await journal.get_run(RUN) or make_run()).out_offset
+        assert await journal.read_results("other-run") == b""
+
+
+async def test_concurrent_result_commits_are_grouped_and_all_stored(postgres_url: str) -> None:
+    """Results from commits sharing a transaction go in with one COPY, none lost."""
+    chunk = result_lines(0, 10)
+    async with await PostgresJournal.open(postgres_url) as journal:
+        await journal.open_run(make_run())
+
+        async def commit(index: int) -> None:
+            run = make_run(out_offset=(index + 1) * len(chunk))
+            await journal.commit(run=run, results=(index * len(chunk), chunk))
+
+        async with anyio.create_task_group() as tg:
+            for index in range(50):
+                tg.start_soon(commit, index)
+        assert journal.statistics().transactions < 50
+        assert await journal.read_results(RUN, limit=1 << 30) == chunk * 50
+
+
+async def test_results_that_fail_to_store_roll_the_whole_commit_back(postgres_url: str) -> None:
+    lines = result_lines(0, 3)
+    async with await PostgresJournal.open(postgres_url) as journal:
+        await journal.open_run(make_run())
+        await journal.commit(run=make_run(out_offset=len(lines)), results=(0, lines))
+        with pytest.raises(JournalError):  # the same bytes again: a duplicate key
+            await journal.commit(
+                run=make_run(out_offset=2 * len(lines)), shards=[make_shard(0)], results=(0, lines)
+            )
+        assert await journal.get_run(RUN) == make_run(out_offset=len(lines))
+        assert await journal.load_shards(RUN) == []
+        assert await journal.read_results(RUN) == lines
+        with pytest.raises(BatchpumpInternalError, match="mid-line"):
+            await journal.commit(run=make_run(), results=(len(lines), b'{"cut'))
+        with pytest.raises(BatchpumpInternalError, match="without their run"):
+            await journal.commit(results=(0, lines))
