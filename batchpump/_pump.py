@@ -25,7 +25,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +45,15 @@ from ._journal import Journal, PostgresJournal, SqliteJournal, connect_journal
 from ._models import Rejected, Result, ResultCounts, RunRecord, ShardRecord
 from ._provider import Provider
 from ._ratelimit_redis import RedisLimiter
-from ._workers import DEFAULT_LEASE_SECONDS, drive_leased, hold_run
+from ._workers import (
+    DEFAULT_LEASE_SECONDS,
+    commit_stored_results,
+    drive_leased,
+    export_results,
+    hold_run,
+    restore_results,
+    stored_results_path,
+)
 
 __all__ = ["Pump", "Run", "default_results_path"]
 
@@ -280,13 +288,24 @@ class Pump:
             work_dir=anyio.Path(run_dir),
             budget=TokenBudget(opts.token_budget),
         )
-        sink = ResultSink(Path(record.out_path), record.out_offset, ctx.commit_results)
+        on_done: Callable[[], Awaitable[object]] | None = None
+        if isinstance(journal, PostgresJournal):
+            # Results live in the journal; this worker's file is a copy rebuilt from it, and
+            # the worker that sees the run finish writes ``out_path`` from the journal.
+            path = stored_results_path(run_dir)
+            await restore_results(journal, record.run_id, path, record.out_offset)
+            sink = ResultSink(
+                path, record.out_offset, partial(commit_stored_results, ctx, journal, path)
+            )
+            on_done = partial(export_results, journal, record.run_id, Path(record.out_path))
+        else:
+            sink = ResultSink(Path(record.out_path), record.out_offset, ctx.commit_results)
         await sink.open()
         if record.state in ("sharding", "failed"):
             await self._shard(ctx, sink, Path(record.input_path), run_dir)
         shards = await journal.load_shards(record.run_id)
         finished = record.state in ("done", "cancelled")
-        run = Run(ctx, sink, None if finished else Engine(ctx, sink))
+        run = Run(ctx, sink, None if finished else Engine(ctx, sink), on_done=on_done)
         self._runs[record.run_id] = run
         assert self._tg is not None
         name = f"batchpump run {record.run_id}"
@@ -367,8 +386,16 @@ class Pump:
 class Run:
     """One submitted run: wait for it, iterate its results, read its statistics."""
 
-    def __init__(self, ctx: RunContext, sink: ResultSink, engine: Engine | None) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        sink: ResultSink,
+        engine: Engine | None,
+        *,
+        on_done: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self._ctx = ctx
+        self._on_done = on_done  # once every line has its result, before ``wait`` returns
         self._sink = sink
         self._engine = engine
         self._finished = anyio.Event()
@@ -426,6 +453,8 @@ class Run:
                 await self._engine.run(shards)
             ctx.run.state = "cancelled" if ctx.cancelled else "done"
             await ctx.journal.commit(run=ctx.run)
+            if self._on_done is not None:
+                await self._on_done()
         except BaseException as exc:
             self._error = self._stopped_by or unwrap_group(exc)
             if not isinstance(exc, Exception):

@@ -16,27 +16,49 @@ Workers given the same input and options compute the same run id, so with one
 - A worker that finishes, fails or is stopped releases the lease, so a waiting worker takes
   the run over at once; one that is killed (SIGKILL) is taken over once its lease lapses.
 
-Where the workers run matters: the shard files and the results file are files, under the
-state directory and at ``--out`` as the run's first worker named them, so workers must see
-one filesystem at those paths (one machine, or a shared mount). Splitting one run's shard
-attempts between workers is not done: every result of a run goes through the driving worker.
+Results live in the journal. The driving worker appends them to a scratch file in its state
+directory (``stored_results_path``), as on SQLite, and each commit that moves the run's
+``out_offset`` stores the appended lines in the journal in the same transaction
+(``commit_stored_results``). A worker that starts driving a run rebuilds that scratch file
+from the journal first (``restore_results``), on whatever machine it runs, so ``Run.results``
+serves every result from any worker. The worker that sees the run finish writes ``--out``
+from the journal, complete, through a temporary file renamed into place (``export_results``,
+also ``batchpump export``).
+
+Shard files are still files under the state directory: a worker that takes over a run on
+another machine must see them there (a shared mount), or the input at the same path if the run
+was not yet sharded. Splitting one run's shard attempts between workers is not done.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 import anyio
 
 from ._clock import Clock
+from ._errors import JournalError, UsageError
+from ._fileio import create_private, run_io
 from ._journal import LeaseLostError, PostgresJournal
-from ._models import ShardRecord
+from ._models import ResultCounts, ShardRecord
 
 if TYPE_CHECKING:
+    from ._engine import RunContext
     from ._pump import Run
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "drive_leased", "hold_run"]
+__all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "commit_stored_results",
+    "drive_leased",
+    "export_results",
+    "hold_run",
+    "restore_results",
+    "stored_results_path",
+]
 
 logger: Final = logging.getLogger("batchpump.workers")
 
@@ -44,6 +66,8 @@ logger: Final = logging.getLogger("batchpump.workers")
 DEFAULT_LEASE_SECONDS: Final = 30.0
 #: Seconds between a waiting worker's tries (a released lease is taken this soon at most).
 STANDBY_POLL: Final = 1.0
+#: Bytes of stored results read from the journal per query.
+READ_CHUNK: Final = 4 << 20
 
 
 def _speed(clock: Clock) -> float:
@@ -128,3 +152,102 @@ def _lost_message(run_id: str) -> str:
         f"this worker lost the lease on run {run_id} (it could not renew it in time) and "
         "stopped driving it; another worker takes it over from the journal"
     )
+
+
+# -- results in the journal ---------------------------------------------------------------------
+
+
+def stored_results_path(run_dir: Path) -> Path:
+    """The driving worker's scratch copy of a run's results (the journal's are the truth)."""
+    return run_dir / "results.jsonl"
+
+
+async def _write_from_journal(
+    journal: PostgresJournal, run_id: str, dst: BinaryIO, end: int
+) -> None:
+    """Write the run's stored results ``[0, end)`` to ``dst`` (fsynced)."""
+    offset = 0
+    while offset < end:
+        data = await journal.read_results(run_id, offset, limit=READ_CHUNK)
+        if not data:
+            raise JournalError(
+                f"journal at {journal.url}: run {run_id} committed {end} bytes of results but "
+                f"stores only {offset}; the journal was left as it is"
+            )
+        await run_io(dst.write, data)
+        offset += len(data)
+    await run_io(dst.flush)
+    await run_io(os.fsync, dst.fileno())
+
+
+async def restore_results(journal: PostgresJournal, run_id: str, path: Path, end: int) -> None:
+    """Make ``path`` hold exactly the run's committed results, ``[0, end)``, from the journal.
+
+    Whatever ``path`` held is replaced: another worker, maybe on another machine, may have
+    driven the run since this one wrote it.
+    """
+    await run_io(_create_empty, path)
+    with await run_io(path.open, "r+b") as f:
+        await run_io(f.truncate, 0)
+        await _write_from_journal(journal, run_id, f, end)
+
+
+async def export_results(journal: PostgresJournal, run_id: str, out: Path) -> int:
+    """Write the run's committed results to ``out``, complete, atomically; return the bytes.
+
+    The file is written beside ``out`` under a temporary name, fsynced, then renamed over
+    ``out``: a reader sees the old file or the whole new one, never part of it.
+
+    Raises:
+        UsageError: no run ``run_id`` in the journal.
+    """
+    run = await journal.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id} in the journal at {journal.url}")
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
+    await run_io(_create_empty, tmp)
+    try:
+        with await run_io(tmp.open, "r+b") as f:
+            await _write_from_journal(journal, run_id, f, run.out_offset)
+        await run_io(os.replace, tmp, out)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_io(tmp.unlink, True)
+        raise
+    await run_io(_fsync_dir, out.parent)
+    return run.out_offset
+
+
+def _create_empty(path: Path) -> None:
+    create_private(path, truncate=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def commit_stored_results(
+    ctx: RunContext,
+    journal: PostgresJournal,
+    path: Path,
+    length: int,
+    shards: list[ShardRecord],
+    counts: ResultCounts,
+) -> None:
+    """The ``ResultSink`` commit with a PostgreSQL journal: ``RunContext.commit_results``, with
+    the lines just appended to ``path`` stored in the journal in the same transaction."""
+    start = ctx.run.out_offset
+    data = await run_io(_read_span, path, start, length) if length > start else b""
+    ctx.run.out_offset = length
+    ctx.run.counts.merge(counts)
+    await journal.commit(run=ctx.run, shards=shards, results=(start, data))
+
+
+def _read_span(path: Path, start: int, end: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(start)
+        return f.read(end - start)

@@ -104,6 +104,39 @@ async def test_two_workers_join_one_run_and_take_turns(
         assert await journal.run_holder(run.id) is None  # released at the end
 
 
+async def test_results_live_in_the_journal_and_any_worker_serves_them(
+    emulator: RunningEmulator, postgres_url: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    ids = write_requests(src, 500)
+    out = tmp_path / "shared" / "out.jsonl"
+    out.parent.mkdir()
+    async with Pump(provider(emulator), state_dir=tmp_path / "a", journal=postgres_url) as pump:
+        run = await pump.submit(src, out=out, options=OPTIONS)
+        with anyio.fail_after(60):
+            counts = await run.wait()
+    assert counts.succeeded == 500
+    written = out.read_bytes()
+    assert_exactly_once(read_results(out), ids)
+    assert [p.name for p in out.parent.iterdir()] == ["out.jsonl"]  # no temporary left
+    async with await PostgresJournal.open(postgres_url) as journal:
+        (record,) = await journal.list_runs()
+        assert record.out_offset == len(written)
+        assert await journal.read_results(run.id, limit=1 << 30) == written
+    # Another machine: its own state directory, no results file; the run is found done, its
+    # results come from the journal, and it writes ``out`` again, whole.
+    out.unlink()
+    async with Pump(provider(emulator), state_dir=tmp_path / "b", journal=postgres_url) as pump:
+        again = await pump.submit(src, out=tmp_path / "ignored.jsonl", options=OPTIONS)
+        assert again.id == run.id
+        with anyio.fail_after(60):
+            assert await again.wait() == counts
+            served = [r.custom_id async for r in again.results()]
+    assert sorted(served) == sorted(ids)
+    assert out.read_bytes() == written
+    assert not (tmp_path / "ignored.jsonl").exists()  # the run's ``out`` is the first worker's
+
+
 async def _holder_pid(url: str) -> int | None:
     """The pid of the worker driving the run once a batch is in flight, else None."""
     conn = await asyncpg.connect(url)
