@@ -43,7 +43,7 @@ import anyio
 from ._clock import Clock
 from ._errors import JournalError, UsageError
 from ._fileio import create_private, run_io
-from ._journal import LeaseLostError, PostgresJournal
+from ._journal import Journal, LeaseLostError, PostgresJournal
 from ._models import ResultCounts, ShardRecord
 
 if TYPE_CHECKING:
@@ -192,23 +192,27 @@ async def restore_results(journal: PostgresJournal, run_id: str, path: Path, end
         await _write_from_journal(journal, run_id, f, end)
 
 
-async def export_results(journal: PostgresJournal, run_id: str, out: Path) -> int:
+async def export_results(journal: Journal, run_id: str, out: Path) -> int:
     """Write the run's committed results to ``out``, complete, atomically; return the bytes.
 
-    The file is written beside ``out`` under a temporary name, fsynced, then renamed over
-    ``out``: a reader sees the old file or the whole new one, never part of it.
+    From a ``PostgresJournal``, the results it stores; from another journal, the committed
+    part of the run's results file. The file is written beside ``out`` under a temporary name,
+    fsynced, then renamed over ``out``: a reader sees the old file or the whole new one.
 
     Raises:
         UsageError: no run ``run_id`` in the journal.
     """
     run = await journal.get_run(run_id)
     if run is None:
-        raise UsageError(f"no run {run_id} in the journal at {journal.url}")
+        raise UsageError(f"no run {run_id} in the journal")
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
     await run_io(_create_empty, tmp)
     try:
         with await run_io(tmp.open, "r+b") as f:
-            await _write_from_journal(journal, run_id, f, run.out_offset)
+            if isinstance(journal, PostgresJournal):
+                await _write_from_journal(journal, run_id, f, run.out_offset)
+            else:
+                await run_io(_copy_prefix, Path(run.out_path), f, run.out_offset)
         await run_io(os.replace, tmp, out)
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -216,6 +220,23 @@ async def export_results(journal: PostgresJournal, run_id: str, out: Path) -> in
         raise
     await run_io(_fsync_dir, out.parent)
     return run.out_offset
+
+
+def _copy_prefix(src: Path, dst: BinaryIO, end: int) -> None:
+    """Copy ``src[0:end)`` to ``dst`` (fsynced); ``src`` must hold that much."""
+    with src.open("rb") as f:
+        left = end
+        while left > 0:
+            chunk = f.read(min(left, READ_CHUNK))
+            if not chunk:
+                raise UsageError(
+                    f"{src} holds {end - left} bytes, but its run committed {end}: it was "
+                    "changed or truncated by something other than batchpump"
+                )
+            dst.write(chunk)
+            left -= len(chunk)
+    dst.flush()
+    os.fsync(dst.fileno())
 
 
 def _create_empty(path: Path) -> None:

@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("run_id", nargs="?")
     status.add_argument("--journal", type=_journal_target)
 
+    export = sub.add_parser(
+        "export", help="write a run's results file, complete and atomically, from its journal"
+    )
+    export.add_argument("run_id")
+    export.add_argument("--out", type=Path, required=True, help="the file to write")
+    export.add_argument("--journal", type=_journal_target)
+
     emulate = sub.add_parser("emulate", help="serve the provider emulator on loopback")
     emulate.add_argument("--host", default="127.0.0.1")
     emulate.add_argument("--port", type=int, default=8080)
@@ -269,6 +276,23 @@ async def _status(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+async def _export(args: argparse.Namespace, console: Console) -> int:
+    from ._journal import connect_journal
+    from ._workers import export_results
+
+    state, url = _state(args, Path(DEFAULT_STATE_DIR))
+    journal_path = state / "journal.sqlite3"
+    if url is None and not journal_path.exists():
+        raise UsageError(f"no journal at {journal_path}; pass --journal DIR or URL")
+    journal = await connect_journal(url or journal_path)
+    try:
+        size = await export_results(journal, args.run_id, args.out)
+    finally:
+        await journal.aclose()
+    console.print(f"{args.run_id}: {size:,} bytes of results written to {args.out}")
+    return EXIT_OK
+
+
 def _emulate(args: argparse.Namespace) -> int:
     from ._clock import ScaledClock
     from .emulator import run_emulator
@@ -290,6 +314,8 @@ async def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return await _resume(args, console)
     if args.command == "status":
         return await _status(args, console)
+    if args.command == "export":
+        return await _export(args, console)
     from ._demo import demo
 
     return await demo(lines=args.lines, directory=args.dir, mode=args.progress, console=console)

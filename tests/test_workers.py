@@ -135,6 +135,9 @@ async def test_results_live_in_the_journal_and_any_worker_serves_them(
     assert sorted(served) == sorted(ids)
     assert out.read_bytes() == written
     assert not (tmp_path / "ignored.jsonl").exists()  # the run's ``out`` is the first worker's
+    exported = tmp_path / "exported.jsonl"
+    await export_cli(run.id, exported, postgres_url)
+    assert exported.read_bytes() == written
 
 
 async def _holder_pid(url: str) -> int | None:
@@ -301,6 +304,28 @@ async def test_a_journal_path_opens_sqlite(emulator: RunningEmulator, tmp_path: 
         assert isinstance(p.journal, SqliteJournal)
     assert journal.exists()
     assert_exactly_once(read_results(run.results_path), ids)
+    exported = tmp_path / "exported.jsonl"
+    done = await export_cli(run.id, exported, str(journal.parent))
+    assert exported.read_bytes() == run.results_path.read_bytes()
+    assert b"results written" in done
+
+
+async def export_cli(run_id: str, out: Path, journal: str) -> bytes:
+    """``batchpump export RUN_ID --out OUT --journal JOURNAL``; its output (it must exit 0)."""
+    argv = [sys.executable, "-m", "batchpump", "export", run_id, "--out", str(out)]
+    done = await anyio.run_process([*argv, "--journal", journal], check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
+
+
+async def test_cli_export_of_an_unknown_run_exits_2(postgres_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    argv = [sys.executable, "-m", "batchpump", "export", "nope", "--out", str(out)]
+    done = await anyio.run_process([*argv, "--journal", postgres_url], check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert b"no run nope" in done.stdout + done.stderr
+    assert not out.exists()
 
 
 async def test_without_the_extras_batchpump_imports_and_says_what_to_install() -> None:
