@@ -11,7 +11,13 @@ the emulator in its own process (time scale 1000: a batch is done ~3 ms after it
    300) one after another, then by 32 tasks at once (where group commit shares transactions),
    on ``SqliteJournal`` (``synchronous=NORMAL``, the default; and ``FULL``) and on
    ``PostgresJournal``. Commits per second, and transactions per commit.
-2. **Workers.** ``W`` = 1, 2, 3 ``batchpump run INPUT --journal postgresql://... --limiter
+2. **Results stored.** N result lines (``--quick``: 2,000; about 200 bytes each, as the
+   emulator answers) stored in ``PostgresJournal`` the way a run stores them: one
+   ``commit(run=..., results=...)`` per 1,000-line batch, which ``COPY``s the lines in the
+   transaction that moves ``out_offset``; beside it the same rows with ``executemany`` of an
+   ``INSERT`` on a plain asyncpg connection (what COPY replaced). Lines per second; then the
+   export (``read_results`` back into a file) in lines per second.
+3. **Workers.** ``W`` = 1, 2, 3 ``batchpump run INPUT --journal postgresql://... --limiter
    redis://...`` processes started together on the same N-line input (``--quick``: 2,000) in
    shards of N/20 lines: wall time until every worker exited, batches created per second of
    wall, and the results checked for exactly one line per ``custom_id``, one batch per shard
@@ -130,6 +136,61 @@ async def commit_rates(pg: PostgresServer, commits: int, work: Path) -> dict[str
     return out
 
 
+RESULT_BATCH: Final = 1_000
+
+
+def _result_lines(count: int) -> list[bytes]:
+    body = b'{"id":"resp","status_code":200,"body":{"choices":[{"message":{"content":"ok"}}]}}'
+    return [
+        b'{"custom_id":"req-%d","status":"succeeded","response":%s}\n' % (i, body)
+        for i in range(count)
+    ]
+
+
+async def results_rates(pg: PostgresServer, lines: int, work: Path) -> dict[str, float]:
+    """Result lines stored per second: ``commit(results=)`` (COPY) against executemany."""
+    import asyncpg
+
+    from batchpump._workers import export_results
+
+    rows = _result_lines(lines)
+    url = pg.create_database("bench_results")
+    async with await PostgresJournal.open(url) as journal:
+        run = _run("results")
+        await journal.open_run(run)
+        start = time.perf_counter()
+        offset = 0
+        for i in range(0, lines, RESULT_BATCH):
+            data = b"".join(rows[i : i + RESULT_BATCH])
+            run.out_offset = offset + len(data)
+            await journal.commit(run=run, results=(offset, data))
+            offset += len(data)
+        copy = lines / (time.perf_counter() - start)
+        start = time.perf_counter()
+        await export_results(journal, "results", work / "exported.jsonl")
+        export = lines / (time.perf_counter() - start)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "INSERT INTO batchpump_runs (run_id, state, record) VALUES ('insert', 'running', '')"
+        )
+        start = time.perf_counter()
+        offset = 0
+        for i in range(0, lines, RESULT_BATCH):
+            batch = []
+            for line in rows[i : i + RESULT_BATCH]:
+                batch.append(("insert", offset, line))
+                offset += len(line)
+            async with conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO batchpump_results (run_id, pos, line) VALUES ($1, $2, $3)", batch
+                )
+        insert = lines / (time.perf_counter() - start)
+    finally:
+        await conn.close()
+    return {"copy_lines_per_s": copy, "insert_lines_per_s": insert, "export_lines_per_s": export}
+
+
 def _write_input(path: Path, lines: int) -> list[str]:
     ids = [f"req-{i}" for i in range(lines)]
     with path.open("wb") as f:
@@ -191,8 +252,15 @@ async def run(lines: int, commits: int) -> dict[str, Any]:
         work = Path(tmp)
         with redis_server(work / "redis") as redis:
             rates = await commit_rates(pg, commits, work)
+            stored = await results_rates(pg, lines, work)
             runs = [await workers_run(pg, redis.url, w, lines, work) for w in (1, 2, 3)]
-    return {"lines": lines, "commits": commits, "commit_rate": rates, "workers": runs}
+    return {
+        "lines": lines,
+        "commits": commits,
+        "commit_rate": rates,
+        "results_stored": stored,
+        "workers": runs,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{rate['concurrent_commits_per_s']:>7,.0f} commits/s from {CONCURRENT} tasks "
             f"({rate['concurrent_transactions_per_commit']:.2f} transactions per commit)"
         )
+    stored = result["results_stored"]
+    print(
+        f"results stored: {stored['copy_lines_per_s']:>9,.0f} lines/s by commit(results=) "
+        f"(COPY), {stored['insert_lines_per_s']:>9,.0f} lines/s by executemany INSERT; "
+        f"exported at {stored['export_lines_per_s']:,.0f} lines/s"
+    )
     ok = True
     for w in result["workers"]:
         ok = (
