@@ -292,7 +292,7 @@ class Pump:
         if isinstance(journal, PostgresJournal):
             # Results live in the journal; this worker's file is a copy rebuilt from it, and
             # the worker that sees the run finish writes ``out_path`` from the journal.
-            path = stored_results_path(run_dir)
+            path = stored_results_path(run_dir, journal.owner)
             await restore_results(journal, record.run_id, path, record.out_offset)
             sink = ResultSink(
                 path, record.out_offset, partial(commit_stored_results, ctx, journal, path)

@@ -16,9 +16,9 @@ Workers given the same input and options compute the same run id, so with one
 - A worker that finishes, fails or is stopped releases the lease, so a waiting worker takes
   the run over at once; one that is killed (SIGKILL) is taken over once its lease lapses.
 
-Results live in the journal. The driving worker appends them to a scratch file in its state
-directory (``stored_results_path``), as on SQLite, and each commit that moves the run's
-``out_offset`` stores the appended lines in the journal in the same transaction
+Results live in the journal. The driving worker appends them to a scratch file of its own in
+its state directory (``stored_results_path``), as on SQLite, and each commit that moves the
+run's ``out_offset`` stores the appended lines in the journal in the same transaction
 (``commit_stored_results``). A worker that starts driving a run rebuilds that scratch file
 from the journal first (``restore_results``), on whatever machine it runs, so ``Run.results``
 serves every result from any worker. The worker that sees the run finish writes ``--out``
@@ -32,6 +32,7 @@ was not yet sharded. Splitting one run's shard attempts between workers is not d
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import uuid
@@ -157,9 +158,14 @@ def _lost_message(run_id: str) -> str:
 # -- results in the journal ---------------------------------------------------------------------
 
 
-def stored_results_path(run_dir: Path) -> Path:
-    """The driving worker's scratch copy of a run's results (the journal's are the truth)."""
-    return run_dir / "results.jsonl"
+def stored_results_path(run_dir: Path, owner: str) -> Path:
+    """The scratch copy of a run's results kept by the worker ``owner`` (``journal.owner``).
+
+    One file per worker: one that froze past its lease and wakes up may still append to its
+    own file once before its commit is refused, and must not write into its successor's.
+    """
+    token = hashlib.blake2b(owner.encode(), digest_size=8).hexdigest()
+    return run_dir / f"results.{token}.jsonl"
 
 
 async def _write_from_journal(
@@ -181,15 +187,23 @@ async def _write_from_journal(
 
 
 async def restore_results(journal: PostgresJournal, run_id: str, path: Path, end: int) -> None:
-    """Make ``path`` hold exactly the run's committed results, ``[0, end)``, from the journal.
+    """Make ``path`` hold exactly the run's committed results, ``[0, end)``, from the journal,
+    and remove the scratch copies earlier workers left beside it.
 
     Whatever ``path`` held is replaced: another worker, maybe on another machine, may have
     driven the run since this one wrote it.
     """
+    await run_io(_remove_other_copies, path)
     await run_io(_create_empty, path)
     with await run_io(path.open, "r+b") as f:
-        await run_io(f.truncate, 0)
         await _write_from_journal(journal, run_id, f, end)
+
+
+def _remove_other_copies(path: Path) -> None:
+    if path.parent.is_dir():
+        for old in path.parent.glob("results.*.jsonl"):
+            if old != path:
+                old.unlink(missing_ok=True)
 
 
 async def export_results(journal: Journal, run_id: str, out: Path) -> int:

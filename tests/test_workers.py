@@ -119,6 +119,8 @@ async def test_results_live_in_the_journal_and_any_worker_serves_them(
     written = out.read_bytes()
     assert_exactly_once(read_results(out), ids)
     assert [p.name for p in out.parent.iterdir()] == ["out.jsonl"]  # no temporary left
+    (first_copy,) = (tmp_path / "a" / "runs" / run.id).glob("results.*.jsonl")
+    assert first_copy.read_bytes() == written  # the worker's own copy, which results() reads
     async with await PostgresJournal.open(postgres_url) as journal:
         (record,) = await journal.list_runs()
         assert record.out_offset == len(written)
@@ -134,10 +136,19 @@ async def test_results_live_in_the_journal_and_any_worker_serves_them(
             served = [r.custom_id async for r in again.results()]
     assert sorted(served) == sorted(ids)
     assert out.read_bytes() == written
+    (second_copy,) = (tmp_path / "b" / "runs" / run.id).glob("results.*.jsonl")
+    assert second_copy.read_bytes() == written  # rebuilt from the journal
     assert not (tmp_path / "ignored.jsonl").exists()  # the run's ``out`` is the first worker's
     exported = tmp_path / "exported.jsonl"
     await export_cli(run.id, exported, postgres_url)
     assert exported.read_bytes() == written
+    # A worker started again in the first state directory keeps one copy: its own.
+    async with Pump(provider(emulator), state_dir=tmp_path / "a", journal=postgres_url) as pump:
+        with anyio.fail_after(60):
+            await (await pump.submit(src, out=out, options=OPTIONS)).wait()
+    (copy,) = (tmp_path / "a" / "runs" / run.id).glob("results.*.jsonl")
+    assert copy != first_copy
+    assert copy.read_bytes() == written
 
 
 async def _holder_pid(url: str) -> int | None:
