@@ -51,6 +51,7 @@ from ._workers import (
     drive_leased,
     export_results,
     hold_run,
+    prepare_leased,
     restore_results,
     stored_results_path,
 )
@@ -270,7 +271,10 @@ class Pump:
         await hold_run(journal, record.run_id, ttl=self._lease_seconds, clock=self._clock)
         try:
             record = await journal.get_run(record.run_id) or record
-            return await self._start_held(record, opts)
+            held = partial(self._start_held, record, opts)
+            return await prepare_leased(
+                held, journal, record.run_id, ttl=self._lease_seconds, clock=self._clock
+            )
         except BaseException:
             with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
                 await journal.release_run(record.run_id)  # else it lapses on its own

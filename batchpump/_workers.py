@@ -36,13 +36,14 @@ import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final, TypeVar
 
 import anyio
 
 from ._clock import Clock
-from ._errors import JournalError, UsageError
+from ._errors import JournalError, UsageError, unwrap_group
 from ._fileio import create_private, run_io
 from ._journal import Journal, LeaseLostError, PostgresJournal
 from ._models import ResultCounts, ShardRecord
@@ -57,9 +58,12 @@ __all__ = [
     "drive_leased",
     "export_results",
     "hold_run",
+    "prepare_leased",
     "restore_results",
     "stored_results_path",
 ]
+
+_T = TypeVar("_T")
 
 logger: Final = logging.getLogger("batchpump.workers")
 
@@ -98,6 +102,51 @@ async def hold_run(journal: PostgresJournal, run_id: str, *, ttl: float, clock: 
     if told or taken > 1:
         logger.warning("worker %s drives run %s now (takeover %d)", journal.owner, run_id, taken)
     return taken
+
+
+async def prepare_leased(
+    prepare: Callable[[], Awaitable[_T]],
+    journal: PostgresJournal,
+    run_id: str,
+    *,
+    ttl: float,
+    clock: Clock,
+) -> _T:
+    """``await prepare()`` (restoring the results copy, sharding: it may outlast a lease term)
+    while renewing the run's lease every third of its term, and once more at the end, so the
+    drive starts on a fresh term.
+
+    Raises:
+        LeaseLostError: a renewal found the lease gone; ``prepare`` was cancelled.
+    """
+    speed = _speed(clock)
+    lost = False
+    result: list[_T] = []
+
+    async def renew(scope: anyio.CancelScope) -> None:
+        nonlocal lost
+        while True:
+            await clock.sleep(ttl / 3 * speed)
+            try:
+                renewed = await journal.renew_run(run_id, ttl)
+            except Exception as exc:  # the server may answer the next one; a commit is fenced
+                logger.warning("renewing the lease on run %s failed: %s", run_id, exc)
+                continue
+            if not renewed:
+                lost = True
+                scope.cancel()
+                return
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(renew, tg.cancel_scope)
+            result.append(await prepare())
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise unwrap_group(group) from None
+    if lost or not await journal.renew_run(run_id, ttl):
+        raise LeaseLostError(_lost_message(run_id))
+    return result[0]
 
 
 async def drive_leased(

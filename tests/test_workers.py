@@ -16,17 +16,28 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 import pytest
 
-from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
+from batchpump import (
+    Limits,
+    ManualClock,
+    PollPolicy,
+    Pump,
+    RetryPolicy,
+    RunOptions,
+    ScaledClock,
+)
 from batchpump._journal import LeaseLostError, PostgresJournal, SqliteJournal
+from batchpump._workers import prepare_leased
 from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 from benchmarks.soak_workers import soak
 from tests.helpers import assert_exactly_once, read_results, write_requests
 from tests.journal.records import make_run
+from tests.journal.test_postgres import lapse
 from tests.servers import PostgresServer, RedisServer
 
 logger = logging.getLogger("tests.workers")
@@ -149,6 +160,69 @@ async def test_results_live_in_the_journal_and_any_worker_serves_them(
     (copy,) = (tmp_path / "a" / "runs" / run.id).glob("results.*.jsonl")
     assert copy != first_copy
     assert copy.read_bytes() == written
+
+
+async def lease_left(url: str) -> float:
+    """Seconds left on run-1's lease, by the server's clock."""
+    conn = await asyncpg.connect(url)
+    try:
+        left = await conn.fetchval(
+            "SELECT extract(epoch FROM expires_at - clock_timestamp()) FROM batchpump_leases"
+            " WHERE key = 'run:run-1'"
+        )
+    finally:
+        await conn.close()
+    return float(left)
+
+
+async def test_preparing_a_run_longer_than_its_lease_keeps_the_lease(postgres_url: str) -> None:
+    """Rebuilding a large results copy or sharding may outlast a term: the lease is renewed
+    meanwhile, so the first commit after it is not fenced."""
+    clock = ManualClock()
+    async with await PostgresJournal.open(postgres_url) as journal:
+        await journal.open_run(make_run())
+        assert await journal.acquire_run("run-1", 30) == 1
+
+        async def prepare() -> str:
+            for _ in range(5):  # five thirds of a term pass while preparing
+                await lapse(postgres_url, left=12)  # the server saw the same time pass
+                clock.advance(10)  # a renewal falls due
+                with anyio.fail_after(30):
+                    while await lease_left(postgres_url) < 20:
+                        await anyio.lowlevel.checkpoint()
+            await journal.commit(run=make_run(state="running"))
+            return "prepared"
+
+        assert await prepare_leased(prepare, journal, "run-1", ttl=30, clock=clock) == "prepared"
+        holder = await journal.run_holder("run-1")
+        assert holder is not None
+        assert holder.owner == journal.owner
+        assert (await journal.get_run("run-1") or make_run()).state == "running"
+
+
+async def test_a_lease_lost_while_preparing_cancels_the_preparation(postgres_url: str) -> None:
+    clock = ManualClock()
+    reached: list[str] = []
+    async with (
+        await PostgresJournal.open(postgres_url) as journal,
+        await PostgresJournal.open(postgres_url) as other,
+    ):
+        await journal.open_run(make_run())
+        assert await journal.acquire_run("run-1", 30) == 1
+
+        async def prepare() -> None:
+            await lapse(postgres_url)
+            assert await other.acquire_run("run-1", 30) == 2  # another worker took it
+            clock.advance(10)  # the renewal falls due, and fails
+            await anyio.sleep_forever()
+            reached.append("never")
+
+        with pytest.raises(LeaseLostError):
+            await prepare_leased(prepare, journal, "run-1", ttl=30, clock=clock)
+        assert reached == []
+        holder = await journal.run_holder("run-1")
+        assert holder is not None
+        assert holder.owner == other.owner
 
 
 async def _holder_pid(url: str) -> int | None:
