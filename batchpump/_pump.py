@@ -34,7 +34,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -57,12 +57,23 @@ from ._engine import (
     rebuild_results,
     results_file_error,
 )
-from ._errors import ClosedError, ResultsFileError, UsageError, unwrap_group
+from ._errors import ClosedError, JournalError, ResultsFileError, UsageError, unwrap_group
 from ._fileio import run_io
 from ._input import SpoolItem, hash_file, shard_file, spool
-from ._journal import Journal, SqliteJournal
+from ._journal import Journal, PostgresJournal, SqliteJournal, connect_journal
 from ._models import Rejected, Result, ResultCounts, RunRecord, ShardRecord
 from ._provider import Provider
+from ._ratelimit_redis import RedisLimiter
+from ._workers import (
+    DEFAULT_LEASE_SECONDS,
+    commit_stored_results,
+    drive_leased,
+    export_results,
+    hold_run,
+    prepare_leased,
+    restore_results,
+    stored_results_path,
+)
 
 __all__ = ["Pump", "Run", "default_results_path", "prune_run_files"]
 
@@ -85,8 +96,16 @@ class Pump:
     Args:
         provider: the adapter (``batchpump.providers.openai.OpenAI(...)``...). The pump closes it.
         state_dir: where the journal and the shard files live (default ``.batchpump``).
-        journal: a ``Journal`` to use instead of the SQLite one in ``state_dir``.
+        journal: a ``Journal`` to use instead of the SQLite one in ``state_dir``, or where to
+            open one: a ``postgresql://`` URL (a ``PostgresJournal``, which several workers
+            can share) or an SQLite file. A journal opened here is closed with the pump.
         clock: the clock every wait goes through (tests pass a fast one).
+        limiter: a ``redis://`` URL: the provider's rate limits and 429 pauses are shared
+            with every other worker given the same URL and key (``_ratelimit_redis``).
+            Without it, each process keeps its own limits.
+        lease_seconds: with a PostgreSQL journal, the term of a run's lease: workers given the
+            same run take turns driving it, and one that is killed is taken over this long
+            after its last renewal (``_workers``).
     """
 
     def __init__(
@@ -94,13 +113,25 @@ class Pump:
         provider: Provider,
         *,
         state_dir: str | os.PathLike[str] = ".batchpump",
-        journal: Journal | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
+        limiter: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.provider = provider
+        self._limiter_url = limiter
+        self._limiter: RedisLimiter | None = None
+        if lease_seconds <= 0:
+            raise UsageError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        self._lease_seconds = lease_seconds
         self.state_dir = Path(state_dir)
-        self._journal = journal
-        self._own_journal = journal is None
+        self._journal_at: str | os.PathLike[str] | None = None
+        self._journal: Journal | None = None
+        if isinstance(journal, str | os.PathLike):
+            self._journal_at = journal
+        else:
+            self._journal = journal
+        self._own_journal = self._journal is None
         self._clock = clock or SystemClock()
         self._tg: TaskGroup | None = None
         self._state = _State.NEW
@@ -109,8 +140,21 @@ class Pump:
     async def __aenter__(self) -> Self:
         if self._state is not _State.NEW:
             raise ClosedError("a Pump can be entered once")
-        if self._journal is None:
-            self._journal = await SqliteJournal.open(self.state_dir / JOURNAL_NAME)
+        if self._limiter_url is not None:
+            share = getattr(self.provider, "share_limits", None)
+            if share is None:
+                raise UsageError(f"the {self.provider.name} adapter cannot share its limits")
+            self._limiter = await RedisLimiter.connect(self._limiter_url)
+            share(self._limiter)
+        try:
+            if self._journal_at is not None:
+                self._journal = await connect_journal(self._journal_at)
+            elif self._journal is None:
+                self._journal = await SqliteJournal.open(self.state_dir / JOURNAL_NAME)
+        except BaseException:
+            if self._limiter is not None:
+                await self._limiter.aclose()
+            raise
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._state = _State.OPEN
@@ -146,6 +190,8 @@ class Pump:
             await self.provider.aclose()
             if self._journal is not None and self._own_journal:
                 await self._journal.aclose()
+            if self._limiter is not None:
+                await self._limiter.aclose()
 
     @property
     def journal(self) -> Journal:
@@ -424,6 +470,23 @@ class Pump:
         journal = self.journal
         if record.out_taken_by is not None:
             raise ResultsFileError(_taken_message(record))
+        if not isinstance(journal, PostgresJournal):
+            return await self._start_held(record, opts)
+        # Other workers may share the run: they take turns, one at a time (``_workers``).
+        await hold_run(journal, record.run_id, ttl=self._lease_seconds, clock=self._clock)
+        try:
+            record = await journal.get_run(record.run_id) or record
+            held = partial(self._start_held, record, opts)
+            return await prepare_leased(
+                held, journal, record.run_id, ttl=self._lease_seconds, clock=self._clock
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
+                await journal.release_run(record.run_id)  # else it lapses on its own
+            raise
+
+    async def _start_held(self, record: RunRecord, opts: RunOptions) -> Run:
+        journal = self.journal
         run_dir = self._run_dir(record.run_id)
         ctx = RunContext(
             provider=self.provider,
@@ -435,22 +498,44 @@ class Pump:
             budget=TokenBudget(opts.token_budget),
             cancelled=record.cancel_requested,
         )
-        sink = ResultSink(
-            Path(record.out_path),
-            record.out_offset,
-            ctx.commit_results,
-            run_id=record.run_id,
-            rebuild_hint=self._rebuild_hint(record.run_id),
-        )
+        on_done: Callable[[], Awaitable[object]] | None = None
+        if isinstance(journal, PostgresJournal):
+            # Results live in the journal; this worker's file is a copy rebuilt from it, and
+            # the worker that sees the run finish writes ``out_path`` from the journal.
+            path = stored_results_path(run_dir, journal.owner)
+            await restore_results(journal, record.run_id, path, record.out_offset)
+            sink = ResultSink(
+                path,
+                record.out_offset,
+                partial(commit_stored_results, ctx, journal, path),
+                run_id=record.run_id,
+                rebuild_hint=self._rebuild_hint(record.run_id),
+            )
+            on_done = partial(export_results, journal, record.run_id, Path(record.out_path))
+        else:
+            sink = ResultSink(
+                Path(record.out_path),
+                record.out_offset,
+                ctx.commit_results,
+                run_id=record.run_id,
+                rebuild_hint=self._rebuild_hint(record.run_id),
+            )
         await sink.open()
         if record.state in ("sharding", "failed"):
             await self._shard(ctx, sink, Path(record.input_path), run_dir)
         shards = await journal.load_shards(record.run_id)
         finished = record.state in ("done", "cancelled")
-        run = Run(ctx, sink, None if finished else Engine(ctx, sink))
+        run = Run(ctx, sink, None if finished else Engine(ctx, sink), on_done=on_done)
         self._runs[record.run_id] = run
         assert self._tg is not None
-        self._tg.start_soon(run._drive, shards, name=f"batchpump run {record.run_id}")
+        name = f"batchpump run {record.run_id}"
+        if isinstance(journal, PostgresJournal):
+            drive = partial(
+                drive_leased, run, shards, journal, ttl=self._lease_seconds, clock=self._clock
+            )
+            self._tg.start_soon(drive, name=name)
+        else:
+            self._tg.start_soon(run._drive, shards, name=name)
         return run
 
     async def _shard(self, ctx: RunContext, sink: ResultSink, path: Path, run_dir: Path) -> None:
@@ -526,12 +611,21 @@ class Pump:
 class Run:
     """One submitted run: wait for it, iterate its results, read its statistics."""
 
-    def __init__(self, ctx: RunContext, sink: ResultSink, engine: Engine | None) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        sink: ResultSink,
+        engine: Engine | None,
+        *,
+        on_done: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self._ctx = ctx
+        self._on_done = on_done  # once every line has its result, before ``wait`` returns
         self._sink = sink
         self._engine = engine
         self._finished = anyio.Event()
         self._error: BaseException | None = None
+        self._stopped_by: BaseException | None = None
 
     @property
     def id(self) -> str:
@@ -573,6 +667,10 @@ class Run:
         if self._engine is not None:
             self._engine.cancel()
 
+    def _stop(self, reason: BaseException) -> None:
+        """Say why the run is about to be cancelled from outside (``wait`` raises ``reason``)."""
+        self._stopped_by = reason
+
     async def _drive(self, shards: list[ShardRecord]) -> None:
         ctx = self._ctx
         try:
@@ -580,10 +678,12 @@ class Run:
                 await self._engine.run(shards)
             ctx.run.state = "cancelled" if ctx.cancelled else "done"
             await ctx.commit(run=True)
+            if self._on_done is not None:  # a PostgreSQL journal: write out_path from it
+                await self._on_done()
             if not ctx.options.keep_shards:
                 await run_io(prune_run_files, Path(ctx.work_dir), Path(ctx.run.input_path))
         except BaseException as exc:
-            self._error = unwrap_group(exc)
+            self._error = self._stopped_by or unwrap_group(exc)
             if not isinstance(exc, Exception):
                 raise
         finally:

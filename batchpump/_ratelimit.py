@@ -35,6 +35,9 @@ Rates are per ``Clock`` second. The pacer waits on the gate's clock when that cl
 itself (it declares a ``speed``: ``SystemClock``, ``ScaledClock``). A clock without one is, by
 the ``Clock`` contract, one that runs at real speed; the pacer waits on the ``SystemClock``
 there, so a ``ManualClock``, which moves only when told, does not stall every paced call.
+
+``share`` adds a ``SharedGate`` (``_ratelimit_redis``): each call then also takes a turn that
+every worker on the same provider key shares, and a 429's pause is published to all of them.
 """
 
 from __future__ import annotations
@@ -42,13 +45,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 
 import anyio
 import msgspec
 
 from ._clock import Clock, SystemClock
 from ._errors import UsageError
+
+if TYPE_CHECKING:
+    from ._ratelimit_redis import SharedGate
 
 __all__ = [
     "BURST_SECONDS",
@@ -178,6 +184,13 @@ class EndpointGate:
         self._learner = _Learner(clock)
         self._limited_since: float | None = None
         self._fruitless = 0  # congestion events since the last success
+        self._shared: SharedGate | None = None
+        self._unpublished = False
+
+    def share(self, shared: SharedGate | None) -> None:
+        """Also take every call's turn through ``shared``, the limit and the 429 pause this
+        class shares with other workers (``None``: this process's limit alone)."""
+        self._shared = shared
 
     # -- passing the gate ---------------------------------------------------------------------
 
@@ -211,6 +224,8 @@ class EndpointGate:
                             await limiter.acquire()
                     finally:
                         self._rate_waiting -= 1
+                if self._shared is not None:
+                    await self._shared_turn(self._shared)
                 self._tickets += 1
                 yield self._tickets
         finally:
@@ -228,6 +243,9 @@ class EndpointGate:
                 self._sleeper = True
                 self._pauses += 1
                 try:
+                    if self._unpublished and self._shared is not None:
+                        self._unpublished = False  # our 429: every worker waits it out
+                        await self._shared.publish_pause(remaining)
                     await self._clock.sleep(remaining)
                     if self._limiter is not None:
                         self._limiter.spend()  # the pause banked nothing
@@ -271,6 +289,7 @@ class EndpointGate:
         self._rate_limited += 1
         if self._limited_since is None:
             self._limited_since = now
+        self._unpublished = self._shared is not None
         self._learn(limit_requests)
         self._probe.end()
         new_event = started is None or started > self._decreased_at_ticket
@@ -351,6 +370,18 @@ class EndpointGate:
         )
 
     # -- internals ------------------------------------------------------------------------------
+
+    async def _shared_turn(self, shared: SharedGate) -> None:
+        """Take the call's turn among every worker; a pause another one saw pauses us too."""
+        self._rate_waiting += 1
+        try:
+            wait, paused = await shared.turn(self._rate)
+            if paused > 0:
+                self.pause(paused)
+            if wait > 0:
+                await self._clock.sleep(wait)
+        finally:
+            self._rate_waiting -= 1
 
     def _set_rate(self, rate: float) -> None:
         ceiling = self._ceiling if self._ceiling is not None else rate

@@ -54,11 +54,12 @@ from ._errors import (
     unwrap_group,
 )
 from ._formats import native_results_path, usage_by_batch, write_openai
-from ._journal import JournalReader, SqliteJournal
+from ._journal import JournalReader, SqliteJournal, connect_journal, is_postgres_url
 from ._models import RunRecord, Usage
 from ._progress import Notices, ProgressMode, follow, summary_dict, summary_table
 from ._provider import Provider
 from ._pump import Pump, Run, default_results_path, prune_run_files
+from ._workers import DEFAULT_LEASE_SECONDS, export_results
 
 __all__ = ["main"]
 
@@ -159,9 +160,32 @@ def _journal_option(p: argparse.ArgumentParser, *, for_run: bool = False) -> Non
     )
     p.add_argument(
         "--journal",
-        type=Path,
-        metavar="DIR",
-        help=f"state directory holding the journal and the runs' files (default: {default})",
+        type=_journal_target,
+        metavar="DIR|URL",
+        help=f"state directory holding the journal and the runs' files (default: {default}), "
+        "or a postgresql://USER:PASSWORD@HOST/DB URL that several workers share",
+    )
+
+
+def _journal_target(value: str) -> Path | str:
+    """``--journal``: a ``postgresql://`` URL stays a string; anything else is a directory."""
+    return value if is_postgres_url(value) else Path(value)
+
+
+def _workers_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--limiter",
+        metavar="URL",
+        help="a redis://HOST:PORT/DB URL: share the provider's rate limits and 429 pauses with "
+        "every worker given the same URL and key (default: this process's own limits)",
+    )
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=DEFAULT_LEASE_SECONDS,
+        metavar="SECONDS",
+        help="with a postgresql:// journal: a killed worker's run is taken over this long after "
+        f"its last renewal (default: {DEFAULT_LEASE_SECONDS:g})",
     )
 
 
@@ -327,6 +351,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="telus only: the workflow of lines that name none (default: each line's own)",
     )
     _journal_option(p, for_run=True)
+    _workers_options(p)
     _progress_option(p)
     _json_option(p)
 
@@ -343,6 +368,7 @@ def _add_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _run_id_argument(p)
     _key_option(p)
     _journal_option(p)
+    _workers_options(p)
     _progress_option(p)
     _json_option(p)
 
@@ -467,6 +493,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_cancel,
         _add_results,
         _add_status,
+        _add_export,
         _add_clean,
         _add_emulate,
     ):
@@ -574,8 +601,27 @@ def _cli_words(message: str) -> str:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    journal: Path | None = args.journal
-    return journal if journal is not None else Path(DEFAULT_STATE_DIR)
+    """The state directory (shard files, parts; the SQLite journal unless a URL names one)."""
+    journal: Path | str | None = args.journal
+    return journal if isinstance(journal, Path) else Path(DEFAULT_STATE_DIR)
+
+
+def _journal_url(args: argparse.Namespace) -> str | None:
+    """The ``postgresql://`` journal ``--journal`` names, if it names one."""
+    journal: Path | str | None = getattr(args, "journal", None)
+    return journal if isinstance(journal, str) else None
+
+
+def _pump(provider: Provider, state_dir: Path, args: argparse.Namespace) -> Pump:
+    """The pump of a command: its state directory, and the shared journal and limiter
+    ``--journal URL`` and ``--limiter`` name."""
+    return Pump(
+        provider,
+        state_dir=state_dir,
+        journal=_journal_url(args),
+        limiter=getattr(args, "limiter", None),
+        lease_seconds=getattr(args, "lease_seconds", DEFAULT_LEASE_SECONDS),
+    )
 
 
 def _command(verb: str, run_id: str, state_dir: Path) -> str:
@@ -629,8 +675,19 @@ def _read_prices(path: Path | None) -> dict[str, Price]:
         ) from exc
 
 
-async def _find(state_dir: Path, run_id: str) -> RunRecord:
+async def _find(state_dir: Path, run_id: str, url: str | None = None) -> RunRecord:
     """The run ``run_id`` (or the only one it prefixes), read without taking the lock."""
+    if url is not None:
+        journal = await connect_journal(url)
+        try:
+            runs = await journal.list_runs()
+        finally:
+            await journal.aclose()
+        found = [r for r in runs if r.run_id.startswith(run_id)]
+        if len(found) != 1:
+            what = "no run" if not found else f"{len(found)} runs"
+            raise UsageError(f"{what} matching {run_id!r} in the journal at the given URL")
+        return found[0]
     async with await JournalReader.open(state_dir / JOURNAL_FILE) as reader:
         return await reader.find_run(run_id)
 
@@ -721,8 +778,14 @@ async def _cmd_run(args: argparse.Namespace, ui: _Ui) -> int:
     out: Path | None = args.out
     if out is None and not from_stdin:
         out = default_results_path(args.input)
-    state_dir: Path = args.journal or (
-        _absolute(out).parent / DEFAULT_STATE_DIR if out is not None else Path(DEFAULT_STATE_DIR)
+    state_dir: Path = (
+        args.journal
+        if isinstance(args.journal, Path)
+        else (
+            _absolute(out).parent / DEFAULT_STATE_DIR
+            if out is not None
+            else Path(DEFAULT_STATE_DIR)
+        )
     )
     settings = {
         k: v
@@ -752,7 +815,7 @@ async def _cmd_run(args: argparse.Namespace, ui: _Ui) -> int:
         prices=_read_prices(args.prices),
     )
     provider = make_provider(args.provider, args)
-    async with Pump(provider, state_dir=state_dir) as pump:
+    async with _pump(provider, state_dir, args) as pump:
         source = _stdin_lines() if from_stdin else args.input
         run = await pump.submit(
             source,
@@ -782,10 +845,10 @@ async def _cmd_run(args: argparse.Namespace, ui: _Ui) -> int:
 
 async def _cmd_resume(args: argparse.Namespace, ui: _Ui) -> int:
     state_dir = _state_dir(args)
-    record = await _find(state_dir, args.run_id)
+    record = await _find(state_dir, args.run_id, _journal_url(args))
     settings = _load_settings(state_dir, record.run_id)
     provider = make_provider(_cli_name(record), args, base_url=record.base_url, settings=settings)
-    async with Pump(provider, state_dir=state_dir) as pump:
+    async with _pump(provider, state_dir, args) as pump:
         # A cancel is journaled before the first cancel request: a resume finishes it.
         run = await pump.resume(record.run_id, cancel=args.command == "cancel")
         ui.resume_hint = _command("resume", run.id, state_dir)
@@ -803,6 +866,9 @@ async def _cmd_resume(args: argparse.Namespace, ui: _Ui) -> int:
 
 async def _cmd_cancel(args: argparse.Namespace, ui: _Ui) -> int:
     state_dir = _state_dir(args)
+    if _journal_url(args) is not None:  # a shared journal: cancel through its run lease
+        args.command = "cancel"
+        return await _cmd_resume(args, ui)
     async with await JournalReader.open(state_dir / JOURNAL_FILE) as reader:
         record = await reader.find_run(args.run_id)
         holder = reader.holder()
@@ -827,10 +893,10 @@ async def _cmd_cancel(args: argparse.Namespace, ui: _Ui) -> int:
 
 async def _cmd_results(args: argparse.Namespace, ui: _Ui) -> int:
     state_dir = _state_dir(args)
-    record = await _find(state_dir, args.run_id)
+    record = await _find(state_dir, args.run_id, _journal_url(args))
     settings = _load_settings(state_dir, record.run_id)
     provider = make_provider(_cli_name(record), args, base_url=record.base_url, settings=settings)
-    async with Pump(provider, state_dir=state_dir) as pump:
+    async with _pump(provider, state_dir, args) as pump:
         if not args.rebuild:
             problem = await pump.check_results(record.run_id)
             if problem is not None:  # a diagnostic: stderr, like every problem
@@ -869,6 +935,9 @@ def _run_dict(record: RunRecord) -> dict[str, object]:
 
 async def _cmd_status(args: argparse.Namespace, ui: _Ui) -> int:
     state_dir = _state_dir(args)
+    url = _journal_url(args)
+    if url is not None:
+        return await _status_shared(url, args.run_id, ui)
     async with await JournalReader.open(state_dir / JOURNAL_FILE) as reader:
         holder = reader.holder()
         if args.run_id is None:
@@ -955,6 +1024,63 @@ async def _cmd_status(args: argparse.Namespace, ui: _Ui) -> int:
     return EXIT_OK
 
 
+async def _status_shared(url: str, run_id: str | None, ui: _Ui) -> int:
+    """``status`` of a journal on a server: every run (or the one ``run_id`` prefixes)."""
+    journal = await connect_journal(url)
+    try:
+        runs = await journal.list_runs()
+    finally:
+        await journal.aclose()
+    if run_id is not None:
+        runs = [r for r in runs if r.run_id.startswith(run_id)]
+        if not runs:
+            raise UsageError(f"no run matching {run_id!r} in the journal at the given URL")
+    if ui.json:
+        ui.print_json({"runs": [_run_dict(r) for r in runs]})
+        return EXIT_OK
+    for r in runs:
+        c = r.counts
+        ui.out.print(
+            f"{r.run_id}  {r.state:<9}  {c.total:>9,}/{r.total_lines:<9,} lines  "
+            f"ok={c.succeeded:,} errored={c.errored:,} expired={c.expired:,} "
+            f"canceled={c.canceled:,} rejected={c.rejected:,}  {r.out_path}",
+            highlight=False,
+        )
+    if not runs:
+        ui.out.print("no runs in the journal at the given URL", highlight=False)
+    return EXIT_OK
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run's results file, complete and atomically, from its journal",
+        description="Write the committed results of a run to FILE (a temporary file renamed "
+        "into place): from a PostgreSQL journal, whichever worker ran it; from a SQLite "
+        "journal, the committed part of its results file.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    _run_id_argument(p)
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write")
+    _journal_option(p)
+
+
+async def _cmd_export(args: argparse.Namespace, ui: _Ui) -> int:
+    state_dir = _state_dir(args)
+    url = _journal_url(args)
+    journal_path = state_dir / JOURNAL_FILE
+    if url is None and not await anyio.Path(journal_path).is_file():
+        raise UsageError(f"no journal at {journal_path}; pass --journal DIR or URL")
+    journal = await connect_journal(url or journal_path)
+    try:
+        size = await export_results(journal, args.run_id, args.out)
+    finally:
+        await journal.aclose()
+    ui.out.print(f"{args.run_id}: {size:,} bytes of results written to {args.out}", highlight=False)
+    return EXIT_OK
+
+
 def _clean_files(state_dir: Path, runs: list[RunRecord], every: list[RunRecord]) -> int:
     freed = 0
     for record in runs:
@@ -1038,6 +1164,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace, _Ui], Awaitable[int]]]] 
     "cancel": _cmd_cancel,
     "results": _cmd_results,
     "status": _cmd_status,
+    "export": _cmd_export,
     "clean": _cmd_clean,
     "demo": _cmd_demo,
 }

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,7 +56,7 @@ from .schema import (
     shard_decoder,
 )
 
-__all__ = ["JournalStatistics", "SqliteJournal", "Synchronous", "open_journal"]
+__all__ = ["JournalStatistics", "SqliteJournal", "Synchronous"]
 
 _T = TypeVar("_T")
 
@@ -370,18 +370,3 @@ class SqliteJournal:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<SqliteJournal path={str(self._path)!r} state={state} commits={self._commits}>"
-
-
-@contextlib.asynccontextmanager
-async def open_journal(
-    path: str | os.PathLike[str], *, synchronous: Synchronous = "NORMAL", check: bool = True
-) -> AsyncIterator[SqliteJournal]:
-    """Open the journal at ``path`` for the block, and close it (releasing the lock) after.
-
-    Arguments and errors as ``SqliteJournal.open``.
-    """
-    journal = await SqliteJournal.open(path, synchronous=synchronous, check=check)
-    try:
-        yield journal
-    finally:
-        await journal.aclose()

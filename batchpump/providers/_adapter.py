@@ -22,6 +22,8 @@ from .._http import HttpClient, HttpStatistics
 from .._input import LineChecker, RequestLineChecker
 from .._models import Capabilities
 from .._provider import RateLimitWait
+from .._ratelimit import ENDPOINT_CLASSES
+from .._ratelimit_redis import RedisLimiter, limit_scope
 
 __all__ = ["HttpAdapter", "check_base_url", "find_custom_id", "from_env"]
 
@@ -106,6 +108,7 @@ class HttpAdapter:
     ) -> None:
         """Create the adapter's one HTTP client (its session opens lazily, on first use)."""
         self._clock = clock or SystemClock()
+        self._limit_scope = limit_scope(self.name, base_url, secrets)
         self._http = HttpClient(
             provider=self.name,
             base_url=base_url.rstrip("/"),
@@ -119,6 +122,13 @@ class HttpAdapter:
     @property
     def base_url(self) -> str:
         return self._http.base_url
+
+    def share_limits(self, limiter: RedisLimiter) -> None:
+        """Pace every endpoint class with the other workers using the same key (see
+        ``_ratelimit_redis``): one rate limit and one 429 pause across processes."""
+        speed = float(getattr(self._clock, "speed", 1.0))
+        for cls in ENDPOINT_CLASSES:
+            self._http.gate(cls).share(limiter.gate(self._limit_scope, cls, speed=speed))
 
     def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker:
         """The standard request-line checker, with the provider's ``custom_id`` limit."""

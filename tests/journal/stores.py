@@ -1,8 +1,10 @@
 """The durable journals the contract suite (``test_contract.py``) runs against.
 
 ``DURABLE_STORES`` names every journal that keeps its records outside the object, with how to
-make an empty store for one test. A new journal (PostgreSQL) adds a ``Store`` class and one
-entry, and every contract test runs against it.
+make an empty store for one test: SQLite (a file in the test's ``tmp_path``) and PostgreSQL (a
+new database on the session's real server, ``tests/servers.py``; its tests skip, saying why,
+where PostgreSQL is not installed). A new journal adds a ``Store`` class and one entry, and
+every contract test runs against it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import pytest
+
 from batchpump._journal import Journal, JournalStatistics, open_journal
 
-__all__ = ["DURABLE_STORES", "DurableJournal", "SqliteStore", "Store"]
+__all__ = ["DURABLE_STORES", "DurableJournal", "PostgresStore", "SqliteStore", "Store"]
 
 
 class DurableJournal(Journal, Protocol):
@@ -40,7 +44,24 @@ class SqliteStore:
         return open_journal(self.path)
 
 
-#: Each durable journal, and how to make an empty store for it in a test's ``tmp_path``.
-DURABLE_STORES: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda tmp_path: SqliteStore(tmp_path / "journal.sqlite"),
+@dataclass(frozen=True)
+class PostgresStore:
+    """A ``PostgresJournal`` database, named by its URL (with the password)."""
+
+    url: str
+
+    def open(self) -> contextlib.AbstractAsyncContextManager[DurableJournal]:
+        return open_journal(self.url)
+
+
+def _postgres_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    url: str = request.getfixturevalue("postgres_url")  # skips where PostgreSQL is missing
+    return PostgresStore(url)
+
+
+#: Each durable journal, and how to make an empty store for one test (its request and
+#: ``tmp_path``; a store on a server takes the server's fixture from the request).
+DURABLE_STORES: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
+    "sqlite": lambda request, tmp_path: SqliteStore(tmp_path / "journal.sqlite"),
+    "postgresql": _postgres_store,
 }

@@ -1,15 +1,18 @@
-"""The journal contract, run against every journal implementation (see ``stores``).
+"""The journal contract, one suite run against every journal implementation (see ``stores``).
 
-``journal`` runs a test against each implementation (``MemoryJournal`` included); ``store``
-runs it against each durable one, which can be closed and opened again on the same records.
+``journal`` runs a test against each implementation: ``MemoryJournal``, ``SqliteJournal`` and
+``PostgresJournal``; ``store`` runs it against each durable one (SQLite, PostgreSQL), which can
+be closed and opened again on the same records. What only one journal does is in
+``test_sqlite.py`` (files, lock, schema) and ``test_postgres.py`` (URLs, schema, leases).
 
-Rules: real files under ``tmp_path``, real worker threads; no sleeps; every journal is closed
-(``filterwarnings = error``).
+Rules: real files under ``tmp_path``, a real PostgreSQL server (``tests/servers.py``), real
+worker threads; no sleeps; every journal is closed (``filterwarnings = error``).
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -19,7 +22,15 @@ from batchpump._journal import Journal, MemoryJournal
 from batchpump._models import ResultCounts, ShardState
 
 from .records import RUN, make_run, make_shard
-from .stores import Store
+from .stores import DurableJournal, Store
+
+
+def commits_of(journal: Journal) -> int:
+    """How many ``commit`` calls ``journal`` completed."""
+    if isinstance(journal, MemoryJournal):
+        return journal.commits
+    return cast(DurableJournal, journal).statistics().commits
+
 
 # ---------------------------------------------------------------------------------------------
 # The contract, against every journal.
@@ -66,6 +77,26 @@ async def test_commit_upserts_by_key_and_loads_in_order(journal: Journal) -> Non
     assert await journal.load_shards("nope") == []
 
 
+async def test_shard_walks_its_states_through_commits(journal: Journal) -> None:
+    """Each write-ahead step replaces the attempt's record; the last one is what loads."""
+    await journal.open_run(make_run())
+    steps: list[dict[str, Any]] = [
+        {"state": "ready"},
+        {"state": "uploading"},
+        {"state": "uploaded", "input_ref": "file-1"},
+        {"state": "creating", "input_ref": "file-1", "tag": "bp-1", "intent_at": 5.0},
+        {"state": "submitted", "input_ref": "file-1", "tag": "bp-1", "batch_id": "batch_1"},
+        {"state": "collecting", "tag": "bp-1", "batch_id": "batch_1", "batch_state": "completed"},
+        {"state": "done", "tag": "bp-1", "batch_id": "batch_1", "batch_state": "completed"},
+    ]
+    for step in steps:
+        await journal.commit(shards=[make_shard(0, **step)])
+        assert await journal.load_shards(RUN) == [make_shard(0, **step)]
+    retry = make_shard(0, 2, state="ready", requeues=1, not_before=9.0)
+    await journal.commit(run=make_run(state="running"), shards=[retry])
+    assert [s.state for s in await journal.load_shards(RUN)] == ["done", "ready"]
+
+
 async def test_commit_writes_run_and_shards_together(journal: Journal) -> None:
     await journal.open_run(make_run())
     run = make_run(state="running", out_offset=99, counts=ResultCounts(succeeded=3, errored=1))
@@ -88,7 +119,13 @@ async def test_records_are_snapshots(journal: Journal) -> None:
 
 
 async def test_every_field_round_trips(journal: Journal) -> None:
-    run = make_run(state="done", total_lines=5, out_offset=4096, counts=ResultCounts(expired=2))
+    run = make_run(
+        state="done",
+        total_lines=5,
+        out_offset=4096,
+        counts=ResultCounts(expired=2),
+        input_hash="ab" * 16,
+    )
     shard = make_shard(
         3,
         2,
@@ -101,6 +138,7 @@ async def test_every_field_round_trips(journal: Journal) -> None:
         batch_state="finalizing",
         not_before=1.5,
         requeues=1,
+        intent_at=1_700_000_001.25,
     )
     await journal.commit(run=run, shards=[shard])
     loaded = await journal.get_run(RUN)
@@ -108,6 +146,25 @@ async def test_every_field_round_trips(journal: Journal) -> None:
     assert loaded is not None
     assert bytes(loaded.options) == b'{"max_attempts":3}'
     assert await journal.load_shards(RUN) == [shard]
+
+
+async def test_empty_commit_writes_nothing(journal: Journal) -> None:
+    await journal.commit()
+    assert await journal.list_runs() == []
+
+
+async def test_concurrent_commits_all_land(journal: Journal) -> None:
+    await journal.open_run(make_run())
+
+    async def submitter(worker: int) -> None:
+        for attempt in range(1, 11):
+            await journal.commit(run=make_run(), shards=[make_shard(worker, attempt)])
+
+    async with anyio.create_task_group() as tg:
+        for worker in range(20):
+            tg.start_soon(submitter, worker)
+    assert len(await journal.load_shards(RUN)) == 200
+    assert commits_of(journal) == 200
 
 
 async def test_closed_journal_refuses_every_call(journal: Journal) -> None:
@@ -173,6 +230,8 @@ async def test_reopen_after_close_keeps_everything(store: Store) -> None:
         assert [r.run_id for r in await journal.list_runs()] == ["a", RUN]
         assert await journal.get_run(RUN) == make_run(state="running")
         assert await journal.load_shards(RUN) == shards
+        stored, created = await journal.open_run(make_run(state="sharding"))
+        assert (stored.state, created) == ("running", False)  # resume finds the run as it was
 
 
 async def test_commit_that_cannot_encode_writes_nothing(store: Store) -> None:
@@ -187,25 +246,14 @@ async def test_commit_that_cannot_encode_writes_nothing(store: Store) -> None:
         assert journal.statistics().commits == 0
 
 
-async def test_concurrent_commits_all_land(store: Store) -> None:
-    async with store.open() as journal:
-        await journal.open_run(make_run())
-
-        async def submitter(worker: int) -> None:
-            for attempt in range(1, 11):
-                await journal.commit(run=make_run(), shards=[make_shard(worker, attempt)])
-
-        async with anyio.create_task_group() as tg:
-            for worker in range(20):
-                tg.start_soon(submitter, worker)
-        assert len(await journal.load_shards(RUN)) == 200
-        assert journal.statistics().commits == 200
-
-
-async def test_shard_before_its_run_is_a_bug(store: Store) -> None:
+async def test_shard_before_its_run_is_a_bug_and_writes_nothing(store: Store) -> None:
     async with store.open() as journal:
         with pytest.raises(BatchpumpInternalError, match="before its run"):
             await journal.commit(shards=[make_shard(0)])
+        await journal.open_run(make_run("other"))
+        with pytest.raises(BatchpumpInternalError, match="before its run"):
+            await journal.commit(run=make_run("other", state="done"), shards=[make_shard(0)])
+        assert await journal.get_run("other") == make_run("other")  # the group rolled back
         await journal.commit(run=make_run(), shards=[make_shard(0)])  # together is fine
         assert len(await journal.load_shards(RUN)) == 1
 
@@ -224,5 +272,19 @@ async def test_concurrent_commits_are_grouped_and_each_is_durable(store: Store) 
         stats = journal.statistics()
     assert stats.commits == 200
     assert stats.transactions < stats.commits
+    assert stats.shards_written == 200
     async with store.open() as reopened:
         assert [s.index for s in await reopened.load_shards("run-1")] == list(range(200))
+
+
+async def test_two_handles_on_one_store_see_each_others_commits(store: Store) -> None:
+    """What one handle committed, a handle opened after it reads (a resumed process)."""
+    async with store.open() as first:
+        await first.open_run(make_run())
+        await first.commit(shards=[make_shard(0, state="creating", tag="bp-0")])
+    async with store.open() as second:
+        (shard,) = await second.load_shards(RUN)
+        assert (shard.state, shard.tag) == ("creating", "bp-0")
+        await second.commit(shards=[make_shard(0, state="submitted", tag="bp-0", batch_id="b")])
+    async with store.open() as third:
+        assert [s.batch_id for s in await third.load_shards(RUN)] == ["b"]

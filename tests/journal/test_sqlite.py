@@ -17,7 +17,7 @@ import sqlite3
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -25,11 +25,19 @@ import msgspec
 import pytest
 
 from batchpump._errors import JournalCorruptError, JournalError, JournalLockedError, UsageError
-from batchpump._journal import SCHEMA_VERSION, SqliteJournal, open_journal
+from batchpump._journal import SCHEMA_VERSION, SqliteJournal
 from batchpump._journal import sqlite as sqlite_module  # defines _connect, patched below
 from batchpump._models import RunRecord, ShardRecord
 
 from .records import RUN, make_run, make_shard, raw_db
+
+
+@contextlib.asynccontextmanager
+async def open_journal(path: str | os.PathLike[str]) -> AsyncIterator[SqliteJournal]:
+    """``SqliteJournal.open`` for the block (``batchpump._journal.open_journal`` takes URLs too,
+    and so yields either journal)."""
+    async with await SqliteJournal.open(path) as journal:
+        yield journal
 
 
 @contextlib.contextmanager
