@@ -311,6 +311,16 @@ class Pump:
         elif existing.out_taken_by is not None:
             raise ResultsFileError(_taken_message(existing))
         elif out_given and existing.out_path != record.out_path:
+            if isinstance(self.journal, PostgresJournal):
+                # Workers share the run: its results live in the journal, and the worker that
+                # sees it finish writes the run's own file; this worker's --out is not used.
+                logger.info(
+                    "run %s writes its results to %s (the run's file), not %s",
+                    record.run_id,
+                    existing.out_path,
+                    record.out_path,
+                )
+                return
             raise ResultsFileError(
                 f"this input was already run as run {record.run_id}, whose results go to "
                 f"{existing.out_path}, not {record.out_path}; nothing was sent. To continue that "
