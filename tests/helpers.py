@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -37,3 +41,25 @@ def assert_exactly_once(results: list[Result], ids: list[str]) -> None:
     missing = sorted(set(ids) - set(counts))[:5]
     unexpected = sorted(set(counts) - set(ids))[:5]
     assert set(counts) == set(ids), f"missing {missing}, unexpected {unexpected}"
+
+
+@contextmanager
+def emulator_process(*args: str) -> Iterator[str]:
+    """``batchpump emulate --port 0`` in its own process (a 2000x clock unless ``args`` say
+    otherwise); yields its URL, read from the line it prints first, and stops it at the end."""
+    scale = () if "--time-scale" in args else ("--time-scale", "2000")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchpump", "emulate", "--port", "0", *scale, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("batchpump emulator listening on "), line
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()

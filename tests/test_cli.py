@@ -7,8 +7,6 @@ keys are fake; every test is bounded by the pytest timeout.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,28 +15,15 @@ import pytest
 
 from batchpump.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 
-from .helpers import assert_exactly_once, read_results, write_requests
+from .helpers import assert_exactly_once, emulator_process, read_results, write_requests
 
 KEY = "sk-test-cli-not-a-real-key-0123456789"
 
 
 @pytest.fixture(scope="module")
 def emulator_url() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchpump", "emulate", "--port", "0", "--time-scale", "2000"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("batchpump emulator listening on "), line
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with emulator_process() as url:
+        yield url
 
 
 @pytest.fixture
