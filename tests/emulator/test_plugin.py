@@ -79,6 +79,8 @@ async def test_async_client(batchpump_emulator):
 {extra}
 """
 
+SCOPE = "asyncio_default_fixture_loop_scope=function"
+
 ANYIO_BACKEND = """
 
 @pytest.fixture
@@ -97,8 +99,10 @@ def write_project(path: Path, marker: str, extra: str = "") -> None:
 @pytest.mark.parametrize(
     ("mode", "marker", "extra", "options"),
     [
-        ("auto", "", "", ["-o", "asyncio_mode=auto"]),
-        ("strict", "@pytest.mark.asyncio", "", ["-o", "asyncio_mode=strict"]),
+        # pytest-asyncio warns of its own unset loop scope, which -W error would make fatal:
+        # a project using it sets the scope, as ours does in pyproject.toml.
+        ("auto", "", "", ["-o", "asyncio_mode=auto", "-o", SCOPE]),
+        ("strict", "@pytest.mark.asyncio", "", ["-o", "asyncio_mode=strict", "-o", SCOPE]),
         ("anyio-without-pytest-asyncio", "@pytest.mark.anyio", ANYIO_BACKEND, ["-p", "no:asyncio"]),
     ],
 )
