@@ -5,9 +5,9 @@ from __future__ import annotations
 from .collect import Collector
 from .engine import Engine
 from .poll import Poller, deadline_cap
-from .results import PartWriter, ResultSink
+from .results import PartWriter, ResultSink, decode_results
 from .runstate import RunContext, RunOptions, RunStatistics, TokenBudget
-from .submit import RECONCILE_SLACK
+from .submit import RECONCILE_SLACK, Submitter
 
 __all__ = [
     "RECONCILE_SLACK",
@@ -19,6 +19,8 @@ __all__ = [
     "RunContext",
     "RunOptions",
     "RunStatistics",
+    "Submitter",
     "TokenBudget",
     "deadline_cap",
+    "decode_results",
 ]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .block import envelope_bytes
 from .check import Checked, LineChecker, Problem
-from .lines import iter_blocks
+from .lines import bad_utf8_lines, iter_blocks
 from .readback import iter_shard_ids, load_ids, write_retry_shard
-from .shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
+from .shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, line_checker, shard_file
 from .spooling import spool
 
 __all__ = [
@@ -15,10 +15,12 @@ __all__ = [
     "LineChecker",
     "Problem",
     "ShardingOutcome",
+    "bad_utf8_lines",
     "envelope_bytes",
     "hash_file",
     "iter_blocks",
     "iter_shard_ids",
+    "line_checker",
     "load_ids",
     "shard_file",
     "spool",

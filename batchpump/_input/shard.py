@@ -35,6 +35,7 @@ __all__ = [
     "MAX_PROBLEMS",
     "ShardingOutcome",
     "hash_file",
+    "line_checker",
     "shard_file",
 ]
 
@@ -80,6 +81,44 @@ def _limit(name: str, asked: int | None, cap: int) -> int:
     if not 1 <= asked <= cap:
         raise UsageError(f"{name}={asked} must be between 1 and the provider's limit of {cap}")
     return asked
+
+
+def line_checker(
+    endpoint: str,
+    capabilities: Capabilities,
+    *,
+    max_lines: int | None = None,
+    max_bytes: int | None = None,
+    item_check: ItemCheck | None = None,
+    item_group_field: str | None = None,
+) -> tuple[int, int, int, LineChecker | AnthropicLineChecker | ItemLineChecker]:
+    """The limits and the line checker of a run: ``(lines_cap, bytes_cap, line_cap, checker)``.
+
+    Arguments as :func:`shard_file`; shared with streams, so both accept the same lines.
+
+    Raises:
+        UsageError: a limit above the provider's.
+    """
+    lines_cap = _limit("max_lines", max_lines, capabilities.max_lines)
+    bytes_cap = _limit("max_bytes", max_bytes, capabilities.max_bytes)
+    line_cap = min(capabilities.max_line_bytes, bytes_cap - 1)
+    base = LineChecker(
+        endpoint=endpoint,
+        max_line_bytes=line_cap,
+        custom_id_max_len=capabilities.custom_id_max_len,
+    )
+    checker: LineChecker | AnthropicLineChecker | ItemLineChecker = base
+    if capabilities.line_format == "anthropic":  # native {custom_id, params}; chat converted
+        checker = AnthropicLineChecker(base, max_line_bytes=line_cap)
+    elif capabilities.line_format == "items":  # documents or jobs, checked by the adapter
+        checker = ItemLineChecker(
+            base,
+            item_check,
+            group_field=item_group_field,
+            max_line_bytes=line_cap,
+            custom_id_max_len=capabilities.custom_id_max_len,
+        )
+    return lines_cap, bytes_cap, line_cap, checker
 
 
 class _Scan:
@@ -205,25 +244,14 @@ def shard_file(
         InputError: bad lines with ``on_invalid="raise"``, or an input with no lines at all.
         UsageError: a limit above the provider's.
     """
-    lines_cap = _limit("max_lines", max_lines, capabilities.max_lines)
-    bytes_cap = _limit("max_bytes", max_bytes, capabilities.max_bytes)
-    line_cap = min(capabilities.max_line_bytes, bytes_cap - 1)
-    base = LineChecker(
-        endpoint=endpoint,
-        max_line_bytes=line_cap,
-        custom_id_max_len=capabilities.custom_id_max_len,
+    lines_cap, bytes_cap, line_cap, checker = line_checker(
+        endpoint,
+        capabilities,
+        max_lines=max_lines,
+        max_bytes=max_bytes,
+        item_check=item_check,
+        item_group_field=item_group_field,
     )
-    checker: LineChecker | AnthropicLineChecker | ItemLineChecker = base
-    if capabilities.line_format == "anthropic":  # native {custom_id, params}; chat converted
-        checker = AnthropicLineChecker(base, max_line_bytes=line_cap)
-    elif capabilities.line_format == "items":  # documents or jobs, checked by the adapter
-        checker = ItemLineChecker(
-            base,
-            item_check,
-            group_field=item_group_field,
-            max_line_bytes=line_cap,
-            custom_id_max_len=capabilities.custom_id_max_len,
-        )
     fast = None
     if capabilities.line_format == "openai" and FAST_BLOCKS:
         fast = BlockChecker(

@@ -1,0 +1,7 @@
+"""Streams: requests put one by one as they come, cut into batches, results out, exactly once."""
+
+from __future__ import annotations
+
+from .stream import Stream, StreamStatistics
+
+__all__ = ["Stream", "StreamStatistics"]
