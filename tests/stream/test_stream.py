@@ -8,6 +8,7 @@ test timeout.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import anyio
 import msgspec
 import pytest
 
-from batchpump import InputError, ManualClock, Pump, Result, Succeeded, UsageError
+from batchpump import InputError, ManualClock, Pump, Result, ScaledClock, Succeeded, UsageError
 from batchpump.emulator import open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
@@ -279,3 +280,31 @@ async def test_one_holder_and_one_provider_per_stream(
         with pytest.raises(UsageError, match="open it with the same provider"):
             async with pump.stream("solo", options=OPTIONS):
                 pass
+
+
+def test_plain_asyncio_run_and_a_sync_thread(tmp_path: Path) -> None:
+    """The README's shape: ``asyncio.run``, no anyio in the app; a sync thread puts too."""
+
+    async def main() -> tuple[list[str], str]:
+        async with open_emulator(config=QUICK, clock=ScaledClock(1_000)) as emulator:
+            pump = Pump(provider(emulator), state_dir=tmp_path / "state")
+            async with pump, pump.stream("plain", flush_lines=10, options=OPTIONS) as stream:
+
+                def produce() -> str:
+                    for i in range(25):
+                        stream.put_threadsafe(request(f"t-{i}"))
+                    try:
+                        stream.put_threadsafe(request("t-0"))
+                    except InputError as exc:
+                        return str(exc)
+                    return "no error"
+
+                refused = await asyncio.to_thread(produce)
+                await stream.put(request("a-0"))
+                await stream.drain()
+                ids = [r.custom_id async for r in stream.results()]
+        return ids, refused
+
+    ids, refused = asyncio.run(main())
+    assert sorted(ids) == sorted([*(f"t-{i}" for i in range(25)), "a-0"])
+    assert "duplicate custom_id 't-0'" in refused
