@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("run_id")
         journal_arg(p)
 
+    stream = sub.add_parser("stream", help="stream JSONL from stdin, as it comes, into batches")
+    stream.add_argument("name", help="the stream's name; the same name continues it")
+    stream.add_argument("--endpoint", default="/v1/chat/completions")
+    stream.add_argument("--out", type=Path, required=True, help="results file (appended to)")
+    stream.add_argument("--flush-lines", type=int, default=50_000, help="lines per batch")
+    stream.add_argument("--flush-bytes", type=int, help="bytes per batch (provider limit)")
+    stream.add_argument("--flush-after", type=float, default=300.0, help="seconds a batch waits")
+    stream.add_argument("--max-pending", type=int, default=1_000_000, help="unfinished lines")
+    journal_arg(stream)
+
     status = sub.add_parser("status", help="list runs in a journal")
     status.add_argument("run_id", nargs="?")
     status.add_argument("--journal", type=Path)
@@ -200,6 +210,31 @@ async def _resume(args: argparse.Namespace, console: Console) -> int:
         return await _finish(run, args.progress, console)
 
 
+async def _stream(args: argparse.Namespace, console: Console) -> int:
+    """``batchpump stream``: stdin into the named stream, its results appended to ``--out``."""
+    from ._stream import pipe_stream
+
+    state = args.journal or args.out.resolve().parent / DEFAULT_STATE_DIR
+    async with (
+        Pump(make_provider(args.provider, args), state_dir=state) as pump,
+        pump.stream(
+            args.name,
+            endpoint=args.endpoint,
+            flush_lines=args.flush_lines,
+            flush_bytes=args.flush_bytes,
+            flush_after=args.flush_after,
+            max_pending=args.max_pending,
+        ) as stream,
+    ):
+        console.print(f"stream {args.name}: reading stdin; results go to {args.out}")
+        counts = await pipe_stream(stream, sys.stdin.fileno(), args.out, console.print)
+    console.print(
+        f"stream {args.name}: {counts.total:,} results, {counts.succeeded:,} succeeded, "
+        f"{counts.errored:,} errored, {counts.expired:,} expired, {counts.canceled:,} canceled"
+    )
+    return EXIT_OK if counts.succeeded == counts.total else EXIT_SOME_FAILED
+
+
 async def _status(args: argparse.Namespace, console: Console) -> int:
     from ._journal import SqliteJournal
 
@@ -245,6 +280,8 @@ async def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return await _resume(args, console)
     if args.command == "status":
         return await _status(args, console)
+    if args.command == "stream":
+        return await _stream(args, console)
     from ._demo import demo
 
     return await demo(lines=args.lines, directory=args.dir, mode=args.progress, console=console)

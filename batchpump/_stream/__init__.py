@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .command import pipe_stream
 from .stream import Stream, StreamStatistics
 
-__all__ = ["Stream", "StreamStatistics"]
+__all__ = ["Stream", "StreamStatistics", "pipe_stream"]
