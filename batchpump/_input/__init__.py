@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .block import envelope_bytes
+from .block import BlockChecker, envelope_bytes
 from .check import Checked, LineChecker, Problem
 from .lines import bad_utf8_lines, iter_blocks
 from .readback import iter_shard_ids, load_ids, write_retry_shard
@@ -11,6 +11,7 @@ from .spooling import spool
 
 __all__ = [
     "HASH_DIGEST_SIZE",
+    "BlockChecker",
     "Checked",
     "LineChecker",
     "Problem",

@@ -15,7 +15,7 @@ from typing import Any, Final, final
 import msgspec
 
 from .._errors import MAX_LISTED_PROBLEMS, InputError, InputProblem, UsageError
-from .._input import Problem, bad_utf8_lines, line_checker
+from .._input import BlockChecker, Problem, bad_utf8_lines, line_checker
 from .._models import Capabilities
 
 __all__ = ["Intake", "Line", "id_digest", "refused"]
@@ -87,7 +87,7 @@ class Intake:
         item_group_field: str | None = None,
     ) -> None:
         self.where = f"stream {name!r}"
-        self.lines_cap, self.bytes_cap, _, self._checker = line_checker(
+        self.lines_cap, self.bytes_cap, line_cap, self._checker = line_checker(
             endpoint,
             capabilities,
             max_lines=max_lines,
@@ -95,6 +95,14 @@ class Intake:
             item_check=item_check,
             item_group_field=item_group_field,
         )
+        # Many standard lines at once are checked as a block, as a file run's are.
+        self._fast: BlockChecker | None = None
+        if capabilities.line_format == "openai":
+            self._fast = BlockChecker(
+                endpoint=endpoint,
+                max_line_bytes=line_cap,
+                custom_id_max_len=capabilities.custom_id_max_len,
+            )
 
     def one(self, request: object) -> Line:
         """Check one request.
@@ -114,6 +122,17 @@ class Intake:
         Raises:
             InputError: any request is not a valid line (then none is accepted).
         """
+        requests = list(requests)
+        fast = self._fast
+        if fast is not None:
+            raw = [_one_line(r) for r in requests if isinstance(r, bytes)]
+            checked = fast.check(raw, False) if raw and len(raw) == len(requests) else None
+            if checked is not None:  # all standard and valid; otherwise: line by line
+                overhead = fast.overhead
+                return [
+                    Line(cid, model, len(data) - len(cid) - overhead, data)
+                    for data, cid, model in zip(raw, *checked, strict=True)
+                ]
         lines: list[Line] = []
         problems: list[InputProblem] = []
         for position, request in enumerate(requests, 1):
@@ -127,11 +146,7 @@ class Intake:
         return lines
 
     def _check(self, request: object) -> Line | Problem:
-        data = _encode(request)
-        if data.endswith(b"\n"):
-            data = data[:-1]
-        if data.endswith(b"\r"):
-            data = data[:-1]
+        data = _one_line(_encode(request))
         if not data.strip():
             return Problem("the request is empty", _ONE_LINE_HINT)
         if b"\n" in data:
@@ -146,6 +161,15 @@ class Intake:
             return checked
         custom_id, model, body_bytes, line = checked
         return Line(custom_id, model, body_bytes, line)
+
+
+def _one_line(data: bytes) -> bytes:
+    """``data`` without one trailing ``\n`` (or ``\r\n``)."""
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    return data
 
 
 def _encode(request: object) -> bytes:

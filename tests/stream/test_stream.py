@@ -164,6 +164,11 @@ async def test_duplicates_anywhere_in_the_streams_life(
             await stream.put_many([request("x"), request("y"), request("x")])
         with pytest.raises(InputError, match="request 2: duplicate custom_id 'c'"):
             await stream.put_many([request("z"), request("c")])
+        good = msgspec.json.encode(
+            {**request("p"), "method": "POST", "url": "/v1/chat/completions"}
+        )
+        with pytest.raises(InputError, match="request 2: missing body"):
+            await stream.put_many([good + b"\r\n", b'{"custom_id": "nobody"}'])
         with pytest.raises(InputError, match="missing custom_id"):
             await stream.put({"body": {"model": "m"}})
         with pytest.raises(InputError, match="not valid JSON"):
@@ -172,13 +177,14 @@ async def test_duplicates_anywhere_in_the_streams_life(
             await stream.put(b'{"custom_id": "q"}\n{"custom_id": "r"}\n')
         await stream.put(msgspec.json.encode(request("z")) + b"\n")  # z was not accepted
         assert stream.statistics().accepted == 4
+        await stream.put_many([good + b"\r\n"])  # a block of standard lines
     pump = Pump(provider(emulator), state_dir=state)
     async with pump, pump.stream("dups", flush_lines=2, options=OPTIONS) as stream:
         with pytest.raises(InputError, match="duplicate custom_id 'b'"):
             await stream.put(request("b"))
         await stream.drain()
         seen = await consume(stream.results(), ack=None)
-    assert sorted(r.custom_id for r in seen) == ["a", "b", "c", "z"]
+    assert sorted(r.custom_id for r in seen) == ["a", "b", "c", "p", "z"]
 
 
 async def test_backpressure_holds_pending_lines(tmp_path: Path) -> None:
