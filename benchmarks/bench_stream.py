@@ -74,12 +74,22 @@ class InstantProvider:
     def __init__(self) -> None:
         self._batches: dict[str, tuple[BatchInfo, str]] = {}
         self.created: list[float] = []  # time.monotonic() of each create
+        self._create_seen = anyio.Event()
+
+    async def next_create(self, before: int) -> float:
+        """Wait until more than ``before`` batches were created; the last one's time."""
+        while len(self.created) <= before:
+            event = self._create_seen
+            await event.wait()
+        return self.created[-1]
 
     async def prepare(self, shard: ShardRecord) -> str:
         return shard.path
 
     async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:
         self.created.append(time.monotonic())
+        event, self._create_seen = self._create_seen, anyio.Event()
+        event.set()
         info = BatchInfo(
             id=f"b-{shard.index}-{shard.attempt}",
             state="completed",
@@ -187,17 +197,13 @@ async def bench_latency(state: Path, flush_after: float, rounds: int) -> dict[st
                 before = len(provider.created)
                 await stream.put(line(r))
                 returned = time.monotonic()
-                while len(provider.created) == before:
-                    await anyio.sleep(0.001)
-                by_time.append(provider.created[-1] - returned)
+                by_time.append(await provider.next_create(before) - returned)
         async with pump.stream("latency-size", flush_lines=CHUNK) as stream:
             for r in range(rounds):
                 before = len(provider.created)
                 await stream.put_many([line(i) for i in range(r * CHUNK, (r + 1) * CHUNK)])
                 returned = time.monotonic()
-                while len(provider.created) == before:
-                    await anyio.sleep(0.001)
-                by_size.append(provider.created[-1] - returned)
+                by_size.append(await provider.next_create(before) - returned)
     return {
         "flush_after": flush_after,
         "by_time_max_s": round(max(by_time), 3),
