@@ -357,10 +357,12 @@ class Stream:
             the counts of the stream's final results over its life.
         """
         log = self._open_log()
-        await log.seal(due_only=False)
         while self.pending > 0:
             self._check_open()
-            await self._progress.wait()
+            event = self._progress
+            if log.open_segments:  # the open ones, and any a concurrent put opened since
+                await log.seal(due_only=False)
+            await event.wait()
         self._drained.set()
         self._open_delivery().notify()
         assert self._ctx is not None
