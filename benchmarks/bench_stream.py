@@ -217,6 +217,7 @@ async def rss_child(state: Path, count: int) -> dict[str, Any]:
     """Put ``count`` lines with put_many while results are read and acknowledged."""
     provider = InstantProvider()
     acked = 0
+    peak = [0.0, 0, 0, 0]  # RSS MB sampled, and lines accepted, pending, acked then
     async with Pump(provider, state_dir=state) as pump, pump.stream("rss") as stream:
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
@@ -237,10 +238,22 @@ async def rss_child(state: Path, count: int) -> dict[str, Any]:
                         group = []
                 await ack_all(group)
 
+            sampling = anyio.CancelScope()
+
+            async def sample() -> None:
+                with sampling:
+                    while True:
+                        rss = _rss_mb()
+                        if rss > peak[0]:
+                            peak[:] = [rss, stream.statistics().accepted, stream.pending, acked]
+                        await anyio.sleep(0.25)
+
             tg.start_soon(consume)
+            tg.start_soon(sample)
             for start in range(0, count, CHUNK):
                 await stream.put_many([line(i) for i in range(start, min(count, start + CHUNK))])
             await stream.drain()
+            sampling.cancel()
         elapsed = time.perf_counter() - started
         left = sum(1 for p in (state / "runs").rglob("*.a1.jsonl"))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -251,7 +264,13 @@ async def rss_child(state: Path, count: int) -> dict[str, Any]:
         "acked": acked,
         "segment_files_left": left,
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        "sampled_peak": dict(zip(("rss_mb", "accepted", "pending", "acked"), peak, strict=True)),
     }
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main() -> int:
