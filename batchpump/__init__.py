@@ -10,14 +10,15 @@ from contextlib import suppress as _suppress
 from msgspec import Struct as _Struct
 
 from ._clock import Clock, ManualClock, ScaledClock, SystemClock
-from ._config import Limits, PollPolicy, RetryPolicy
-from ._engine import RunOptions, RunStatistics
+from ._config import Limits, PollPolicy, Price, RetryPolicy, RunOptions
+from ._engine import RunStatistics
 from ._errors import (
     AuthenticationError,
     BadRequestError,
     BatchpumpError,
     BatchpumpInternalError,
     ClosedError,
+    ConfigurationError,
     ConflictError,
     ConnectError,
     InputError,
@@ -30,6 +31,7 @@ from ._errors import (
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
+    ResultsFileError,
     TransportError,
     TransportTimeoutError,
     UsageError,
@@ -60,6 +62,7 @@ __all__ = [
     "Canceled",
     "Clock",
     "ClosedError",
+    "ConfigurationError",
     "ConflictError",
     "ConnectError",
     "Errored",
@@ -75,6 +78,7 @@ __all__ = [
     "MemoryJournal",
     "NotFoundError",
     "PollPolicy",
+    "Price",
     "ProtocolError",
     "Provider",
     "ProviderError",
@@ -84,6 +88,7 @@ __all__ = [
     "Rejected",
     "Result",
     "ResultCounts",
+    "ResultsFileError",
     "RetryPolicy",
     "Run",
     "RunOptions",

@@ -18,10 +18,9 @@ import msgspec
 from rich.console import Console
 
 from ._clock import ScaledClock
-from ._config import PollPolicy
-from ._engine import RunOptions
+from ._config import PollPolicy, RunOptions
 from ._models import Result
-from ._progress import ProgressMode, follow, summary_table
+from ._progress import Notices, ProgressMode, follow, summary_dict, summary_table
 from ._pump import Pump
 
 __all__ = ["demo"]
@@ -72,34 +71,84 @@ def count_once(path: Path, lines: int) -> tuple[int, int]:
     return sum(seen), duplicates
 
 
-async def demo(*, lines: int, directory: Path | None, mode: ProgressMode, console: Console) -> int:
+async def demo(
+    *,
+    lines: int,
+    directory: Path | None,
+    mode: ProgressMode,
+    console: Console,
+    out: Console | None = None,
+    as_json: bool = False,
+) -> int:
+    """Run the demo; progress and notes on ``console`` (stderr), the summary on ``out``."""
     from .emulator import EmulatorConfig, Faults, open_emulator
     from .providers.openai import OpenAI
 
+    out = out or console
     with tempfile.TemporaryDirectory(prefix="batchpump-demo-") as tmp:
         work = directory or Path(tmp)
         await anyio.Path(work).mkdir(parents=True, exist_ok=True)
         source = work / "demo-requests.jsonl"
-        console.print(f"writing {lines:,} requests to {source}")
+        console.print(f"writing {lines:,} requests to {source}", highlight=False)
         await anyio.to_thread.run_sync(write_demo_input, source, lines)
         config = EmulatorConfig(faults=Faults(error_5xx_rate=0.01, storm_429_rate=0.01))
         async with open_emulator(config=config, clock=ScaledClock(DEMO_TIME_SCALE)) as emu:
-            console.print(f"emulator listening on {emu.url} (in-process, fast clock)")
+            console.print(
+                f"emulator listening on {emu.url} (in-process, fast clock); it answers a few "
+                "calls with 429 (slow down) or 5xx on purpose, so you see batchpump pace "
+                "itself and retry",
+                highlight=False,
+            )
             provider = OpenAI(api_key="demo-key-not-secret", base_url=emu.openai_base_url)
             options = RunOptions(
                 max_lines=DEMO_SHARD_LINES, poll=PollPolicy(interval_min=0.05, interval_max=0.5)
             )
-            async with Pump(provider, state_dir=work / ".batchpump") as pump:
-                run = await pump.submit(source, options=options, fresh=directory is None)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(partial(follow, run, mode=mode))
-                    counts = await run.wait()
+            notices = Notices.install(console, quiet_retries=True)
+            try:
+                async with Pump(provider, state_dir=work / ".batchpump") as pump:
+                    # Each demo serves a new emulator (a new base URL, so a new run): it
+                    # replaces the results of an earlier demo in the same --dir.
+                    run = await pump.submit(
+                        source, options=options, fresh=directory is None, overwrite=True
+                    )
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(partial(follow, run, mode=mode, notices=notices))
+                        counts = await run.wait()
+            finally:
+                notices.uninstall()
         once, duplicates = await anyio.to_thread.run_sync(count_once, run.results_path, lines)
-        console.print(summary_table(run.statistics(), str(run.results_path)))
+        stats = run.statistics()
+        ok = once == lines and not duplicates and counts.succeeded == lines
+        if as_json:
+            summary = summary_dict(stats, str(run.results_path))
+            summary["exactly_once"] = ok
+            summary["kept"] = directory is not None
+            out.file.write(msgspec.json.encode(summary).decode() + "\n")
+        else:
+            out.print(summary_table(stats, str(run.results_path)))
         verdict = (
             "every line came back exactly once"
             if once == lines and not duplicates
             else (f"MISMATCH: {once:,} of {lines:,} lines have a result, {duplicates:,} duplicates")
         )
         console.print(f"[bold]{verdict}[/bold]")
-        return 0 if once == lines and not duplicates and counts.succeeded == lines else 1
+        if notices.rate_limited or notices.retried:
+            console.print(
+                "the emulator's injected faults were absorbed: "
+                f"{_count(notices.rate_limited, 'rate-limit answer')} paced, "
+                f"{_count(notices.retried, 'failed call')} retried",
+                highlight=False,
+            )
+        if directory is None:
+            console.print(
+                "these demo files are deleted now; `batchpump demo --dir DIR` keeps the input, "
+                "the results and the journal in DIR",
+                highlight=False,
+            )
+        else:
+            console.print(f"kept in {directory}: the input, the results and the journal")
+        return 0 if ok else 1
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -5,8 +5,10 @@ Split by whose fault it is, so a caller can decide what to do without string mat
     BatchpumpError
     ├── UsageError                  the caller's input or configuration; never retried
     │   ├── InputError              bad input lines (each problem names its line and the fix)
-    │   └── ClosedError             a Pump or Run used after it was closed
+    │   ├── ClosedError             a Pump or Run used after it was closed
+    │   └── ResultsFileError        the results file is missing, cut short or another run's
     ├── ProviderError               the provider answered with an error status
+    │   ├── ConfigurationError      an answer every shard would get (a setting is wrong)
     │   ├── BadRequestError         400 / 422
     │   ├── AuthenticationError     401 / 403
     │   ├── NotFoundError           404
@@ -16,6 +18,7 @@ Split by whose fault it is, so a caller can decide what to do without string mat
     ├── TransportError              no usable answer: connection, protocol, timeout
     │   ├── ConnectError
     │   ├── ProtocolError           truncated or malformed body, wrong content type
+    │   │   └── MalformedOutputError  lines of a result file that cannot be read
     │   └── TransportTimeoutError   (also a builtin ``TimeoutError``)
     ├── JournalError                the local journal cannot be used
     │   ├── JournalLockedError      another process holds it
@@ -35,6 +38,7 @@ __all__ = [
     "BatchpumpError",
     "BatchpumpInternalError",
     "ClosedError",
+    "ConfigurationError",
     "ConflictError",
     "ConnectError",
     "InputError",
@@ -42,11 +46,14 @@ __all__ = [
     "JournalCorruptError",
     "JournalError",
     "JournalLockedError",
+    "MalformedLine",
+    "MalformedOutputError",
     "NotFoundError",
     "ProtocolError",
     "ProviderError",
     "ProviderUnavailableError",
     "RateLimitedError",
+    "ResultsFileError",
     "TransportError",
     "TransportTimeoutError",
     "UsageError",
@@ -124,6 +131,12 @@ class ClosedError(UsageError, RuntimeError):
     """A Pump, Run or client was used in a state that does not allow it."""
 
 
+class ResultsFileError(UsageError):
+    """The results file cannot be appended to as the journal says: it is missing or shorter
+    than its committed length (never padded; ``Pump.rebuild_results`` rebuilds it), or it
+    belongs to another run (``overwrite=True`` takes it)."""
+
+
 class ProviderError(BatchpumpError):
     """The provider answered with an error status.
 
@@ -134,7 +147,10 @@ class ProviderError(BatchpumpError):
         retry_after: seconds the provider asked us to wait, if it said.
         body: a redacted excerpt of the response body.
         code: the provider's error code or type, if the body had one.
+        url: the URL called (``"POST https://..."``, redacted), when the HTTP layer knows it.
     """
+
+    url: str | None = None
 
     def __init__(
         self,
@@ -185,6 +201,70 @@ class ProviderUnavailableError(ProviderError):
     """5xx: the provider failed or is overloaded. Retried with backoff."""
 
 
+class ConfigurationError(ProviderError):
+    """The provider gave an answer every shard of the run would get: a route that does not
+    exist (404 on a collection), a key refused (401/403), a 400 naming a setting. The run stops
+    without settling any line; it resumes once the setting is fixed.
+
+    Attributes:
+        setting: the flag or variable to fix (``"--base-url / OPENAI_BASE_URL"``...).
+    """
+
+    def __init__(self, cause: ProviderError, *, setting: str) -> None:
+        where = f" calling {cause.url}" if cause.url else ""
+        super().__init__(
+            f"{cause}{where}. Check {setting}. This answer would fail every batch, so the run "
+            "stopped with no line settled; fix it and resume the run (or run the same command "
+            "again)",
+            provider=cause.provider,
+            status=cause.status,
+            request_id=None,
+            body=cause.body,
+            code=cause.code,
+        )
+        self.setting = setting
+        self.url = cause.url
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
+
+
+def configuration_problem(exc: ProviderError, *, creating: bool = False) -> bool:
+    """Whether ``exc`` is an answer every shard would get the same way (a wrong setting).
+
+    401/403 (the key), a 404 on anything but a create (a collection route that does not exist:
+    a base URL without its path; a create's 404 may be an expired upload), and a 400 whose
+    message names a setting the user gave (project, workflow, model, configuration, endpoint,
+    URL) are; a 400 about the input file is not.
+    """
+    if exc.status in (401, 403):
+        return True
+    if exc.status == 404:
+        return not creating
+    if exc.status in (400, 422):
+        text = f"{exc.code or ''} {exc}".lower()
+        return any(word in text for word in _SETTING_WORDS)
+    return False
+
+
+#: Words in a 400 that name a setting rather than a line or the file.
+_SETTING_WORDS: Final = (
+    "project",
+    "workflow",
+    "work_flow",
+    "configuration",
+    "config_id",
+    "endpoint",
+    "api version",
+    "api-version",
+    "deployment",
+    "unknown url",
+    "invalid url",
+    "organization",
+)
+
+
 class TransportError(BatchpumpError):
     """No usable answer arrived: the connection failed, stalled or broke the protocol."""
 
@@ -195,6 +275,40 @@ class ConnectError(TransportError):
 
 class ProtocolError(TransportError):
     """The answer was truncated, malformed, or not what the endpoint returns."""
+
+
+class MalformedLine:
+    """One line of a provider's result file that does not read as a result.
+
+    Attributes:
+        number: its line number in the file (1-based).
+        custom_id: the ``custom_id`` found in its bytes, if one could be.
+        problem: what is wrong with it.
+    """
+
+    __slots__ = ("custom_id", "number", "problem")
+
+    def __init__(self, number: int, custom_id: str | None, problem: str) -> None:
+        self.number = number
+        self.custom_id = custom_id
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"MalformedLine({self.number!r}, {self.custom_id!r}, {self.problem!r})"
+
+
+class MalformedOutputError(ProtocolError):
+    """A result file had lines that do not read as results; raised once the file was read to
+    its end, after every good line was yielded. The collector downloads it again a few times,
+    then settles those lines as ``Errored`` (``code="malformed_output"``).
+
+    Attributes:
+        lines: the malformed lines.
+    """
+
+    def __init__(self, message: str, lines: list[MalformedLine]) -> None:
+        super().__init__(message)
+        self.lines = lines
 
 
 class TransportTimeoutError(TransportError, TimeoutError):

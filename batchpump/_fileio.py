@@ -1,29 +1,19 @@
 """Blocking file I/O off the event loop, in a few threads only.
 
-Uploads, downloads and the results file read and write disk in worker threads, in chunks of a
-MiB or so. With glibc, each thread that calls malloc gets an arena of its own (up to eight per
-core), and what is freed in an arena stays there for that arena's next allocations instead of
-going back to the OS. Through anyio's default limiter (40 threads) the chunks of eight
-concurrent uploads and four result downloads were spread over a dozen threads, each keeping
-the high-water mark of its own traffic: the 1,000,000-line run of ``benchmarks/
-bench_end_to_end.py`` peaked at 314-354 MB, and at 215 MB with ``MALLOC_ARENA_MAX=2``.
+Uploads, downloads, the results file and the sharder read and write disk through
+:func:`run_io`: one ``CapacityLimiter`` of ``FILE_IO_THREADS`` tokens per event loop. anyio
+reuses the most recently idle worker thread first, so a few tokens keep the same few threads
+(and their glibc malloc arenas) busy instead of spreading big chunks over dozens of threads
+that each keep their own high-water mark. Reads of at most ``INLINE_BYTES`` run on the loop
+itself (:func:`run_io_sized`): a thread hop costs more than the read.
 
-So every file operation of those paths goes through :func:`run_io`: one ``CapacityLimiter``
-of ``FILE_IO_THREADS`` tokens per event loop. anyio pools its worker threads and reuses the
-most recently idle one first, so few tokens keep the same few threads (and arenas) busy: the
-CLI run went from 9 threads to 5. Reads and writes of a MiB release the GIL and are short
-beside the network transfers; four threads keep up (the run's wall time did not change).
-Measured on 400,000 lines (8 shards), the limiter took 20-30 MB off the peak on top of the
-smaller id chunks below. Two habits of the callers matter as much:
+Two habits of the callers keep memory flat:
 
-- allocate the big buffers on the event loop's thread and let the worker only fill them
-  (``readinto``) or drain them (a buffer handed over, not copied): ``FileSlice``,
-  ``PartWriter``, ``ResultSink``, ``spool``. For uploads this took the RSS while sending from
-  130 to 80 MB;
-- read in chunks of a MiB, not more: listing a shard's ids 8 MiB at a time held 8 MiB of
-  chunk plus 8 MiB of ~1 KB lines (each its own malloc) per collector (``_collect``).
+- allocate big buffers on the event loop's thread and let the worker only fill them
+  (``readinto``) or drain them (a buffer handed over, not copied);
+- read in chunks of about a MiB, not more.
 
-With all three the 1,000,000-line run peaked at 145 MB (from 325 MB), in the same wall time.
+Why, with the measurements behind it: ``benchmarks/README.md`` ("File I/O threads").
 """
 
 from __future__ import annotations

@@ -155,6 +155,7 @@ class BatchInfo(msgspec.Struct, frozen=True, kw_only=True):
     ``raw_status`` keeps the provider's own word; ``state`` is the normalized one. ``tag`` is
     the shard-attempt tag batchpump attached at create (``None`` if the provider cannot carry
     one). ``output_ref``/``error_ref`` name whatever the adapter needs to fetch results.
+    ``in_progress_at`` is when the provider started running it (epoch seconds), where it says.
     """
 
     id: str
@@ -169,6 +170,7 @@ class BatchInfo(msgspec.Struct, frozen=True, kw_only=True):
     failed: int = 0
     errors: tuple[BatchError, ...] = ()
     expires_at: float | None = None
+    in_progress_at: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -188,12 +190,10 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
         max_bytes: most input bytes in one batch.
         max_line_bytes: most bytes in one input line.
         custom_id_max_len: longest ``custom_id`` the provider accepts, if it limits it.
-        one_model_per_shard: a batch may only target one model.
-        line_format: the shape of a shard line: ``"openai"`` (``{custom_id, method, url,
-            body}``) or ``"anthropic"`` (``{custom_id, params}``; OpenAI chat lines are
-            converted by ``_convert`` while sharding) or ``"items"`` (``{custom_id, ...}``
-            documents or jobs, checked by the adapter's ``check_line`` and grouped into shards
-            by its ``item_group_field``).
+        one_model_per_shard: a batch may only target one model (one group: what the
+            provider's line checker returns as a line's group, e.g. an item's configuration).
+
+    The shape of a line is not a capability: the provider's ``line_checker`` decides it.
     """
 
     cancel: bool = True
@@ -205,7 +205,6 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     max_line_bytes: int = 200 * 1024 * 1024
     custom_id_max_len: int | None = None
     one_model_per_shard: bool = True
-    line_format: Literal["openai", "anthropic", "items"] = "openai"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +237,17 @@ class RunRecord(msgspec.Struct, kw_only=True):
     counts: ResultCounts = msgspec.field(default_factory=ResultCounts)
     options: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     input_hash: str = ""
+    #: The provider's own settings that shape what is sent (TELUS ``work_flow_id``...).
+    settings: dict[str, str] = msgspec.field(default_factory=dict)
+    #: The run that took over ``out_path`` (``overwrite=True``); this run then owns no file.
+    out_taken_by: str | None = None
+    #: Set before the first cancel request: a resume finishes the cancel.
+    cancel_requested: bool = False
+    updated_at: float = 0.0
+    #: Batches tagged with this run that the journal does not hold (a create answered late, a
+    #: second state directory), and how many of them were cancelled before they ran.
+    duplicates_found: int = 0
+    duplicates_cancelled: int = 0
 
 
 class ShardRecord(msgspec.Struct, kw_only=True):

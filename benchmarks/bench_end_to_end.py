@@ -1,35 +1,45 @@
-"""Benchmark: 1,000,000 requests end to end, the ``batchpump`` CLI beside an ``openai`` SDK script.
+"""Benchmark: jobs end to end, the ``batchpump`` CLI beside an ``openai`` SDK script.
 
-Usage: ``python benchmarks/bench_end_to_end.py [-n 1000000] [--shard-lines 50000] [--quick]``
+Usage: ``python benchmarks/bench_end_to_end.py [--job million|latency ...] [--quick]
+[--code CHECKOUT]``
 
-The input is N chat-completion lines from ``_datagen.py`` (``--quick``: 20,000 lines in 4 shards
-of 5,000), generated once and cached in ``$TMPDIR/batchpump-bench``. The emulator runs in its own
-process (``python -m batchpump.emulator``, loopback, port 0, time scale 1000; validating,
-running and finalizing take 600, 1800 and 600 emulator seconds, so a batch is done 3 s after
-its create: short beside the transfers, but both contenders have to poll), one fresh emulator
-per contender. Each
-contender is a child process of this one, so its peak RSS is its own (``ru_maxrss`` from
-``os.wait4``), and gets the same input file:
+Two jobs, each run by both contenders in one invocation (``--job`` picks; default both):
+
+- ``million``: 1,000,000 chat-completion lines (``-n``) in shards of 50,000
+  (``--shard-lines``); validating, running and finalizing take 600, 1800 and 600 emulator
+  seconds, so a batch is done 3 s after its create: short beside the transfers, but both
+  contenders have to poll. The SDK script retrieves each batch every 2 s. Target: peak RSS
+  under 256 MB.
+- ``latency``: 120,000 lines in 3 shards of at most 50,000, on batches done 1 s after their
+  create (200 + 600 + 200 emulator seconds): the job of issue 16, where the time to *see* a
+  batch finish is most of the wall. The SDK script retrieves each batch every 1 s. Targets:
+  batchpump's wall at most 0.75x the script's, peak RSS at most 100 MiB.
+
+``--quick``: the same jobs at 20,000 lines in 4 shards of 5,000 and 12,000 lines in 3 shards
+of at most 5,000. The input is ``_datagen.py`` lines, generated once per size and cached in
+``$TMPDIR/batchpump-bench``. The emulator runs in its own process (``python -m
+batchpump.emulator``, loopback, port 0, time scale 1000), one fresh emulator per contender and
+job. Each contender is a child process of this one, so its peak RSS is its own (``ru_maxrss``
+from ``os.wait4``), and gets the same input file:
 
 - ``batchpump``: ``python -m batchpump run INPUT --max-lines 50000 --progress none`` (the CLI,
-  not ``Pump`` in-process: what users run; its defaults: 8 shards uploading/creating, 4
-  downloading, list sweeps every 2 s at first, a SQLite journal, an fsynced results file);
-- ``sdk``: this file with ``--sdk-worker``: a straightforward ``openai.AsyncOpenAI`` script
-  that splits the input into shard files, then for each shard, 8 at a time
+  not ``Pump`` in-process: what users run, with its defaults: 8 shards uploading/creating, 4
+  downloading, list sweeps planned from the batches' progress, a SQLite journal, an fsynced
+  results file); ``--code`` runs the CLI of another checkout (for before/after figures);
+- ``sdk``: this file with ``--sdk-worker``: the docs-style ``openai.AsyncOpenAI`` script that
+  splits the input into shard files, then for each shard, 8 at a time
   (``asyncio.Semaphore``): ``files.create(file=open(path, "rb"))``, ``batches.create``,
-  ``batches.retrieve`` every 2 s (``--poll-interval``, the engine's first interval) until the
-  batch is terminal, and ``files.content`` of its output (and error) file read whole and
-  appended to the results file.
+  ``batches.retrieve`` every poll interval until the batch is terminal, and ``files.content``
+  of its output (and error) file read whole and appended to the results file.
 
-Figures: wall time (spawn to exit), client peak RSS (target < 256 MB), client CPU (user +
-system, from the same ``wait4``), emulator CPU over the run (``/proc``), and the results file
-checked for exactly one line per input ``custom_id`` (the file streamed, one byte per input line
-marks the ids seen: 1 MB for 10^6 lines): lines, distinct ids, duplicates, missing, unknown,
-succeeded. The emulator's own counts (batches created, requests per route, lines billed twice)
-come from ``/_emulator/stats``.
+Figures: wall time (spawn to exit), client peak RSS, client CPU (user + system, from the same
+``wait4``), emulator CPU over the run (``/proc``), and the results file checked for exactly one
+line per input ``custom_id`` (the file streamed, one byte per input line marks the ids seen):
+lines, distinct ids, duplicates, missing, unknown, succeeded. The emulator's own counts
+(batches created, requests per route, lines billed twice) come from ``/_emulator/stats``.
 
-Prints one summary line and writes ``benchmarks/results/bench_end_to_end.json``. Never asserts a
-time; exits non-zero only if a contender failed or its results are not exactly once.
+Prints one summary line per job and writes ``benchmarks/results/bench_end_to_end.json``. Never
+asserts a time; exits non-zero only if a contender failed or its results are not exactly once.
 """
 
 from __future__ import annotations
@@ -73,12 +83,48 @@ from benchmarks._datagen import DEFAULT_ENDPOINT, DEFAULT_MEAN_LINE_BYTES, write
 NAME: Final = "bench_end_to_end"
 CONTENDERS: Final = ("batchpump", "sdk")
 TIME_SCALE: Final = 1000.0
-#: A batch is done 3 s (real) after its create: 0.6 s validating, 1.8 s running, 0.6 s
-#: finalizing (emulator seconds / 1000), so both contenders have to poll.
-EMULATOR: Final = EmulatorConfig(
-    validate_seconds=600.0, run_seconds=1800.0, finalize_seconds=600.0, seed=0
-)
-TARGET_RSS_MB: Final = 256.0
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """One job both contenders run: its size, the emulator's batch timing, the SDK script's
+    poll interval and the targets."""
+
+    name: str
+    lines: int
+    shard_lines: int
+    emulator: EmulatorConfig
+    sdk_poll_interval: float
+    target_rss_mb: float
+    target_wall_ratio: float | None = None  # batchpump wall / SDK wall, at most
+
+
+JOBS: Final = {
+    # A batch is done 3 s (real) after its create: 0.6 s validating, 1.8 s running, 0.6 s
+    # finalizing (emulator seconds / 1000), so both contenders have to poll.
+    "million": Job(
+        name="million",
+        lines=1_000_000,
+        shard_lines=50_000,
+        emulator=EmulatorConfig(
+            validate_seconds=600.0, run_seconds=1800.0, finalize_seconds=600.0, seed=0
+        ),
+        sdk_poll_interval=2.0,
+        target_rss_mb=256.0,
+    ),
+    # Issue 16's job: batches done 1 s after their create; the SDK script retrieves every 1 s.
+    "latency": Job(
+        name="latency",
+        lines=120_000,
+        shard_lines=50_000,
+        emulator=EmulatorConfig(
+            validate_seconds=200.0, run_seconds=600.0, finalize_seconds=200.0, seed=0
+        ),
+        sdk_poll_interval=1.0,
+        target_rss_mb=100.0 * 1.048576,  # 100 MiB in MB
+        target_wall_ratio=0.75,
+    ),
+}
+QUICK_SIZES: Final = {"million": (20_000, 5_000), "latency": (12_000, 5_000)}
 SEED: Final = 0
 ID_PREFIX: Final = f"req-{SEED}-"  # ``_datagen`` ids: ``req-{seed}-{index:09d}``
 TERMINAL: Final = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -135,25 +181,27 @@ def run_child(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -
     }
 
 
-def child_env(base_url: str) -> dict[str, str]:
+def child_env(base_url: str, code: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
     env["OPENAI_API_KEY"] = BENCH_KEY
     env["OPENAI_BASE_URL"] = base_url
     return env
 
 
-def argv_for(name: str, src: Path, out: Path, work: Path, args: argparse.Namespace) -> list[str]:
+def argv_for(
+    name: str, job: Job, src: Path, out: Path, work: Path, args: argparse.Namespace
+) -> list[str]:
     if name == "batchpump":
         return [
             sys.executable, "-m", "batchpump", "run", str(src), "--out", str(out),
-            "--journal", str(work / "state"), "--max-lines", str(args.shard_lines),
+            "--journal", str(work / "state"), "--max-lines", str(job.shard_lines),
             "--progress", "none",
         ]  # fmt: skip
     return [
         sys.executable, str(Path(__file__).resolve()), "--sdk-worker", "--input", str(src),
         "--out", str(out), "--work", str(work / "shards"), "--shard-lines",
-        str(args.shard_lines), "--poll-interval", str(args.poll_interval),
+        str(job.shard_lines), "--poll-interval", str(job.sdk_poll_interval),
         "--concurrency", str(args.concurrency),
     ]  # fmt: skip
 
@@ -281,17 +329,21 @@ def check_exactly_once(path: Path, n: int) -> dict[str, Any]:
 # -- driver -------------------------------------------------------------------------------------
 
 
-async def measure(name: str, src: Path, n: int, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(
+    name: str, job: Job, src: Path, size: int, args: argparse.Namespace
+) -> dict[str, Any]:
     """One contender (a child process) against a fresh emulator."""
-    async with open_emulator_process(EMULATOR, time_scale=TIME_SCALE) as emu:
+    n = job.lines
+    code = args.code if name == "batchpump" else REPO_ROOT
+    async with open_emulator_process(job.emulator, time_scale=TIME_SCALE) as emu:
         with tempfile.TemporaryDirectory(prefix=f"bench-e2e-{name}-") as tmp:
             work = Path(tmp)
             out = work / "results.jsonl"
-            argv = argv_for(name, src, out, work, args)
+            argv = argv_for(name, job, src, out, work, args)
             emu_cpu0 = process_cpu_seconds(emu.pid)
             load0 = os.getloadavg()[0]
             child = await anyio.to_thread.run_sync(
-                run_child, argv, child_env(emu.openai_base_url), work, args.timeout
+                run_child, argv, child_env(emu.openai_base_url, code), work, args.timeout
             )
             emu_cpu1 = process_cpu_seconds(emu.pid)
             load1 = os.getloadavg()[0]
@@ -309,9 +361,10 @@ async def measure(name: str, src: Path, n: int, args: argparse.Namespace) -> dic
     routes = route_counts(snapshot)
     return {
         "command": " ".join(Path(a).name if a.startswith("/") else a for a in argv),
+        "code": str(code),
         **{k: v for k, v in child.items() if not k.endswith("_tail") or child["exit_code"]},
         "lines_per_s": round(n / child["wall_s"], 1),
-        "input_mb_per_s": round(args.input_bytes / MB / child["wall_s"], 1),
+        "input_mb_per_s": round(size / MB / child["wall_s"], 1),
         "emulator_cpu_s": None if emu_cpu is None else round(emu_cpu, 1),
         "load_avg_1min_before_after": [round(load0, 2), round(load1, 2)],
         "results": check,
@@ -325,53 +378,80 @@ async def measure(name: str, src: Path, n: int, args: argparse.Namespace) -> dic
     }
 
 
-async def amain(args: argparse.Namespace) -> int:
-    n = args.n
-    machine = machine_info()
+async def run_job(
+    job: Job, args: argparse.Namespace, machine: dict[str, Any], failures: list[str]
+) -> dict[str, Any]:
+    """Both contenders on ``job``; its record (the summary line is printed)."""
+    n = job.lines
     start = time.perf_counter()
     src = await anyio.to_thread.run_sync(cached_input, n)
     prepared = time.perf_counter() - start
-    size = args.input_bytes = (await anyio.Path(src).stat()).st_size
-    print(f"{NAME}: input {src} ({n:,} lines, {size / MB:,.0f} MB; {prepared:.1f} s)", flush=True)
+    size = (await anyio.Path(src).stat()).st_size
+    print(
+        f"{NAME} [{job.name}]: input {src} ({n:,} lines, {size / MB:,.0f} MB; {prepared:.1f} s)",
+        flush=True,
+    )
     results: dict[str, dict[str, Any]] = {}
-    failures: list[str] = []
     for name in args.only:
         try:
-            results[name] = f = await measure(name, src, n, args)
+            results[name] = f = await measure(name, job, src, size, args)
         except Exception as exc:  # report, keep measuring the others, exit non-zero
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            failures.append(f"{job.name} {name}: {type(exc).__name__}: {exc}")
             print(f"{NAME}: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
         if f["exit_code"] != 0:
-            failures.append(f"{name}: exit code {f['exit_code']}: {f.get('stderr_tail', '')}")
+            failures.append(
+                f"{job.name} {name}: exit code {f['exit_code']}: {f.get('stderr_tail')}"
+            )
         elif f["results"] is None or not f["results"]["exactly_once"]:
-            failures.append(f"{name}: results not exactly once: {f['results']}")
+            failures.append(f"{job.name} {name}: results not exactly once: {f['results']}")
         print(_line(name, f), flush=True)
-    record: dict[str, Any] = {
-        "benchmark": NAME,
-        "machine": {**machine, "load_avg_after": machine_info()["load_avg_1_5_15"]},
+    print(_summary(job, args, machine, results), flush=True)
+    return {
         "setup": {
             "lines": n,
-            "shard_lines": args.shard_lines,
-            "shards": -(-n // args.shard_lines),
+            "shard_lines": job.shard_lines,
+            "shards": -(-n // job.shard_lines),
             "input_bytes": size,
             "input": "benchmarks/_datagen.py write_jsonl(count=N, seed=0), cached",
             "sdk_concurrency": args.concurrency,
-            "sdk_poll_interval_s": args.poll_interval,
-            "batchpump": "python -m batchpump run (CLI defaults; child process)",
+            "sdk_poll_interval_s": job.sdk_poll_interval,
+            "batchpump": f"python -m batchpump run (CLI defaults; child process; {args.code})",
             "emulator": {
                 "process": "separate (python -m batchpump.emulator), one fresh per contender",
                 "time_scale": TIME_SCALE,
-                "config": msgspec.to_builtins(EMULATOR),
+                "config": msgspec.to_builtins(job.emulator),
             },
-            "quick": args.quick,
         },
         "contenders": results,
-        "target_peak_rss_mb": TARGET_RSS_MB,
+        "target_peak_rss_mb": job.target_rss_mb,
+        "target_wall_ratio": job.target_wall_ratio,
+    }
+
+
+async def amain(args: argparse.Namespace) -> int:
+    machine = machine_info()
+    failures: list[str] = []
+    jobs: dict[str, Any] = {}
+    for name in args.job:
+        job = JOBS[name]
+        if args.quick:
+            lines, shard_lines = QUICK_SIZES[name]
+            job = msgspec.structs.replace(job, lines=lines, shard_lines=shard_lines)
+        if name == "million" and args.n is not None:
+            job = msgspec.structs.replace(job, lines=args.n)
+        if name == "million" and args.shard_lines is not None:
+            job = msgspec.structs.replace(job, shard_lines=args.shard_lines)
+        jobs[name] = await run_job(job, args, machine, failures)
+    record: dict[str, Any] = {
+        "benchmark": NAME,
+        "machine": {**machine, "load_avg_after": machine_info()["load_avg_1_5_15"]},
+        "quick": args.quick,
+        "jobs": jobs,
         "failures": failures,
     }
     path = write_record(NAME, record)
-    print(_summary(n, args, machine, results, path))
+    print(f"{NAME}: wrote {path}")
     return 1 if failures else 0
 
 
@@ -387,43 +467,54 @@ def _line(name: str, f: dict[str, Any]) -> str:
 
 
 def _summary(
-    n: int,
-    args: argparse.Namespace,
-    machine: dict[str, Any],
-    results: dict[str, dict[str, Any]],
-    path: Path,
+    job: Job, args: argparse.Namespace, machine: dict[str, Any], results: dict[str, dict[str, Any]]
 ) -> str:
     def fig(name: str) -> str:
         f = results.get(name)
         if f is None:
             return "failed" if name in args.only else "not run"
         once = "exactly once" if (f["results"] or {}).get("exactly_once") else "NOT exactly once"
-        return f"{f['wall_s']:.1f} s, peak RSS {f['peak_rss_mb']:.0f} MB, {once}"
+        mib = f["peak_rss_mb"] / 1.048576
+        return f"{f['wall_s']:.2f} s, peak RSS {f['peak_rss_mb']:.0f} MB ({mib:.0f} MiB), {once}"
 
     ratio = ""
     bp, sdk = results.get("batchpump"), results.get("sdk")
     if bp and sdk:
         ratio = (
-            f" | wall sdk/batchpump {sdk['wall_s'] / bp['wall_s']:.2f}x, "
+            f" | wall batchpump/sdk {bp['wall_s'] / sdk['wall_s']:.2f}x, "
             f"RSS sdk/batchpump {sdk['peak_rss_mb'] / bp['peak_rss_mb']:.1f}x"
         )
+    targets = f"peak RSS <= {job.target_rss_mb:.0f} MB"
+    if job.target_wall_ratio is not None:
+        targets = f"wall <= {job.target_wall_ratio:g}x the script's, " + targets
+    n, per = job.lines, job.shard_lines
     return (
-        f"{NAME} {n:,} lines in {-(-n // args.shard_lines)} shards of {args.shard_lines:,}, "
+        f"{NAME} [{job.name}] {n:,} lines in {-(-n // per)} shards of <= {per:,}, batches done "
+        f"{_batch_seconds(job):g} s after create, SDK retrieve every {job.sdk_poll_interval:g} s, "
         f"emulator x{TIME_SCALE:g} in its own process [{machine_line(machine)}]: "
         f"batchpump CLI {fig('batchpump')} | openai SDK script {fig('sdk')}{ratio} "
-        f"(target peak RSS < {TARGET_RSS_MB:.0f} MB) -> {path}"
+        f"(targets {targets})"
     )
+
+
+def _batch_seconds(job: Job) -> float:
+    e = job.emulator
+    return (e.validate_seconds + e.run_seconds + e.finalize_seconds) / TIME_SCALE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=1_000_000, help="lines (default 1000000)")
-    parser.add_argument("--shard-lines", type=int, default=50_000, help="default 50000")
-    parser.add_argument("--quick", action="store_true", help="20,000 lines in 4 shards")
+    parser.add_argument("-n", type=int, default=None, help="lines of the million job")
+    parser.add_argument("--shard-lines", type=int, default=None, help="of the million job")
+    parser.add_argument("--quick", action="store_true", help="both jobs at CI sizes")
     parser.add_argument("--concurrency", type=int, default=8, help="SDK shards at once (8)")
-    parser.add_argument("--poll-interval", type=float, default=2.0, help="SDK polling (2 s)")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help=argparse.SUPPRESS)
+    parser.add_argument("--job", nargs="+", choices=list(JOBS), default=list(JOBS), help="jobs")
     parser.add_argument(
         "--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="contenders"
+    )
+    parser.add_argument(
+        "--code", type=Path, default=REPO_ROOT, help="checkout whose batchpump CLI runs"
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per contender")
     # The child side of the ``sdk`` contender.
@@ -436,12 +527,11 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(sdk_main(args))
         print(json.dumps(report))
         return 0
-    if args.quick:
-        args.n, args.shard_lines = 20_000, 5_000
     if args.timeout is None:
         args.timeout = 120.0 if args.quick else 3600.0
-    if args.n < 1 or args.shard_lines < 1 or args.concurrency < 1 or args.poll_interval <= 0:
-        parser.error("-n, --shard-lines and --concurrency must be >= 1, --poll-interval > 0")
+    if (args.n or 1) < 1 or (args.shard_lines or 1) < 1 or args.concurrency < 1:
+        parser.error("-n, --shard-lines and --concurrency must be >= 1")
+    args.code = args.code.resolve()
     return anyio.run(amain, args, backend="asyncio")
 
 

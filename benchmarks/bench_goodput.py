@@ -1,28 +1,34 @@
 """Benchmark: goodput under a provider rate limit, and the limiter's CPU with many waiters.
 
-Usage: ``python benchmarks/bench_goodput.py [--seconds 60] [--rate 100] [--quick]``
+Usage: ``python benchmarks/bench_goodput.py [--seconds 60] [--rate 20 100] [--quick]``
 
 Part 1, goodput. The emulator runs in its own process (``python -m batchpump.emulator``,
 loopback, port 0, real time) with one batch in it and a token bucket on the ``poll`` endpoint
-class (``GET /v1/batches/{id}`` is one of its routes): L requests/s (``--rate``, default 100).
+class (``GET /v1/batches/{id}`` is one of its routes): L requests/s (``--rate``, default 20 and
+100: every contender runs at each).
 The bucket is a per-minute quota, ``RateLimit(requests=60 L, per_seconds=60)``, because that is
 what the emulator's ``x-ratelimit-limit-requests`` header describes truthfully (OpenAI's
 requests per minute; see ``--bucket second`` below). Before each contender the benchmark drains
 the bucket with its own requests until the first 429 (the account's quota is already in
 steady use), so every request above L is answered 429 at once: no burst hides an overshoot.
-Then, for ``--seconds`` (default 60, ``--quick`` 10), C tasks (``--concurrency``, default 32,
+Then, for ``--seconds`` (default 60, ``--quick`` 3), C tasks (``--concurrency``, default 32,
 far more than L x the loopback round trip needs) retrieve that batch in a loop:
 
 - ``told``: the ``OpenAI`` adapter's ``retrieve`` (one ``HttpClient`` call through the ``poll``
   ``EndpointGate``) with ``Limits(poll_rate=L, poll_concurrency=C)``;
 - ``learned``: the same with ``Limits(poll_concurrency=C)``: no rate, so the gate learns it
   from the 429s (AIMD) and the ``x-ratelimit-limit-requests`` header;
+- ``retry_after_only``: the same as ``learned``, but the emulator's 429s carry only
+  ``retry-after-ms``/``retry-after``, no ``x-ratelimit-*`` header: the gate learns the rate
+  from what the provider accepts;
+- ``no_retry_after``: the same, and the 429s carry no ``Retry-After`` either;
 - ``naive``: plain aiohttp, C tasks (connector limit C), each sleeping ``Retry-After`` (whole
   seconds, as HTTP defines it) after a 429 and then trying again.
 
 One fresh emulator per contender. Figures: goodput = successful calls in the window / (L x
 window), as a share of L (target >= 97 %); the share of 429 answers among the class's answers in
-the window, counted by the emulator (target <= 1 %); the wait beyond the limit's spacing, per
+the window, counted by the emulator (target <= 1 %; for the two cases where the provider says
+nothing of its limit, >= 90 % and <= 5 %); the wait beyond the limit's spacing, per
 success: ``max(0, gap to the previous success - 1/L)`` (p50 / p99 / max, and their sum = the
 time lost); client and emulator CPU over the window.
 
@@ -38,6 +44,13 @@ waiter inside aiolimiter), each also with a tenth of the waiters to show how the
 paused gate: 10,000 callers waiting out one 0.25 s pause (one shared ``Event``) beside 10,000
 tasks each sleeping 0.25 s on its own. CPU = ``time.process_time()`` over the run / waiters.
 
+Part 3, end to end (``--e2e``): the issue-13 case. An emulator that allows L = 20 requests/s
+per endpoint class (``upload``, ``create``, ``poll``, ``download``; a one-second bucket) and
+answers 429 with only ``retry-after-ms``/``retry-after``, no ``x-ratelimit-*`` header; the real
+command line ``python -m batchpump run`` on 30,000 lines with ``--max-lines 100`` (300 shards;
+``--quick``: 40). Figures: the exit code, every line once, the provider's answers per second
+(2xx) against L, and the share of 429 answers (written to ``bench_goodput_e2e.json``).
+
 Prints one summary line and writes ``benchmarks/results/bench_goodput.json``. Never asserts a
 time; exits non-zero only if a contender failed or the emulator never rate-limited.
 """
@@ -46,7 +59,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from itertools import pairwise
@@ -69,6 +84,7 @@ from batchpump.emulator import EmulatorConfig, Faults, RateLimit
 from batchpump.providers.openai import OpenAI
 from benchmarks._common import (
     BENCH_KEY,
+    REPO_ROOT,
     EmulatorProcess,
     machine_info,
     machine_line,
@@ -80,11 +96,18 @@ from benchmarks._common import (
 from benchmarks._datagen import DEFAULT_ENDPOINT, generate_lines
 
 NAME: Final = "bench_goodput"
-CONTENDERS: Final = ("told", "learned", "naive")
+CONTENDERS: Final = ("told", "learned", "retry_after_only", "no_retry_after", "naive")
+#: Emulator faults per contender beside the bucket: what its 429s say about the limit.
+SILENT_FAULTS: Final[dict[str, dict[str, bool]]] = {
+    "retry_after_only": {"advertise_rate_limits": False},
+    "no_retry_after": {"advertise_rate_limits": False, "send_retry_after": False},
+}
 ROUTE: Final = "openai.batches.retrieve"
 #: Batches stay in ``validating``: retrieving one is the cheapest call of the ``poll`` class.
 EMULATOR: Final = EmulatorConfig(validate_seconds=1e9, run_seconds=1.0, seed=0)
 TARGETS: Final = {"goodput_share_min": 0.97, "share_429_max": 0.01}
+#: Targets when the provider advertises no limit (issue 13).
+SILENT_TARGETS: Final = {"goodput_share_min": 0.90, "share_429_max": 0.05}
 #: Seconds after the window for in-flight answers to reach the emulator's counters.
 SETTLE: Final = 0.3
 Bucket = Literal["minute", "second"]
@@ -211,7 +234,13 @@ async def run_naive(emu: EmulatorProcess, batch_id: str, args: argparse.Namespac
 
 
 Runner = Callable[[EmulatorProcess, str, argparse.Namespace], Awaitable[Window]]
-RUNNERS: Final[dict[str, Runner]] = {"told": run_told, "learned": run_learned, "naive": run_naive}
+RUNNERS: Final[dict[str, Runner]] = {
+    "told": run_told,
+    "learned": run_learned,
+    "retry_after_only": run_learned,
+    "no_retry_after": run_learned,
+    "naive": run_naive,
+}
 
 
 # -- emulator set-up ----------------------------------------------------------------------------
@@ -278,7 +307,8 @@ async def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
             headers=headers, connector=aiohttp.TCPConnector(limit=64)
         ) as session:
             batch_id = await one_batch(emu, session)
-            limited = msgspec.structs.replace(EMULATOR, faults=Faults(rate_limits={"poll": limit}))
+            faults = Faults(rate_limits={"poll": limit}, **SILENT_FAULTS.get(name, {}))
+            limited = msgspec.structs.replace(EMULATOR, faults=faults)
             await emu.configure(limited, session)
             drained = None
             if args.bucket == "minute":
@@ -415,20 +445,23 @@ async def amain(args: argparse.Namespace) -> int:
     # Every 429 retry logs a warning; they are counted in the figures instead.
     logging.getLogger("batchpump.http").setLevel(logging.ERROR)
     machine = machine_info()
-    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
     failures: list[str] = []
-    for name in args.only:
-        try:
-            with anyio.fail_after(args.seconds + 120):
-                results[name] = await measure(name, args)
-        except Exception as exc:  # report, keep measuring the others, exit non-zero
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-            print(f"{NAME}: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            continue
-        f = results[name]
-        if f["successes"] == 0:
-            failures.append(f"{name}: no successful call")
-        print(_line(name, f), flush=True)
+    for rate in args.rate:
+        one = argparse.Namespace(**{**vars(args), "rate": rate})
+        results = runs.setdefault(f"{rate:g}", {})
+        for name in args.only:
+            try:
+                with anyio.fail_after(args.seconds + 120):
+                    results[name] = await measure(name, one)
+            except Exception as exc:  # report, keep measuring the others, exit non-zero
+                failures.append(f"{name}@{rate:g}: {type(exc).__name__}: {exc}")
+                print(f"{NAME}: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            f = results[name]
+            if f["successes"] == 0:
+                failures.append(f"{name}@{rate:g}: no successful call")
+            print(_line(f"{name}@{rate:g}", f), flush=True)
     cpu = await limiter_cpu(args.waiters, args.cpu_rate, args.cpu_cap) if args.waiters else {}
     if cpu:
         print(_cpu_line(cpu), flush=True)
@@ -438,9 +471,12 @@ async def amain(args: argparse.Namespace) -> int:
         "setup": {
             "endpoint_class": "poll",
             "route": ROUTE,
-            "rate_limit_per_s": args.rate,
+            "rate_limits_per_s": args.rate,
             "bucket": args.bucket,
-            "emulator_rate_limit": msgspec.to_builtins(bucket_limit(args.bucket, args.rate)),
+            "emulator_rate_limits": [
+                msgspec.to_builtins(bucket_limit(args.bucket, rate)) for rate in args.rate
+            ],
+            "silent_faults": SILENT_FAULTS,
             "bucket_drained_before_each": args.bucket == "minute",
             "concurrency": args.concurrency,
             "window_s": args.seconds,
@@ -451,14 +487,16 @@ async def amain(args: argparse.Namespace) -> int:
             },
             "quick": args.quick,
         },
-        "contenders": results,
+        "contenders_by_rate": runs,
         "limiter_cpu": cpu,
         "targets": TARGETS,
+        "targets_without_advertised_limit": SILENT_TARGETS,
         "failures": failures,
     }
     name = NAME if args.bucket == "minute" else f"{NAME}_{args.bucket}"
     path = write_record(name, record)
-    print(_summary(args, machine, results, cpu, path))
+    for rate in args.rate:
+        print(_summary(args, rate, machine, runs.get(f"{rate:g}", {}), cpu, path))
     return 1 if failures else 0
 
 
@@ -500,6 +538,7 @@ def _cpu_line(cpu: dict[str, Any]) -> str:
 
 def _summary(
     args: argparse.Namespace,
+    rate: float,
     machine: dict[str, Any],
     results: dict[str, dict[str, Any]],
     cpu: dict[str, Any],
@@ -526,33 +565,132 @@ def _summary(
             f"{cpu['aiolimiter_many']['cpu_us_per_acquire']:.0f} us"
         )
     return (
-        f"{NAME} poll limited to L={args.rate:g}/s ({args.bucket} bucket"
+        f"{NAME} poll limited to L={rate:g}/s ({args.bucket} bucket"
         f"{', drained' if args.bucket == 'minute' else ''}), C={args.concurrency}, "
         f"{args.seconds:g} s each [{machine_line(machine)}]: told {fig('told')} | learned "
-        f"{fig('learned')} | naive aiohttp+Retry-After {fig('naive')}{ratio} (targets >= "
+        f"{fig('learned')} | Retry-After only {fig('retry_after_only')} | no Retry-After "
+        f"{fig('no_retry_after')} | naive aiohttp+Retry-After {fig('naive')}{ratio} (targets >= "
         f"{100 * TARGETS['goodput_share_min']:.0f} % of L, <= "
-        f"{100 * TARGETS['share_429_max']:.0f} % 429s){cpu_text} -> {path}"
+        f"{100 * TARGETS['share_429_max']:.0f} % 429s; without an advertised limit >= "
+        f"{100 * SILENT_TARGETS['goodput_share_min']:.0f} %, <= "
+        f"{100 * SILENT_TARGETS['share_429_max']:.0f} %){cpu_text} -> {path}"
     )
+
+
+# -- part 3: the 300-shard run end to end --------------------------------------------------------
+
+#: Emulator seconds per real second in the end-to-end run (batches finish in about a second).
+E2E_TIME_SCALE: Final = 20.0
+E2E_RATE: Final = 20.0
+
+
+async def end_to_end(shards: int, lines_per_shard: int = 100) -> dict[str, Any]:
+    """The CLI on ``shards`` x ``lines_per_shard`` lines against a silent 20 requests/s limit."""
+    from benchmarks.soak_kill9 import check_results, write_input  # a sibling benchmark
+
+    scale = E2E_TIME_SCALE
+    limit = RateLimit(requests=round(E2E_RATE), per_seconds=scale)  # L per real second
+    config = EmulatorConfig(
+        faults=Faults(
+            rate_limits=dict.fromkeys(("upload", "create", "poll", "download"), limit),
+            advertise_rate_limits=False,
+        )
+    )
+    lines = shards * lines_per_shard
+    with tempfile.TemporaryDirectory(prefix="bench-goodput-e2e-") as tmp:
+        work = Path(tmp)
+        src, out = work / "in.jsonl", work / "out.jsonl"
+        ids = write_input(src, lines, "e2e")
+        async with open_emulator_process(config, time_scale=scale) as emu:
+            env = {
+                **os.environ,
+                "OPENAI_API_KEY": BENCH_KEY,
+                "OPENAI_BASE_URL": emu.openai_base_url,
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+                ),
+            }
+            argv = [
+                sys.executable, "-m", "batchpump", "run", str(src), "--out", str(out),
+                "--max-lines", str(lines_per_shard),
+            ]  # fmt: skip
+            start = time.perf_counter()
+            done = await anyio.run_process(argv, env=env, cwd=str(work), check=False)
+            elapsed = time.perf_counter() - start
+            snapshot = await emu.stats()
+        duplicates, missing, unexpected = check_results(out, ids)
+    by_status: dict[int, int] = {}
+    for row in snapshot.get("requests", []):
+        if not str(row["route"]).startswith("emulator."):
+            status = int(row["status"])
+            by_status[status] = by_status.get(status, 0) + int(row["count"])
+    answers = sum(by_status.values())
+    ok = sum(n for status, n in by_status.items() if 200 <= status < 300)
+    return {
+        "shards": shards,
+        "lines": lines,
+        "exit_code": done.returncode,
+        "stderr_tail": done.stderr.decode(errors="replace")[-1500:] if done.returncode else "",
+        "seconds": round(elapsed, 2),
+        "lines_per_s": round(lines / elapsed, 1),
+        "duplicates": duplicates,
+        "missing": missing,
+        "unexpected": unexpected,
+        "answers_by_status": by_status,
+        "requests_2xx_per_s": round(ok / elapsed, 2),
+        "limit_per_class_per_s": E2E_RATE,
+        "share_429": round(by_status.get(429, 0) / answers, 4) if answers else None,
+        "batches_created": int(snapshot["batches_created"]),
+        "double_billed": len(snapshot["double_billed"]),
+    }
+
+
+async def amain_e2e(args: argparse.Namespace) -> int:
+    machine = machine_info()
+    f = await end_to_end(args.shards)
+    line = (
+        f"{NAME} end to end: L={E2E_RATE:g}/s per class, 429s with only Retry-After, "
+        f"{f['shards']} shards ({f['lines']:,} lines, --max-lines 100) "
+        f"[{machine_line(machine)}]: exit {f['exit_code']}, {f['missing']} lines missing, "
+        f"{f['duplicates']} twice, {f['batches_created']} batches, {f['seconds']} s "
+        f"({f['lines_per_s']:,} lines/s), provider answers 2xx {f['requests_2xx_per_s']}/s, "
+        f"429s {100 * (f['share_429'] or 0):.1f} % of {sum(f['answers_by_status'].values()):,}"
+    )
+    record = {"benchmark": f"{NAME}_e2e", "machine": machine, "quick": args.quick, **f}
+    path = write_record(f"{NAME}_e2e", record)
+    print(f"{line} -> {path}")
+    if f["exit_code"] != 0:
+        print(f["stderr_tail"], file=sys.stderr)
+    good = f["exit_code"] == 0 and not (f["missing"] or f["duplicates"] or f["unexpected"])
+    return 0 if good else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="window (default 60)")
-    parser.add_argument("--rate", type=float, default=100.0, help="L, requests/s (default 100)")
+    parser.add_argument(
+        "--rate", type=float, nargs="+", default=[20.0, 100.0], help="L, requests/s (20 100)"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="C (default 32)")
     parser.add_argument("--bucket", choices=("minute", "second"), default="minute")
-    parser.add_argument("--quick", action="store_true", help="8 s windows, 1,000 waiters")
+    parser.add_argument("--quick", action="store_true", help="3 s windows, 1,000 waiters")
     parser.add_argument(
         "--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="contenders"
     )
     parser.add_argument("--waiters", type=int, default=10_000, help="part 2 (0: skip it)")
     parser.add_argument("--cpu-rate", type=float, default=2000.0, help="part 2 pacing, /s")
     parser.add_argument("--cpu-cap", type=int, default=32, help="part 2 gate concurrency")
+    parser.add_argument("--e2e", action="store_true", help="part 3 only: the CLI, 300 shards")
+    parser.add_argument("--shards", type=int, default=300, help="part 3 shards (--quick: 40)")
     args = parser.parse_args(argv)
+    if args.e2e:
+        if args.quick:
+            args.shards = min(args.shards, 40)
+        return anyio.run(amain_e2e, args, backend="asyncio")
     if args.quick:
-        args.seconds = min(args.seconds, 8.0)
+        args.seconds = min(args.seconds, 3.0)
         args.waiters = min(args.waiters, 1000)
-    if args.seconds <= 0 or args.rate <= 0 or args.concurrency < 1 or args.waiters < 0:
+    if args.seconds <= 0 or min(args.rate) <= 0 or args.concurrency < 1 or args.waiters < 0:
         parser.error("--seconds and --rate must be > 0, --concurrency >= 1")
     return anyio.run(amain, args, backend="asyncio")
 

@@ -20,6 +20,21 @@ Usage: ``python benchmarks/bench_polling.py [-n 10000] [--quick]``
    this process's monotonic clock by a calibration against ``created_at`` answers) to the
    poller handing it off and to its collector starting (results begin to download).
 
+6. Detection delay by batch duration (``--durations``; default 1 s, 30 s, 5 min and 1 h, on
+   the emulated clock): an in-process emulator and the ``Poller`` share one ``ScaledClock``
+   (1 s batches at real time, 30 s at x10, 5 min at x30, 1 h at x100, so each case takes
+   seconds, and a list request's few real milliseconds stay well under a second of the
+   emulated clock; ``--quick``: 5 min at x100 and 1 h at x1000). M batches of 1,000 small
+   lines (``--quick``: 10, else 40) are created over half a duration, each taking the
+   duration times a seeded factor in [0.8, 1.2] (validating and finalizing 5 % of the
+   duration each, as for shards of one size; running the rest, with growing
+   ``request_counts``), and handed to ``Poller.add`` as the engine does, with the default
+   ``PollPolicy``. Delay: from the batch's completion (its create's start on the shared clock
+   plus its duration, so an overestimate by at most one create round trip) to the poller's
+   hand-off. Printed per duration: p50, p95 and max delay beside the target max(1 s, 1 % of
+   the duration), poll requests (list pages and retrieves, counted by the emulator) per batch
+   in flight per sweep, and sweeps per emulated minute.
+
 Prints the figures and writes ``benchmarks/results/bench_polling.json``. Never asserts a time;
 exits non-zero only if the benchmark broke (an error, or completing batches never collected).
 """
@@ -28,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import sys
 import tempfile
 import time
@@ -42,11 +58,18 @@ import anyio
 import msgspec
 from anyio.abc import ObjectReceiveStream
 
-from batchpump import BatchInfo, PollPolicy, RunOptions, SystemClock
+from batchpump import (
+    BatchInfo,
+    MemoryJournal,
+    PollPolicy,
+    RunOptions,
+    ScaledClock,
+    SystemClock,
+)
 from batchpump._engine import Collector, Poller, ResultSink, RunContext, TokenBudget
 from batchpump._journal import SqliteJournal
 from batchpump._models import RunRecord, ShardRecord
-from batchpump.emulator import EmulatorConfig
+from batchpump.emulator import EmulatorConfig, open_emulator
 from batchpump.providers.openai import OpenAI
 from benchmarks._common import (
     BENCH_KEY,
@@ -72,6 +95,13 @@ STEADY: Final = EmulatorConfig(
 POLL_ROUTES: Final = ("openai.batches.list", "openai.batches.retrieve")
 TARGET_REQUESTS_PER_BATCH_SWEEP: Final = 0.02
 CALIBRATION_PROBES: Final = 25
+#: Batch durations (emulated seconds) of the detection-delay part, and each one's time scale.
+DURATIONS: Final = {1.0: 1.0, 30.0: 10.0, 300.0: 30.0, 3600.0: 100.0}
+#: ``--quick``: faster clocks (each case a few real seconds; a request's real milliseconds
+#: then weigh more on the emulated clock, so the delays read a little longer).
+QUICK_SCALES: Final = {1.0: 1.0, 30.0: 10.0, 300.0: 100.0, 3600.0: 1000.0}
+DURATION_LINES: Final = 1_000
+DURATION_SPREAD: Final = 0.2
 
 
 class ClockMap(msgspec.Struct, frozen=True):
@@ -217,11 +247,22 @@ async def amain(args: argparse.Namespace) -> int:
                 )
     figures["setup"]["create_s"] = round(create_s, 2)
     figures["setup"]["create_per_s"] = round((n - m) / create_s, 1)
+    print(summary({"machine": machine, **figures}), flush=True)
+    cases = []
+    for duration in args.durations:
+        batches = 10 if args.quick else args.batches
+        case = await detection_delay(duration, batches, args.seed, quick=args.quick)
+        print(duration_line(case), flush=True)
+        cases.append(case)
     record: dict[str, Any] = {"benchmark": NAME, "machine": machine, **figures}
+    record["detection_delay"] = cases
     record["machine"]["load_avg_after"] = machine_info()["load_avg_1_5_15"]
     path = write_record(NAME, record)
-    print(summary(record, path))
-    return 0 if figures["live"]["collected"] == m else 1
+    if cases:
+        print(durations_summary(cases))
+    print(f"{NAME}: wrote {path}")
+    broken = any(case["handed"] != case["batches"] for case in cases)
+    return 0 if figures["live"]["collected"] == m and not broken else 1
 
 
 async def drive(
@@ -432,7 +473,7 @@ def _delays(values: list[float]) -> dict[str, float | None]:
     return shown
 
 
-def summary(record: dict[str, Any], path: Path) -> str:
+def summary(record: dict[str, Any]) -> str:
     setup, steady, live = record["setup"], record["steady"], record["live"]
     policy = setup["poll_policy"]
     start = live["collector_start_delay_s"]
@@ -451,14 +492,185 @@ def summary(record: dict[str, Any], path: Path) -> str:
         f"{setup['completing_batches']} batches; first completion after the quiet phase "
         f"{live['first_completion_delay_s']} s, later ones p50 {stream['p50']} s, max "
         f"{stream['p100']} s; poll interval {policy['interval_min']}-{policy['interval_max']} s"
-        f" -> {path}"
     )
+
+
+# -- detection delay by batch duration ----------------------------------------------------------
+
+
+def _target(duration: float) -> float:
+    return max(1.0, 0.01 * duration)
+
+
+async def detection_delay(
+    duration: float, batches: int, seed: int, *, quick: bool
+) -> dict[str, Any]:
+    """M batches of about ``duration`` emulated seconds through the ``Poller``, emulator and
+    poller on one ``ScaledClock``; delays from completion to hand-off, and the polling cost."""
+    scale = (QUICK_SCALES if quick else DURATIONS).get(duration, max(1.0, duration / 12))
+    clock = ScaledClock(scale)
+    rng = random.Random(seed)
+    lines = b"".join(
+        b'{"custom_id":"r-%d","method":"POST","url":"%s","body":{"model":"gpt-4o-mini",'
+        b'"messages":[{"role":"user","content":"hi"}]}}\n' % (i, DEFAULT_ENDPOINT.encode())
+        for i in range(DURATION_LINES)
+    )
+    base_config = EmulatorConfig(seed=seed)
+    done_at: dict[str, float] = {}  # batch id -> clock.time() of its completion (upper bound)
+    handed: dict[str, float] = {}
+    in_flight_at_sweep: list[int] = []
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"}
+    all_handed = anyio.Event()
+    async with (
+        open_emulator(config=base_config, clock=clock) as emu,
+        aiohttp.ClientSession(headers=headers) as session,
+    ):
+        base = emu.openai_base_url
+        provider = OpenAI(api_key=BENCH_KEY, base_url=base, clock=clock)
+        run = RunRecord(
+            run_id="bench-detect",
+            provider=provider.name,
+            base_url=provider.base_url,
+            endpoint=DEFAULT_ENDPOINT,
+            input_path="-",
+            out_path="-",
+            created_at=clock.time(),
+        )
+        ctx = RunContext(
+            provider=provider,
+            journal=MemoryJournal(),
+            clock=clock,
+            run=run,
+            options=RunOptions(),  # the default PollPolicy
+            work_dir=anyio.Path(tempfile.gettempdir()),
+            budget=TokenBudget(None),
+        )
+
+        async def on_done(shard: ShardRecord, batch: BatchInfo) -> None:
+            handed[batch.id] = clock.time()
+            if len(handed) == batches:
+                all_handed.set()
+
+        poller = Poller(ctx, on_done=on_done)
+        original_sweep = poller.sweep
+
+        async def counted_sweep() -> bool:
+            in_flight_at_sweep.append(len(poller))
+            return await original_sweep()
+
+        poller.sweep = counted_sweep  # type: ignore[method-assign]
+        began = clock.time()
+        before: dict[str, int] = {}
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poller.serve)
+                for index in range(batches):
+                    took = duration * rng.uniform(1 - DURATION_SPREAD, 1 + DURATION_SPREAD)
+                    config = msgspec.structs.replace(
+                        base_config,
+                        validate_seconds=0.05 * duration,
+                        run_seconds=took - 0.1 * duration,
+                        finalize_seconds=0.05 * duration,
+                    )
+                    async with session.put(
+                        f"{emu.url}/_emulator/config", data=msgspec.json.encode(config)
+                    ) as resp:
+                        resp.raise_for_status()
+                    file = await upload(session, base, f"{index:05d}.jsonl", lines)
+                    body = {
+                        "input_file_id": file["id"],
+                        "endpoint": DEFAULT_ENDPOINT,
+                        "completion_window": "24h",
+                    }
+                    sent = clock.time()
+                    async with session.post(f"{base}/batches", json=body) as resp:
+                        resp.raise_for_status()
+                        made = await resp.json()
+                    done_at[made["id"]] = sent + took
+                    shard = ShardRecord(
+                        run_id=run.run_id, index=index, attempt=1, path="-",
+                        lines=DURATION_LINES, bytes=len(lines), batch_id=made["id"],
+                    )  # fmt: skip
+                    info = BatchInfo(
+                        id=made["id"],
+                        state="pending",
+                        raw_status=made["status"],
+                        created_at=float(made["created_at"]),
+                    )
+                    await poller.add(shard, info)
+                    if index == 0:
+                        before = route_counts(await _stats(session, emu.url))
+                    await clock.sleep(0.5 * duration / batches)
+                with anyio.fail_after(4 * duration / scale + 60):
+                    await all_handed.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            await provider.aclose()
+        after = route_counts(await _stats(session, emu.url))
+    ended = clock.time()
+    delays = [handed[b] - t for b, t in done_at.items() if b in handed]
+    requests = poll_requests(before, after)
+    batch_sweeps = sum(in_flight_at_sweep)
+    sweeps = len(in_flight_at_sweep)
+    pct = percentiles(delays, 50, 95, 100)
+    return {
+        "duration_s": duration,
+        "time_scale": scale,
+        "batches": batches,
+        "lines_per_batch": DURATION_LINES,
+        "handed": len(handed),
+        "delay_s": {k: _ms(v) for k, v in pct.items()},
+        "delay_min_s": _ms(min(delays, default=math.nan)),
+        "target_p95_s": _target(duration),
+        "within_target": sum(1 for d in delays if d <= _target(duration)),
+        "sweeps": sweeps,
+        "poll_requests": requests,
+        "requests_per_sweep": round(requests / max(sweeps, 1), 2),
+        "requests_per_batch_per_sweep": round(requests / max(batch_sweeps, 1), 4),
+        "mean_in_flight_per_sweep": round(batch_sweeps / max(sweeps, 1), 1),
+        "sweeps_per_minute": round(60 * sweeps / max(ended - began, 1e-9), 2),
+        "emulated_seconds": round(ended - began, 1),
+    }
+
+
+async def _stats(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with session.get(f"{url}/_emulator/stats") as resp:
+        resp.raise_for_status()
+        snapshot: dict[str, Any] = await resp.json()
+        return snapshot
+
+
+def duration_line(case: dict[str, Any]) -> str:
+    d = case["delay_s"]
+    duration = case["duration_s"]
+    shown = f"{duration:g} s" if duration < 60 else f"{duration / 60:g} min"
+    return (
+        f"  {shown:>7} batches (x{case['time_scale']:g}, {case['handed']}/{case['batches']}): "
+        f"delay p50 {d['p50']} s, p95 {d['p95']} s, max {d['p100']} s "
+        f"(target p95 <= {case['target_p95_s']:g} s); {case['requests_per_sweep']} requests "
+        f"per sweep = {case['requests_per_batch_per_sweep']} per batch per sweep "
+        f"({case['mean_in_flight_per_sweep']} in flight on average), "
+        f"{case['sweeps_per_minute']} sweeps per minute"
+    )
+
+
+def durations_summary(cases: list[dict[str, Any]]) -> str:
+    parts = []
+    for case in cases:
+        duration = case["duration_s"]
+        shown = f"{duration:g} s" if duration < 60 else f"{duration / 60:g} min"
+        parts.append(
+            f"{shown}: p95 {case['delay_s']['p95']} s (<= {case['target_p95_s']:g}), "
+            f"{case['requests_per_batch_per_sweep']} req/batch/sweep, "
+            f"{case['sweeps_per_minute']} sweeps/min"
+        )
+    return f"{NAME} detection delay, default PollPolicy, emulated clock: " + " | ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10_000, help="in-flight batches (default 10000)")
-    parser.add_argument("--quick", action="store_true", help="300 batches (CI smoke run)")
+    parser.add_argument("--quick", action="store_true", help="300 batches, 10 per duration (CI)")
     parser.add_argument("--interval-min", type=float, default=0.5, help="seconds (default 0.5)")
     parser.add_argument("--interval-max", type=float, default=5.0, help="seconds (default 5)")
     parser.add_argument("--sweeps", type=int, default=5, help="steady sweeps at most (default 5)")
@@ -466,6 +678,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=10.0, help="completion window seconds")
     parser.add_argument("--create-concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--durations",
+        type=float,
+        nargs="*",
+        default=list(DURATIONS),
+        help="batch durations of the detection-delay part, emulated seconds (none: skip it)",
+    )
+    parser.add_argument("--batches", type=int, default=40, help="batches per duration (40)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds for everything")
     args = parser.parse_args(argv)
     if args.timeout is None:

@@ -44,7 +44,7 @@ import anyio
 import msgspec
 
 from batchpump import Pump, Result, Succeeded
-from batchpump._input import iter_shard_ids
+from batchpump._input import LineChecker, RequestLineChecker, iter_shard_ids
 from batchpump._models import BatchInfo, Capabilities, ShardRecord
 from benchmarks._common import REPO_ROOT, machine_info, machine_line, write_record
 
@@ -74,6 +74,14 @@ class InstantProvider:
         self._batches: dict[str, tuple[BatchInfo, str]] = {}
         self.created: list[float] = []  # time.monotonic() of each create
         self._create_seen = anyio.Event()
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker:
+        """Standard request lines, as OpenAI-compatible adapters check them."""
+        return RequestLineChecker(
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
 
     async def next_create(self, before: int) -> float:
         """Wait until more than ``before`` batches were created; the last one's time."""

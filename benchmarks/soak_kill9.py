@@ -27,12 +27,22 @@ Usage::
 
 prints the seed, one line per kill, a summary line, and writes
 ``benchmarks/results/soak_kill9.json`` (``--no-record`` skips that; the quick test uses it).
+
+``--faults`` is the other soak: no kills, but a provider that makes creates late (after the
+client gave up on the answer: ``late_create_rate``), lists batches only a while after it made
+them (``list_lag_seconds``), and rate-limits uploads and creates with 429s that carry neither
+``x-ratelimit-*`` headers nor ``Retry-After``. Each round runs the library in process (the
+adapter's request timeout cut to 1 s so the late creates are ambiguous, ``create_settle`` to
+10 s) and checks: every line exactly once (0 lost), no line billed twice, and what the
+sweeps reported (``duplicates_found`` / ``duplicates_cancelled``). ``--quick`` runs one small
+round of each soak in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import signal
@@ -49,9 +59,11 @@ import anyio
 import msgspec
 from anyio.abc import Process
 
+from batchpump import PollPolicy, Pump, RetryPolicy, RunOptions
 from batchpump._journal import SqliteJournal
 from batchpump._models import Result
-from batchpump.emulator import EmulatorConfig, Faults
+from batchpump.emulator import EmulatorConfig, Faults, RateLimit
+from batchpump.providers.openai import OpenAI
 
 from ._common import (
     BENCH_KEY,
@@ -64,7 +76,7 @@ from ._common import (
     write_record,
 )
 
-__all__ = ["SoakReport", "main", "soak"]
+__all__ = ["FaultSoakReport", "SoakReport", "main", "soak", "soak_faults"]
 
 #: Emulator seconds per real second: a default batch (2 + 10 + 2 s) takes 0.7 s.
 TIME_SCALE: Final = 20.0
@@ -542,6 +554,135 @@ async def _sigint_round(
         await _check_round(report, work, out, ids, say)
 
 
+@dataclass
+class FaultSoakReport:
+    """The faults soak's figures (``benchmarks/results/soak_faults.json``)."""
+
+    seed: int
+    rounds: int = 0
+    lines: int = 0
+    duplicates: int = 0
+    missing: int = 0
+    unexpected: int = 0
+    batches_created: int = 0
+    shard_attempts: int = 0
+    tags_twice: int = 0
+    double_billed: dict[str, int] = field(default_factory=dict)
+    duplicates_found: int = 0
+    duplicates_cancelled: int = 0
+    late_creates: int = 0
+    rate_limited: int = 0
+    requests: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.duplicates
+            and not self.missing
+            and not self.unexpected
+            and not self.double_billed
+        )
+
+    def summary(self) -> str:
+        share = self.rate_limited / self.requests if self.requests else 0.0
+        return (
+            f"soak_faults seed={self.seed}: {self.rounds} rounds, {self.lines:,} lines, "
+            f"{self.late_creates} late creates, {self.rate_limited} 429s without headers "
+            f"({100 * share:.1f} % of {self.requests:,} requests): {self.missing} lines lost, "
+            f"{self.duplicates} given twice, {len(self.double_billed)} lines billed twice, "
+            f"{self.batches_created} batches for {self.shard_attempts} shard attempts "
+            f"({self.tags_twice} tags twice: duplicates found {self.duplicates_found}, "
+            f"cancelled {self.duplicates_cancelled}) in {self.elapsed:.1f} s: "
+            f"{'OK' if self.ok else 'FAILED'}"
+        )
+
+
+#: Emulator seconds a late create takes (1.5 s real at the default time scale): past the
+#: client's 1 s request timeout, well inside its 10 s settle window.
+LATE_CREATE_SECONDS: Final = 30.0
+#: Emulator seconds a batch stays out of list answers after it was made (1 s real).
+LIST_LAG_SECONDS: Final = 20.0
+
+
+async def soak_faults(
+    *,
+    rounds: int = 5,
+    lines: int = 3_000,
+    max_lines: int = 100,
+    seed: int | None = None,
+    time_scale: float = TIME_SCALE,
+    workdir: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> FaultSoakReport:
+    """Late creates, lagging lists, silent 429s: every line once, nothing billed twice."""
+    seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
+    report = FaultSoakReport(seed=seed)
+    say(f"soak_faults seed={seed} (rerun with --faults --seed {seed})")
+    started = time.monotonic()
+    # 10 requests per real second on uploads and creates, whatever the time scale.
+    limit = RateLimit(requests=10, per_seconds=time_scale)
+    config = EmulatorConfig(
+        seed=seed & 0xFFFF,
+        line_seconds=0.01,
+        faults=Faults(
+            late_create_rate=0.2,
+            late_create_seconds=LATE_CREATE_SECONDS,
+            list_lag_seconds=LIST_LAG_SECONDS,
+            rate_limits={"upload": limit, "create": limit},
+            advertise_rate_limits=False,
+            send_retry_after=False,
+        ),
+    )
+    options = RunOptions(
+        max_lines=max_lines,
+        poll=PollPolicy(interval_min=0.1, interval_max=0.5),
+        retry=RetryPolicy(create_settle=10.0),
+    )
+    with tempfile.TemporaryDirectory(prefix="soak-faults-") as tmp:
+        root = workdir or Path(tmp)
+        async with open_emulator_process(config, time_scale=time_scale) as emu:
+            for number in range(1, rounds + 1):
+                work = root / f"faults{number}"
+                work.mkdir(parents=True)
+                src, out = work / "in.jsonl", work / "out.jsonl"
+                ids = write_input(src, lines, f"f{number}")
+                provider = OpenAI(
+                    api_key=BENCH_KEY,
+                    base_url=emu.openai_base_url,
+                    retry=RetryPolicy(request_timeout=1.0),
+                )
+                async with provider, Pump(provider, state_dir=work / ".batchpump") as pump:
+                    run = await pump.submit(src, out=out, options=options)
+                    await run.wait()
+                    stats = run.statistics()
+                    http = provider.statistics()
+                report.rounds += 1
+                report.lines += lines
+                report.rate_limited += http.rate_limited
+                report.requests += http.requests
+                report.duplicates_found += stats.duplicates_found
+                report.duplicates_cancelled += stats.duplicates_cancelled
+                duplicates, missing, unexpected = check_results(out, ids)
+                report.duplicates += duplicates
+                report.missing += missing
+                report.unexpected += unexpected
+                sent, _ = await journal_facts(work / ".batchpump", out)
+                report.shard_attempts += sent
+                say(
+                    f"  round {number}: {lines:,} lines, {missing} lost, {duplicates} twice, "
+                    f"{http.rate_limited} 429s of {http.requests} requests, duplicates found "
+                    f"{stats.duplicates_found} cancelled {stats.duplicates_cancelled}"
+                )
+            final = await emu.stats()
+    report.batches_created = int(final["batches_created"])
+    report.tags_twice = sum(1 for v in final["tags"].values() if int(v) > 1)
+    report.double_billed = {str(k): int(v) for k, v in final["double_billed"].items()}
+    report.late_creates = int(final.get("faults", {}).get("late_create", 0))
+    report.elapsed = round(time.monotonic() - started, 2)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak_kill9", description=__doc__)
     parser.add_argument("--kills", type=int, default=20)
@@ -551,7 +692,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-scale", type=float, default=TIME_SCALE)
     parser.add_argument("--no-sigint", action="store_true", help="skip the SIGINT checks")
     parser.add_argument("--no-record", action="store_true", help="do not write the JSON record")
+    parser.add_argument(
+        "--faults", action="store_true", help="late creates, lagging lists, silent 429s"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="--faults rounds")
+    parser.add_argument("--quick", action="store_true", help="one small round (seconds)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.kills, args.lines, args.rounds = min(args.kills, 2), min(args.lines, 400), 1
+    if args.faults:
+        # Every 429 and late create logs a warning; the summary counts them instead.
+        logging.getLogger("batchpump").setLevel(logging.ERROR)
+        faults = anyio.run(
+            lambda: soak_faults(
+                rounds=args.rounds,
+                lines=args.lines,
+                max_lines=args.max_lines,
+                seed=args.seed,
+                time_scale=args.time_scale,
+            ),
+            backend="asyncio",
+        )
+        print(faults.summary())
+        if not args.no_record:
+            machine = machine_info()
+            record = {
+                "benchmark": "soak_faults",
+                "machine": machine,
+                "ok": faults.ok,
+                **asdict(faults),
+            }
+            path = write_record("soak_faults", record)
+            print(f"{machine_line(machine)}; record: {path}")
+        return 0 if faults.ok else 1
     report = anyio.run(
         lambda: soak(
             kills=args.kills,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from batchpump._models import Result
+from batchpump import Result
 
 _decoder = msgspec.json.Decoder(Result)
 

@@ -51,9 +51,13 @@ def test_demo_runs_100k_lines_exactly_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["demo", "--dir", str(tmp_path), "--progress", "none"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == EXIT_OK, err
     assert "every line came back exactly once" in err
+    assert f"kept in {tmp_path}" in err
+    assert "retry 1/" not in err  # injected 429s and 5xx are counted, not printed one by one
+    assert "batchpump run" in captured.out  # the summary on stdout
     results = read_results(tmp_path / "demo-requests.results.jsonl")
     assert_exactly_once(results, [f"demo-{i}" for i in range(100_000)])
 
@@ -72,7 +76,7 @@ def test_run_status_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
     journal = tmp_path / ".batchpump"
     assert main(["status", "--journal", str(journal)]) == EXIT_OK
-    status = capsys.readouterr().err
+    status = capsys.readouterr().out  # what a command reports goes to stdout
     assert "done" in status
     assert "300/300" in status
 

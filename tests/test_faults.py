@@ -27,9 +27,7 @@ import msgspec
 from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
 from batchpump._engine import RunStatistics
 from batchpump._models import ResultCounts
-from batchpump.emulator import EmulatorConfig, Faults, open_emulator
-from batchpump.emulator._server import RunningEmulator
-from batchpump.emulator._stats import Stats
+from batchpump.emulator import EmulatorConfig, Faults, RunningEmulator, Stats, open_emulator
 from batchpump.providers.openai import OpenAI
 
 from .helpers import read_results, write_requests

@@ -25,8 +25,7 @@ from batchpump import (
 )
 from batchpump._journal import SqliteJournal
 from batchpump._models import ShardRecord
-from batchpump.emulator import EmulatorConfig, open_emulator
-from batchpump.emulator._server import RunningEmulator
+from batchpump.emulator import EmulatorConfig, RunningEmulator, open_emulator
 from batchpump.providers.openai import OpenAI
 
 from .helpers import assert_exactly_once, read_results, write_requests

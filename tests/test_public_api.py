@@ -21,9 +21,7 @@ def test_all_is_sorted_and_unique() -> None:
 def test_public_classes_say_batchpump_in_their_repr() -> None:
     assert batchpump.Pump.__module__ == "batchpump"
     assert repr(batchpump.RetryPolicy.no_wait(1)).startswith("RetryPolicy(")
-    assert (
-        batchpump.RunOptions.__module__ == "batchpump._engine.runstate"
-    )  # msgspec resolves it there
+    assert batchpump.RunOptions.__module__ == "batchpump._config"  # msgspec resolves it there
     assert batchpump.InputError.__module__ == "batchpump"
 
 

@@ -144,7 +144,10 @@ def test_cli_never_prints_the_key(tmp_path: Path) -> None:
         env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": f"{url}/v1"}
         done = subprocess.run(
             [sys.executable, "-m", "batchpump", "run", str(src), "--out", str(out),
-             "--max-lines", "100", "--progress", "json"],
+             "--max-lines", "100", "--progress", "json",
+             # The emulator's 5xx come before any batch is made: a short settle window (the
+             # default looks for 300 s) keeps this test about keys, not about late creates.
+             "--create-settle", "1"],
             capture_output=True, env=env, cwd=ROOT, timeout=60, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -10,6 +10,14 @@ For every line of the shard attempt exactly one of these happens:
 A line the provider never reported counts as unfinished. A result for an unknown or already
 joined ``custom_id`` is ignored (and counted), so a provider bug cannot produce a second result.
 The part file, the new attempt and the results-file length are committed together.
+
+Two provider answers never loop forever. A result file with malformed lines is downloaded again
+up to ``MALFORMED_DOWNLOADS`` times, then each such line is settled as ``Errored``
+(``code="malformed_output"``). A batch failed by a queue or enqueued-token limit is requeued
+with backoff, and the token budget learns to keep that model below what was in flight; when
+nothing else of its model was in flight (the shard alone exceeds the quota) it is split in
+halves instead, and after ``MAX_REQUEUES`` requeues its lines settle as ``Errored``
+(``code="queue_limit_exceeded"``) with a message naming ``--token-budget`` and ``--max-lines``.
 """
 
 from __future__ import annotations
@@ -23,9 +31,8 @@ from typing import Final, final
 
 from anyio.abc import ObjectReceiveStream
 
-from .._errors import TransportError
+from .._errors import MalformedLine, MalformedOutputError, TransportError
 from .._fileio import run_io, run_io_sized
-from .._http import backoff
 from .._input import load_ids, write_retry_shard
 from .._models import (
     BatchInfo,
@@ -35,7 +42,9 @@ from .._models import (
     Result,
     ResultCounts,
     ShardRecord,
+    Succeeded,
 )
+from .._retry import backoff
 from .results import PartWriter, ResultSink
 from .runstate import RunContext
 
@@ -44,6 +53,11 @@ __all__ = ["Collector"]
 logger: Final = logging.getLogger("batchpump.collect")
 
 Resubmit = Callable[[ShardRecord], Awaitable[None]]
+
+#: Downloads of a result file with malformed lines before those lines are settled as errored.
+MALFORMED_DOWNLOADS: Final = 3
+#: Queue-limit requeues of one shard before its lines are settled as errored.
+MAX_REQUEUES: Final = 8
 
 
 @final
@@ -65,9 +79,11 @@ class Collector:
     async def collect(self, shard: ShardRecord, batch: BatchInfo) -> None:
         """Settle every line of a terminal batch."""
         ctx = self._ctx
+        queued = ctx.budget.in_flight(shard.model)
         await ctx.budget.release(shard.model, shard.tokens)
         shard.batch_state = batch.state
         if batch.state == "failed" and ctx.provider.failure_is_transient(batch):
+            ctx.budget.learn(shard.model, queued)
             await self._requeue(shard, batch)
             return
         if batch.state == "failed":
@@ -76,46 +92,86 @@ class Collector:
             message = error.message if error else "the provider failed the batch"
             await self.settle_all(shard, lambda cid: _errored(cid, shard, batch, code, message))
             return
-        for attempt in range(ctx.options.retry.attempts):
+        failures = malformed = 0
+        while True:
             try:
-                await self._join(shard, batch)
+                await self._join(shard, batch, lenient=malformed >= MALFORMED_DOWNLOADS)
                 return
+            except MalformedOutputError as exc:
+                malformed += 1
+                logger.warning(
+                    "batch %s: %s; downloading it again (%d/%d)",
+                    batch.id,
+                    exc,
+                    malformed,
+                    MALFORMED_DOWNLOADS,
+                )
             except TransportError as exc:
-                if attempt + 1 >= ctx.options.retry.attempts:
+                failures += 1
+                if failures >= ctx.options.retry.attempts:
                     raise
                 logger.warning("download of batch %s failed (%s); again", batch.id, exc)
-                ctx.retries += 1
-                await ctx.clock.sleep(backoff(attempt, ctx.options.retry, self._rng))
+            ctx.retries += 1
+            tries = failures + malformed - 1
+            await ctx.clock.sleep(backoff(tries, ctx.options.retry, self._rng))
 
-    async def _join(self, shard: ShardRecord, batch: BatchInfo) -> None:
+    async def _join(self, shard: ShardRecord, batch: BatchInfo, *, lenient: bool) -> None:
         ctx = self._ctx
         expected = await run_io_sized(shard.bytes, load_ids, Path(shard.path))
         part = PartWriter(self._part_path(shard))
         retry: list[str] = []
         counts = ResultCounts()
         last_try = shard.tries >= ctx.options.max_attempts or ctx.cancelled
+        malformed: list[MalformedLine] = []
         async with aclosing(ctx.provider.results(batch, attempt=shard.attempt)) as results:
-            async for result in results:
-                if result.custom_id not in expected:
-                    self.ignored += 1  # unknown, or a second result for a joined line
-                    logger.warning(
-                        "batch %s: ignored a result for %r (not pending in this attempt)",
-                        batch.id,
-                        result.custom_id,
-                    )
-                    continue
-                expected.discard(result.custom_id)
-                if not last_try and _retryable(result, ctx.cancelled):
-                    retry.append(result.custom_id)
-                    continue
-                if isinstance(result, Canceled | Expired) and ctx.cancelled:
-                    result = Canceled(
-                        custom_id=result.custom_id, batch_id=batch.id, attempt=shard.attempt
-                    )
-                part.add(result)
-                counts.add(result)
-                if part.full:
-                    await part.flush()
+            try:
+                async for result in results:
+                    if result.custom_id not in expected:
+                        self.ignored += 1  # unknown, or a second result for a joined line
+                        logger.warning(
+                            "batch %s: ignored a result for %r (not pending in this attempt)",
+                            batch.id,
+                            result.custom_id,
+                        )
+                        continue
+                    expected.discard(result.custom_id)
+                    if not last_try and _retryable(result, ctx.cancelled):
+                        retry.append(result.custom_id)
+                        continue
+                    if isinstance(result, Canceled | Expired) and ctx.cancelled:
+                        result = Canceled(
+                            custom_id=result.custom_id, batch_id=batch.id, attempt=shard.attempt
+                        )
+                    part.add(result)
+                    counts.add(result)
+                    if isinstance(result, Succeeded) and result.usage is not None:
+                        ctx.add_usage(shard.model, result.usage)
+                    if part.full:
+                        await part.flush()
+            except MalformedOutputError as exc:
+                if not lenient:
+                    raise
+                malformed = exc.lines  # every good line was read; settle the bad ones
+        for line in malformed:
+            if line.custom_id is None or line.custom_id not in expected:
+                logger.warning(
+                    "batch %s: malformed output line %d names no pending line; its line counts "
+                    "as unreported",
+                    batch.id,
+                    line.number,
+                )
+                continue
+            expected.discard(line.custom_id)
+            bad = _errored(
+                line.custom_id,
+                shard,
+                batch,
+                "malformed_output",
+                f"line {line.number} of batch {batch.id}'s output could not be read in "
+                f"{MALFORMED_DOWNLOADS + 1} downloads: {line.problem}",
+            )
+            part.add(bad)
+            counts.add(bad)
         for custom_id in sorted(expected):  # never reported: unfinished
             if not last_try:
                 retry.append(custom_id)
@@ -178,8 +234,28 @@ class Collector:
         )
 
     async def _requeue(self, shard: ShardRecord, batch: BatchInfo) -> None:
-        """A queue or token limit failed the batch: same lines, new attempt, after a wait."""
+        """A queue or token limit failed the batch: same lines, new attempt, after a wait.
+
+        Nothing else of its model in flight means the shard alone exceeds the quota: it is
+        split in halves. (The budget learned the limit, so shards of a model that failed
+        together now go one at a time and meet it alone.) A shard requeued ``MAX_REQUEUES``
+        times settles as errored.
+        """
         ctx = self._ctx
+        if shard.lines > 1 and ctx.budget.in_flight(shard.model) == 0:
+            await self._split(shard, batch)
+            return
+        if shard.requeues >= MAX_REQUEUES:
+            message = (
+                f"batch {batch.id} hit the provider's queue or enqueued-token limit "
+                f"{shard.requeues + 1} times; gave up on it. Queue fewer tokens at once "
+                "(a lower --token-budget, RunOptions.token_budget) or make batches smaller "
+                "(a lower --max-lines, RunOptions.max_lines), and submit again"
+            )
+            logger.warning("shard %s: %s", shard.index, message)
+            code = "queue_limit_exceeded"
+            await self.settle_all(shard, lambda cid: _errored(cid, shard, batch, code, message))
+            return
         wait = ctx.options.requeue_wait * 2 ** min(shard.requeues, 4)
         follow_up = ShardRecord(
             run_id=shard.run_id,
@@ -202,6 +278,45 @@ class Collector:
         ctx.requeues += 1
         ctx.opened()
         await self._resubmit(follow_up)
+        ctx.closed()
+
+    async def _split(self, shard: ShardRecord, batch: BatchInfo) -> None:
+        """The shard alone exceeds the provider's quota: resubmit its lines as two shards."""
+        ctx = self._ctx
+        ids = sorted(await run_io_sized(shard.bytes, load_ids, Path(shard.path)))
+        attempt = shard.attempt + 1
+        halves: list[ShardRecord] = []
+        for part in (ids[: len(ids) // 2], ids[len(ids) // 2 :]):
+            index = ctx.new_index()
+            dest = Path(shard.path).with_name(f"{index:05d}.a{attempt}.jsonl")
+            lines, size = await run_io(write_retry_shard, Path(shard.path), dest, frozenset(part))
+            halves.append(
+                ShardRecord(
+                    run_id=shard.run_id,
+                    index=index,
+                    attempt=attempt,
+                    path=str(dest),
+                    lines=lines,
+                    bytes=size,
+                    model=shard.model,
+                    tokens=shard.tokens * size // shard.bytes if shard.bytes else 0,
+                    requeues=shard.requeues + 1,
+                )
+            )
+        shard.state = "requeued"
+        logger.info(
+            "batch %s alone exceeds the provider's queue limit; its %d lines go again as shards "
+            "%d and %d",
+            batch.id,
+            shard.lines,
+            halves[0].index,
+            halves[1].index,
+        )
+        await ctx.commit(shard, *halves)
+        ctx.requeues += 1
+        ctx.opened(len(halves))
+        for half in halves:
+            await self._resubmit(half)
         ctx.closed()
 
     def _part_path(self, shard: ShardRecord) -> Path:

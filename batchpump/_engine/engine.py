@@ -20,10 +20,13 @@ import math
 from typing import Final, final
 
 import anyio
+from anyio.abc import ObjectReceiveStream
 
+from .._errors import ConfigurationError, ProviderError, configuration_problem
 from .._models import BatchInfo, ShardRecord
 from .collect import Collector
 from .poll import Poller
+from .reconcile import Reconciler
 from .results import ResultSink
 from .runstate import RunContext
 from .submit import Submitter
@@ -57,8 +60,19 @@ class Engine:
         """Work until every attempt in ``shards`` (and every retry it spawns) is settled."""
         ctx = self.ctx
         ctx.started_at = ctx.clock.monotonic()
+        ctx.next_index = max((s.index for s in shards), default=-1) + 1
+        reconciler = Reconciler(ctx)
+        # Batches tagged with this run that the journal lacks (a lost state directory, a create
+        # answered late before a crash): adopt those an attempt needs, before creating any.
+        try:
+            await reconciler.sweep(shards, adopt=True)
+        except ProviderError as exc:  # the first call of a run: a wrong setting shows here
+            if configuration_problem(exc):
+                raise ctx.configuration_error(exc) from exc
+            raise
         pending = [s for s in shards if s.state not in _FINISHED]
         if not pending:
+            await reconciler.sweep(await ctx.journal.load_shards(ctx.run.run_id), adopt=False)
             return
         ctx.opened(len(pending))
         to_submit, submit_queue = anyio.create_memory_object_stream[ShardRecord](math.inf)
@@ -76,12 +90,25 @@ class Engine:
         collector = self.collector = Collector(ctx, self.sink, resubmit=resubmit)
         poller = self.poller = Poller(ctx, on_done=done)
         submitter = Submitter(
-            ctx, on_submitted=poller.add, on_failed=collector.fail, on_cancelled=collector.cancel
+            ctx,
+            on_submitted=poller.add,
+            on_failed=collector.fail,
+            on_cancelled=collector.cancel,
+            reconciler=reconciler,
         )
+        stopped: list[ConfigurationError] = []
+
+        async def submit(shards: ObjectReceiveStream[ShardRecord]) -> None:
+            try:
+                await submitter.serve(shards)
+            except ConfigurationError as exc:  # every shard would fail so: stop the run once
+                stopped.append(exc)
+                tg.cancel_scope.cancel()
+
         with to_submit, submit_queue, to_collect, collect_queue:
             async with anyio.create_task_group() as tg:
                 for _ in range(ctx.options.submit_concurrency):
-                    tg.start_soon(submitter.serve, submit_queue.clone())
+                    tg.start_soon(submit, submit_queue.clone())
                 for _ in range(ctx.options.collect_concurrency):
                     tg.start_soon(collector.serve, collect_queue.clone())
                 tg.start_soon(poller.serve)
@@ -93,6 +120,10 @@ class Engine:
                         await resubmit(shard)
                 await ctx.done.wait()
                 tg.cancel_scope.cancel()
+        if stopped:
+            raise stopped[0]
+        # Creates answered too late to be adopted left duplicates: cancel and report them.
+        await reconciler.sweep(await ctx.journal.load_shards(ctx.run.run_id), adopt=False)
 
 
 def _placeholder(shard: ShardRecord) -> BatchInfo:

@@ -7,6 +7,11 @@ transaction. Concurrent publications share one append, fsync and transaction. On
 file is cut back to the journaled length, so a crash between append and commit never leaves a
 result twice. Files are created 0600.
 
+The file is the user's record of paid work, so it is never padded: a file that is missing or
+shorter than its committed length (deleted, cut short, replaced) raises ``ResultsFileError``
+instead of being extended, and ``rebuild`` (``batchpump results RUN_ID --rebuild``) is the way
+back.
+
 All file I/O runs in worker threads (``_fileio.run_io``), in large chunks: the event loop never
 blocks on disk. The big buffers are allocated on the event loop's thread and only filled or
 drained by the workers: a part's buffer is handed to the worker as is (not copied), and the
@@ -25,11 +30,12 @@ from typing import BinaryIO, Final, final
 import anyio
 import msgspec
 
+from .._errors import ResultsFileError
 from .._fileio import create_private, run_io
 from .._group import GroupCommit
 from .._models import Result, ResultCounts, ShardRecord
 
-__all__ = ["PartWriter", "ResultSink", "decode_results"]
+__all__ = ["PartWriter", "ResultSink", "decode_results", "results_file_error"]
 
 #: Bytes a ``PartWriter`` buffers before it writes them out.
 FLUSH_BYTES: Final = 1 << 20
@@ -120,11 +126,23 @@ class ResultSink:
         committed: its length as last committed in the journal.
         commit: writes, in ONE journal transaction, the new length, the shard records that the
             appended results settle and the counts they add.
+        run_id: the run it belongs to (named in the errors' rebuild hint).
+        rebuild_hint: the command that rebuilds it, as the user should paste it.
     """
 
-    def __init__(self, path: Path, committed: int, commit: Commit) -> None:
+    def __init__(
+        self,
+        path: Path,
+        committed: int,
+        commit: Commit,
+        *,
+        run_id: str = "",
+        rebuild_hint: str = "",
+    ) -> None:
         self.path = path
         self.committed = committed
+        self.run_id = run_id
+        self.rebuild_hint = rebuild_hint
         self._commit = commit
         self._changed = anyio.Event()
         self._group: GroupCommit[_Publication] = GroupCommit(self._publish)
@@ -133,13 +151,31 @@ class ResultSink:
         self._copy_buffer = bytearray(COPY_CHUNK)  # used by one append at a time
 
     async def open(self) -> None:
-        """Create the file if needed and cut it back to the committed length."""
+        """Create the file if needed and cut it back to the committed length.
+
+        Raises:
+            ResultsFileError: results were committed but the file is missing or shorter.
+        """
         await run_io(self._open)
 
     def _open(self) -> None:
-        create_private(self.path)
+        if self.committed:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                raise self.damaged(None) from None
+            if size < self.committed:
+                raise self.damaged(size)
+        else:
+            create_private(self.path)
         with self.path.open("r+b") as f:
             f.truncate(self.committed)
+
+    def damaged(self, size: int | None) -> ResultsFileError:
+        """The error for this file missing (``size`` None) or shorter than committed."""
+        return results_file_error(
+            self.path, self.committed, size, run_id=self.run_id, hint=self.rebuild_hint
+        )
 
     async def publish(
         self, part: PartWriter, shards: list[ShardRecord], counts: ResultCounts
@@ -168,7 +204,13 @@ class ResultSink:
         self._notify()
 
     def _append(self, parts: list[PartWriter]) -> int:
-        with self.path.open("r+b") as dst:
+        try:
+            dst = self.path.open("r+b")
+        except FileNotFoundError:
+            raise self.damaged(None) from None
+        with dst:
+            if (size := os.fstat(dst.fileno()).st_size) < self.committed:
+                raise self.damaged(size)  # seeking past the end would pad it with NULs
             dst.seek(self.committed)
             for part in parts:
                 part.write_to(dst, self._copy_buffer)
@@ -199,6 +241,25 @@ class ResultSink:
             if self.finished:
                 return
             await self._changed.wait()
+
+
+def results_file_error(
+    path: Path, committed: int, size: int | None, *, run_id: str = "", hint: str = ""
+) -> ResultsFileError:
+    """The error for a results file missing (``size`` None) or shorter than ``committed``."""
+    what = (
+        "is missing (deleted or moved?)"
+        if size is None
+        else f"is {size:,} bytes, shorter than the {committed:,} bytes of results the journal "
+        "committed (cut short or replaced?)"
+    )
+    run = f"run {run_id}" if run_id else "this run"
+    hint = hint or f"batchpump results {run_id or 'RUN_ID'} --rebuild"
+    return ResultsFileError(
+        f"results file {path} of {run} {what}. batchpump does not pad or recreate it (that "
+        f"would lose the record of paid work silently); nothing was sent. Rebuild it from the "
+        f"provider's copies with `{hint}` (it reports any line it cannot recover)"
+    )
 
 
 def _read(path: Path, offset: int, end: int) -> bytes:

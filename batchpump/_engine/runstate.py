@@ -1,74 +1,49 @@
-"""What the engine's stages share: the run's options, its live state, and the write-ahead commit.
+"""What the engine's stages share for one run: its live state, token budget and journal commit.
 
-The stages (``_submit``, ``_poll``, ``_collect``) receive one ``RunContext``. It holds only
-protocols (``Provider``, ``Journal``, ``Clock``), so the hot loop never imports aiohttp or
-sqlite3 and benchmarks can drive it with in-memory fakes.
+The stages (submit, poll, collect) receive one ``RunContext``. It holds only protocols
+(``Provider``, ``Journal``, ``Clock``), so the hot loop never imports aiohttp or sqlite3 and
+benchmarks can drive it with in-memory fakes. ``RunStatistics`` is its frozen snapshot.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 import msgspec
 
 from .._clock import Clock
-from .._config import DEFAULT_MAX_ATTEMPTS, OnInvalid, PollPolicy, RetryPolicy
-from .._journal import Journal
-from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord
-from .._provider import Provider
+from .._config import RunOptions
+from .._errors import (
+    ConfigurationError,
+    ConflictError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    TransportError,
+)
+from .._models import BatchInfo, ResultCounts, RunRecord, ShardRecord, Usage
+from .._provider import Provider, RateLimitedProvider
 
-__all__ = ["RunContext", "RunOptions", "RunStatistics", "TokenBudget"]
+if TYPE_CHECKING:
+    from .._journal import Journal
+
+__all__ = ["RunContext", "RunStatistics", "TokenBudget"]
 
 logger: Final = logging.getLogger("batchpump.engine")
 
 
-class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """The options of one run that the engine needs (stored with the run in the journal).
-
-    Attributes:
-        endpoint: the provider endpoint every line targets (``/v1/chat/completions``).
-        max_attempts: tries per line before a retryable failure becomes final.
-        on_invalid: ``"raise"`` stops on bad input before anything is sent; ``"skip"`` turns
-            bad lines into ``Rejected`` results.
-        max_lines: most lines per shard (``None``: the provider's limit).
-        max_bytes: most bytes per shard (``None``: the provider's limit).
-        token_budget: most estimated enqueued tokens per model in flight at once (``None``:
-            no client-side budget; the provider's queue-limit failures are still requeued).
-        submit_concurrency: shard attempts being uploaded/created at once.
-        collect_concurrency: finished batches being downloaded at once.
-        poll: how in-flight batches are polled.
-        retry: backoff between engine-level retries (creates after an ambiguous failure,
-            downloads); each HTTP call also retries on its own inside the provider client.
-        requeue_wait: seconds before a batch that hit a provider queue limit is tried again
-            (doubled per requeue, capped at 16x).
-    """
-
-    endpoint: str = "/v1/chat/completions"
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    on_invalid: OnInvalid = "raise"
-    max_lines: int | None = None
-    max_bytes: int | None = None
-    token_budget: int | None = None
-    submit_concurrency: int = 8
-    collect_concurrency: int = 4
-    poll: PollPolicy = msgspec.field(default_factory=PollPolicy)
-    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
-    requeue_wait: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
-        if self.submit_concurrency < 1 or self.collect_concurrency < 1:
-            raise ValueError("submit_concurrency and collect_concurrency must be >= 1")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise ValueError("token_budget must be positive or None")
-
-
 class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of a run's progress (``Run.statistics()``)."""
+    """A snapshot of a run's progress (``Run.statistics()``).
+
+    ``rate_limited_for`` is how long the provider's calls have been held by rate limits
+    (``None`` when they are not), ``rate_limit_timeout`` the bound after which a call gives
+    up; ``batches_adopted`` counts batches found by tag instead of created;
+    ``duplicates_found``/``duplicates_cancelled`` count batches tagged with this run that the
+    journal does not hold (a create answered late, a second state directory).
+    """
 
     run_id: str
     state: str
@@ -81,10 +56,23 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     retries: int
     requeues: int
     elapsed: float
+    stuck_cancelling: tuple[str, ...] = ()
+    lines_reported: int = 0
+    usage: dict[str, Usage] = msgspec.field(default_factory=dict)
+    batches_adopted: int = 0
+    duplicates_found: int = 0
+    duplicates_cancelled: int = 0
+    rate_limited_for: float | None = None
+    rate_limit_timeout: float | None = None
 
     @property
     def done_lines(self) -> int:
         return self.results.total
+
+    @property
+    def progress_lines(self) -> int:
+        """Lines with a result, plus lines the providers report done in batches in flight."""
+        return min(self.results.total + self.lines_reported, self.total_lines)
 
 
 @final
@@ -92,24 +80,40 @@ class TokenBudget:
     """Enqueued-token budget per model: ``acquire`` waits while a shard would exceed it.
 
     A shard larger than the whole budget still goes when nothing else of its model is in
-    flight, so a run never deadlocks on one big shard.
+    flight, so a run never deadlocks on one big shard. A provider's queue limit that failed a
+    batch teaches the budget (``learn``): that model then keeps below what was in flight.
     """
 
     def __init__(self, limit: int | None) -> None:
         self.limit = limit
         self._in_flight: dict[str | None, int] = {}
+        self._learned: dict[str | None, int] = {}
         self._changed = anyio.Condition()
 
     def in_flight(self, model: str | None) -> int:
         return self._in_flight.get(model, 0)
 
+    def limit_of(self, model: str | None) -> int | None:
+        """The budget of ``model``: the configured one, or less if a queue limit taught so."""
+        learned = self._learned.get(model)
+        if learned is None or (self.limit is not None and self.limit <= learned):
+            return self.limit
+        return learned
+
+    def learn(self, model: str | None, queued: int) -> None:
+        """A queue limit failed a batch while ``queued`` tokens of ``model`` were in flight."""
+        if queued > 0:
+            self._learned[model] = min(self._learned.get(model, queued), queued - 1)
+
     async def acquire(self, model: str | None, tokens: int) -> None:
-        if self.limit is None:
+        limit = self.limit_of(model)
+        if limit is None:
             self._in_flight[model] = self.in_flight(model) + tokens
             return
         async with self._changed:
-            while self.in_flight(model) and self.in_flight(model) + tokens > self.limit:
+            while self.in_flight(model) and self.in_flight(model) + tokens > limit:
                 await self._changed.wait()
+                limit = self.limit_of(model) or limit
             self._in_flight[model] = self.in_flight(model) + tokens
 
     def take(self, model: str | None, tokens: int) -> None:
@@ -118,7 +122,7 @@ class TokenBudget:
 
     async def release(self, model: str | None, tokens: int) -> None:
         self._in_flight[model] = max(0, self.in_flight(model) - tokens)
-        if self.limit is not None:
+        if self.limit is not None or self._learned:
             async with self._changed:
                 self._changed.notify_all()
 
@@ -139,14 +143,22 @@ class RunContext:
     batches_created: int = 0
     retries: int = 0
     requeues: int = 0
+    batches_adopted: int = 0
     open_attempts: int = 0
     shards_done: int = 0
     in_flight: dict[str, ShardRecord] = field(default_factory=dict)
     waiting: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
+    cancel_failures: int = 0
+    next_index: int = 0
+    stuck_cancelling: list[str] = field(default_factory=list)
+    reported: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Usage] = field(default_factory=dict)
 
     async def commit(self, *shards: ShardRecord, run: bool = False) -> None:
         """Write shard attempts (and the run record, if asked) in one transaction."""
+        if run:
+            self.run.updated_at = self.clock.time()
         await self.journal.commit(run=self.run if run else None, shards=shards)
 
     async def commit_results(
@@ -157,6 +169,63 @@ class RunContext:
         self.run.out_offset = length
         self.run.counts.merge(counts)
         await self.commit(*shards, run=True)
+
+    async def record_cancel(self) -> None:
+        """Journal the run's cancel intent (once), so a resume finishes the cancel."""
+        if self.cancelled and not self.run.cancel_requested:
+            self.run.cancel_requested = True
+            await self.commit(run=True)
+
+    async def request_cancel(self, info: BatchInfo) -> BatchInfo | None:
+        """Ask the provider to cancel a batch, the run's intent journaled first; ``None`` if
+        the request failed for now (the poller asks again at its next sweep)."""
+        await self.record_cancel()
+        try:
+            return await self.provider.cancel(info.id)
+        except ConflictError:  # already ended or cancelling: nothing left to ask
+            return info
+        except (TransportError, ProviderUnavailableError, RateLimitedError) as exc:
+            self.cancel_failures += 1
+            logger.warning("cancel of batch %s failed (%s); asking again next sweep", info.id, exc)
+            return None
+
+    def gave_up_cancelling(self, info: BatchInfo) -> BatchInfo:
+        """A batch stuck in ``cancelling`` past the timeout: report it, treat it as cancelled."""
+        self.stuck_cancelling.append(info.id)
+        logger.warning(
+            "batch %s is still cancelling after %g s; no longer polled. Its unfinished lines "
+            "settle as cancelled here; check it at the provider (it may still bill)",
+            info.id,
+            self.options.poll.cancelling_timeout,
+        )
+        return msgspec.structs.replace(
+            info, state="cancelled", raw_status=f"{info.raw_status} (gave up cancelling)"
+        )
+
+    def configuration_error(self, exc: ProviderError) -> ConfigurationError:
+        """``exc`` as the error that stops the run, naming the setting to fix."""
+        name, url = self.provider.name, self.provider.base_url
+        if exc.status in (401, 403):
+            setting = (
+                f"the {name} API key (--api-key or the provider's key variable) and its access"
+            )
+        elif exc.status == 404:
+            setting = (
+                f"the base URL {url} (--base-url or the provider's base-URL variable; it must "
+                "include the provider's path, such as /v1)"
+            )
+        else:
+            setting = (
+                "the setting the answer names (--endpoint, --work-flow-id, --config-id, the "
+                "project id...)"
+            )
+        logger.error("stopping run %s: %s", self.run.run_id, exc)
+        return ConfigurationError(exc, setting=setting)
+
+    def new_index(self) -> int:
+        """A shard index no attempt of this run uses yet (for the halves of a split shard)."""
+        index, self.next_index = self.next_index, self.next_index + 1
+        return index
 
     def opened(self, count: int = 1) -> None:
         self.open_attempts += count
@@ -172,9 +241,32 @@ class RunContext:
         self.batches_created += 1
         logger.debug("shard %s attempt %s is batch %s", shard.index, shard.attempt, batch.id)
 
+    def batch_progress(self, shard: ShardRecord, batch: BatchInfo) -> None:
+        """Note how many of ``shard``'s lines the provider says are done in ``batch`` (its
+        request counts, or a percentage as ``completed`` of ``total == 100``)."""
+        if batch.terminal or batch.total <= 0:
+            self.reported.pop(batch.id, None)
+            return
+        share = min(1.0, (batch.completed + batch.failed) / batch.total)
+        self.reported[batch.id] = int(shard.lines * share)
+
+    def add_usage(self, model: str | None, usage: Usage) -> None:
+        """Count one result's tokens for its model."""
+        key = model or "?"
+        seen = self.usage.get(key)
+        self.usage[key] = Usage(
+            input_tokens=usage.input_tokens + (seen.input_tokens if seen else 0),
+            output_tokens=usage.output_tokens + (seen.output_tokens if seen else 0),
+        )
+
     def statistics(self) -> RunStatistics:
         counts = ResultCounts()
         counts.merge(self.run.counts)
+        limited = (
+            self.provider.rate_limit_wait()
+            if isinstance(self.provider, RateLimitedProvider)
+            else None
+        )
         return RunStatistics(
             run_id=self.run.run_id,
             state="cancelling" if self.cancelled and not self.done.is_set() else self.run.state,
@@ -187,4 +279,12 @@ class RunContext:
             retries=self.retries,
             requeues=self.requeues,
             elapsed=self.clock.monotonic() - self.started_at,
+            stuck_cancelling=tuple(self.stuck_cancelling),
+            lines_reported=sum(self.reported.values()),
+            usage=dict(self.usage),
+            batches_adopted=self.batches_adopted,
+            duplicates_found=self.run.duplicates_found,
+            duplicates_cancelled=self.run.duplicates_cancelled,
+            rate_limited_for=None if limited is None else limited.seconds,
+            rate_limit_timeout=None if limited is None else limited.timeout,
         )

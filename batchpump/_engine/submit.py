@@ -8,10 +8,13 @@ no aiohttp, no sqlite3. Each step is written to the journal *before* the action 
 
 (``uploaded`` is still understood on resume: a requeued attempt starts there, reusing its file.)
 
-A create that fails ambiguously (timeout, reset, 5xx after the request was sent) is never simply
-sent again: the provider is first asked whether a batch with this attempt's tag exists
-(``Provider.reconcile``), and that batch is adopted if so. The same reconcile runs on resume for
-attempts the journal left in ``creating``.
+A create that fails ambiguously (timeout, reset, 5xx after the request was sent, 408, 409) is
+never simply sent again: the provider may make the batch after the client gave up, so the
+submitter keeps looking for a batch with this attempt's tag for ``RetryPolicy.create_settle``
+seconds (``Reconciler.settle``) and adopts it if it shows. On resume, an attempt the journal
+left in ``creating`` is looked for once (beside the run-start sweep): the crash may have come
+before the request left, and a batch made later still is a duplicate the end-of-run sweep
+cancels. A 429 never reaches here: the HTTP layer waits it out (it proves nothing was created).
 """
 
 from __future__ import annotations
@@ -24,24 +27,37 @@ from typing import Final, final
 from anyio.abc import ObjectReceiveStream
 
 from .._errors import (
+    AuthenticationError,
     BadRequestError,
     ConflictError,
     NotFoundError,
+    ProviderError,
     ProviderUnavailableError,
-    RateLimitedError,
     TransportError,
+    configuration_problem,
 )
-from .._http import backoff
 from .._models import BatchInfo, ShardRecord
 from .._provider import shard_tag
+from .._retry import backoff
+from .reconcile import Reconciler
 from .runstate import RunContext
 
-__all__ = ["Submitter"]
+__all__ = ["Submitter", "is_ambiguous"]
 
 logger: Final = logging.getLogger("batchpump.submit")
 
-#: Seconds before the recorded intent that a reconcile still looks at (provider clock skew).
-RECONCILE_SLACK: Final = 300.0
+
+def is_ambiguous(exc: BaseException) -> bool:
+    """Whether a create that raised ``exc`` may still have made its batch.
+
+    No answer (timeout, reset), a 5xx after the body was sent, a 408 or a 409: none of them
+    proves the batch was not made. Only a 4xx that refuses the request itself (400, 401, 403,
+    404, 422) does, and a 429 (which the HTTP layer waits out and sends again).
+    """
+    if isinstance(exc, TransportError | ProviderUnavailableError | ConflictError):
+        return True
+    return isinstance(exc, ProviderError) and exc.status == 408
+
 
 ShardFailure = Callable[[ShardRecord, str, str], Awaitable[None]]
 BatchAdded = Callable[[ShardRecord, BatchInfo], Awaitable[None]]
@@ -57,6 +73,7 @@ class Submitter:
         on_failed: called when a shard attempt cannot be submitted for a reason retrying will
             not fix (the provider rejected the file); its lines become ``Errored`` results.
         on_cancelled: called for shard attempts reached after the run was cancelled.
+        reconciler: finds batches by tag (shared with the run's sweeps); a new one if omitted.
     """
 
     def __init__(
@@ -66,8 +83,10 @@ class Submitter:
         on_submitted: BatchAdded,
         on_failed: ShardFailure,
         on_cancelled: Callable[[ShardRecord], Awaitable[None]],
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._ctx = ctx
+        self._reconciler = reconciler or Reconciler(ctx)
         self._on_submitted = on_submitted
         self._on_failed = on_failed
         self._on_cancelled = on_cancelled
@@ -90,13 +109,19 @@ class Submitter:
             await ctx.budget.acquire(shard.model, shard.tokens)
             if self._cancelled():  # cancelled while waiting for budget
                 await ctx.budget.release(shard.model, shard.tokens)
+        found: BatchInfo | None = None
         if self._cancelled():
-            await self._on_cancelled(shard)
-            return
+            # A create that may have reached the provider: adopt its batch so it is cancelled.
+            found = await self._reconciler.find(shard) if shard.state == "creating" else None
+            if found is None:
+                await self._on_cancelled(shard)
+                return
         try:
-            batch = await self._submit(shard)
-        except (BadRequestError, ConflictError, NotFoundError) as exc:
+            batch = found or await self._submit(shard)
+        except (AuthenticationError, BadRequestError, ConflictError, NotFoundError) as exc:
             await ctx.budget.release(shard.model, shard.tokens)
+            if configuration_problem(exc):  # every shard would fail so: stop, settle nothing
+                raise ctx.configuration_error(exc) from exc
             logger.warning("shard %s attempt %s rejected: %s", shard.index, shard.attempt, exc)
             await self._on_failed(shard, exc.code or f"http_{exc.status}", str(exc))
             return
@@ -117,7 +142,9 @@ class Submitter:
     async def _submit(self, shard: ShardRecord) -> BatchInfo:
         ctx = self._ctx
         if shard.state == "creating":
-            adopted = await self._reconcile(shard)
+            # Resumed mid-create: the batch may exist. One look (the run-start sweep looked
+            # too); one made later still is a duplicate the end-of-run sweep cancels.
+            adopted = await self._reconciler.find(shard)
             if adopted is not None:
                 return adopted
         if shard.input_ref is None or shard.state in ("ready", "uploading"):
@@ -147,35 +174,30 @@ class Submitter:
         while True:
             tries += 1
             try:
-                return await ctx.provider.create(
+                batch = await ctx.provider.create(
                     shard, endpoint=ctx.options.endpoint, tag=shard.tag
                 )
-            except RateLimitedError as exc:
-                # A 429 proves nothing was created: wait as told and send again.
-                await ctx.clock.sleep(exc.retry_after or self._wait(tries))
-                continue
-            except (TransportError, ProviderUnavailableError) as exc:
-                # Sent, but no clear answer: the batch may exist. Look before sending again.
+            except (TransportError, ProviderError) as exc:
+                if not is_ambiguous(exc):
+                    raise
+                # Sent, but no clear answer: the batch may exist now or soon. Look before
+                # sending again, for as long as a late create can take.
                 logger.info(
                     "create of shard %s attempt %s ended ambiguously (%s); reconciling",
                     shard.index,
                     shard.attempt,
                     type(exc).__name__,
                 )
-                adopted = await self._reconcile(shard)
+                adopted = await self._reconciler.settle(shard, since=ctx.clock.time())
                 if adopted is not None:
                     return adopted
                 if tries >= ctx.options.retry.attempts:
                     raise
                 ctx.retries += 1
                 await ctx.clock.sleep(self._wait(tries))
-
-    async def _reconcile(self, shard: ShardRecord) -> BatchInfo | None:
-        since = shard.intent_at - RECONCILE_SLACK
-        found = await self._ctx.provider.reconcile(shard, since=since)
-        if found is not None:
-            logger.info("adopted batch %s for shard %s attempt %s", found.id, *shard.key)
-        return found
+            else:
+                self._reconciler.observe(shard, batch)
+                return batch
 
     def _wait(self, tries: int) -> float:
         return backoff(tries - 1, self._ctx.options.retry, self._rng)

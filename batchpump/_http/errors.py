@@ -2,7 +2,7 @@
 
 The status half of the HTTP layer's error mapping, kept free of aiohttp so it is a set of pure
 functions over ``(status, headers, body)``. The transport half (aiohttp's exceptions ->
-``TransportError``) is ``map_errors`` in ``_http_exchange``, the one place aiohttp exceptions
+``TransportError``) is ``Transport.map_errors``, the one place aiohttp exceptions
 are caught. Every text taken from a response passes ``Redactor.redact`` before it is kept.
 """
 
@@ -24,7 +24,7 @@ from .._errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from .retry import error_fields, header, parse_retry_after
+from .._retry import error_fields, header, parse_retry_after
 
 __all__ = [
     "REDACTED",

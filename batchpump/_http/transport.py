@@ -1,23 +1,33 @@
-"""The retry loop every HTTP call goes through, and aiohttp's exceptions mapped in one place.
+"""How one HTTP call goes over the wire: tries, redirects, and failures made batchpump errors.
 
-``Transport`` owns the aiohttp session, the gates and the traffic counters. ``exchange`` sends
-one ``Call``: each try passes the gate of the call's endpoint class, a failure becomes a
-batchpump error (``map_errors`` for no usable answer, ``status_error`` for a non-2xx one), and
-the ``RetryPolicy`` with the one predicate in ``_retry`` decides whether and when to try again.
-``Call`` itself, the redirect rules and ``retry_wait`` are in ``_http_call``.
+A ``Call`` describes everything needed to send it again on each try: its body factory,
+endpoint class, headers, and whether it may be retried, streamed or redirected. ``Transport``
+owns the aiohttp session, the gates and the traffic counters; ``Transport.exchange`` sends one
+``Call``. Each try passes the gate of the call's endpoint class; a failure becomes a batchpump
+error (``map_errors``, aiohttp's exceptions mapped in this one place, for no usable answer;
+``status_error`` for a non-2xx one); ``retry_wait`` applies the ``RetryPolicy`` and the one
+retryability predicate (``retry_verdict``) to decide whether and when to try again, and a call
+that is not idempotent is retried only when the failure proves nothing happened.
+
+Redirects of calls carrying the client's headers are followed here, not by aiohttp:
+``redirect_hop`` keeps the headers for the same origin only and picks the method and body by
+status (301/302/303 become a bodiless ``GET``; 307/308 repeat the call).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from typing import Final, final
+from dataclasses import dataclass
+from typing import Any, Final, final
 
 import aiohttp
 import msgspec
+import yarl
 
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
@@ -31,18 +41,140 @@ from .._errors import (
     TransportTimeoutError,
 )
 from .._ratelimit import ENDPOINT_CLASSES, EndpointClass, EndpointGate, GateStatistics
+from .._retry import NO_RETRY, RETRY, RetryVerdict, backoff, retry_verdict
 from .bodies import Response
-from .call import MAX_REDIRECTS, Call, is_redirect, redirect_hop, retry_wait
 from .errors import Redactor, check_json, limit_requests, request_id, status_error
-from .retry import RETRY, retry_verdict
 
 __all__ = ["USER_AGENT", "Call", "HttpStatistics", "Transport"]
 
 logger: Final = logging.getLogger("batchpump.http")
 
 USER_AGENT: Final = "batchpump/0.1"
+#: Redirects followed for one call before giving up.
+MAX_REDIRECTS: Final = 5
 #: Failures that prove the request never left: safe to retry even a create.
 _NEVER_CONNECTED: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """One logical call, sent once per try.
+
+    ``data`` builds the body afresh for each try (``None``: no body); ``size`` only feeds the
+    statistics. ``label`` names the call in logs (never a query string: it may be a signature).
+    ``authorized=False`` sends none of the client's own headers (a storage PUT). With
+    ``redirects=False`` a 3xx answer is returned as it is. ``secrets`` are redacted from this
+    call's errors on top of the client's.
+    """
+
+    method: str
+    url: str | yarl.URL
+    label: str
+    cls: EndpointClass
+    data: Callable[[], Any] | None = None
+    size: int = 0
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] | None = None
+    authorized: bool = True
+    idempotent: bool = True
+    passthrough: Collection[int] = ()
+    stream: bool = False
+    bulk: bool = False
+    redirects: bool = True
+    expect_json: bool = True
+    secrets: Sequence[str] = ()
+
+
+def is_redirect(response: Response) -> bool:
+    """Whether ``response`` is a 3xx answer naming where to go."""
+    return 300 <= response.status < 400 and "location" in response.headers
+
+
+def redirect_hop(call: Call, url: yarl.URL, response: Response) -> Call:
+    """The call that ``response``, a redirect answering ``call`` sent to ``url``, asks for.
+
+    The client's headers and the call's own go along only to the same origin.
+    """
+    target = url.join(yarl.URL(response.headers["location"]))
+    same_origin = target.origin() == yarl.URL(str(call.url)).origin()
+    return dataclasses.replace(
+        call,
+        method="GET" if response.status in (301, 302, 303) else call.method,
+        url=target,
+        params=None,
+        authorized=same_origin,
+        headers=call.headers if same_origin else None,
+        data=call.data if response.status in (307, 308) else None,
+    )
+
+
+def retry_wait(
+    failure: ProviderError | TransportError,
+    verdict: RetryVerdict,
+    *,
+    tries: int,
+    deadline: float | None,
+    safe: bool,
+    policy: RetryPolicy,
+    rng: random.Random,
+    clock: Clock,
+) -> float:
+    """Seconds to wait before the next try, or raise ``failure`` if there is none.
+
+    Args:
+        failure: what the last try raised.
+        verdict: ``retry_verdict``'s answer for it.
+        tries: tries made so far (>= 1).
+        deadline: the ``clock.monotonic()`` instant all tries must end by, if any.
+        safe: the call is idempotent, or the failure proves nothing was done.
+        policy: the call's ``RetryPolicy``.
+        rng: jitter source of the backoff.
+        clock: what ``deadline`` is measured on.
+    """
+    if not safe:
+        verdict = NO_RETRY
+    if not verdict.retry or tries >= policy.attempts:
+        raise failure
+    wait = verdict.after if verdict.after is not None else backoff(tries - 1, policy, rng)
+    if deadline is not None and clock.monotonic() + wait > deadline:
+        raise failure
+    return wait
+
+
+@final
+class _RateLimitWait:
+    """The time one call spends waiting on rate limits, bounded by ``rate_limit_timeout``.
+
+    The bound counts from the call's first 429. The time a try waits on the class pause is
+    not charged to the call's ``timeout`` (``resumed`` hands it back to the deadline).
+    """
+
+    def __init__(self, bound: float | None) -> None:
+        self._bound = bound
+        #: 429s this call met.
+        self.count = 0
+        self._first: float | None = None
+        self._since: float | None = None
+
+    def allows(self, now: float, wait: float) -> bool:
+        """Record a 429 at ``now``; whether waiting ``wait`` more stays within the bound."""
+        if self._first is None:
+            self._first = now
+        self._since = now
+        self.count += 1
+        return self._bound is None or now + wait - self._first <= self._bound
+
+    def resumed(self, now: float) -> float:
+        """Seconds waited since the last 429 (0 if none), once per 429."""
+        since, self._since = self._since, None
+        return 0.0 if since is None else max(0.0, now - since)
+
+    def describe(self, now: float) -> str:
+        """How long the call has waited on rate limits, against its bound."""
+        waited = 0.0 if self._first is None else now - self._first
+        bound = "no bound" if self._bound is None else f"bound {self._bound:.0f}s"
+        return f"rate-limited for {waited:.1f}s, {bound}"
 
 
 class _State(enum.Enum):
@@ -52,7 +184,11 @@ class _State(enum.Enum):
 
 @final
 class HttpStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of one client's traffic (tries, not calls) and its gates."""
+    """A snapshot of one client's traffic (tries, not calls) and its gates.
+
+    ``rate_limit_timeout`` is the policy's bound on one call's rate-limit waits; beside each
+    gate's ``rate_limited_for`` it lets a progress line say "rate limited 2m of 1h".
+    """
 
     requests: int
     retries: int
@@ -62,6 +198,7 @@ class HttpStatistics(msgspec.Struct, frozen=True, kw_only=True):
     bytes_sent: int
     bytes_received: int
     gates: tuple[GateStatistics, ...]
+    rate_limit_timeout: float | None = None
 
 
 @final
@@ -124,6 +261,7 @@ class Transport:
             bytes_sent=self._sent,
             bytes_received=self._recv,
             gates=tuple(g.statistics() for g in self.gates.values()),
+            rate_limit_timeout=self.retry.rate_limit_timeout,
         )
 
     def _received(self, n: int) -> None:
@@ -201,11 +339,15 @@ class Transport:
         headers.update(call.headers or {})
         timeout = self.retry.timeout
         deadline = self._clock.monotonic() + timeout if timeout is not None else None
-        tries = 0
+        sent = 0  # tries sent
+        tries = 0  # tries that failed for another reason than a rate limit: the budget
+        limited = _RateLimitWait(self.retry.rate_limit_timeout)
         while True:
-            tries += 1
+            sent += 1
             async with AsyncExitStack() as stack:
                 started = await stack.enter_async_context(gate.slot())
+                if deadline is not None:
+                    deadline += limited.resumed(self._clock.monotonic())
                 self._requests += 1
                 self._sent += call.size
                 failure: ProviderError | TransportError
@@ -237,9 +379,7 @@ class Transport:
                         body=body,
                         request_id=request_id(resp.headers),
                     )
-                    logger.debug(
-                        "%s %s -> %d (try %d)", call.method, call.label, resp.status, tries
-                    )
+                    logger.debug("%s %s -> %d (try %d)", call.method, call.label, resp.status, sent)
                     if ok and not call.stream and call.expect_json and not redirect:
                         check_json(self.provider, resp.status, body, redact=redactor)
                     if ok:
@@ -261,12 +401,39 @@ class Transport:
                         now=self._clock.time(),
                         redact=redactor,
                     )
+                    failure.url = redactor.redact(f"{call.method} {str(call.url).split('?')[0]}")
                     verdict = retry_verdict(
                         response.status, response.headers, body, now=self._clock.time()
                     )
-                    proven = 400 <= response.status < 500
+                    # Only a 429 proves nothing was done: a 408 or 409 may answer a create
+                    # the server went on to make (the caller reconciles those).
+                    proven = response.status == 429
                     self._server_errors += response.status >= 500
                     failure_headers = response.headers
+            if isinstance(failure, RateLimitedError):
+                self._rate_limited += 1
+                if verdict.retry:
+                    # A pace signal, not a failure: it spends no try, only rate-limit time.
+                    now = self._clock.monotonic()
+                    paused = gate.on_rate_limited(
+                        verdict.after,
+                        started=started,
+                        limit_requests=limit_requests(failure_headers),
+                        longest_guess=backoff(limited.count, self.retry, self._rng),
+                    )
+                    if not limited.allows(now, paused):
+                        raise failure
+                    self._retries += 1
+                    logger.warning(
+                        "%s %s rate limited (%s); waiting %.3fs (%s)",
+                        call.method,
+                        call.label,
+                        failure,
+                        paused,
+                        limited.describe(now),
+                    )
+                    continue  # the retry waits on the class pause in gate.slot()
+            tries += 1
             wait = retry_wait(
                 failure,
                 verdict,
@@ -277,14 +444,6 @@ class Transport:
                 rng=self._rng,
                 clock=self._clock,
             )
-            if isinstance(failure, RateLimitedError):
-                self._rate_limited += 1
-                gate.on_rate_limited(
-                    wait,
-                    started=started,
-                    limit_requests=limit_requests(failure_headers),
-                )
-                wait = 0.0  # the retry waits on the class pause in gate.slot()
             self._retries += 1
             logger.warning(
                 "%s %s failed (%s); retry %d/%d in %.3fs",

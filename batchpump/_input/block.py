@@ -3,11 +3,11 @@
 Most inputs are lines in the documented shape, ``{"custom_id", "method": "POST", "url",
 "body": {...}}``, all valid. :class:`BlockChecker` checks such a block with C-level steps only
 (``map`` over msgspec's decoder with a type that encodes every rule of
-:meth:`._jsonl.LineChecker.check` for such lines) and returns what the sharder needs as lists.
+:meth:`.check.RequestLineChecker.check` for such lines) and returns what the sharder needs as lists.
 If any line of the block is anything else (blank, invalid, no method or url, not UTF-8, a NUL,
 too long), it returns ``None`` and the caller checks that block line by line, which finds and
 explains the problems. Both paths accept exactly the same lines with the same results:
-``tests/test_shard.py`` checks that on generated inputs.
+``tests/input/test_shard.py`` checks that on generated inputs.
 """
 
 from __future__ import annotations

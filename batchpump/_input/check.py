@@ -1,31 +1,42 @@
-"""Checking one JSONL request line.
+"""Checking one input line: the ``LineChecker`` protocol the sharder asks, and the standard one.
 
-:class:`LineChecker` decodes one line with a reused ``msgspec`` decoder (the body stays
-``msgspec.Raw``) and either returns what the sharder needs or explains what is wrong and how
-to fix it (a :class:`Problem`). Synchronous: the engine runs it in a worker thread. Reading
-the file into lines is :mod:`._lines`; checking whole blocks of standard lines at once is
-:mod:`._block`.
+A :class:`LineChecker` either returns what the sharder needs of a valid line (:data:`Checked`)
+or explains what is wrong and how to fix it (a :class:`Problem`). Each provider supplies the
+checker of its line format (``Provider.line_checker``); :class:`RequestLineChecker` is the one
+for the standard OpenAI-format request line ``{"custom_id", "method", "url", "body"}``, used by
+OpenAI-compatible providers and as the JSON diagnostics of the others. It decodes one line with
+a reused ``msgspec`` decoder (the body stays ``msgspec.Raw``). Synchronous: the sharder runs in
+a worker thread.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, NamedTuple, TypeAlias, final
+from typing import Any, Final, NamedTuple, Protocol, TypeAlias, final
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from .block import envelope_bytes
+from .block import BlockChecker, envelope_bytes
 
-__all__ = ["Checked", "LineChecker", "Problem", "custom_id_of"]
+__all__ = [
+    "Checked",
+    "LineChecker",
+    "LineCheckerFactory",
+    "Problem",
+    "RequestLineChecker",
+    "custom_id_of",
+]
 
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
 
 
-#: A valid line, as the sharder needs it: ``(custom_id, model, body_bytes, data)``, where
-#: ``data`` is the original line or, without method/url, the line re-encoded with them, and
-#: ``body_bytes`` estimates the body's size as ``len(data) - len(custom_id)`` minus the
-#: envelope (:func:`._block.envelope_bytes`; exact for compact lines). A plain tuple, not a
-#: NamedTuple: it is built once per line on the hot path.
+#: A valid line, as the sharder needs it: ``(custom_id, group, body_bytes, data)``. ``group``
+#: is the value shards are split by when the provider takes one per batch (a request's
+#: ``body.model``; an item's grouping field), ``data`` the line to write (the original, or a
+#: re-encoded or converted one), ``body_bytes`` the size tokens are estimated from. For request
+#: lines it is ``len(data) - len(custom_id)`` minus the envelope (:func:`.block.envelope_bytes`;
+#: exact for compact lines). A plain tuple, not a NamedTuple: it is built once per line on the
+#: hot path.
 Checked: TypeAlias = tuple[str, str | None, int, bytes]
 
 
@@ -35,6 +46,7 @@ class Problem(NamedTuple):
     message: str
     hint: str
     custom_id: str | None = None  # the line's custom_id, when it had a usable one
+    wrong_url: str | None = None  # the line's url, when it is another endpoint than the run's
 
 
 class _Head(msgspec.Struct):
@@ -77,9 +89,38 @@ def _kind(value: object) -> str:
     return names.get(type(value), "number")
 
 
+class LineChecker(Protocol):
+    """What the sharder asks of a provider's line checker."""
+
+    def check(self, line: bytes, first: bool = False) -> Checked | Problem:
+        """Check one line (without its newline; UTF-8 already checked).
+
+        Args:
+            line: the line's bytes.
+            first: whether this is the first non-blank line (gives file-format hints).
+        """
+        ...
+
+    def oversized(self, size: int) -> Problem:
+        """The problem of a line of ``size`` bytes above the line limit."""
+        ...
+
+    def block_checker(self) -> BlockChecker | None:
+        """A checker of whole blocks of standard request lines that accepts exactly what
+        :meth:`check` accepts, with the same results, or ``None`` (every line goes through
+        :meth:`check`)."""
+        ...
+
+
+class LineCheckerFactory(Protocol):
+    """Makes the line checker of one run (``Provider.line_checker`` has this signature)."""
+
+    def __call__(self, *, endpoint: str, max_line_bytes: int) -> LineChecker: ...
+
+
 @final
-class LineChecker:
-    """Checks request lines against one run's endpoint and provider limits.
+class RequestLineChecker:
+    """Checks standard request lines against one run's endpoint and provider limits.
 
     Args:
         endpoint: the run's endpoint; a line's ``url``, when present, must equal it.
@@ -87,15 +128,24 @@ class LineChecker:
         custom_id_max_len: the longest ``custom_id`` accepted, if limited.
     """
 
-    __slots__ = ("_endpoint", "_id_max", "_max_line_bytes", "_overhead")
+    __slots__ = ("_custom_id_max_len", "_endpoint", "_id_max", "_max_line_bytes", "_overhead")
 
     def __init__(
         self, *, endpoint: str, max_line_bytes: int, custom_id_max_len: int | None = None
     ) -> None:
         self._endpoint = endpoint
         self._max_line_bytes = max_line_bytes
+        self._custom_id_max_len = custom_id_max_len
         self._id_max = custom_id_max_len if custom_id_max_len is not None else 1 << 62
         self._overhead = envelope_bytes(endpoint)
+
+    def block_checker(self) -> BlockChecker:
+        """The whole-block checker of the same rules (see :mod:`.block`)."""
+        return BlockChecker(
+            endpoint=self._endpoint,
+            max_line_bytes=self._max_line_bytes,
+            custom_id_max_len=self._custom_id_max_len,
+        )
 
     def check(self, line: bytes, first: bool = False) -> Checked | Problem:
         """Check one line (without its newline; UTF-8 already checked).
@@ -142,6 +192,7 @@ class LineChecker:
                 f"url {url!r} does not match the run's endpoint {self._endpoint!r}",
                 "submit lines of each endpoint as a separate run, or leave url out",
                 cid,
+                url if isinstance(url, str) else repr(url),
             )
         data = _ENCODER.encode(_Filled(cid, "POST", self._endpoint, body))
         if len(data) > self._max_line_bytes:

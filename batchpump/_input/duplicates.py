@@ -9,7 +9,7 @@ ids themselves, so a hash collision never rejects a valid file.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -55,7 +55,12 @@ class IdHashes:
 
 
 def confirm_duplicates(
-    path: Path, candidates: set[int], bad: Collection[int], max_line_bytes: int
+    path: Path,
+    candidates: set[int],
+    bad: Collection[int] | Mapping[int, Problem],
+    max_line_bytes: int,
+    firsts: dict[str, int] | None = None,
+    count_bad: bool = False,
 ) -> dict[int, Problem]:
     """Second pass over the lines whose id hash matched another's: real duplicates only.
 
@@ -64,6 +69,8 @@ def confirm_duplicates(
         candidates: from :meth:`IdHashes.colliding`.
         bad: line numbers already found bad (their ids are not ids).
         max_line_bytes: the first pass's line limit (longer lines were never kept).
+        firsts: if given, filled with each repeated id's first line.
+        count_bad: a bad line's usable custom_id (its problem's) takes part too.
 
     Returns:
         line number -> problem, for every repeat after an id's first line.
@@ -73,13 +80,21 @@ def confirm_duplicates(
     for first, lines, _, _ in iter_blocks(path, max_line_bytes=max_line_bytes):
         for index, line in enumerate(lines):
             lineno = first + index
-            if not line or lineno in bad or line.isspace():  # blank lines are skipped, not bad
+            if not line or line.isspace():  # blank lines are skipped, not bad
                 continue
-            cid = custom_id_of(line)
+            if lineno in bad:
+                problem = bad[lineno] if count_bad and isinstance(bad, Mapping) else None
+                if problem is None or not problem.custom_id:
+                    continue
+                cid = problem.custom_id
+            else:
+                cid = custom_id_of(line)
             if hash(cid) not in candidates:
                 continue
             seen = first_seen.setdefault(cid, lineno)
             if seen != lineno:
+                if firsts is not None:
+                    firsts[cid] = seen
                 duplicates[lineno] = Problem(
                     f"duplicate custom_id {cid!r} (first seen on line {seen})",
                     "custom_id must be unique across the input; rename or drop the repeat",

@@ -1,11 +1,10 @@
-"""Validation of item lines (documents, annotation jobs) for item providers.
+"""Checking item lines (documents, annotation jobs) for providers that take items.
 
-LlamaCloud and TELUS GT Studio take items, not model requests: a line is ``{"custom_id": ...,
-...fields}``. The common checks (JSON object, ``custom_id``) are the same as for request lines;
-what an item needs beyond that is the adapter's business, asked through its ``check_line``.
-Lines are copied byte for byte and grouped into shards by ``group_field`` when the adapter
-names one (LlamaCloud: ``configuration_id``; TELUS: ``work_flow_id``), through the same
-"one model per shard" machinery request lines use.
+Some providers take items, not model requests: a line is ``{"custom_id": ..., ...fields}``.
+The common checks (JSON object, ``custom_id``) are the same as for request lines; what an item
+needs beyond that is the adapter's business, passed in as an :data:`ItemCheck`. Lines are
+copied byte for byte and grouped into shards by ``group_field`` when the adapter names one,
+through the same "one model per shard" machinery request lines use.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from typing import Any, Final, final
 import msgspec
 from msgspec import UNSET
 
-from .check import Checked, LineChecker, Problem
+from .block import BlockChecker
+from .check import Checked, Problem, RequestLineChecker
 
 __all__ = ["ItemCheck", "ItemLineChecker"]
 
@@ -28,11 +28,11 @@ _ANY: Final = msgspec.json.Decoder(dict[str, Any])
 
 @final
 class ItemLineChecker:
-    """Checks item lines; same interface as ``_jsonl.LineChecker`` (``check``, ``oversized``).
+    """Checks item lines (a ``LineChecker``); the group field's value is a line's group.
 
     Args:
-        base: the run's ``LineChecker`` (its limits and JSON diagnostics).
-        check_item: the adapter's ``check_line``, or ``None`` to accept any object.
+        base: the run's ``RequestLineChecker`` (its limits and JSON diagnostics).
+        check_item: the adapter's check of one item, or ``None`` to accept any object.
         group_field: the field whose value splits shards (``None``: no grouping).
         max_line_bytes: the longest line accepted.
     """
@@ -41,7 +41,7 @@ class ItemLineChecker:
 
     def __init__(
         self,
-        base: LineChecker,
+        base: RequestLineChecker,
         check_item: ItemCheck | None,
         *,
         group_field: str | None,
@@ -54,9 +54,36 @@ class ItemLineChecker:
         self._max_line_bytes = max_line_bytes
         self._id_max = custom_id_max_len or 1 << 30
 
+    @classmethod
+    def for_items(
+        cls,
+        check_item: ItemCheck | None,
+        *,
+        group_field: str | None,
+        endpoint: str,
+        max_line_bytes: int,
+        custom_id_max_len: int | None,
+    ) -> ItemLineChecker:
+        """The checker an item provider's ``line_checker`` returns: its ``check_item`` and
+        ``group_field`` over a standard ``RequestLineChecker`` with the same limits."""
+        base = RequestLineChecker(
+            endpoint=endpoint, max_line_bytes=max_line_bytes, custom_id_max_len=custom_id_max_len
+        )
+        return cls(
+            base,
+            check_item,
+            group_field=group_field,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=custom_id_max_len,
+        )
+
     def oversized(self, size: int) -> Problem:
         """The problem of a line of ``size`` bytes above the line limit."""
         return self._base.oversized(size)
+
+    def block_checker(self) -> BlockChecker | None:
+        """``None``: item lines are not request lines; each goes through :meth:`check`."""
+        return None
 
     def check(self, line: bytes, first: bool = False) -> Checked | Problem:
         """Check one item line; return ``(custom_id, group, size, line)`` or a problem."""

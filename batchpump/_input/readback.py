@@ -16,7 +16,7 @@ import msgspec
 
 from .check import custom_id_of
 from .lines import iter_blocks
-from .threads import create_shard_file, fsync_dir
+from .writer import create_shard_file, fsync_dir
 
 __all__ = ["ID_CHUNK", "iter_shard_ids", "load_ids", "write_retry_shard"]
 

@@ -1,12 +1,13 @@
 """Splitting a request file into shard files on disk, after checking every line.
 
-:func:`shard_file` streams the input once: each line is checked (:mod:`._jsonl`), routed to
-the open shard of its model and written out by a background thread that also hashes the
-input. Duplicate ``custom_id`` detection keeps one 8-byte hash per valid line (in ``array``
-buckets, not a set of strings); a hash match is confirmed by a second pass over the input, so a
-hash collision never rejects a valid file. Shards are written as ``*.tmp`` and renamed only
-once the whole input passed, so a crash or an ``InputError`` never leaves a shard that looks
-complete. The engine uploads only after :func:`shard_file` returns.
+:func:`shard_file` streams the input once: each line is checked by the provider's line checker
+(:mod:`.check`), routed to the open shard of its group (its model) and written out by a
+background thread that also hashes the input (:mod:`.writer`). Duplicate ``custom_id``
+detection keeps one 8-byte hash per valid line (:mod:`.duplicates`); a hash match is confirmed
+by a second pass over the input, so a hash collision never rejects a valid file. Shards are
+written as ``*.tmp`` and renamed only once the whole input passed, so a crash or an
+``InputError`` never leaves a shard that looks complete. The engine uploads only after
+:func:`shard_file` returns.
 """
 
 from __future__ import annotations
@@ -21,22 +22,19 @@ import msgspec
 
 from .._errors import InputError, InputProblem, UsageError
 from .._models import Capabilities, Rejected, ShardRecord
-from ..providers.anthropic._convert import AnthropicLineChecker
 from .block import BlockChecker
-from .check import Checked, LineChecker, Problem
+from .check import Checked, LineChecker, LineCheckerFactory, Problem, RequestLineChecker
 from .duplicates import MASK, IdHashes, confirm_duplicates
-from .items import ItemCheck, ItemLineChecker
 from .lines import LineBlock, bad_utf8_lines, iter_blocks
-from .threads import Background, fsync_dir
-from .writer import ShardWriter
+from .writer import Background, ShardWriter, fsync_dir
 
 __all__ = [
     "HASH_DIGEST_SIZE",
     "MAX_PROBLEMS",
     "ShardingOutcome",
     "hash_file",
-    "line_checker",
     "shard_file",
+    "shard_limits",
 ]
 
 #: Bytes of the blake2b digest behind ``input_hash`` (hex: twice as many characters).
@@ -44,8 +42,8 @@ HASH_DIGEST_SIZE: Final = 32
 #: With ``on_invalid="raise"``, checking stops after this many problems.
 MAX_PROBLEMS: Final = 1000
 _HASH_CHUNK: Final = 8 * 1024 * 1024
-#: Check blocks of standard OpenAI-format lines as a whole (:mod:`._block`). Off only in
-#: tests that compare both paths.
+#: Check blocks of standard request lines as a whole when the line checker offers it
+#: (:mod:`.block`). Off only in tests that compare both paths.
 FAST_BLOCKS = True
 _EMPTY_HINT: Final = "write one JSON request object per line"
 
@@ -56,7 +54,9 @@ class ShardingOutcome(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         shards: the shard files, attempt 1, in index order.
         rejected: one ``Rejected`` per bad line (only with ``on_invalid="skip"``).
-        total_lines: non-blank input lines (``len(rejected) + sum(s.lines for s in shards)``).
+        total_lines: results the run will have (``len(rejected) + sum(s.lines for s in
+            shards)``): the non-blank input lines, where a custom_id on several lines counts
+            once (``on_invalid="skip"`` rejects it once).
         input_hash: hex blake2b of the input's bytes (as :func:`hash_file`).
     """
 
@@ -83,42 +83,19 @@ def _limit(name: str, asked: int | None, cap: int) -> int:
     return asked
 
 
-def line_checker(
-    endpoint: str,
-    capabilities: Capabilities,
-    *,
-    max_lines: int | None = None,
-    max_bytes: int | None = None,
-    item_check: ItemCheck | None = None,
-    item_group_field: str | None = None,
-) -> tuple[int, int, int, LineChecker | AnthropicLineChecker | ItemLineChecker]:
-    """The limits and the line checker of a run: ``(lines_cap, bytes_cap, line_cap, checker)``.
+def shard_limits(
+    capabilities: Capabilities, *, max_lines: int | None = None, max_bytes: int | None = None
+) -> tuple[int, int, int]:
+    """A run's limits: ``(lines per shard, bytes per shard, bytes per line)``.
 
-    Arguments as :func:`shard_file`; shared with streams, so both accept the same lines.
+    Arguments as :func:`shard_file`; shared with streams, so both cut and check alike.
 
     Raises:
         UsageError: a limit above the provider's.
     """
     lines_cap = _limit("max_lines", max_lines, capabilities.max_lines)
     bytes_cap = _limit("max_bytes", max_bytes, capabilities.max_bytes)
-    line_cap = min(capabilities.max_line_bytes, bytes_cap - 1)
-    base = LineChecker(
-        endpoint=endpoint,
-        max_line_bytes=line_cap,
-        custom_id_max_len=capabilities.custom_id_max_len,
-    )
-    checker: LineChecker | AnthropicLineChecker | ItemLineChecker = base
-    if capabilities.line_format == "anthropic":  # native {custom_id, params}; chat converted
-        checker = AnthropicLineChecker(base, max_line_bytes=line_cap)
-    elif capabilities.line_format == "items":  # documents or jobs, checked by the adapter
-        checker = ItemLineChecker(
-            base,
-            item_check,
-            group_field=item_group_field,
-            max_line_bytes=line_cap,
-            custom_id_max_len=capabilities.custom_id_max_len,
-        )
-    return lines_cap, bytes_cap, line_cap, checker
+    return lines_cap, bytes_cap, min(capabilities.max_line_bytes, bytes_cap - 1)
 
 
 class _Scan:
@@ -135,7 +112,7 @@ class _Scan:
 
 def _scan(
     blocks: Iterator[LineBlock],
-    checker: LineChecker | AnthropicLineChecker | ItemLineChecker,
+    checker: LineChecker,
     writer: ShardWriter | None,
     *,
     forced: dict[int, Problem],
@@ -145,7 +122,7 @@ def _scan(
     """Check every line, write the valid ones (while ``writer`` is set), hash their ids.
 
     With ``fast``, a block of standard lines is checked and routed as a whole (see
-    :mod:`._block`); any other block goes line by line.
+    :mod:`.block`); any other block goes line by line.
     """
     scan = _Scan()
     problems = scan.problems
@@ -212,20 +189,18 @@ def shard_file(
     max_lines: int | None = None,
     max_bytes: int | None = None,
     on_invalid: Literal["raise", "skip"] = "raise",
-    item_check: ItemCheck | None = None,
-    item_group_field: str | None = None,
+    line_checker: LineCheckerFactory | None = None,
 ) -> ShardingOutcome:
     """Check every line of ``path`` and split the valid ones into shard files in ``out_dir``.
 
     Shards are ``out_dir / f"{index:05d}.a1.jsonl"``, each within ``max_lines`` lines and
-    ``max_bytes`` bytes and, with ``capabilities.one_model_per_shard``, one ``body.model``
-    each (models in order of first appearance; indexes are global, so the same input always
-    gives the same files). Lines are copied byte for byte, except that a line without
+    ``max_bytes`` bytes and, with ``capabilities.one_model_per_shard``, one group (model) each
+    (groups in order of first appearance; indexes are global, so the same input always gives
+    the same files). Each line is written as the line checker returns it and ends with exactly
+    ``"\\n"``: with the standard checker, byte for byte, except that a line without
     ``method``/``url`` is re-encoded with ``"method": "POST"`` and ``"url": endpoint`` (other
-    unknown top-level keys are then dropped) and each line ends with exactly ``"\\n"``.
-    ``ShardRecord.tokens`` is an estimate: the shard's body bytes // 4. With
-    ``capabilities.line_format == "anthropic"`` lines are ``{"custom_id", "params"}`` instead
-    (native lines copied as they are, OpenAI chat lines converted; see ``_convert``).
+    unknown top-level keys are then dropped). ``ShardRecord.tokens`` is an estimate: the
+    shard's body bytes // 4.
 
     Args:
         path: the JSONL input.
@@ -237,28 +212,25 @@ def shard_file(
         max_bytes: bytes per shard; may only lower ``capabilities.max_bytes``.
         on_invalid: ``"raise"``: any bad line raises ``InputError`` and no shard file is left;
             ``"skip"``: bad lines become ``Rejected`` results and the rest is sharded.
-        item_check: for ``line_format == "items"``, the adapter's ``check_line``.
-        item_group_field: for items, the field that splits shards (like ``body.model``).
+        line_checker: makes the provider's line checker for the run's endpoint and line limit
+            (``Provider.line_checker``); default: the standard request-line checker.
 
     Raises:
         InputError: bad lines with ``on_invalid="raise"``, or an input with no lines at all.
         UsageError: a limit above the provider's.
     """
-    lines_cap, bytes_cap, line_cap, checker = line_checker(
-        endpoint,
-        capabilities,
-        max_lines=max_lines,
-        max_bytes=max_bytes,
-        item_check=item_check,
-        item_group_field=item_group_field,
+    lines_cap, bytes_cap, line_cap = shard_limits(
+        capabilities, max_lines=max_lines, max_bytes=max_bytes
     )
-    fast = None
-    if capabilities.line_format == "openai" and FAST_BLOCKS:
-        fast = BlockChecker(
+    if line_checker is None:
+        checker: LineChecker = RequestLineChecker(
             endpoint=endpoint,
             max_line_bytes=line_cap,
             custom_id_max_len=capabilities.custom_id_max_len,
         )
+    else:
+        checker = line_checker(endpoint=endpoint, max_line_bytes=line_cap)
+    fast = checker.block_checker() if FAST_BLOCKS else None
     raising = on_invalid == "raise"
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.a1.jsonl.tmp"):
@@ -292,11 +264,24 @@ def shard_file(
                 fast=fast,
             )
             background.drain()
-            candidates = set() if scan.stopped else scan.ids.colliding()
             problems = scan.problems
+            _blame_endpoint(problems, scan.total_lines, endpoint)
+            if not raising:  # a bad line's id counts too: one result per custom_id
+                scan.ids.add_all(p.custom_id for p in problems.values() if p.custom_id)
+            candidates = set() if scan.stopped else scan.ids.colliding()
             duplicates: dict[int, Problem] = {}
+            firsts: dict[str, int] = {}
             if candidates:
-                duplicates = confirm_duplicates(path, candidates, problems, line_cap)
+                duplicates = confirm_duplicates(
+                    path, candidates, problems, line_cap, firsts, count_bad=not raising
+                )
+                if not raising:  # a repeated id is not sent at all (see ``_rejected``)
+                    for cid, line in firsts.items():
+                        duplicates[line] = problems.get(line) or Problem(
+                            f"custom_id {cid!r} is on more than one line",
+                            "custom_id must be unique across the input",
+                            cid,
+                        )
                 problems.update(duplicates)
             if scan.total_lines == 0:
                 problems = {0: Problem("the input is empty: no request lines", _EMPTY_HINT)}
@@ -314,19 +299,57 @@ def shard_file(
             out.discard()
             raise
     fsync_dir(out_dir)
-    rejected = [
-        Rejected(
-            custom_id=problem.custom_id or f"line-{line}",
-            line=line,
-            message=f"{problem.message} ({problem.hint})" if problem.hint else problem.message,
-        )
-        for line, problem in sorted(problems.items())
-    ]
+    rejected = _rejected(problems)
     return ShardingOutcome(
         shards=shards,
         rejected=rejected,
-        total_lines=scan.total_lines,
+        total_lines=len(rejected) + sum(s.lines for s in shards),
         input_hash=digest.hexdigest(),
+    )
+
+
+def _rejected(problems: dict[int, Problem]) -> list[Rejected]:
+    """One ``Rejected`` per custom_id (``on_invalid="skip"``).
+
+    A custom_id on several lines (valid or not) was sent for none of them: its one result
+    names every line. A line without a usable custom_id gets ``custom_id=""`` (which no line
+    can have) and its line number.
+    """
+    by_id: dict[str, list[tuple[int, Problem]]] = {}
+    rejected: list[Rejected] = []
+    for line, problem in sorted(problems.items()):
+        if problem.custom_id:
+            by_id.setdefault(problem.custom_id, []).append((line, problem))
+            continue
+        rejected.append(Rejected(custom_id="", line=line, message=_words(problem)))
+    for cid, found in by_id.items():
+        line, problem = found[0]
+        if len(found) == 1:
+            message = _words(problem)
+        else:
+            lines = ", ".join(str(n) for n, _ in found)
+            message = f"custom_id {cid!r} is on lines {lines}; none of them was sent"
+        rejected.append(Rejected(custom_id=cid, line=line, message=message))
+    rejected.sort(key=lambda r: r.line)
+    return rejected
+
+
+def _words(problem: Problem) -> str:
+    return f"{problem.message} ({problem.hint})" if problem.hint else problem.message
+
+
+def _blame_endpoint(problems: dict[int, Problem], total_lines: int, endpoint: str) -> None:
+    """Every line checked names one other endpoint: the endpoint setting is wrong, not the
+    input; say so once instead of once per line."""
+    if len(problems) < max(2, min(total_lines, MAX_PROBLEMS)):  # one line says it itself
+        return
+    urls = {p.wrong_url for p in problems.values()}
+    if len(urls) != 1 or None in urls:
+        return
+    (url,) = urls
+    raise UsageError(
+        f"the endpoint is {endpoint!r} but every line's url is {url!r}; pass --endpoint {url} "
+        f"(Python: endpoint={url!r}), or leave url out of the lines (nothing was sent)"
     )
 
 

@@ -22,7 +22,7 @@ import msgspec
 
 from .._errors import JournalError, JournalLockedError
 
-__all__ = ["FILE_MODE"]
+__all__ = ["FILE_MODE", "JournalLock", "create_journal_file", "tighten_sidecars"]
 
 #: Mode of the journal file and its ``-wal``, ``-shm`` and ``.lock`` siblings.
 FILE_MODE: Final = 0o600
@@ -37,7 +37,7 @@ class _Holder(msgspec.Struct, frozen=True):
 
 
 @final
-class _Lock:
+class JournalLock:
     """The advisory ``flock`` on ``<journal>.lock``; the kernel drops it when the holder dies."""
 
     __slots__ = ("_fd", "path")
@@ -47,7 +47,13 @@ class _Lock:
         self._fd = fd
 
     @classmethod
-    def acquire(cls, journal: Path) -> _Lock:
+    def acquire(cls, journal: Path) -> JournalLock:
+        """Take the lock of the journal file ``journal`` and write this process as its holder.
+
+        Raises:
+            JournalLockedError: another process, or another open journal, holds it.
+            OSError: the lock file cannot be created or written.
+        """
         path = journal.with_name(journal.name + ".lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
@@ -71,6 +77,7 @@ class _Lock:
         return cls(path, fd)
 
     def release(self) -> None:
+        """Forget the holder and drop the lock. Idempotent."""
         fd, self._fd = self._fd, -1
         if fd >= 0:
             with contextlib.suppress(OSError):
@@ -87,7 +94,7 @@ def _describe_holder(raw: bytes) -> str:
     return f"pid {holder.pid} on {holder.hostname} since {since.isoformat(timespec='seconds')}"
 
 
-def _create_file(path: Path) -> None:
+def create_journal_file(path: Path) -> None:
     """Create ``path`` 0600 (or tighten an existing one to 0600) before SQLite touches it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
@@ -100,7 +107,7 @@ def _create_file(path: Path) -> None:
         os.close(fd)
 
 
-def _tighten_sidecars(path: Path) -> None:
+def tighten_sidecars(path: Path) -> None:
     """Make sure ``-wal`` and ``-shm`` are 0600 (SQLite copies the database file's mode)."""
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)

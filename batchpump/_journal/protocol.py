@@ -4,7 +4,7 @@ The engine writes every state change through ``commit`` *before* the action it e
 (write-ahead intent); one ``commit`` is one atomic transaction, so a run record and the shard
 records it depends on (a collected attempt and the retry attempt it spawns) never disagree
 after a crash. ``MemoryJournal`` keeps the same contract in a dict, for tests and benchmarks.
-The durable one is ``SqliteJournal`` in ``_journal``.
+The durable one is ``SqliteJournal`` (``sqlite``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ class Journal(Protocol):
         self, *, run: RunRecord | None = None, shards: Sequence[ShardRecord] = ()
     ) -> None:
         """Write ``run`` and ``shards`` (inserted or replaced by key) in one transaction."""
+        ...
+
+    async def delete_run(self, run_id: str) -> bool:
+        """Remove the run and its shard attempts (a failed submit, ``batchpump clean``);
+        whether it existed."""
         ...
 
     async def aclose(self) -> None: ...
@@ -97,6 +102,12 @@ class MemoryJournal:
         for shard in shards:
             self._shards[(shard.run_id, shard.index, shard.attempt)] = _enc.encode(shard)
         self.commits += 1
+
+    async def delete_run(self, run_id: str) -> bool:
+        self._check()
+        for key in [k for k in self._shards if k[0] == run_id]:
+            del self._shards[key]
+        return self._runs.pop(run_id, None) is not None
 
     async def aclose(self) -> None:
         self._closed = True

@@ -1,5 +1,9 @@
 """The journal's SQLite schema: DDL, row encoding, version checks, migrations, error mapping.
 
+``SqliteJournal`` stores runs and shard attempts with what this module defines: the tables and
+the statements that write them, how a record becomes a row, how an existing file is recognised
+and migrated, and which ``JournalError`` a sqlite3 error becomes.
+
 The version is ``PRAGMA user_version``. Each table keeps the indexed columns beside the full
 record as msgspec JSON, so new optional record fields need no migration. v0 is the pre-release
 layout (records only); it is migrated to v1 in one transaction. A newer version, a file that is
@@ -24,7 +28,23 @@ from .._errors import (
 )
 from .._models import RunRecord, ShardRecord
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION"]
+__all__ = [
+    "APPLICATION_ID",
+    "INSERT_RUN",
+    "SCHEMA_VERSION",
+    "UPSERT_RUN",
+    "UPSERT_SHARD",
+    "RunRow",
+    "ShardRow",
+    "corrupt_error",
+    "encode_run",
+    "encode_shard",
+    "inspect_schema",
+    "map_sqlite_error",
+    "prepare_schema",
+    "run_decoder",
+    "shard_decoder",
+]
 
 #: ``PRAGMA user_version`` of the layout this module writes.
 SCHEMA_VERSION: Final = 1
@@ -32,26 +52,33 @@ SCHEMA_VERSION: Final = 1
 APPLICATION_ID: Final = 0x62706D70
 
 _enc: Final = msgspec.json.Encoder()
-_run_dec: Final = msgspec.json.Decoder(RunRecord)
-_shard_dec: Final = msgspec.json.Decoder(ShardRecord)
+#: Decodes the ``record`` column of ``runs``.
+run_decoder: Final = msgspec.json.Decoder(RunRecord)
+#: Decodes the ``record`` column of ``shards``.
+shard_decoder: Final = msgspec.json.Decoder(ShardRecord)
 
-_INSERT_RUN: Final = (
+#: Insert a run row unless its ``run_id`` exists (``open_run``).
+INSERT_RUN: Final = (
     "INSERT INTO runs (run_id, state, record) VALUES (?, ?, CAST(? AS TEXT))"
     " ON CONFLICT (run_id) DO NOTHING"
 )
-_UPSERT_RUN: Final = (
+#: Insert or replace a run row by ``run_id``.
+UPSERT_RUN: Final = (
     "INSERT INTO runs (run_id, state, record) VALUES (?, ?, CAST(? AS TEXT))"
     " ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, record = excluded.record"
 )
-_UPSERT_SHARD: Final = (
+#: Insert or replace a shard row by ``(run_id, idx, attempt)``.
+UPSERT_SHARD: Final = (
     "INSERT INTO shards (run_id, idx, attempt, state, batch_id, tag, record)"
     " VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TEXT))"
     " ON CONFLICT (run_id, idx, attempt) DO UPDATE SET state = excluded.state,"
     " batch_id = excluded.batch_id, tag = excluded.tag, record = excluded.record"
 )
 
-_RunRow: TypeAlias = tuple[str, str, bytes]
-_ShardRow: TypeAlias = tuple[str, int, int, str, str | None, str | None, bytes | str]
+#: Parameters of ``INSERT_RUN`` / ``UPSERT_RUN``: run id, state, record JSON.
+RunRow: TypeAlias = tuple[str, str, bytes]
+#: Parameters of ``UPSERT_SHARD``: run id, index, attempt, state, batch id, tag, record JSON.
+ShardRow: TypeAlias = tuple[str, int, int, str, str | None, str | None, bytes | str]
 
 
 _SCHEMA_V1: Final = (
@@ -69,14 +96,15 @@ _FRESH_START: Final = (
 )
 
 
-def _corrupt(path: Path, problem: str) -> JournalCorruptError:
+def corrupt_error(path: Path, problem: str) -> JournalCorruptError:
+    """The error for a journal file that cannot be used as it is, saying how to recover."""
     return JournalCorruptError(
         f"journal at {path}: {problem}. It was left as it is and nothing was resubmitted; "
         f"restore a backup of it, or {_FRESH_START}"
     )
 
 
-def _map_sqlite_error(
+def map_sqlite_error(
     exc: sqlite3.Error, path: Path, doing: str, run_id: str | None = None
 ) -> JournalError | BatchpumpInternalError:
     """Turn a sqlite3 error into the ``JournalError`` a caller can act on."""
@@ -86,7 +114,7 @@ def _map_sqlite_error(
     if name.startswith("SQLITE_FULL"):
         return JournalError(f"{where}: disk is full while {doing}; free space and run {resume}")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return _corrupt(path, f"the file is damaged or not an SQLite database ({exc})")
+        return corrupt_error(path, f"the file is damaged or not an SQLite database ({exc})")
     if name.startswith("SQLITE_READONLY"):
         return JournalError(
             f"{where}: cannot write while {doing}, the file or its directory is read-only "
@@ -108,11 +136,13 @@ def _map_sqlite_error(
     return JournalError(f"{where}: {doing} failed: {name}: {exc}")
 
 
-def _run_row(run: RunRecord) -> _RunRow:
+def encode_run(run: RunRecord) -> RunRow:
+    """Encode ``run`` as the parameters of a run statement."""
     return (run.run_id, run.state, _enc.encode(run))
 
 
-def _shard_row(shard: ShardRecord, record: bytes | str | None = None) -> _ShardRow:
+def encode_shard(shard: ShardRecord, record: bytes | str | None = None) -> ShardRow:
+    """Encode ``shard`` as ``UPSERT_SHARD`` parameters (``record``: its JSON, if already known)."""
     return (
         shard.run_id,
         shard.index,
@@ -124,7 +154,7 @@ def _shard_row(shard: ShardRecord, record: bytes | str | None = None) -> _ShardR
     )
 
 
-def _inspect(conn: sqlite3.Connection, path: Path) -> tuple[int, set[str]]:
+def inspect_schema(conn: sqlite3.Connection, path: Path) -> tuple[int, set[str]]:
     """Read the schema version and tables, refusing what is not a journal we understand."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -135,7 +165,7 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> tuple[int, set[str]]:
         )
     }
     if app_id not in (0, APPLICATION_ID):
-        raise _corrupt(path, f"not a batchpump journal (SQLite application_id {app_id:#x})")
+        raise corrupt_error(path, f"not a batchpump journal (SQLite application_id {app_id:#x})")
     if not 0 <= version <= SCHEMA_VERSION:
         raise JournalCorruptError(
             f"journal at {path} has schema version {version}, but this batchpump reads "
@@ -146,7 +176,7 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> tuple[int, set[str]]:
     expected = {"runs", "shards"} if tables or version else set()
     if tables != expected:
         found = ", ".join(sorted(tables)) or "none"
-        raise _corrupt(path, f"not a batchpump journal v{version} (tables: {found})")
+        raise corrupt_error(path, f"not a batchpump journal v{version} (tables: {found})")
     return version, tables
 
 
@@ -158,10 +188,10 @@ def _migrate_v0(conn: sqlite3.Connection) -> None:
     for statement in _SCHEMA_V1:
         conn.execute(statement)
     for (record,) in conn.execute("SELECT record FROM runs_v0 ORDER BY rowid").fetchall():
-        run = _run_dec.decode(record)
-        conn.execute(_UPSERT_RUN, (run.run_id, run.state, record))
+        run = run_decoder.decode(record)
+        conn.execute(UPSERT_RUN, (run.run_id, run.state, record))
     shards = conn.execute("SELECT record FROM shards_v0").fetchall()
-    conn.executemany(_UPSERT_SHARD, (_shard_row(_shard_dec.decode(r), r) for (r,) in shards))
+    conn.executemany(UPSERT_SHARD, (encode_shard(shard_decoder.decode(r), r) for (r,) in shards))
     conn.execute("DROP TABLE shards_v0")
     conn.execute("DROP TABLE runs_v0")
 
@@ -170,7 +200,7 @@ def _migrate_v0(conn: sqlite3.Connection) -> None:
 _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {0: _migrate_v0}
 
 
-def _prepare_schema(conn: sqlite3.Connection, version: int, *, fresh: bool) -> None:
+def prepare_schema(conn: sqlite3.Connection, version: int, *, fresh: bool) -> None:
     """Create the schema in a new file, or migrate an old one, in one transaction."""
     if version == SCHEMA_VERSION:
         return

@@ -2,7 +2,8 @@
 
 A request is a ``dict``, a ``msgspec.Struct`` or one JSONL line (``bytes``/``str``; one trailing
 newline is allowed, a line without it is one line). It is encoded, then checked by the same
-checker as a file run's lines (``_input.line_checker``: same limits, same messages and hints),
+checker as a file run's lines (the provider's ``line_checker`` within ``_input.shard_limits``:
+same limits, same messages and hints),
 so a line a file run would take is a line a stream takes, and the other way round.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import Any, Final, final
+from typing import Final, final
 
 import msgspec
 
 from .._errors import MAX_LISTED_PROBLEMS, InputError, InputProblem, UsageError
-from .._input import BlockChecker, Problem, bad_utf8_lines, line_checker
+from .._input import BlockChecker, LineCheckerFactory, Problem, bad_utf8_lines, shard_limits
 from .._models import Capabilities
 
 __all__ = ["Intake", "Line", "id_digest", "refused"]
@@ -68,11 +69,10 @@ class Intake:
     Args:
         name: the stream's name (named in errors).
         endpoint: the endpoint every line targets.
-        capabilities: the provider's limits and line format.
+        capabilities: the provider's limits.
+        line_checker: makes the provider's line checker (``Provider.line_checker``).
         max_lines: lines per batch; may only lower the provider's limit.
         max_bytes: bytes per batch; may only lower the provider's limit.
-        item_check: the adapter's ``check_line`` (item providers).
-        item_group_field: the adapter's ``item_group_field`` (item providers).
     """
 
     def __init__(
@@ -81,28 +81,18 @@ class Intake:
         *,
         endpoint: str,
         capabilities: Capabilities,
+        line_checker: LineCheckerFactory,
         max_lines: int | None,
         max_bytes: int | None,
-        item_check: Any = None,
-        item_group_field: str | None = None,
     ) -> None:
         self.where = f"stream {name!r}"
-        self.lines_cap, self.bytes_cap, line_cap, self._checker = line_checker(
-            endpoint,
-            capabilities,
-            max_lines=max_lines,
-            max_bytes=max_bytes,
-            item_check=item_check,
-            item_group_field=item_group_field,
+        self.lines_cap, self.bytes_cap, line_cap = shard_limits(
+            capabilities, max_lines=max_lines, max_bytes=max_bytes
         )
-        # Many standard lines at once are checked as a block, as a file run's are.
-        self._fast: BlockChecker | None = None
-        if capabilities.line_format == "openai":
-            self._fast = BlockChecker(
-                endpoint=endpoint,
-                max_line_bytes=line_cap,
-                custom_id_max_len=capabilities.custom_id_max_len,
-            )
+        self._checker = line_checker(endpoint=endpoint, max_line_bytes=line_cap)
+        # Many lines at once are checked as a block when the checker offers it, as a file
+        # run's are; None: line by line.
+        self._fast: BlockChecker | None = self._checker.block_checker()
 
     def one(self, request: object) -> Line:
         """Check one request.

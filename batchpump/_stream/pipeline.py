@@ -26,7 +26,7 @@ from typing import Final, final
 
 import anyio
 
-from .._engine import Collector, Poller, ResultSink, RunContext, Submitter
+from .._engine import Collector, Poller, Reconciler, ResultSink, RunContext, Submitter
 from .._fileio import run_io
 from .._models import BatchInfo, ShardRecord
 from .log import Segment
@@ -86,10 +86,18 @@ class Pipeline:
         async def done(shard: ShardRecord, batch: BatchInfo) -> None:
             await to_collect.send((shard, batch))
 
+        # Batches tagged with this stream that the journal lacks (a create answered late
+        # before a crash): adopt those an attempt needs before creating any, as a file run does.
+        reconciler = Reconciler(ctx)
+        await reconciler.sweep(shards, adopt=True)
         collector = Collector(ctx, self._sink, resubmit=self._resubmit)
         poller = Poller(ctx, on_done=done)
         submitter = Submitter(
-            ctx, on_submitted=poller.add, on_failed=collector.fail, on_cancelled=collector.cancel
+            ctx,
+            on_submitted=poller.add,
+            on_failed=collector.fail,
+            on_cancelled=collector.cancel,
+            reconciler=reconciler,
         )
         with self._to_create, self._to_submit, self._submit_queue, to_collect, collect_queue:
             async with anyio.create_task_group() as tg:

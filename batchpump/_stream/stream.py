@@ -33,7 +33,8 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from .._clock import Clock
-from .._engine import ResultSink, RunContext, RunOptions, TokenBudget
+from .._config import RunOptions
+from .._engine import ResultSink, RunContext, TokenBudget
 from .._errors import ClosedError, UsageError, unwrap_group
 from .._fileio import run_io
 from .._journal import Journal
@@ -122,10 +123,9 @@ class Stream:
             name,
             endpoint=endpoint,
             capabilities=provider.capabilities,
+            line_checker=provider.line_checker,
             max_lines=self._options.max_lines,
             max_bytes=self._options.max_bytes,
-            item_check=getattr(provider, "check_line", None),
-            item_group_field=getattr(provider, "item_group_field", None),
         )
         self._flush_lines = min(flush_lines, self._intake.lines_cap)
         cap = self._intake.bytes_cap

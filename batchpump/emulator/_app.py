@@ -11,10 +11,9 @@ import importlib
 from collections.abc import Iterable
 from typing import Final
 
-import msgspec
 from aiohttp import web
 
-from ._faults import EmulatorConfig
+from ._control import add_control_routes
 from ._middleware import fault_middleware
 from ._routing import EMULATOR_KEY, PROVIDERS_KEY, ROUTES_KEY, ProviderRoutes, RouteInfo
 from ._state import Emulator
@@ -32,7 +31,6 @@ PROVIDER_MODULES: Final[dict[str, str]] = {
 }
 #: Biggest non-streamed request body (JSON bodies; multipart parts are streamed), 64 MiB.
 _CLIENT_MAX_SIZE: Final = 64 * 1024 * 1024
-_encoder: Final = msgspec.json.Encoder()
 
 
 def create_app(emulator: Emulator, *, providers: Iterable[str] = ("openai",)) -> web.Application:
@@ -62,28 +60,5 @@ def create_app(emulator: Emulator, *, providers: Iterable[str] = ("openai",)) ->
             table[route.name] = RouteInfo(spec, route.endpoint_class, route.creates)
     app[ROUTES_KEY] = table
     app[PROVIDERS_KEY] = mounted
-    app.router.add_get("/_emulator/stats", _stats, name="emulator.stats")
-    app.router.add_get("/_emulator/config", _get_config, name="emulator.config.get")
-    app.router.add_put("/_emulator/config", _put_config, name="emulator.config.put")
+    add_control_routes(app)
     return app
-
-
-async def _stats(request: web.Request) -> web.Response:
-    """Counters for out-of-process users (benchmarks, soaks)."""
-    snapshot = request.app[EMULATOR_KEY].stats.snapshot()
-    return web.Response(body=_encoder.encode(snapshot), content_type="application/json")
-
-
-async def _get_config(request: web.Request) -> web.Response:
-    config = request.app[EMULATOR_KEY].config
-    return web.Response(body=_encoder.encode(config), content_type="application/json")
-
-
-async def _put_config(request: web.Request) -> web.Response:
-    """Replace the configuration (JSON ``EmulatorConfig``) of a running emulator."""
-    try:
-        config = msgspec.json.decode(await request.read(), type=EmulatorConfig)
-    except msgspec.MsgspecError as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    request.app[EMULATOR_KEY].configure(config)
-    return web.Response(body=_encoder.encode(config), content_type="application/json")

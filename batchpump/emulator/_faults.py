@@ -3,7 +3,13 @@
 Everything here is free of aiohttp: ``EmulatorConfig`` (timing + ``Faults`` + seed) is a frozen
 ``msgspec.Struct`` so it can be dumped, loaded from ``--config`` JSON and replaced at runtime;
 ``TokenBucket`` is a request-rate limiter on the emulator's ``Clock``; ``pick_fault`` draws one
-request's fault from the seeded RNG.
+request's fault and ``draw_line_codes`` the outcome of each line of a file-based batch (OpenAI,
+Together) from seeded ``FaultStreams``; ``plan_timeline`` fixes such a batch's lifecycle at
+create.
+
+Fault draws are stratified, not independent coin flips: a kind at rate ``r`` fires once in each
+window of ``1/r`` draws, at a random place in it, so any ``n`` requests (or lines) see ``n * r``
+faults of that kind give or take one. A user testing a 10% fault on 20 requests sees two.
 """
 
 from __future__ import annotations
@@ -16,24 +22,27 @@ import msgspec
 
 from .._clock import Clock
 
-# Faults and rate limits are keyed by the client's own endpoint classes.
-from .._ratelimit import ENDPOINT_CLASSES, EndpointClass
-
 __all__ = [
     "DEFAULT_CANCEL_SECONDS",
     "DEFAULT_FINALIZE_SECONDS",
     "DEFAULT_RUN_SECONDS",
     "DEFAULT_VALIDATE_SECONDS",
-    "ENDPOINT_CLASSES",
+    "LINE_FATAL",
+    "LINE_OK",
+    "LINE_RETRY_429",
+    "LINE_RETRY_500",
     "EmulatorConfig",
-    "EndpointClass",
     "Fault",
+    "FaultStream",
+    "FaultStreams",
     "Faults",
     "RateLimit",
     "Timeline",
     "TokenBucket",
     "done_when_expired",
+    "draw_line_codes",
     "format_duration",
+    "malform_lines",
     "pick_fault",
     "plan_timeline",
 ]
@@ -86,6 +95,21 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         stuck_finalizing: batches never leave ``finalizing``.
         enqueued_token_limit: enqueued-token quota per model (estimate: bytes / 4); a batch that
             would exceed it fails at validating with ``token_limit_exceeded``. ``None``: no quota.
+        late_create_rate: chance a batch create is *late*: the server takes the request, waits
+            ``late_create_seconds``, only then makes the batch and answers. A client that gave
+            up before never hears of the batch, which exists all the same.
+        late_create_seconds: how late a late create is, default 30.
+        list_lag_seconds: batches stay out of list answers for this long after their creation
+            (retrieve by id still finds them), default 0.
+        clock_offset_seconds: the server's clock runs this far ahead (negative: behind) of the
+            emulator clock: ``created_at`` and every other timestamp, and the ``Date`` header.
+        advertise_rate_limits: send ``x-ratelimit-*`` headers (default True); False: a 429
+            says nothing about the limit, only ``retry-after-ms``/``retry-after``.
+        send_retry_after: send ``retry-after-ms``/``retry-after`` on 429s (default True).
+        malformed_output_rate: chance an output line is cut in half (invalid JSON) in OpenAI,
+            Azure and Together output files and Anthropic results.
+        counter_lag_seconds: TELUS ``total_jobs``/``completed_jobs`` count a job only this long
+            after it was posted, default 0.
     """
 
     rate_limits: dict[str, RateLimit] = msgspec.field(default_factory=dict)
@@ -105,6 +129,14 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     completed_without_output: bool = False
     stuck_finalizing: bool = False
     enqueued_token_limit: int | None = None
+    late_create_rate: float = 0.0
+    late_create_seconds: float = 30.0
+    list_lag_seconds: float = 0.0
+    clock_offset_seconds: float = 0.0
+    advertise_rate_limits: bool = True
+    send_retry_after: bool = True
+    malformed_output_rate: float = 0.0
+    counter_lag_seconds: float = 0.0
 
 
 class EmulatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -196,19 +228,100 @@ def format_duration(seconds: float) -> str:
     return f"{sec_text}s"
 
 
-def pick_fault(faults: Faults, rng: random.Random) -> Fault:
+#: Events of one kind that may wait behind higher kinds.
+_MAX_DEFERRED: Final = 8
+
+
+@final
+class FaultStream:
+    """Stratified draws at one rate: the ``k``-th event falls at a uniformly random draw of the
+    ``k``-th window of ``1/rate`` draws, so the first ``n`` draws hold ``n * rate`` events give
+    or take one, and which draws they are still varies with the seed.
+
+    Args:
+        rate: the chance per draw, in [0, 1].
+        rng: the seeded RNG that places each event in its window.
+    """
+
+    __slots__ = ("_k", "_n", "_next", "_rng", "rate")
+
+    def __init__(self, rate: float, rng: random.Random) -> None:
+        self.rate = rate
+        self._rng = rng
+        self._n = 0
+        self._k = 0
+        self._next = math.floor(rng.random() / rate) if rate > 0.0 else -1
+
+    def fire(self) -> bool:
+        """Whether this draw is an event."""
+        if self.rate <= 0.0:
+            return False
+        hit = self._n >= self._next
+        if hit:
+            self._k += 1
+            place = math.floor((self._k + self._rng.random()) / min(1.0, self.rate))
+            self._next = max(self._n + 1, place)
+        self._n += 1
+        return hit
+
+
+@final
+class FaultStreams:
+    """One ``FaultStream`` per fault kind, each seeded from ``seed`` and the kind's name, and
+    restarted when its rate changes.
+
+    Args:
+        seed: the emulator's seed (plus a salt per use).
+    """
+
+    __slots__ = ("_deferred", "_seed", "_streams", "rng")
+
+    def __init__(self, seed: int | str) -> None:
+        self._seed = seed
+        self._streams: dict[str, FaultStream] = {}
+        #: Events drawn but not served yet, by kind.
+        self._deferred: dict[str, int] = {}
+        #: For the choices made once a fault fired (which 5xx, 500 or 429...).
+        self.rng = random.Random(f"{seed}:choices")
+
+    def draw(self, kind: str, rate: float) -> bool:
+        """One draw of ``kind`` at ``rate``."""
+        if rate <= 0.0:
+            return False
+        stream = self._streams.get(kind)
+        if stream is None or stream.rate != rate:
+            stream = self._streams[kind] = FaultStream(rate, random.Random(f"{self._seed}:{kind}"))
+        return stream.fire()
+
+    def first(self, kinds: tuple[tuple[str, float], ...]) -> str | None:
+        """Draw every kind once; the first kind (in the given order of precedence) with an event
+        due. Events that lose to a higher kind wait for the next calls, so every kind keeps its
+        rate while the rates add up to at most 1."""
+        for kind, rate in kinds:
+            if self.draw(kind, rate):  # (at most a few wait: rates above 1 in all saturate)
+                self._deferred[kind] = min(_MAX_DEFERRED, self._deferred.get(kind, 0) + 1)
+            elif rate <= 0.0:
+                self._deferred.pop(kind, None)
+        for kind, _ in kinds:
+            if self._deferred.get(kind, 0) > 0:
+                self._deferred[kind] -= 1
+                return kind
+        return None
+
+
+def pick_fault(faults: Faults, streams: FaultStreams) -> Fault:
     """Draw the fault for one request: at most one, in a fixed order of precedence."""
-    for fault, rate in (
-        ("storm429", faults.storm_429_rate),
-        ("reset", faults.reset_rate),
-        ("5xx", faults.error_5xx_rate),
-        ("html502", faults.html_502_rate),
-        ("truncate", faults.truncate_rate),
-        ("slow", faults.slow_rate),
-    ):
-        if rate > 0.0 and rng.random() < rate:
-            return fault  # type: ignore[return-value]
-    return "none"
+    chosen = streams.first(
+        (
+            ("storm429", faults.storm_429_rate),
+            ("reset", faults.reset_rate),
+            ("5xx", faults.error_5xx_rate),
+            ("html502", faults.html_502_rate),
+            ("truncate", faults.truncate_rate),
+            ("slow", faults.slow_rate),
+        )
+    )
+    return "none" if chosen is None else chosen  # type: ignore[return-value]
 
 
 #: How long a batch's completion window lasts, in emulator seconds (24 h).
@@ -245,3 +358,52 @@ def plan_timeline(config: EmulatorConfig, *, now: float, lines: int, failed: boo
     run_end = validate_end + config.run_seconds + config.line_seconds * lines
     final_end = None if faults.stuck_finalizing else run_end + config.finalize_seconds
     return Timeline("completed", run_end, final_end, lines)
+
+
+#: Line outcome codes of a file-based batch (one byte per line).
+LINE_OK: Final = 0
+LINE_RETRY_500: Final = 1
+LINE_RETRY_429: Final = 2
+LINE_FATAL: Final = 3
+
+
+def draw_line_codes(n: int, config: EmulatorConfig, streams: FaultStreams) -> bytes:
+    """The outcome code of each of ``n`` lines, drawn from the line fault rates.
+
+    Args:
+        n: how many lines the batch has.
+        config: the emulator configuration (its ``faults`` give the rates).
+        streams: the emulator's line fault streams (untouched when both rates are zero).
+    """
+    retry, fatal = config.faults.line_retryable_rate, config.faults.line_fatal_rate
+    if retry <= 0.0 and fatal <= 0.0:
+        return bytes(n)
+    codes = bytearray(n)
+    for i in range(n):
+        chosen = streams.first((("line_retryable", retry), ("line_fatal", fatal)))
+        if chosen == "line_retryable":
+            codes[i] = LINE_RETRY_500 if streams.rng.random() < 0.5 else LINE_RETRY_429
+        elif chosen == "line_fatal":
+            codes[i] = LINE_FATAL
+    return bytes(codes)
+
+
+def malform_lines(data: bytes, rate: float, rng: random.Random) -> bytes:
+    """``data`` (JSONL) with each line cut in half (invalid JSON) with chance ``rate``.
+
+    Args:
+        data: the lines, each ending with ``\\n``.
+        rate: the chance per line; 0 returns ``data`` untouched (and draws nothing).
+        rng: the seeded RNG of this file.
+    """
+    if rate <= 0.0 or not data:
+        return data
+    out = bytearray()
+    stream = FaultStream(rate, rng)
+    for line in data.splitlines(keepends=True):
+        if stream.fire():
+            body = line.rstrip(b"\n")
+            out += body[: len(body) // 2] + b"\n"
+        else:
+            out += line
+    return bytes(out)

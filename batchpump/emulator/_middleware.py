@@ -1,22 +1,31 @@
 """The fault middleware: auth, rate limits and injected faults in front of every route.
 
-Order per request: auth (401), the endpoint class's token bucket (429 with OpenAI's headers),
-then at most one drawn fault (storm 429, JSON 5xx, HTML 502, reset before handling, slow
-answer, truncated body), then the handler, then ``reset_after_create`` (the answer is lost
-*after* the batch exists). Faults never touch provider state: a fault either happens before the
-handler runs or only damages the answer's transport.
+Order per request: auth (401), the endpoint class's token bucket (429 with OpenAI's headers,
+unless ``advertise_rate_limits``/``send_retry_after`` turn them off), then at most one drawn
+fault (storm 429, JSON 5xx, HTML 502, reset before handling, slow answer, truncated body),
+then, on a create, a late create (the handler runs only ``late_create_seconds`` later), then
+the handler, then ``reset_after_create`` (the answer is lost *after* the batch exists). With a
+``clock_offset_seconds`` the ``Date`` header shows the server's shifted clock. Faults never
+touch provider state: a fault either happens before the handler runs (a late create only
+delays it) or only damages the answer's transport.
 """
 
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
+from email.utils import formatdate
 from typing import Final
 
+import msgspec
 from aiohttp import web
 
-from ._faults import TokenBucket, format_duration, pick_fault
+from ._faults import Faults, TokenBucket, format_duration, pick_fault
+from ._requests import RequestRecord
 from ._routing import EMULATOR_KEY, PROVIDERS_KEY, ROUTES_KEY, ApiError, Handler, ProviderRoutes
+from ._script import Rule
 from ._state import Emulator
+from ._stats import CREATED_TAGS
 
 __all__ = ["fault_middleware"]
 
@@ -25,6 +34,11 @@ _HTML_502: Final = (
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
+#: Path parameters that name the object a request is about (journal ``tag`` when no create).
+_ID_KEYS: Final = ("batch_id", "job_id", "file_id", "upload_id", "directory_id")
+#: The fault or scripted action that shaped the current request's answer (for the journal).
+_FAULT: Final[ContextVar[str | None]] = ContextVar("emulator_fault", default=None)
+_encoder: Final = msgspec.json.Encoder()
 #: Placeholder status of an aborted answer (never reaches the client; counted as status 0).
 _RESET_STATUS: Final = 499
 _5XX: Final = (
@@ -34,17 +48,28 @@ _5XX: Final = (
 )
 
 
-def _limit_headers(bucket: TokenBucket, *, retry_after: float | None = None) -> dict[str, str]:
+def _retry_after(wait: float) -> dict[str, str]:
+    return {
+        "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+        "retry-after": str(max(1, math.ceil(wait))),
+    }
+
+
+def _limit_headers(bucket: TokenBucket) -> dict[str, str]:
     per_minute = round(bucket.limit.requests * 60 / bucket.limit.per_seconds)
-    headers = {
+    return {
         # OpenAI states the limit per minute, whatever window the bucket refills over.
         "x-ratelimit-limit-requests": str(max(1, per_minute)),
         "x-ratelimit-remaining-requests": str(bucket.remaining),
         "x-ratelimit-reset-requests": format_duration(bucket.seconds_until_full()),
     }
-    if retry_after is not None:
-        headers["retry-after-ms"] = str(max(1, math.ceil(retry_after * 1000)))
-        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+
+
+def _429_headers(faults: Faults, advertised: dict[str, str], wait: float) -> dict[str, str]:
+    """What a 429 carries: the advertised limits and the wait, each unless turned off."""
+    headers = dict(advertised) if faults.advertise_rate_limits else {}
+    if faults.send_retry_after:
+        headers.update(_retry_after(wait))
     return headers
 
 
@@ -81,6 +106,12 @@ async def _faulted(
     error = info.provider.authorize(request)
     if error is not None:
         raise error
+    if len(emu.scripted):
+        rule = emu.scripted.take(
+            method=request.method, path=request.path, provider=info.provider.name, route=name
+        )
+        if rule is not None:
+            return await _scripted(request, handler, emu, rule)
     cls = info.endpoint_class
     faults = emu.faults
     extra: dict[str, str] = {}
@@ -89,26 +120,25 @@ async def _faulted(
         if not bucket.try_acquire():
             stats.faults["rate_limited"] += 1
             wait = bucket.seconds_until_token()
-            headers = _limit_headers(bucket, retry_after=wait)
+            headers = _429_headers(faults, _limit_headers(bucket), wait)
             raise _rate_limited(bucket.limit.requests, bucket.limit.requests, wait, headers)
-        extra = _limit_headers(bucket)
-    fault = pick_fault(faults, emu.rng) if cls is not None else "none"
+        extra = _limit_headers(bucket) if faults.advertise_rate_limits else {}
+    fault = pick_fault(faults, emu.streams) if cls is not None else "none"
     if fault not in ("none", "truncate"):  # a truncation is counted once it is applied
         stats.faults[fault] += 1
+        _FAULT.set(fault)
     if fault == "storm429":
         wait = faults.retry_after_seconds
-        headers = {
-            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
-            "retry-after": str(max(1, math.ceil(wait))),
+        advertised = {
             "x-ratelimit-remaining-requests": "0",
             "x-ratelimit-reset-requests": format_duration(wait),
         }
         # A storm is not a quota: advertise a limit only when a bucket really sets one.
         limit = extra.get("x-ratelimit-limit-requests")
         if limit is not None:
-            headers["x-ratelimit-limit-requests"] = limit
+            advertised["x-ratelimit-limit-requests"] = limit
         shown = int(limit) if limit is not None else 10_000
-        raise _rate_limited(shown, shown, wait, headers)
+        raise _rate_limited(shown, shown, wait, _429_headers(faults, advertised, wait))
     if fault == "5xx":
         status, message = _5XX[emu.rng.randrange(len(_5XX))]
         raise ApiError(status, message, type="server_error")
@@ -117,16 +147,55 @@ async def _faulted(
     if fault == "reset":
         return _abort(request)
     if fault == "slow":
-        await emu.clock.sleep(faults.slow_seconds)
+        await emu.emulated_clock.sleep(faults.slow_seconds)
+    late = faults.late_create_rate
+    if info.creates and late > 0.0 and emu.streams.draw("late_create", late):
+        stats.faults["late_create"] += 1
+        _FAULT.set("late_create")
+        await request.read()  # taken now: the body stays readable if the client goes away
+        await emu.emulated_clock.sleep(faults.late_create_seconds)
     response = await handler(request)
     response.headers.update(extra)
     rate = faults.reset_after_create_rate
     created = 200 <= response.status < 300
-    if info.creates and created and rate > 0.0 and emu.rng.random() < rate:
+    if info.creates and created and rate > 0.0 and emu.streams.draw("reset_after_create", rate):
         stats.faults["reset_after_create"] += 1
+        _FAULT.set("reset_after_create")
         return _abort(request)
     if fault == "truncate" and isinstance(response, web.Response):
         stats.faults["truncate"] += 1
+        _FAULT.set("truncate")
+        return await _truncate(request, response)
+    return response
+
+
+async def _scripted(
+    request: web.Request, handler: Handler, emu: Emulator, rule: Rule
+) -> web.StreamResponse:
+    """Serve a request the way a scripted rule says (rate buckets and random faults skipped)."""
+    stats = emu.raw_stats
+    stats.faults["scripted"] += 1
+    if rule.respond is not None:
+        _FAULT.set("script:respond")
+        respond = rule.respond
+        body = b"" if respond.body is None else _encoder.encode(respond.body)
+        canned = web.Response(status=respond.status, body=body, headers=respond.headers)
+        if respond.body is not None and "content-type" not in {k.lower() for k in respond.headers}:
+            canned.content_type = "application/json"
+        return canned
+    if rule.reset:
+        _FAULT.set("script:reset")
+        return _abort(request)
+    if rule.delay is not None:
+        _FAULT.set("script:delay")
+        await emu.emulated_clock.sleep(rule.delay)
+    if rule.late_create is not None:
+        _FAULT.set("script:late_create")
+        await request.read()  # taken now: the body stays readable if the client goes away
+        await emu.emulated_clock.sleep(rule.late_create)
+    response = await handler(request)
+    if rule.truncate and isinstance(response, web.Response):
+        _FAULT.set("script:truncate")
         return await _truncate(request, response)
     return response
 
@@ -137,6 +206,9 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     emu = request.app[EMULATOR_KEY]
     name = request.match_info.route.name
     provider = None
+    _FAULT.set(None)
+    tags: list[str] = []
+    CREATED_TAGS.set(tags)
     try:
         if name is None or name not in request.app[ROUTES_KEY]:
             response = await handler(request)
@@ -154,8 +226,27 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         message = f"Invalid URL ({request.method} {request.path})"
         response = provider.render_error(ApiError(exc.status, message))
+    offset = emu.faults.clock_offset_seconds
+    if offset and isinstance(response, web.Response):
+        response.headers["Date"] = formatdate(emu.now(), usegmt=True)
     status = 0 if response.status == _RESET_STATUS else response.status
-    emu.raw_stats.requests[(name or request.path, status)] += 1
+    if name is None or not name.startswith("emulator."):  # the control plane is not counted
+        emu.raw_stats.requests[(name or request.path, status)] += 1
+    if provider is not None:
+        ids = request.match_info
+        tag = tags[-1] if tags else next((ids[k] for k in _ID_KEYS if k in ids), None)
+        emu.record(
+            RequestRecord(
+                time=emu.now(),
+                provider=provider.name,
+                method=request.method,
+                path=request.path,
+                route=name or "",
+                status=status,
+                fault=_FAULT.get(),
+                tag=tag,
+            )
+        )
     return response
 
 

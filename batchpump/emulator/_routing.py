@@ -8,13 +8,15 @@ route name. Neither imports the other.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final, final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from ._faults import EndpointClass
+from .._ratelimit import EndpointClass
 from ._state import Emulator
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "ProviderRoutes",
     "Route",
     "RouteInfo",
+    "malformed_body",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -98,3 +101,14 @@ class RouteInfo:
 EMULATOR_KEY: Final = web.AppKey("batchpump_emulator", Emulator)
 ROUTES_KEY: Final = web.AppKey("batchpump_emulator_routes", dict[str, RouteInfo])
 PROVIDERS_KEY: Final = web.AppKey("batchpump_emulator_providers", list[ProviderRoutes])
+
+
+@contextmanager
+def malformed_body(what: str = "multipart/form-data body") -> Iterator[None]:
+    """Turn aiohttp's errors on a malformed request body (bad multipart boundary, broken part
+    headers, a body cut short) into a 400 ``ApiError`` the provider renders, never a 500."""
+    try:
+        yield
+    except (HttpProcessingError, ValueError, AssertionError) as exc:
+        detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        raise ApiError(400, f"Could not parse the {what}: {detail}".strip()) from None

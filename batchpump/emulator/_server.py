@@ -1,16 +1,19 @@
-"""Serving the emulator: ``open_emulator`` (in-process, async) and ``run_emulator`` (blocking)."""
+"""Serving the emulator: ``open_emulator`` (in-process, async, on the caller's event loop),
+``emulator_thread`` (in-process, on its own thread and loop, for sync code and any test
+plugin) and ``run_emulator`` (blocking, until a signal)."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Final, final
 
 import anyio
+import anyio.from_thread
 from aiohttp import web
 
 from .._clock import Clock
@@ -18,7 +21,7 @@ from ._app import create_app
 from ._faults import EmulatorConfig
 from ._state import Emulator
 
-__all__ = ["DEFAULT_HOST", "RunningEmulator", "open_emulator", "run_emulator"]
+__all__ = ["DEFAULT_HOST", "RunningEmulator", "emulator_thread", "open_emulator", "run_emulator"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 #: Seconds to let open connections finish at shutdown.
@@ -99,6 +102,7 @@ async def open_emulator(
         create_app(emu, providers=providers), shutdown_timeout=_SHUTDOWN_TIMEOUT, access_log=None
     )
     await runner.setup()
+    emu.emulated_clock.bind_loop()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -107,6 +111,36 @@ async def open_emulator(
         yield RunningEmulator(url=f"http://{shown}:{bound_port}", emulator=emu)
     finally:
         await runner.cleanup()
+
+
+@contextmanager
+def emulator_thread(
+    *,
+    config: EmulatorConfig | None = None,
+    clock: Clock | None = None,
+    emulator: Emulator | None = None,
+    providers: Iterable[str] = ("openai",),
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+) -> Iterator[RunningEmulator]:
+    """Serve an emulator on its own thread and event loop (arguments as ``open_emulator``).
+
+    Sync clients (the official ``openai.OpenAI``...) and tests under any async plugin, or none,
+    can talk to it. From the calling thread, ``emulator.advance``, ``set_faults``,
+    ``script`` and ``reset`` are safe between requests; a ``ManualClock`` given as ``clock``
+    must only be moved through ``emulator.advance``.
+    """
+    with anyio.from_thread.start_blocking_portal(backend="asyncio") as portal:
+        served = open_emulator(
+            config=config,
+            clock=clock,
+            emulator=emulator,
+            providers=providers,
+            host=host,
+            port=port,
+        )
+        with portal.wrap_async_context_manager(served) as running:
+            yield running
 
 
 def run_emulator(

@@ -8,9 +8,33 @@ is up to date with the emulator's clock.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, final
+from contextvars import ContextVar
+from typing import Any, Final, final
 
-__all__ = ["Stats"]
+__all__ = ["CREATED_TAGS", "Stats", "Tags", "note_tag"]
+
+#: Tags counted while serving the current request (the middleware sets a fresh list per request,
+#: so its journal entry can name the batch tag the request created).
+CREATED_TAGS: Final[ContextVar[list[str] | None]] = ContextVar("created_tags", default=None)
+
+
+def note_tag(value: str) -> None:
+    """Name what the current request is about in its journal entry (e.g. a job's
+    ``reference_id``, which is the line's ``custom_id``)."""
+    seen = CREATED_TAGS.get()
+    if seen is not None:
+        seen.append(value)
+
+
+@final
+class Tags(Counter[str]):
+    """``Counter`` of tags that also notes each tag counted during the current request."""
+
+    def __setitem__(self, key: str, value: int) -> None:
+        super().__setitem__(key, value)
+        seen = CREATED_TAGS.get()
+        if seen is not None:
+            seen.append(key)
 
 
 @final
@@ -37,7 +61,7 @@ class Stats:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.faults: Counter[str] = Counter()
         self.batches_created = 0
-        self.tags: Counter[str] = Counter()
+        self.tags: Counter[str] = Tags()
         self.billing: Counter[str] = Counter()
 
     @property
@@ -70,6 +94,27 @@ class Stats:
     def double_billed(self) -> dict[str, int]:
         """``custom_id``s that ran to success more than once."""
         return {cid: n for cid, n in self.billing.items() if n > 1}
+
+    def verdict(self) -> dict[str, Any]:
+        """What a pipeline test asserts on: creates per tag, tags created twice, lines billed
+        twice, the share of answers that were 429s, and answers per route."""
+        total = sum(self.requests.values())
+        limited = sum(n for (_, status), n in self.requests.items() if status == 429)
+        per_route: Counter[str] = Counter()
+        for (route, _), n in self.requests.items():
+            per_route[route] += n
+        duplicates, double = self.duplicate_tags(), self.double_billed()
+        return {
+            "ok": not duplicates and not double,
+            "batches_created": self.batches_created,
+            "creates_per_tag": dict(self.tags),
+            "tags_created_twice": duplicates,
+            "lines_billed": sum(self.billing.values()),
+            "lines_billed_twice": double,
+            "requests": total,
+            "share_429": limited / total if total else 0.0,
+            "requests_per_route": dict(sorted(per_route.items())),
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy (used by the ``/_emulator/stats`` control route)."""

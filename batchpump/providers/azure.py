@@ -5,6 +5,10 @@ the ``api-key`` header (not ``Authorization: Bearer``) and every call carries
 ``?api-version=``. The base URL is ``{endpoint}/openai``. Batches carry the shard-attempt tag in
 ``metadata`` exactly as on OpenAI.
 
+Endpoints go out in the form Azure's batch docs show, without ``/v1``: a run for
+``/v1/chat/completions`` creates its batches with ``"endpoint": "/chat/completions"`` and writes
+that ``url`` on every line (lines may carry either form, or none, whichever form the run names).
+
 Azure batch lines name a **deployment**, not a model: ``"model"`` in each line's body must be
 the name of a Global-Batch (or Data-Zone-Batch) deployment of the resource. batchpump passes
 bodies through untouched, so write deployment names in the input.
@@ -18,13 +22,16 @@ import os
 from typing import ClassVar, Final
 from urllib.parse import quote
 
+import msgspec
+
 from .._clock import Clock
 from .._config import Limits, RetryPolicy
 from .._errors import UsageError
-from .._models import Capabilities
+from .._input import BlockChecker, Checked, LineChecker, Problem, RequestLineChecker
+from .._models import BatchInfo, Capabilities, ShardRecord
 from .openai import OpenAI
 
-__all__ = ["DEFAULT_API_VERSION", "AzureOpenAI"]
+__all__ = ["DEFAULT_API_VERSION", "AzureOpenAI", "azure_endpoint_form"]
 
 API_KEY_ENV: Final = "AZURE_OPENAI_API_KEY"
 ENDPOINT_ENV: Final = "AZURE_OPENAI_ENDPOINT"
@@ -44,6 +51,56 @@ CAPABILITIES: Final = Capabilities(
     custom_id_max_len=None,
     one_model_per_shard=True,
 )
+
+
+def azure_endpoint_form(endpoint: str) -> str:
+    """The endpoint as Azure's batch docs write it: ``/v1/chat/completions`` ->
+    ``/chat/completions`` (a form without ``/v1`` is returned as it is)."""
+    return endpoint.removeprefix("/v1") if endpoint.startswith("/v1/") else endpoint
+
+
+class _Line(msgspec.Struct):
+    custom_id: str
+    method: str
+    url: str
+    body: msgspec.Raw
+
+
+_LINE_DECODER: Final = msgspec.json.Decoder(_Line)
+_LINE_ENCODER: Final = msgspec.json.Encoder()
+
+
+class _AzureLines:
+    """Checks lines against the run's endpoint in either form (with or without ``/v1``) and
+    writes each line with the form Azure's docs show."""
+
+    __slots__ = ("_azure", "_inner", "_other")
+
+    def __init__(self, endpoint: str, max_line_bytes: int) -> None:
+        self._azure = azure_endpoint_form(endpoint)
+        other = f"/v1{self._azure}" if endpoint == self._azure else self._azure
+        self._inner = RequestLineChecker(endpoint=endpoint, max_line_bytes=max_line_bytes)
+        self._other = RequestLineChecker(endpoint=other, max_line_bytes=max_line_bytes)
+
+    def check(self, line: bytes, first: bool = False) -> Checked | Problem:
+        checked = self._inner.check(line, first)
+        if isinstance(checked, Problem):
+            other = self._other.check(line, first)  # the same endpoint in its other form
+            if isinstance(other, Problem):
+                return checked
+            checked = other
+        cid, model, size, data = checked
+        wire = _LINE_DECODER.decode(data)
+        if wire.url == self._azure:
+            return checked
+        out = _LINE_ENCODER.encode(_Line(wire.custom_id, wire.method, self._azure, wire.body))
+        return cid, model, size, out
+
+    def oversized(self, size: int) -> Problem:
+        return self._inner.oversized(size)
+
+    def block_checker(self) -> BlockChecker | None:
+        return None  # every line is rewritten
 
 
 class AzureOpenAI(OpenAI):
@@ -84,6 +141,11 @@ class AzureOpenAI(OpenAI):
             raise UsageError(
                 f"no Azure OpenAI endpoint: pass azure_endpoint= or set {ENDPOINT_ENV}"
             )
+        if endpoint.rstrip("/").endswith("/openai"):
+            raise UsageError(
+                f"Azure OpenAI endpoint {endpoint} ends in /openai, which batchpump adds itself; "
+                f"set {ENDPOINT_ENV} (or azure_endpoint=) to the resource URL without it"
+            )
         version = api_version or os.environ.get(API_VERSION_ENV) or DEFAULT_API_VERSION
         self._query: Final = f"api-version={quote(version, safe='')}"
         super().__init__(
@@ -103,6 +165,16 @@ class AzureOpenAI(OpenAI):
     def __repr__(self) -> str:
         base = self._http.redact(self.base_url)
         return f"AzureOpenAI(base_url={base!r}, api_version={self.api_version!r})"
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker:
+        """Lines in the form Azure's docs show (``url`` without ``/v1``); either form is read."""
+        if not endpoint.startswith("/"):
+            return super().line_checker(endpoint=endpoint, max_line_bytes=max_line_bytes)
+        return _AzureLines(endpoint, max_line_bytes)
+
+    async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:
+        """``POST /batches`` with the endpoint in Azure's form (``/chat/completions``)."""
+        return await super().create(shard, endpoint=azure_endpoint_form(endpoint), tag=tag)
 
     def _auth_headers(self, key: str) -> dict[str, str]:
         return {"api-key": key}

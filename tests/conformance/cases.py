@@ -6,7 +6,7 @@ side. Everything else (cancel, tags, inline input, listing) is read from the ada
 ``capabilities``; the tests never branch on a case's name.
 
 The entries below (OpenAI, Together, Anthropic, Azure) show the shape. The item providers
-(LlamaCloud, TELUS GT Studio; ``capabilities.line_format == "items"``) add two things: a
+(LlamaCloud, TELUS GT Studio, whose ``line_checker`` checks items) add two things: a
 ``write_requests`` hook writing their item lines (LlamaCloud's name real files, written beside
 the input), and a ``setup`` hook that lifts their provider-specific emulator limits (LlamaCloud's
 50 uploads / 5 s window, GT Studio's 20 POST/s bucket) that the suite's unscaled ``REALTIME``

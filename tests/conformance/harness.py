@@ -33,8 +33,9 @@ from batchpump import (
     ScaledClock,
     Succeeded,
 )
-from batchpump._input import iter_shard_ids, shard_file
+from batchpump._input import LineChecker, iter_shard_ids, shard_file
 from batchpump._models import Capabilities, ShardRecord
+from batchpump._pump import provider_settings
 from batchpump.emulator import EmulatorConfig, RunningEmulator, Stats, open_emulator
 from batchpump.emulator._faults import TokenBucket
 
@@ -144,6 +145,11 @@ class Spy:
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """The adapter's settings beyond its base URL (part of a run's identity)."""
+        return provider_settings(self.inner)
+
     async def prepare(self, shard: ShardRecord) -> str:
         self._enter("prepare")
         return await self.inner.prepare(shard)
@@ -185,6 +191,9 @@ class Spy:
 
     def failure_is_transient(self, batch: BatchInfo) -> bool:
         return self.inner.failure_is_transient(batch)
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> LineChecker:
+        return self.inner.line_checker(endpoint=endpoint, max_line_bytes=max_line_bytes)
 
     async def aclose(self) -> None:
         self._enter("aclose")
@@ -247,9 +256,7 @@ class Env:
                 endpoint=self.case.endpoint,
                 capabilities=provider.capabilities,
                 max_lines=max_lines,
-                # What ``Pump`` passes for item providers (``line_format == "items"``).
-                item_check=getattr(provider, "check_line", None),
-                item_group_field=getattr(provider, "item_group_field", None),
+                line_checker=provider.line_checker,  # what ``Pump`` passes
             )
         )
         return outcome.shards

@@ -15,12 +15,12 @@ Rules:
   no shard attempt has two batches (and every batch belongs to one attempt); no line is billed
   twice, and a line is billed exactly when its final result is ``Succeeded``.
 - Capabilities decide: what the adapter declares in ``provider.capabilities`` (cancel,
-  metadata_tag, inline_input, list_batches, line_format) selects the checks, never the case's
-  name.
+  metadata_tag, inline_input, list_batches) and its line checker select the checks, never the
+  case's name.
 
-Item providers (``line_format == "items"``: LlamaCloud documents, GT Studio annotation jobs)
-differ from request batches in three ways the tests branch on, each through a predicate of
-``Capabilities`` defined below:
+Item providers (whose ``line_checker`` is the item checker: LlamaCloud documents, GT Studio
+annotation jobs) differ from request batches in three ways the tests branch on, each through a
+predicate of the adapter defined below:
 
 - ``_requests_per_line``: every line costs its own calls (an upload or a job POST, then one or
   more downloads), so a run is hundreds of requests instead of ~30. The rate-limit test lowers
@@ -34,7 +34,7 @@ differ from request batches in three ways the tests branch on, each through a pr
   spot, so the partial-failure test does not require a line to succeed on a later attempt.
 - ``_has_completion_window``: documents and human annotation jobs have no completion window
   (neither API has an ``expired`` state), so the expiry test does not apply and is skipped.
-  ``Capabilities`` has no field for this yet; ``line_format == "items"`` stands for it.
+  ``Capabilities`` has no field for this yet; taking items stands for it.
 
 Where an adapter has no ``cancel``, the cancel-run test does not stretch its batches to an
 hour (nothing can stop them: the engine waits them out, so they only cost time).
@@ -66,8 +66,9 @@ from batchpump import (
     UsageError,
 )
 from batchpump._engine import RECONCILE_SLACK
+from batchpump._input import ItemLineChecker
 from batchpump._journal import SqliteJournal
-from batchpump._models import Capabilities, ShardRecord
+from batchpump._models import ShardRecord
 from batchpump._provider import shard_tag
 from batchpump._pump import JOURNAL_NAME
 from batchpump.emulator import RateLimit
@@ -105,19 +106,25 @@ def _shards(case: ProviderCase, lines: int) -> int:
     return math.ceil(lines / case.max_lines)
 
 
-def _requests_per_line(caps: Capabilities) -> bool:
+def _takes_items(provider: Provider) -> bool:
+    """The adapter's lines are items (documents, jobs), not model requests."""
+    checker = provider.line_checker(endpoint="/v1/chat/completions", max_line_bytes=1024)
+    return isinstance(checker, ItemLineChecker)
+
+
+def _requests_per_line(provider: Provider) -> bool:
     """Items are uploaded or created one by one and their results fetched one by one."""
-    return caps.line_format == "items"
+    return _takes_items(provider)
 
 
-def _creates_per_item(caps: Capabilities) -> bool:
+def _creates_per_item(provider: Provider) -> bool:
     """Inline items: ``create`` makes the batch, then one job per item, each its own create."""
-    return caps.line_format == "items" and caps.inline_input
+    return _takes_items(provider) and provider.capabilities.inline_input
 
 
-def _has_completion_window(caps: Capabilities) -> bool:
+def _has_completion_window(provider: Provider) -> bool:
     """Batches can expire with lines unfinished (request batches' 24 h window)."""
-    return caps.line_format != "items"
+    return not _takes_items(provider)
 
 
 # -- 1. the verbs, directly on the adapter ----------------------------------------------------
@@ -278,7 +285,7 @@ async def test_rate_limited(case: ProviderCase, tmp_path: Path) -> None:
             rate_limits=dict.fromkeys(classes, limit),
             # high: a run is only ~30 requests (P(no storm) ~ 1e-9), unless every line costs
             # its own requests
-            storm_429_rate=0.02 if _requests_per_line(spy.capabilities) else 0.5,
+            storm_429_rate=0.02 if _requests_per_line(spy) else 0.5,
             retry_after_seconds=0.005,
         )
         phase = "full"
@@ -344,7 +351,7 @@ async def test_server_errors_and_resets(case: ProviderCase, tmp_path: Path) -> N
         assert stats.faults["reset"] > 0
         assert len(env.check_batches()) == _shards(case, LINES)
         creates = stats.batches_created
-        if _creates_per_item(env.capabilities):
+        if _creates_per_item(env.provider()):
             creates += len(ids)
         assert stats.faults["reset_after_create"] == creates
 
@@ -361,7 +368,7 @@ async def test_expiry(case: ProviderCase, tmp_path: Path, recovers: bool) -> Non
     are read (before any retry attempt exists), so every line ends ``Succeeded``.
     """
     async with open_env(case, EXPIRY, tmp_path) as env:
-        if not _has_completion_window(env.capabilities):
+        if not _has_completion_window(env.provider()):
             pytest.skip("no completion window: documents and annotation jobs never expire")
         emulator = env.running.emulator
         emulator.set_faults(expire=True, expire_done_fraction=0.5)
@@ -417,7 +424,7 @@ async def test_partial_failure(case: ProviderCase, tmp_path: Path) -> None:
         assert any(not r.retryable for r in errored), "no fatal line error was drawn"
         for err in errored:
             assert not err.retryable or err.attempt == max_attempts, err
-        if not _creates_per_item(spy.capabilities):
+        if not _creates_per_item(spy):
             # (Per-item creation meets a retryable error at the item's own create call and
             # retries it there: the line never needs a second attempt.)
             assert any(isinstance(r, Succeeded) and r.attempt > 1 for r in results)
@@ -468,7 +475,8 @@ async def test_crash_after_create_then_resume(case: ProviderCase, tmp_path: Path
             run = await pump.resume(record.run_id)
             await run.wait()
         env.check(read_results(run.results_path), ids)
-        assert resumed.calls["reconcile"] >= 1
+        # Tagged providers' batches are adopted by the run-start sweep; others reconcile.
+        assert resumed.calls["reconcile"] >= 1 or run.statistics().batches_adopted >= 1
         assert len(env.check_batches()) == _shards(case, LINES)
 
 

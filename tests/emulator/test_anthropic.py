@@ -21,11 +21,10 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from batchpump._clock import ManualClock
-from batchpump.emulator import EmulatorConfig, Faults, RateLimit, open_emulator
+from batchpump.emulator import EmulatorConfig, Faults, RateLimit, RunningEmulator, open_emulator
 from batchpump.emulator._anthropic import AnthropicState, anthropic_state
-from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.anthropic._adapter import _request_body
-from batchpump.providers.anthropic._convert import chat_to_anthropic
+from batchpump.providers.anthropic._chat import chat_to_anthropic
 
 from ..specs import assert_valid, components, validator
 

@@ -18,9 +18,8 @@ import msgspec
 import pytest
 
 from batchpump._clock import ManualClock
-from batchpump.emulator import EmulatorConfig, open_emulator
+from batchpump.emulator import EmulatorConfig, RunningEmulator, open_emulator
 from batchpump.emulator._llamacloud import LlamaCloudConfig, LlamaCloudState, llamacloud_state
-from batchpump.emulator._server import RunningEmulator
 
 from ..specs import assert_valid, components, validator
 

@@ -50,7 +50,7 @@ async def served(
 
 
 async def test_sdk_full_cycle(served: tuple[RunningEmulator, ManualClock, AsyncOpenAI]) -> None:
-    running, clock, client = served
+    running, _, client = served
     data = jsonl(5)
     file = await client.files.create(file=("in.jsonl", data), purpose="batch")
     assert isinstance(file, FileObject)
@@ -64,7 +64,7 @@ async def test_sdk_full_cycle(served: tuple[RunningEmulator, ManualClock, AsyncO
     assert isinstance(batch, Batch)
     assert batch.status == "validating"
     assert batch.metadata == {"batchpump_shard": "bp1:x:0:1"}
-    clock.advance(1_000)
+    running.emulator.advance(1_000)  # thread-safe (the server runs on its own thread)
     done = await client.batches.retrieve(batch.id)
     assert done.status == "completed"
     assert done.request_counts is not None
@@ -83,7 +83,7 @@ async def test_sdk_full_cycle(served: tuple[RunningEmulator, ManualClock, AsyncO
 async def test_sdk_list_auto_pagination_and_cancel(
     served: tuple[RunningEmulator, ManualClock, AsyncOpenAI],
 ) -> None:
-    _, clock, client = served
+    running, _, client = served
     file = await client.files.create(file=("in.jsonl", jsonl(2)), purpose="batch")
     created = [
         (
@@ -97,7 +97,7 @@ async def test_sdk_list_auto_pagination_and_cancel(
     assert listed == created[::-1]
     cancelled = await client.batches.cancel(created[0])
     assert cancelled.status == "cancelling"
-    clock.advance(1_000)
+    running.emulator.advance(1_000)  # thread-safe (the server runs on its own thread)
     assert (await client.batches.retrieve(created[0])).status == "cancelled"
     with pytest.raises(openai.ConflictError):
         await client.batches.cancel(created[1])  # completed by now

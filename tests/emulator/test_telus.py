@@ -17,8 +17,7 @@ import msgspec
 import pytest
 
 from batchpump._clock import ManualClock
-from batchpump.emulator import EmulatorConfig, Faults, open_emulator
-from batchpump.emulator._server import RunningEmulator
+from batchpump.emulator import EmulatorConfig, Faults, RunningEmulator, open_emulator
 from batchpump.emulator._telus import TelusSettings, TelusState
 
 pytestmark = pytest.mark.timeout(30)

@@ -21,8 +21,7 @@ import pytest
 from multidict import CIMultiDict
 
 from batchpump._clock import ManualClock
-from batchpump.emulator import EmulatorConfig, RateLimit, open_emulator
-from batchpump.emulator._server import RunningEmulator
+from batchpump.emulator import EmulatorConfig, RateLimit, RunningEmulator, open_emulator
 
 from ..specs import assert_valid, components, validator
 

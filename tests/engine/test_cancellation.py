@@ -21,11 +21,10 @@ from typing import Literal
 import anyio
 import pytest
 
-from batchpump import Limits, Pump, RunOptions, ScaledClock
+from batchpump import BatchInfo, Limits, Pump, Result, RunOptions, ScaledClock
 from batchpump._journal import SqliteJournal
-from batchpump._models import BatchInfo, Result, RunRecord, ShardRecord
-from batchpump.emulator import open_emulator
-from batchpump.emulator._server import RunningEmulator
+from batchpump._models import RunRecord, ShardRecord
+from batchpump.emulator import RunningEmulator, open_emulator
 from batchpump.providers.openai import OpenAI
 
 from ..fakes import WrappedJournal

@@ -8,16 +8,28 @@ everywhere: every input line has exactly one final result, and no shard attempt 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from batchpump import Canceled, Errored, InputError, Rejected, Succeeded
-from batchpump._config import PollPolicy, RetryPolicy
-from batchpump._engine import RunOptions
-from batchpump._journal import MemoryJournal
-from batchpump._models import BatchInfo, Capabilities, ShardRecord
-from batchpump._pump import Pump, Run
+from batchpump import (
+    BatchInfo,
+    Canceled,
+    Errored,
+    InputError,
+    Limits,
+    MemoryJournal,
+    PollPolicy,
+    Pump,
+    Rejected,
+    RetryPolicy,
+    Run,
+    RunOptions,
+    Succeeded,
+    UsageError,
+)
+from batchpump._models import Capabilities, ShardRecord
 
 from ..fakes import FakeProvider
 from ..helpers import assert_exactly_once, read_results, write_requests
@@ -255,3 +267,21 @@ async def test_token_budget_holds_back_submissions(tmp_path: Path) -> None:
         await run.wait()
     assert_exactly_once(read_results(src.with_name("in.results.jsonl")), ids)
     assert peak == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: RunOptions(max_attempts=0), "max_attempts"),
+        (lambda: RunOptions(submit_concurrency=0), "submit_concurrency"),
+        (lambda: RunOptions(token_budget=0), "token_budget"),
+        (lambda: RetryPolicy(attempts=0), "attempts"),
+        (lambda: RetryPolicy(wait_jitter=2), "wait_jitter"),
+        (lambda: PollPolicy(interval_min=5, interval_max=1), "interval_max"),
+        (lambda: Limits(create_rate=0), "create_rate"),
+        (lambda: Limits(poll_concurrency=0), "poll_concurrency"),
+    ],
+)
+def test_invalid_options_raise_usage_error(make: Callable[[], object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        make()

@@ -160,7 +160,9 @@ async def test_429_retry_after_ms_pauses_the_class_on_the_clock(serve: Serve) ->
         assert client.statistics().rate_limited == 1
 
 
-async def test_retry_after_beyond_the_deadline_raises_at_once(serve: Serve) -> None:
+async def test_retry_after_beyond_the_rate_limit_bound_raises_at_once(serve: Serve) -> None:
+    """Rate-limit waits are bounded by ``rate_limit_timeout`` (not by ``attempts``)."""
+
     async def handler(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": {"message": "later", "type": "requests"}},
@@ -169,7 +171,9 @@ async def test_retry_after_beyond_the_deadline_raises_at_once(serve: Serve) -> N
         )
 
     clock = SignalClock()
-    policy = RetryPolicy(attempts=5, timeout=60.0, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0)
+    policy = RetryPolicy(
+        attempts=5, rate_limit_timeout=60.0, wait_initial=0.0, wait_max=0.0, wait_jitter=0.0
+    )
     async with make_client(
         await serve(app_with("/v1/b", handler)), retry=policy, clock=clock
     ) as client:

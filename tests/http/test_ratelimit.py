@@ -6,11 +6,19 @@ Rules: no network; a ManualClock drives every pause (no real sleeping); tasks ar
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
+from batchpump import UsageError
 from batchpump._clock import ManualClock
-from batchpump._ratelimit import EndpointGate
+from batchpump._ratelimit import (
+    LEARN_BACKOFF,
+    LEARN_RECOVERY,
+    MAX_GUESSED_PAUSE,
+    EndpointGate,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -38,7 +46,8 @@ class CountingClock:
 
 async def test_one_pause_is_shared_by_every_waiter() -> None:
     clock = CountingClock()
-    gate = EndpointGate("poll", clock=clock, concurrency=100)
+    # A rate so high its pacing is instant: the pause is what this test watches.
+    gate = EndpointGate("poll", clock=clock, concurrency=100, rate=1e7)
     gate.on_rate_limited(30.0)
     entered: list[int] = []
 
@@ -176,19 +185,114 @@ async def test_rate_learned_from_limit_header() -> None:
     assert capped.statistics().ceiling == 4.0
 
 
-async def test_a_429_without_a_known_limit_pauses_but_guesses_no_rate() -> None:
-    """No configured or advertised limit: the pause alone (a guess from cold-start traffic,
-    or from a random storm, would throttle the whole run)."""
+async def test_a_429_without_an_advertised_limit_paces_at_the_accepted_rate() -> None:
+    """No configured or advertised limit: the first 429 paces at what the provider accepted
+    over the last window (less the backoff margin), then the rate probes upward."""
     clock = ManualClock()
     gate = EndpointGate("create", clock=clock, concurrency=8)
-    for _ in range(8):
-        async with gate.slot():
-            pass
-    gate.on_rate_limited(1.0)
+    for _ in range(50):  # 20 accepted per second for two and a half seconds
+        clock.advance(0.05)
+        gate.on_success()
+    paused = gate.on_rate_limited(0.05)
     stats = gate.statistics()
+    assert paused == pytest.approx(0.05)
+    assert stats.learned
     assert stats.ceiling is None
-    assert stats.rate is None
-    assert stats.paused_until == 1.0
+    assert stats.rate == pytest.approx(20.0 * (1 - LEARN_BACKOFF), rel=0.03)
+    cut = stats.rate
+    assert cut is not None
+    clock.advance(LEARN_RECOVERY)
+    gate.on_success()
+    back = gate.statistics().rate
+    assert back == pytest.approx(20.0, rel=0.03)  # back at the accepted rate
+    clock.advance(LEARN_RECOVERY * 2)
+    gate.on_success()
+    probing = gate.statistics().rate
+    assert probing is not None
+    assert back is not None
+    assert probing > back  # and probing past it
+
+
+async def test_a_burst_of_429s_is_one_congestion_signal() -> None:
+    clock = ManualClock()
+    gate = EndpointGate("create", clock=clock, concurrency=8)
+    for _ in range(50):
+        clock.advance(0.05)
+        gate.on_success()
+    tickets: list[int] = []
+    for _ in range(6):  # six calls in flight together
+        async with gate.slot() as ticket:
+            tickets.append(ticket)
+    for ticket in tickets:  # all come back 429
+        gate.on_rate_limited(0.05, started=ticket)
+    once = gate.statistics().rate
+    assert once == pytest.approx(20.0 * (1 - LEARN_BACKOFF), rel=0.03)
+    assert gate.statistics().rate_limited == 6
+
+
+async def test_a_429_without_retry_after_pauses_one_spacing_doubled_per_fruitless_event() -> None:
+    clock = ManualClock()
+    gate = EndpointGate("create", clock=clock, concurrency=8)
+    for _ in range(50):
+        clock.advance(0.05)
+        gate.on_success()
+    first = gate.on_rate_limited(None)
+    rate = gate.statistics().rate
+    assert rate is not None
+    assert first == pytest.approx(1.0 / rate)
+    clock.advance(first)
+    async with gate.slot() as ticket:
+        pass
+    second = gate.on_rate_limited(None, started=ticket)  # no success in between
+    assert second > first
+    assert second <= MAX_GUESSED_PAUSE
+    clock.advance(second)
+    gate.on_success()
+    assert gate.statistics().rate_limited_for is None
+
+
+async def test_rate_limited_for_counts_the_streak_without_success() -> None:
+    clock = ManualClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=2, rate=10.0)
+    assert gate.statistics().rate_limited_for is None
+    gate.on_rate_limited(5.0)
+    clock.advance(4.0)
+    gate.on_rate_limited(5.0, started=10**6)
+    assert gate.statistics().rate_limited_for == pytest.approx(4.0)
+    gate.on_success()
+    assert gate.statistics().rate_limited_for is None
+
+
+async def test_waiters_leave_a_pause_one_spacing_apart_when_the_rate_was_learned() -> None:
+    """After a 429 on a gate with no advertised limit, the callers waiting out the pause do
+    not all wake at once: the learned rate paces them."""
+    clock = RunningClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=32)
+    for _ in range(30):  # 10 accepted per second
+        clock.advance(0.1)
+        gate.on_success()
+    gate.on_rate_limited(1.0)
+    rate = gate.statistics().rate
+    assert rate == pytest.approx(10.0 * (1 - LEARN_BACKOFF), rel=0.03)
+    entered: list[float] = []
+
+    async def caller() -> None:
+        async with gate.slot():
+            entered.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1.0)  # the pause ends
+        await anyio.wait_all_tasks_blocked()
+        assert len(entered) <= 1
+        for _ in range(40):
+            clock.advance(0.05)
+            await anyio.wait_all_tasks_blocked()
+    assert len(entered) == 10
+    gaps = [b - a for a, b in itertools.pairwise(entered)]
+    assert min(gaps) >= 0.05 - 1e-9
 
 
 async def test_a_429_teaches_the_limit_it_advertises() -> None:
@@ -200,8 +304,8 @@ async def test_a_429_teaches_the_limit_it_advertises() -> None:
 
 
 async def test_concurrency_is_capped() -> None:
-    gate = EndpointGate("download", clock=ManualClock(), concurrency=3)
-    gate.on_success()  # an answer came: no probe (see the next test)
+    # A rate so high its pacing is instant: the concurrency cap is what this test watches.
+    gate = EndpointGate("download", clock=ManualClock(), concurrency=3, rate=1e7)
     peak = 0
     release = anyio.Event()
 
@@ -257,7 +361,7 @@ async def test_pacer_starts_with_its_bank_spent() -> None:
     assert pacer is not None
     # A bank of 10 calls (0.1 s at 100/s): a fresh bank would hold 1 after this call, with
     # room for 9 more at once; a spent one is (nearly) full, so the next call waits.
-    assert pacer._level > pacer.max_rate / 2
+    assert pacer.level > pacer.capacity / 2
     assert not pacer.has_capacity()
 
 
@@ -269,7 +373,7 @@ async def test_a_cut_rate_does_not_inherit_a_spent_high_rate_bank() -> None:
     gate.on_rate_limited(0.0, limit_requests=6_000.0)  # learns 100/s, then halves it
     pacer = gate._limiter
     assert pacer is not None
-    assert pacer._level <= pacer.max_rate == pytest.approx(5.0)  # 0.1 s at 50/s
+    assert pacer.level <= pacer.capacity == pytest.approx(5.0)  # 0.1 s at 50/s
 
 
 async def test_climbing_back_after_a_429_is_no_burst() -> None:
@@ -293,8 +397,86 @@ async def test_rate_changes_re_rate_one_pacer_in_place() -> None:
     assert pacer is not None
     gate.on_rate_limited(0.0)
     assert gate._limiter is pacer
-    assert pacer._rate_per_sec == pytest.approx(50.0)
+    assert pacer.rate == pytest.approx(50.0)
     for _ in range(20):
         gate.on_success()
     assert gate._limiter is pacer
-    assert pacer._rate_per_sec == pytest.approx(100.0)
+    assert pacer.rate == pytest.approx(100.0)
+
+
+def test_a_gate_without_concurrency_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="concurrency must be >= 1"):
+        EndpointGate("poll", clock=ManualClock(), concurrency=0)
+
+
+class RunningClock:
+    """A ManualClock that declares a ``speed``: the gate's pacer waits on it, by hand."""
+
+    speed = 1.0
+
+    def __init__(self) -> None:
+        self.inner = ManualClock()
+
+    def time(self) -> float:
+        return self.inner.time()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.inner.advance(seconds)
+
+
+async def test_the_pacer_spaces_calls_on_the_gates_clock() -> None:
+    """10/s with a bank of one call: the first call goes at once, then one per 0.1 clock s."""
+    clock = RunningClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=10, rate=10.0)
+    entered: list[float] = []
+
+    async def caller() -> None:
+        async with gate.slot():
+            entered.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        assert entered == [0.0]
+        assert gate.statistics().waiting == 2
+        clock.advance(0.05)
+        await anyio.wait_all_tasks_blocked()
+        assert len(entered) == 1
+        clock.advance(0.05)
+        await anyio.wait_all_tasks_blocked()
+        assert len(entered) == 2
+        clock.advance(0.1)
+    assert entered == pytest.approx([0.0, 0.1, 0.2])
+
+
+async def test_a_pause_banks_nothing_for_the_pacer() -> None:
+    """When a pause ends, the waiters are paced from a spent bank: no burst at the resume."""
+    clock = RunningClock()
+    gate = EndpointGate("poll", clock=clock, concurrency=10, rate=10.0)
+    async with gate.slot():
+        pass
+    gate.pause(1.0)
+    entered: list[float] = []
+
+    async def caller() -> None:
+        async with gate.slot():
+            entered.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(1.0)  # the pause ends; a second of quiet banked no calls
+        await anyio.wait_all_tasks_blocked()
+        assert entered == []
+        for _ in range(3):
+            clock.advance(0.1)
+            await anyio.wait_all_tasks_blocked()
+    assert entered == pytest.approx([1.1, 1.2, 1.3])

@@ -17,9 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from batchpump import PollPolicy, Pump, RunOptions
-from batchpump._errors import InputError, UsageError
-from batchpump._journal import MemoryJournal
+from batchpump import InputError, MemoryJournal, PollPolicy, Pump, RunOptions, UsageError
 from batchpump._models import Capabilities, RunRecord
 
 from ..fakes import FakeProvider, WrappedJournal
@@ -228,7 +226,7 @@ _BIG_LINE = textwrap.dedent(
     from pathlib import Path
     import anyio
     from batchpump import PollPolicy, Pump, RunOptions
-    from batchpump._errors import InputError
+    from batchpump import InputError
     from batchpump.providers.openai import OpenAI
     from tests.fakes import FakeProvider
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from batchpump._errors import InputError, InputProblem
-from batchpump._input import LineChecker, Problem, iter_blocks, shard_file
+from batchpump import InputError, InputProblem
+from batchpump._input import Problem, RequestLineChecker, iter_blocks, shard_file
 from batchpump._models import Capabilities
 
 ENDPOINT = "/v1/chat/completions"
@@ -205,7 +205,7 @@ def test_bom_crlf_and_blank_lines_are_tolerated(tmp_path: Path) -> None:
 
 
 def test_checker_fills_in_method_and_url() -> None:
-    checker = LineChecker(endpoint=ENDPOINT, max_line_bytes=1000)
+    checker = RequestLineChecker(endpoint=ENDPOINT, max_line_bytes=1000)
     result = checker.check(b'{"custom_id": "a", "extra": 1, "body": {"model": "m", "n": 2}}')
     assert result == (
         "a",
@@ -217,7 +217,7 @@ def test_checker_fills_in_method_and_url() -> None:
 
 
 def test_checker_keeps_complete_lines_as_they_are() -> None:
-    checker = LineChecker(endpoint=ENDPOINT, max_line_bytes=1000)
+    checker = RequestLineChecker(endpoint=ENDPOINT, max_line_bytes=1000)
     line = good("a")
     result = checker.check(line)
     assert not isinstance(result, Problem)

@@ -17,27 +17,30 @@ from typing import Any
 import msgspec
 import pytest
 
-from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._clock import Clock, ManualClock
-from batchpump._errors import (
+from batchpump import (
     AuthenticationError,
-    InputError,
-    NotFoundError,
-    ProviderError,
-    RateLimitedError,
-)
-from batchpump._models import (
     BatchInfo,
     Canceled,
+    Clock,
     Errored,
     Expired,
+    InputError,
+    Limits,
+    ManualClock,
+    NotFoundError,
+    PollPolicy,
+    ProviderError,
+    Pump,
+    RateLimitedError,
     Result,
-    ShardRecord,
+    RetryPolicy,
+    RunOptions,
+    ScaledClock,
     Succeeded,
 )
-from batchpump.emulator import EmulatorConfig, Faults, RateLimit, open_emulator
+from batchpump._models import ShardRecord
+from batchpump.emulator import EmulatorConfig, Faults, RateLimit, RunningEmulator, open_emulator
 from batchpump.emulator._anthropic import AnthropicState
-from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.anthropic import Anthropic
 from batchpump.providers.anthropic import _adapter as anthropic_module
 from batchpump.providers.anthropic._adapter import _request_body

@@ -16,8 +16,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from batchpump import PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._errors import AuthenticationError, NotFoundError, UsageError
+from batchpump import (
+    AuthenticationError,
+    NotFoundError,
+    PollPolicy,
+    Pump,
+    RetryPolicy,
+    RunOptions,
+    ScaledClock,
+    UsageError,
+)
 from batchpump.emulator import Emulator, EmulatorConfig, create_app, open_emulator
 from batchpump.providers.azure import AzureOpenAI
 from batchpump.providers.openai import OpenAI

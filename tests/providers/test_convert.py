@@ -11,12 +11,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from batchpump._errors import InputError, UsageError
+from batchpump import InputError, UsageError
 from batchpump._input import LineChecker, Problem, shard_file
-from batchpump.providers.anthropic import CAPABILITIES
-from batchpump.providers.anthropic._convert import (
+from batchpump.providers.anthropic import CAPABILITIES, Anthropic
+from batchpump.providers.anthropic._chat import (
     DEFAULT_MAX_TOKENS,
-    AnthropicLineChecker,
     ConversionError,
     chat_to_anthropic,
 )
@@ -144,11 +143,12 @@ def test_refusals_name_the_field(extra: dict[str, Any], field: str) -> None:
 # -- the line checker ----------------------------------------------------------------------------
 
 
-def checker() -> AnthropicLineChecker:
-    return AnthropicLineChecker(
-        LineChecker(endpoint="/v1/chat/completions", max_line_bytes=10_000),
-        max_line_bytes=10_000,
-    )
+def anthropic() -> Anthropic:
+    return Anthropic(api_key="sk-ant-test", base_url="http://127.0.0.1:9")  # sends nothing
+
+
+def checker() -> LineChecker:
+    return anthropic().line_checker(endpoint="/v1/chat/completions", max_line_bytes=10_000)
 
 
 def line(obj: dict[str, Any]) -> bytes:
@@ -166,14 +166,18 @@ def test_native_line_is_kept_byte_for_byte() -> None:
 
 def test_native_line_with_extra_keys_is_reencoded() -> None:
     raw = line({"custom_id": "a", "params": NATIVE, "note": "x"})
-    cid, model, _, data = checker().check(raw)  # type: ignore[misc]
+    checked = checker().check(raw)
+    assert not isinstance(checked, Problem)
+    cid, model, _, data = checked
     assert (cid, model) == ("a", "claude-x")
     assert msgspec.json.decode(data) == {"custom_id": "a", "params": NATIVE}
 
 
 def test_chat_line_is_converted() -> None:
     raw = line({"custom_id": "c", "url": "/v1/chat/completions", "body": body(max_tokens=3)})
-    cid, model, _, data = checker().check(raw)  # type: ignore[misc]
+    checked = checker().check(raw)
+    assert not isinstance(checked, Problem)
+    cid, model, _, data = checked
     assert (cid, model) == ("c", "claude-3-5-haiku-latest")
     params = msgspec.json.decode(data)["params"]
     assert params == {"model": "claude-3-5-haiku-latest", "max_tokens": 3, "messages": [USER]}
@@ -218,7 +222,7 @@ def test_shard_file_writes_native_lines(tmp_path: Path) -> None:
     src.write_bytes(native + b"\n" + chat + b"\n")
     out = shard_file(
         src, out_dir=tmp_path / "s", run_id="r", endpoint="/v1/chat/completions",
-        capabilities=CAPABILITIES,
+        capabilities=CAPABILITIES, line_checker=anthropic().line_checker,
     )  # fmt: skip
     models = sorted(s.model or "" for s in out.shards)
     assert models == ["claude-3-5-haiku-latest", "claude-x"]
@@ -240,7 +244,7 @@ def test_shard_file_reports_anthropic_problems_with_line_numbers(tmp_path: Path)
     with pytest.raises(InputError) as info:
         shard_file(
             src, out_dir=tmp_path / "s", run_id="r", endpoint="/v1/chat/completions",
-            capabilities=CAPABILITIES,
+            capabilities=CAPABILITIES, line_checker=anthropic().line_checker,
         )  # fmt: skip
     assert info.value.lines == [2, 3, 4]
     text = str(info.value)

@@ -15,13 +15,22 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._clock import Clock, ManualClock
-from batchpump._errors import BadRequestError
-from batchpump._models import Errored, ShardRecord, Succeeded
-from batchpump.emulator import EmulatorConfig, open_emulator
+from batchpump import (
+    BadRequestError,
+    Clock,
+    Errored,
+    Limits,
+    ManualClock,
+    PollPolicy,
+    Pump,
+    RetryPolicy,
+    RunOptions,
+    ScaledClock,
+    Succeeded,
+)
+from batchpump._models import ShardRecord
+from batchpump.emulator import EmulatorConfig, RunningEmulator, open_emulator
 from batchpump.emulator._llamacloud import LlamaCloudConfig, llamacloud_state
-from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.llamacloud import LlamaCloud
 from batchpump.providers.llamacloud._directories import directory_name
 from batchpump.providers.llamacloud._wire import detail_message

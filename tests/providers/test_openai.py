@@ -18,19 +18,20 @@ import pytest
 from aiohttp import BodyPartReader, web
 from aiohttp.test_utils import TestServer
 
-from batchpump._clock import ManualClock
-from batchpump._config import Limits, RetryPolicy
-from batchpump._errors import ProtocolError, UsageError
-from batchpump._models import (
-    BatchError,
+from batchpump import (
     BatchInfo,
     Canceled,
     Errored,
     Expired,
-    ShardRecord,
+    Limits,
+    ManualClock,
+    ProtocolError,
+    RetryPolicy,
     Succeeded,
     Usage,
+    UsageError,
 )
+from batchpump._models import BatchError, ShardRecord
 from batchpump._provider import TAG_METADATA_KEY
 from batchpump.providers import Provider
 from batchpump.providers.openai import OpenAI

@@ -22,13 +22,25 @@ import anyio
 import msgspec
 import pytest
 
-from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._clock import ManualClock
-from batchpump._errors import AuthenticationError, NotFoundError, UsageError
+from batchpump import (
+    AuthenticationError,
+    BatchInfo,
+    Errored,
+    Limits,
+    ManualClock,
+    NotFoundError,
+    PollPolicy,
+    Pump,
+    Result,
+    RetryPolicy,
+    RunOptions,
+    ScaledClock,
+    Succeeded,
+    UsageError,
+)
 from batchpump._http import Response
-from batchpump._models import BatchInfo, Errored, Result, ShardRecord, Succeeded
-from batchpump.emulator import EmulatorConfig, open_emulator
-from batchpump.emulator._server import RunningEmulator
+from batchpump._models import ShardRecord
+from batchpump.emulator import EmulatorConfig, RunningEmulator, open_emulator
 from batchpump.emulator._telus import CreateBatchBody, TelusSettings, TelusState
 from batchpump.providers import Provider
 from batchpump.providers.telus import TELUS_POLL, Telus

@@ -20,13 +20,25 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from batchpump import Limits, PollPolicy, Pump, RetryPolicy, RunOptions, ScaledClock
-from batchpump._clock import ManualClock
-from batchpump._errors import InputError, NotFoundError, ProtocolError
-from batchpump._models import BatchInfo, Errored, Result, ShardRecord, Succeeded
+from batchpump import (
+    BatchInfo,
+    Errored,
+    InputError,
+    Limits,
+    ManualClock,
+    NotFoundError,
+    PollPolicy,
+    ProtocolError,
+    Pump,
+    Result,
+    RetryPolicy,
+    RunOptions,
+    ScaledClock,
+    Succeeded,
+)
+from batchpump._models import ShardRecord
 from batchpump._provider import shard_tag
-from batchpump.emulator import EmulatorConfig, Faults, open_emulator
-from batchpump.emulator._server import RunningEmulator
+from batchpump.emulator import EmulatorConfig, Faults, RunningEmulator, open_emulator
 from batchpump.emulator._together import TogetherState
 from batchpump.providers import Provider
 from batchpump.providers.together import Together

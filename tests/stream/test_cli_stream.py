@@ -50,8 +50,6 @@ async def test_stream_command_continues_after_ctrl_c(
         str(tmp_path / "state"),
         "--flush-lines",
         "10",
-        "--progress",
-        "none",
     ]
     env = {
         **os.environ,

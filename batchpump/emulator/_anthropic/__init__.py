@@ -1,4 +1,4 @@
-"""PKGDOC"""
+"""The emulated Anthropic Message Batches API: batches of inline requests and their results."""
 
 from __future__ import annotations
 

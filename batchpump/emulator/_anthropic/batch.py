@@ -15,6 +15,7 @@ from typing import Any, Final, final
 
 import msgspec
 
+from .._script import LineOutcome
 from .wire import CreateBatchBody, MessageBatch, RequestCounts, message_body, rfc3339
 
 __all__ = [
@@ -58,6 +59,7 @@ class AnthropicBatch:
         "invalid",
         "no_results_url",
         "params",
+        "scripted",
         "settled",
     )
 
@@ -73,6 +75,8 @@ class AnthropicBatch:
         self.params = [r.params for r in body.requests]
         self.codes = bytearray(len(self.custom_ids))
         self.invalid: dict[int, str] = {}
+        #: Scripted per-request failures by index (``outcome`` rules).
+        self.scripted: dict[int, LineOutcome] = {}
         self.cancel_at: float | None = None
         self.cancel_end: float | None = None
         self.archived_at = created_at + ARCHIVE_AFTER
@@ -140,6 +144,8 @@ class AnthropicBatch:
             result: dict[str, Any] = {"type": fate}
             if fate == "succeeded":
                 result["message"] = message_body(cid, self.params[i])
+            elif fate == "errored" and i in self.scripted:
+                result["error"] = {"type": "error", "error": self.scripted[i].error}
             elif fate == "errored":
                 kind, message = _LINE_ERRORS.get(
                     self.codes[i], ("invalid_request_error", self.invalid.get(i, "invalid"))

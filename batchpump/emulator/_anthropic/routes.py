@@ -1,6 +1,6 @@
 """Anthropic routes: ``/v1/messages/batches`` (what ``anthropic.AsyncAnthropic`` calls).
 
-Handlers only decode and encode; the rules live in ``_anthropic_store``. Auth is ``x-api-key``
+Handlers only decode and encode; the rules live in ``store``. Auth is ``x-api-key``
 (or ``Authorization: Bearer``) plus the required ``anthropic-version`` header. Errors, the
 shared middleware's 429s and 5xx included, are rendered as Anthropic's
 ``{"type": "error", "error": {"type", "message"}}`` with a ``request-id`` header; a 429 keeps
@@ -169,8 +169,9 @@ async def batch_results(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"request-id": _request_id()})
     response.content_type = _RESULTS_TYPE
     await response.prepare(request)
-    for chunk in batch.result_lines():
-        await response.write(chunk)
+    emulator = request.app[EMULATOR_KEY]
+    for i, chunk in enumerate(batch.result_lines()):
+        await response.write(emulator.malformed(chunk, f"{batch.id}:{i}"))
     await response.write_eof()
     return response
 

@@ -1,7 +1,7 @@
 """The Anthropic emulator's batches: the rules that create, cancel, delete and list them.
 
 The create rules (envelope checks, each request's outcome drawn from the fault knobs) live
-here; one batch's lifecycle is ``_anthropic_batch``. With ``Faults.expire`` the batch runs
+here; one batch's lifecycle is ``batch``. With ``Faults.expire`` the batch runs
 until ``expires_at`` (24 h) and only ``expire_done_fraction`` of it finishes; with
 ``stuck_finalizing`` every request finishes but the batch stays ``in_progress`` until
 ``expires_at``. Results are archived 29 days after creation (or at once through
@@ -31,7 +31,7 @@ from .batch import (
 )
 from .wire import CreateBatchBody, ListPage, MessageBatch, check_params
 
-__all__ = ["MAX_REQUESTS", "AnthropicBatch", "AnthropicState"]
+__all__ = ["MAX_REQUESTS", "AnthropicState"]
 
 MAX_REQUESTS: Final = 100_000
 
@@ -89,13 +89,23 @@ class AnthropicState:
                 batch.codes[i] = LINE_INVALID
                 batch.invalid[i] = reason
             elif retry > 0.0 or fatal > 0.0:
-                x = emu.line_rng.random()
-                if x < retry:
+                streams = emu.line_streams
+                chosen = streams.first((("line_retryable", retry), ("line_fatal", fatal)))
+                if chosen == "line_retryable":
                     batch.codes[i] = (
-                        LINE_API_ERROR if emu.line_rng.random() < 0.5 else LINE_OVERLOADED
+                        LINE_API_ERROR if streams.rng.random() < 0.5 else LINE_OVERLOADED
                     )
-                elif x < retry + fatal:
+                elif chosen == "line_fatal":
                     batch.codes[i] = LINE_FATAL
+        outcomes = (
+            emu.scripted.outcomes(batch.custom_ids, provider="anthropic")
+            if len(emu.scripted)
+            else {}
+        )
+        for i, cid in enumerate(batch.custom_ids):
+            if cid in outcomes and batch.codes[i] != LINE_INVALID:
+                batch.codes[i] = LINE_FATAL
+                batch.scripted[i] = outcomes[cid]
         self.batches[batch.id] = batch
         self._pos[batch.id] = len(self._order)
         self._order.append(batch.id)
@@ -163,10 +173,11 @@ class AnthropicState:
             indexes = range(start, -1, -1)
         picked: list[AnthropicBatch] = []
         has_more = False
+        cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
         for i in indexes:
             batch = self.batches.get(self._order[i])
-            if batch is None:
-                continue  # deleted
+            if batch is None or batch.created_at > cutoff:
+                continue  # deleted, or not in the list index yet (``list_lag_seconds``)
             if len(picked) == limit:
                 has_more = True
                 break

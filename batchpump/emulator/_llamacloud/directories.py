@@ -3,7 +3,7 @@
 Directories are created, listed (by ``name``/``type``), read and deleted; files are uploaded as
 multipart (``upload_file`` streamed, only its first ``HEAD_BYTES`` kept, with the ``unique_id``
 and ``display_name`` fields), listed (by ``unique_id``/``display_name``), read and deleted.
-The rules live in ``_llamacloud_store``.
+The rules live in ``store``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Final
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from .._routing import ApiError, Route
-from .files import HEAD_BYTES, DirectoryRecord
+from .._routing import ApiError, Route, malformed_body
 from .http import json_response, page, state_of, validated
-from .jobs import FileRecord, directory_view, file_view
+from .records import DirectoryRecord, FileRecord, directory_view, file_view
+from .store import HEAD_BYTES
 from .wire import DirectoryCreateBody, Invalid, decode_body, missing
 
 __all__ = ["directory_routes"]
@@ -68,20 +68,21 @@ async def upload_file(request: web.Request) -> web.StreamResponse:
     state.directory(directory_id)
     if not request.content_type.startswith("multipart/"):
         raise missing("body", "upload_file")
-    reader = await request.multipart()
     fields: dict[str, str] = {}
     found: tuple[str, int, bytes] | None = None
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            continue
-        if part.name == "upload_file":
-            size, head = 0, bytearray()
-            while chunk := await part.read_chunk(_CHUNK):
-                size += len(chunk)
-                head += chunk[: max(0, HEAD_BYTES - len(head))]
-            found = (part.filename or "upload", size, bytes(head))
-        else:
-            fields[part.name] = await part.text()
+    with malformed_body():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "upload_file":
+                size, head = 0, bytearray()
+                while chunk := await part.read_chunk(_CHUNK):
+                    size += len(chunk)
+                    head += chunk[: max(0, HEAD_BYTES - len(head))]
+                found = (part.filename or "upload", size, bytes(head))
+            else:
+                fields[part.name] = await part.text()
     if found is None:
         raise missing("body", "upload_file")
     filename, size, first = found

@@ -1,10 +1,10 @@
 """LlamaCloud routes: ``/api/v1/beta/directories`` and ``/api/v2/{batches,parse,extract}``.
 
-Handlers decode, call ``_llamacloud_store`` and encode; this module serves the v2 batches and
-their per-file jobs, ``_llamacloud_directories`` the directories and their files, and
-``_llamacloud_http`` holds how every answer looks (FastAPI's error bodies, bearer auth, pages).
-``project_id``/``organization_id`` query parameters are accepted and ignored everywhere. Query
-arrays are read in repeat form (``?expand=results&expand=...``, ``?job_ids=a&job_ids=b``).
+Handlers decode, call ``store`` and encode; this module serves the v2 batches and their
+per-file jobs, ``directories`` the directories and their files, and ``http`` holds how every
+answer looks (FastAPI's error bodies, bearer auth, pages). ``project_id``/``organization_id``
+query parameters are accepted and ignored everywhere. Query arrays are read in repeat form
+(``?expand=results&expand=...``, ``?job_ids=a&job_ids=b``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from .http import (
     Handler,
     authorize,
     json_response,
-    llamacloud_state,
     page,
     render_error,
     state_of,
     validated,
 )
-from .jobs import (
+from .records import (
     LlamaJob,
     batch_view,
     extract_job_view,
@@ -36,7 +35,7 @@ from .jobs import (
 )
 from .wire import BATCH_STATUSES, BatchCreateBody, Invalid, decode_body, missing
 
-__all__ = ["llamacloud_state", "provider_routes", "render_error"]
+__all__ = ["provider_routes"]
 
 _create_batch: Final = msgspec.json.Decoder(BatchCreateBody)
 

@@ -1,18 +1,17 @@
-"""PKGDOC"""
+"""The emulated OpenAI Batch API (files, uploads, batches), also served on Azure's routes."""
 
 from __future__ import annotations
 
-from .batch import LINE_FATAL, LINE_OK, BatchRecord, InputLine
+from .batch import BatchRecord, InputLine, script_codes
 from .bodies import response_body
-from .store import _draw_codes
+from .store import OpenAIState
 from .wire import BatchErrorObject
 
 __all__ = [
-    "LINE_FATAL",
-    "LINE_OK",
     "BatchErrorObject",
     "BatchRecord",
     "InputLine",
-    "_draw_codes",
+    "OpenAIState",
     "response_body",
+    "script_codes",
 ]

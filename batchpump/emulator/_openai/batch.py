@@ -16,28 +16,22 @@ from typing import Final, Literal, TypeAlias, final
 
 import msgspec
 
+from .._faults import LINE_FATAL, LINE_OK
+from .._script import LineOutcome
 from .wire import BatchErrorObject, BatchErrors, BatchObject, RequestCounts
 
 __all__ = [
-    "LINE_FATAL",
-    "LINE_OK",
-    "LINE_RETRY_429",
-    "LINE_RETRY_500",
     "MAX_LINES",
     "BatchRecord",
     "InputLine",
     "Outcome",
     "parse_input",
+    "script_codes",
 ]
 
 MAX_LINES: Final = 50_000
 _MAX_ERRORS: Final = 100
 
-#: Line outcome codes (one byte per line).
-LINE_OK: Final = 0
-LINE_RETRY_500: Final = 1
-LINE_RETRY_429: Final = 2
-LINE_FATAL: Final = 3
 
 Outcome: TypeAlias = Literal["completed", "failed", "expired"]
 
@@ -63,9 +57,12 @@ _model_decoder: Final = msgspec.json.Decoder(_BodyModel)
 
 
 def parse_input(
-    data: bytes, endpoint: str
+    data: bytes, endpoint: str, *, azure: bool = False
 ) -> tuple[list[InputLine], list[BatchErrorObject], str | None]:
     """Validate an input file as the batch's validating step does.
+
+    With ``azure``, a line's ``url`` may name the endpoint with or without ``/v1``
+    (``/chat/completions`` is the form Azure's docs show).
 
     Returns the lines, the errors (codes from the live API: ``invalid_json_line``,
     ``duplicate_custom_id``, ``url_mismatch``, ``model_mismatch``, ``empty_file``,
@@ -99,7 +96,7 @@ def parse_input(
             msg = f"The custom_id '{line.custom_id}' is used more than once in this batch."
             errors.append(BatchErrorObject(code="duplicate_custom_id", message=msg, line=number))
         seen.add(line.custom_id)
-        if line.url != endpoint:
+        if line.url != endpoint and not (azure and _same_endpoint(line.url, endpoint)):
             msg = f"The url '{line.url}' does not match the batch endpoint '{endpoint}'."
             errors.append(BatchErrorObject(code="url_mismatch", message=msg, line=number))
         if probe.model is not None:
@@ -110,6 +107,26 @@ def parse_input(
                 errors.append(BatchErrorObject(code="model_mismatch", message=msg, line=number))
         lines.append(line)
     return lines, errors, model
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    return a.removeprefix("/v1") == b.removeprefix("/v1")
+
+
+def script_codes(
+    lines: list[InputLine], codes: bytes, outcomes: dict[str, LineOutcome]
+) -> tuple[bytes, dict[int, LineOutcome]]:
+    """The line codes with scripted failures applied, and the scripted outcome per line index."""
+    if not outcomes:
+        return codes, {}
+    marked = bytearray(codes)
+    scripted: dict[int, LineOutcome] = {}
+    for i, line in enumerate(lines):
+        outcome = outcomes.get(line.custom_id or "")
+        if outcome is not None:
+            marked[i] = LINE_FATAL
+            scripted[i] = outcome
+    return bytes(marked), scripted
 
 
 def _line_error(code: str, number: int) -> BatchErrorObject:
@@ -148,6 +165,7 @@ class BatchRecord:
         "outcome",
         "output_file_id",
         "run_end",
+        "scripted",
         "tokens",
         "validate_end",
     )
@@ -171,6 +189,7 @@ class BatchRecord:
         errors: list[BatchErrorObject],
         no_output: bool,
         tokens: int,
+        scripted: dict[int, LineOutcome] | None = None,
     ) -> None:
         self.id = id
         self.endpoint = endpoint
@@ -190,6 +209,8 @@ class BatchRecord:
         self.errors = errors
         self.no_output = no_output
         self.tokens = tokens
+        #: Scripted per-line failures by line index (``outcome`` rules).
+        self.scripted: dict[int, LineOutcome] = scripted or {}
         self.cancel_at: float | None = None
         self.cancel_end: float | None = None
         self.materialized = False

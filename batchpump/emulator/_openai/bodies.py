@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import msgspec
 
-from .batch import LINE_FATAL, LINE_OK, LINE_RETRY_429, BatchRecord
+from .._faults import LINE_FATAL, LINE_OK, LINE_RETRY_429
+from .batch import BatchRecord
 
 __all__ = ["ResultFiles", "build_result_files", "response_body"]
 
@@ -111,7 +112,12 @@ def _vector(seed: str) -> list[float]:
 
 
 def response_body(endpoint: str, raw: bytes, custom_id: str, created: int) -> dict[str, Any]:
-    """A plausible 200 body for one request to ``endpoint``, with ``usage``."""
+    """A plausible 200 body for one request to ``endpoint``, with ``usage``.
+
+    Azure's form of an endpoint (``/chat/completions``, no ``/v1``) gets the same body.
+    """
+    if not endpoint.startswith("/v1/"):
+        endpoint = f"/v1{endpoint}"
     body: Any = msgspec.json.decode(raw)
     model = body.get("model", "emulated-model") if isinstance(body, dict) else "emulated-model"
     prompt_tokens = max(1, len(raw) // 4)
@@ -226,6 +232,9 @@ def build_result_files(
                 body = response_body(batch.endpoint, raw, custom_id, created)
                 status = 200
                 succeeded.append(custom_id)
+            elif i in batch.scripted:
+                outcome = batch.scripted[i]
+                status, body = outcome.status, {"error": outcome.error}
             else:
                 status, error_body = _LINE_ERRORS.get(code, _SERVER_ERROR)
                 body = {"error": error_body}

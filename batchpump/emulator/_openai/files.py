@@ -88,12 +88,13 @@ class UploadRecord:
         )
 
 
+@final
 class FileStore:
-    """Files and uploads; the batch store builds on it."""
+    """The files and uploads of one OpenAI emulator (``OpenAIState.files``)."""
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
-        self.files: dict[str, FileRecord] = {}
+        self.records: dict[str, FileRecord] = {}
         self._file_order: list[str] = []
         self.uploads: dict[str, UploadRecord] = {}
 
@@ -104,7 +105,7 @@ class FileStore:
         record = FileRecord(
             self.emulator.new_id("file-"), filename, purpose, self.emulator.now(), data
         )
-        self.files[record.id] = record
+        self.records[record.id] = record
         self._file_order.append(record.id)
         return record
 
@@ -142,7 +143,7 @@ class FileStore:
 
     def get_file(self, file_id: str, *, param: str = "file_id") -> FileRecord:
         """The file, or a 404 ``ApiError``."""
-        record = self.files.get(file_id)
+        record = self.records.get(file_id)
         if record is None:
             raise ApiError(404, f"No such File object: {file_id}", param=param, code="not_found")
         return record
@@ -150,7 +151,7 @@ class FileStore:
     def delete_file(self, file_id: str) -> None:
         """Forget a file (its id stays in the creation order and is skipped when listing)."""
         self.get_file(file_id)
-        del self.files[file_id]
+        del self.records[file_id]
 
     def list_files(
         self, *, purpose: str | None, limit: int, order: str, after: str | None
@@ -164,7 +165,7 @@ class FileStore:
         data: list[FileObject] = []
         has_more = False
         for file_id in ids:
-            record = self.files.get(file_id)
+            record = self.records.get(file_id)
             if record is None or (purpose is not None and record.purpose != purpose):
                 continue
             if len(data) == limit:

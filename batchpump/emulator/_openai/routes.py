@@ -1,7 +1,7 @@
 """OpenAI routes: ``/v1/files``, ``/v1/uploads``, ``/v1/batches`` (what the SDK calls).
 
-Handlers only decode and encode; the rules live in ``_openai_store``. Registered by the app
-factory through ``provider_routes()``.
+Handlers only decode and encode; the rules live in ``store`` (batches) and ``files`` (files,
+uploads). Registered by the app factory through ``provider_routes()``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route
+from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route, malformed_body
 from .store import OpenAIState
 from .wire import CompleteUploadBody, CreateBatchBody, CreateUploadBody, DeletedFile
 
@@ -99,20 +99,21 @@ async def _multipart(
         raise ApiError(
             400, "This endpoint expects a multipart/form-data body.", code="invalid_content_type"
         )
-    reader = await request.multipart()
     filename: str | None = None
     data: bytes | None = None
     fields: dict[str, str] = {}
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            continue
-        if part.name == file_field:
-            buf = bytearray()
-            while chunk := await part.read_chunk(_CHUNK):
-                buf += chunk
-            filename, data = part.filename or "upload", bytes(buf)
-        else:
-            fields[part.name] = await part.text()
+    with malformed_body():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == file_field:
+                buf = bytearray()
+                while chunk := await part.read_chunk(_CHUNK):
+                    buf += chunk
+                filename, data = part.filename or "upload", bytes(buf)
+            else:
+                fields[part.name] = await part.text()
     return filename, data, fields
 
 
@@ -144,22 +145,22 @@ _complete_upload: Final = msgspec.json.Decoder(CompleteUploadBody)
 
 async def create_file(request: web.Request) -> web.Response:
     filename, data, fields = await _multipart(request, "file")
-    record = openai_state(request).upload_file(filename, fields.get("purpose"), data or b"")
+    record = openai_state(request).files.upload_file(filename, fields.get("purpose"), data or b"")
     return _json(record.to_wire())
 
 
 async def retrieve_file(request: web.Request) -> web.Response:
-    return _json(openai_state(request).get_file(request.match_info["file_id"]).to_wire())
+    return _json(openai_state(request).files.get_file(request.match_info["file_id"]).to_wire())
 
 
 async def file_content(request: web.Request) -> web.Response:
-    record = openai_state(request).get_file(request.match_info["file_id"])
+    record = openai_state(request).files.get_file(request.match_info["file_id"])
     return web.Response(body=record.data, content_type="application/octet-stream")
 
 
 async def delete_file(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
-    openai_state(request).delete_file(file_id)
+    openai_state(request).files.delete_file(file_id)
     return _json(DeletedFile(id=file_id))
 
 
@@ -169,7 +170,7 @@ async def list_files(request: web.Request) -> web.Response:
         raise ApiError(
             400, "Invalid 'order': expected 'asc' or 'desc'.", param="order", code="invalid_value"
         )
-    page = openai_state(request).list_files(
+    page = openai_state(request).files.list_files(
         purpose=request.query.get("purpose"),
         limit=_limit(request, 10_000, 10_000),
         order=order,
@@ -184,7 +185,7 @@ async def list_files(request: web.Request) -> web.Response:
 async def create_upload(request: web.Request) -> web.Response:
     body = await _decode(request, _create_upload)
     state = openai_state(request)
-    return _json(state.create_upload(body).to_wire(state.emulator.now()))
+    return _json(state.files.create_upload(body).to_wire(state.emulator.now()))
 
 
 async def add_upload_part(request: web.Request) -> web.Response:
@@ -196,19 +197,21 @@ async def add_upload_part(request: web.Request) -> web.Response:
             param="data",
             code="missing_required_parameter",
         )
-    return _json(openai_state(request).add_part(request.match_info["upload_id"], data))
+    return _json(openai_state(request).files.add_part(request.match_info["upload_id"], data))
 
 
 async def complete_upload(request: web.Request) -> web.Response:
     body = await _decode(request, _complete_upload)
     state = openai_state(request)
-    upload = state.complete_upload(request.match_info["upload_id"], body)
+    upload = state.files.complete_upload(request.match_info["upload_id"], body)
     return _json(upload.to_wire(state.emulator.now()))
 
 
 async def cancel_upload(request: web.Request) -> web.Response:
     state = openai_state(request)
-    return _json(state.cancel_upload(request.match_info["upload_id"]).to_wire(state.emulator.now()))
+    return _json(
+        state.files.cancel_upload(request.match_info["upload_id"]).to_wire(state.emulator.now())
+    )
 
 
 # -- batches ------------------------------------------------------------------------------------
@@ -217,7 +220,9 @@ async def cancel_upload(request: web.Request) -> web.Response:
 async def create_batch(request: web.Request) -> web.Response:
     body = await _decode(request, _create_batch)
     state = openai_state(request)
-    return _json(state.wire(state.create_batch(body)))
+    azure = request.path.startswith("/openai/")  # the same handler serves Azure's routes
+    batch = state.create_batch(body, azure=azure)
+    return _json(state.wire(batch, at=batch.created_at))  # as made, however late the answer
 
 
 async def retrieve_batch(request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
-"""The OpenAI emulator's objects: files, uploads and batches, and the rules that create them.
+"""The OpenAI emulator's state: its batches, and the rules that create them, over its files.
 
-Handlers in ``_openai`` decode requests and call these methods; every check that the live API
-makes synchronously raises ``ApiError`` here. Listing is O(page) over append-only creation
+Handlers in ``routes`` decode requests and call these methods (files and uploads through
+``OpenAIState.files``, a ``FileStore``); every check that the live API makes synchronously
+raises ``ApiError`` here. Listing is O(page) over append-only creation
 order; result files are built once per batch, when a read first sees it terminal (or when
 ``settle`` runs for the stats).
 """
@@ -12,18 +13,10 @@ import heapq
 import random
 from typing import Final, final
 
-from .._faults import EmulatorConfig, plan_timeline
+from .._faults import draw_line_codes, plan_timeline
 from .._routing import ApiError
 from .._state import Emulator
-from .batch import (
-    LINE_FATAL,
-    LINE_OK,
-    LINE_RETRY_429,
-    LINE_RETRY_500,
-    BatchRecord,
-    InputLine,
-    parse_input,
-)
+from .batch import BatchRecord, InputLine, parse_input, script_codes
 from .bodies import build_result_files
 from .files import FileRecord, FileStore
 from .wire import (
@@ -36,6 +29,8 @@ from .wire import (
 
 __all__ = ["TAG_KEY", "OpenAIState"]
 
+#: Endpoints the Azure surface takes: OpenAI's, and the same without ``/v1`` (Azure's docs).
+AZURE_ENDPOINTS: Final = ALLOWED_ENDPOINTS | {e.removeprefix("/v1") for e in ALLOWED_ENDPOINTS}
 #: The metadata key batchpump tags batches with (counted in ``Stats.tags``).
 TAG_KEY: Final = "batchpump_shard"
 _MAX_METADATA_PAIRS: Final = 16
@@ -73,28 +68,14 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             )
 
 
-def _draw_codes(n: int, config: EmulatorConfig, rng: random.Random) -> bytes:
-    retry, fatal = config.faults.line_retryable_rate, config.faults.line_fatal_rate
-    if retry <= 0.0 and fatal <= 0.0:
-        return bytes(n)
-    codes = bytearray(n)
-    for i in range(n):
-        x = rng.random()
-        if x < retry:
-            codes[i] = LINE_RETRY_500 if rng.random() < 0.5 else LINE_RETRY_429
-        elif x < retry + fatal:
-            codes[i] = LINE_FATAL
-        else:
-            codes[i] = LINE_OK
-    return bytes(codes)
-
-
 @final
-class OpenAIState(FileStore):
-    """Files (via ``FileStore``), uploads and batches of the OpenAI emulator."""
+class OpenAIState:
+    """The batches of the OpenAI emulator, and the files and uploads they read and write."""
 
     def __init__(self, emulator: Emulator) -> None:
-        super().__init__(emulator)
+        self.emulator = emulator
+        #: Files and uploads (``/v1/files``, ``/v1/uploads``); batch inputs and results live here.
+        self.files = FileStore(emulator)
         self.batches: dict[str, BatchRecord] = {}
         self._order: list[str] = []
         self._pos: dict[str, int] = {}
@@ -104,8 +85,12 @@ class OpenAIState(FileStore):
 
     # -- batches ----------------------------------------------------------------------------
 
-    def create_batch(self, body: CreateBatchBody) -> BatchRecord:
-        """Create a batch (``POST /v1/batches``); raises ``ApiError`` for what the API rejects."""
+    def create_batch(self, body: CreateBatchBody, *, azure: bool = False) -> BatchRecord:
+        """Create a batch (``POST /v1/batches``); raises ``ApiError`` for what the API rejects.
+
+        With ``azure`` (the Azure surface), endpoints are also taken in the form Azure's docs
+        show, without ``/v1`` (``/chat/completions``), for the batch and its lines.
+        """
         for name in ("input_file_id", "endpoint", "completion_window"):
             if getattr(body, name) is None:
                 raise ApiError(
@@ -116,8 +101,9 @@ class OpenAIState(FileStore):
                 )
         assert body.input_file_id is not None
         assert body.endpoint is not None
-        if body.endpoint not in ALLOWED_ENDPOINTS:
-            allowed = ", ".join(f"'{e}'" for e in sorted(ALLOWED_ENDPOINTS))
+        allowed_endpoints = AZURE_ENDPOINTS if azure else ALLOWED_ENDPOINTS
+        if body.endpoint not in allowed_endpoints:
+            allowed = ", ".join(f"'{e}'" for e in sorted(allowed_endpoints))
             raise ApiError(
                 400,
                 f"Invalid value: '{body.endpoint}'. Supported values are: {allowed}.",
@@ -145,7 +131,7 @@ class OpenAIState(FileStore):
                 param="output_expires_after",
                 code="invalid_value",
             )
-        source = self.get_file(body.input_file_id, param="input_file_id")
+        source = self.files.get_file(body.input_file_id, param="input_file_id")
         if source.purpose != "batch":
             raise ApiError(
                 400,
@@ -154,15 +140,23 @@ class OpenAIState(FileStore):
                 param="input_file_id",
                 code="invalid_value",
             )
-        return self._new_batch(body.input_file_id, body.endpoint, body.metadata, source)
+        return self._new_batch(
+            body.input_file_id, body.endpoint, body.metadata, source, azure=azure
+        )
 
     def _new_batch(
-        self, file_id: str, endpoint: str, metadata: dict[str, str] | None, source: FileRecord
+        self,
+        file_id: str,
+        endpoint: str,
+        metadata: dict[str, str] | None,
+        source: FileRecord,
+        *,
+        azure: bool = False,
     ) -> BatchRecord:
         emu, config = self.emulator, self.emulator.config
         faults = config.faults
         now = emu.now()
-        lines, errors, model = parse_input(source.data, endpoint)
+        lines, errors, model = parse_input(source.data, endpoint, azure=azure)
         tokens = len(source.data) // 4
         self._release(now)
         limit = faults.enqueued_token_limit
@@ -179,6 +173,13 @@ class OpenAIState(FileStore):
         outcome, run_end, final_end, done_final = plan
         if errors:
             lines, tokens = [], 0
+        codes = draw_line_codes(len(lines), config, emu.line_streams)
+        outcomes = (
+            emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="openai")
+            if lines and len(emu.scripted)
+            else {}
+        )
+        codes, scripted = script_codes(lines, codes, outcomes)
         batch = BatchRecord(
             id=emu.new_id("batch_"),
             endpoint=endpoint,
@@ -191,11 +192,12 @@ class OpenAIState(FileStore):
             final_end=final_end,
             outcome=outcome,
             lines=lines,
-            codes=_draw_codes(len(lines), config, emu.line_rng),
+            codes=codes,
             done_final=done_final,
             errors=errors,
             no_output=faults.completed_without_output,
             tokens=tokens,
+            scripted=scripted,
         )
         self._store(batch, key)
         return batch
@@ -234,9 +236,10 @@ class OpenAIState(FileStore):
             )
         return batch
 
-    def wire(self, batch: BatchRecord) -> BatchObject:
-        """The batch as the API shows it now (building its result files on first terminal read)."""
-        now = self.emulator.now()
+    def wire(self, batch: BatchRecord, *, at: float | None = None) -> BatchObject:
+        """The batch as the API shows it now, or ``at`` (a create answers with the batch as it
+        was made); result files are built on the first terminal read."""
+        now = self.emulator.now() if at is None else at
         if not batch.materialized and batch.terminal(now):
             self._materialize(batch, now)
         return batch.to_wire(now)
@@ -260,7 +263,10 @@ class OpenAIState(FileStore):
         return batch
 
     def list_batches(self, *, after: str | None, limit: int) -> ListPage:
-        """Newest first, ``limit`` per page, continuing after the batch ``after``."""
+        """Newest first, ``limit`` per page, continuing after the batch ``after``.
+
+        Batches younger than ``list_lag_seconds`` are left out (retrieve still finds them).
+        """
         if after is None:
             start = len(self._order) - 1
         else:
@@ -270,13 +276,23 @@ class OpenAIState(FileStore):
                     404, f"No batch found with id '{after}'.", param="after", code="not_found"
                 )
             start = pos - 1
-        stop = max(-1, start - limit)
-        data = [self.wire(self.batches[self._order[i]]) for i in range(start, stop, -1)]
+        cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
+        picked: list[BatchRecord] = []
+        has_more = False
+        for i in range(start, -1, -1):
+            batch = self.batches[self._order[i]]
+            if batch.created_at > cutoff:
+                continue  # not in the list index yet (``list_lag_seconds``)
+            if len(picked) == limit:
+                has_more = True
+                break
+            picked.append(batch)
+        data = [self.wire(b) for b in picked]
         return ListPage(
             data=data,
             first_id=data[0].id if data else None,
             last_id=data[-1].id if data else None,
-            has_more=stop >= 0,
+            has_more=has_more,
         )
 
     # -- results ----------------------------------------------------------------------------
@@ -300,11 +316,12 @@ class OpenAIState(FileStore):
             shuffle=shuffle,
         )
         if files.output and not batch.no_output:
-            batch.output_file_id = self.add_file(
-                f"{batch.id}_output.jsonl", "batch_output", files.output
+            output = self.emulator.malformed(files.output, batch.id)
+            batch.output_file_id = self.files.add_file(
+                f"{batch.id}_output.jsonl", "batch_output", output
             ).id
         if files.errors:
-            batch.error_file_id = self.add_file(
+            batch.error_file_id = self.files.add_file(
                 f"{batch.id}_error.jsonl", "batch_output", files.errors
             ).id
         self.emulator.raw_stats.billing.update(files.succeeded)

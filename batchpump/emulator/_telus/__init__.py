@@ -1,4 +1,4 @@
-"""PKGDOC"""
+"""The emulated TELUS GT Studio batch API: projects, batches, jobs and their signed results."""
 
 from __future__ import annotations
 

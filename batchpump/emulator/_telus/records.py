@@ -53,11 +53,20 @@ class Batch:
     seqs: list[int] = field(default_factory=list)
     picked: list[float] = field(default_factory=list)
     done: list[float] = field(default_factory=list)
+    posted: list[float] = field(default_factory=list)
 
-    def wire(self, now: float) -> ProjectBatch:
-        total = len(self.jobs)
-        finished = bisect_right(self.done, now)
-        started = bisect_right(self.picked, now)
+    def wire(self, now: float, lag: float = 0.0) -> ProjectBatch:
+        """The batch as project details show it; counters see a job ``lag`` s after its POST."""
+        if lag > 0.0:
+            counted = bisect_right(self.posted, now - lag)
+            jobs = self.jobs[:counted]
+            total = counted
+            finished = sum(1 for job in jobs if job.done_at <= now)
+            started = sum(1 for job in jobs if job.picked_at <= now)
+        else:
+            total = len(self.jobs)
+            finished = bisect_right(self.done, now)
+            started = bisect_right(self.picked, now)
         status = "Complete" if total and finished == total else "Not Started"
         if status != "Complete" and started:
             status = "In Progress"

@@ -3,7 +3,7 @@
 A job created now is picked up by an annotator ``validate_seconds`` later and finishes
 ``run_seconds`` x a seeded factor in [0.5, 1.5) after that: ``rejected`` with probability
 ``faults.line_fatal_rate``, else ``completed``. Nothing ticks: the records
-(``_telus_records``) compute every status and counter from those times when read.
+(``records``) compute every status and counter from those times when read.
 
 Every POST takes a token from one bucket of ``post_rate`` per second (the documented 20 POST/s,
 burst ``post_burst``) on the emulator clock; beyond it the answer is 429. Shared stats count
@@ -26,6 +26,7 @@ import msgspec
 from .._faults import RateLimit, TokenBucket
 from .._routing import ApiError
 from .._state import Emulator
+from .._stats import note_tag
 from .records import Batch, Job, Project
 from .wire import BatchJobsPage, CreateBatchBody, CreateJobBody, JobDetails, ProjectDetails
 
@@ -98,7 +99,7 @@ class TelusState:
         if self._bucket is None:
             burst = self.settings.post_burst
             limit = RateLimit(requests=burst, per_seconds=burst / rate)
-            self._bucket = TokenBucket(limit, self.emulator.clock)
+            self._bucket = TokenBucket(limit, self.emulator.emulated_clock)
         return self._bucket.try_acquire()
 
     # -- objects ----------------------------------------------------------------------------
@@ -153,9 +154,7 @@ class TelusState:
             code = self.scripted[ref].pop(0)
             raise _error(code, f"scripted error {code} for reference_id {ref}")
         faults = self.emulator.faults
-        if faults.line_retryable_rate > 0 and self.emulator.line_rng.random() < (
-            faults.line_retryable_rate
-        ):
+        if self.emulator.line_streams.draw("job_retryable", faults.line_retryable_rate):
             raise _error("FS_0008", "something went wrong, please try again later")
         if ref in project.refs:
             raise _error("FS_0001", f"reference_id {ref} is already in use")
@@ -194,7 +193,7 @@ class TelusState:
         project.last_seq = max(project.last_seq + 1, int(now * 1e9))
         picked = now + config.validate_seconds
         done = picked + config.run_seconds * (0.5 + self._rng.random())
-        fatal = self._rng.random() < self.emulator.faults.line_fatal_rate
+        fatal = self.emulator.line_streams.draw("line_fatal", self.emulator.faults.line_fatal_rate)
         job = Job(
             id=self._uuid(),
             seq=project.last_seq,
@@ -209,9 +208,11 @@ class TelusState:
         )
         project.jobs[job.id] = job
         project.refs[ref] = job
+        note_tag(ref)  # the journal names the line (reference_id is its custom_id)
         batch.jobs.append(job)
         batch.seqs.append(job.seq)
         batch.picked.append(picked)
+        batch.posted.append(now)
         insort(batch.done, done)
         if job.outcome == "completed":  # a rejected job is no paid work
             self.emulator.raw_stats.billing[ref] += 1
@@ -253,7 +254,13 @@ class TelusState:
     def details(self, project_id: str) -> ProjectDetails:
         project = self.project(project_id)
         now = self.emulator.now()
-        batches = [b.wire(now) for b in project.batches.values()]
+        faults = self.emulator.faults
+        cutoff = now - faults.list_lag_seconds
+        batches = [
+            b.wire(now, faults.counter_lag_seconds)
+            for b in project.batches.values()
+            if b.created_at <= cutoff
+        ]
         return ProjectDetails(name="Emulated project", base="IMAGE", batches=batches)
 
     def result_file(self, job_id: str) -> dict[str, Any] | None:

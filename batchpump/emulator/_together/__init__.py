@@ -1,4 +1,4 @@
-"""PKGDOC"""
+"""The emulated Together Batch API: files (direct and signed-URL uploads) and batch jobs."""
 
 from __future__ import annotations
 

@@ -3,12 +3,13 @@
 A file arrives whole (direct multipart upload, or a result file the emulator writes), or is
 registered first and gets its bytes by the signed-URL ``PUT`` (``data`` is ``None`` until
 then); ``preprocess`` marks it processed. Ids are UUID-shaped digests of the emulator's seeded
-ids, as Together's are UUIDs.
+ids, as Together's are UUIDs. ``TogetherFileStore`` reads as a mapping of the files by id.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping
 from typing import Final, final
 
 from .._routing import ApiError
@@ -65,12 +66,22 @@ class TogetherFile:
         )
 
 
-class TogetherFileStore:
-    """Files of the Together emulator; the batch store builds on it."""
+@final
+class TogetherFileStore(Mapping[str, TogetherFile]):
+    """The files of one Together emulator (``TogetherState.files``), by id."""
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
-        self.files: dict[str, TogetherFile] = {}
+        self._files: dict[str, TogetherFile] = {}
+
+    def __getitem__(self, file_id: str) -> TogetherFile:
+        return self._files[file_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
 
     def new_file(
         self, filename: str | None, purpose: str | None, file_type: str | None
@@ -91,7 +102,7 @@ class TogetherFileStore:
             kind,
             self.emulator.now(),
         )
-        self.files[record.id] = record
+        self._files[record.id] = record
         return record
 
     def add_file(self, filename: str, purpose: str, data: bytes) -> TogetherFile:
@@ -102,10 +113,15 @@ class TogetherFileStore:
 
     def get_file(self, file_id: str, *, uploaded: bool = True) -> TogetherFile:
         """The file (404 if unknown, or still waiting for its bytes when ``uploaded``)."""
-        record = self.files.get(file_id)
+        record = self._files.get(file_id)
         if record is None or (uploaded and record.data is None):
             raise ApiError(404, f"File {file_id} not found", type="not_found", param="id")
         return record
+
+    def delete_file(self, file_id: str) -> None:
+        """``DELETE /files/{id}``: forget the file (404 if unknown)."""
+        self.get_file(file_id, uploaded=False)
+        del self._files[file_id]
 
     def preprocess(self, file_id: str) -> TogetherFile:
         """``POST /files/{id}/preprocess``: the uploaded bytes are checked and marked processed."""

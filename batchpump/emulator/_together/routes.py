@@ -11,7 +11,7 @@ Both upload flows are served:
 
 Errors come in Together's two shapes: ``{"error": "<string>"}`` (``BatchErrorResponse``) on
 ``/batches*`` and ``ErrorData`` elsewhere; 429s carry Together's ``x-ratelimit-*`` names plus
-``retry-after``. Handlers only decode and encode; the rules live in ``_together_store``.
+``retry-after``. Handlers only decode and encode; the rules live in ``store``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route
+from .._routing import EMULATOR_KEY, ApiError, ProviderRoutes, Route, malformed_body
 from .store import TogetherState
 from .wire import CreateBatchBody, DeletedFile, FileList, JobWithWarning
 
@@ -109,20 +109,22 @@ def authorize(request: web.Request) -> ApiError | None:
 async def _form(request: web.Request) -> tuple[dict[str, str], tuple[str, bytes] | None]:
     """Text fields and the ``file`` part (multipart, streamed) or fields of a plain form."""
     if not request.content_type.startswith("multipart/"):
-        return {k: str(v) for k, v in (await request.post()).items()}, None
-    reader = await request.multipart()
+        with malformed_body("form body"):
+            return {k: str(v) for k, v in (await request.post()).items()}, None
     fields: dict[str, str] = {}
     upload: tuple[str, bytes] | None = None
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name is None:
-            continue
-        if part.name == "file":
-            buf = bytearray()
-            while chunk := await part.read_chunk(_CHUNK):
-                buf += chunk
-            upload = (part.filename or "upload.jsonl", bytes(buf))
-        else:
-            fields[part.name] = await part.text()
+    with malformed_body():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "file":
+                buf = bytearray()
+                while chunk := await part.read_chunk(_CHUNK):
+                    buf += chunk
+                upload = (part.filename or "upload.jsonl", bytes(buf))
+            else:
+                fields[part.name] = await part.text()
     return fields, upload
 
 
@@ -135,7 +137,9 @@ async def create_file(request: web.Request) -> web.StreamResponse:
     state = together_state(request)
     if upload is not None:
         return await _store_direct(state, fields, upload)
-    record = state.new_file(fields.get("file_name"), fields.get("purpose"), fields.get("file_type"))
+    record = state.files.new_file(
+        fields.get("file_name"), fields.get("purpose"), fields.get("file_type")
+    )
     location = request.url.with_path(f"{STORAGE}/{record.id}").with_query(sig=_sign(record.id))
     headers = {"Location": str(location), "X-Together-File-Id": record.id}
     return web.Response(status=302, headers=headers)
@@ -153,14 +157,14 @@ async def _store_direct(
     state: TogetherState, fields: dict[str, str], upload: tuple[str, bytes]
 ) -> web.Response:
     name = fields.get("file_name") or upload[0]
-    record = state.new_file(name, fields.get("purpose"), fields.get("file_type"))
+    record = state.files.new_file(name, fields.get("purpose"), fields.get("file_type"))
     record.data, record.processed = upload[1], True
     return _json(record.to_wire())
 
 
 async def storage_put(request: web.Request) -> web.Response:
     """Signed-URL flow step 2: the raw bytes, streamed in (no size cap but the body's)."""
-    record = together_state(request).get_file(request.match_info["file_id"], uploaded=False)
+    record = together_state(request).files.get_file(request.match_info["file_id"], uploaded=False)
     buf = bytearray()
     async for chunk in request.content.iter_chunked(_CHUNK):
         buf += chunk
@@ -170,7 +174,7 @@ async def storage_put(request: web.Request) -> web.Response:
 
 async def preprocess(request: web.Request) -> web.Response:
     """Signed-URL flow step 3."""
-    return _json(together_state(request).preprocess(request.match_info["file_id"]).to_wire())
+    return _json(together_state(request).files.preprocess(request.match_info["file_id"]).to_wire())
 
 
 async def list_files(request: web.Request) -> web.Response:
@@ -179,19 +183,18 @@ async def list_files(request: web.Request) -> web.Response:
 
 
 async def retrieve_file(request: web.Request) -> web.Response:
-    return _json(together_state(request).get_file(request.match_info["file_id"]).to_wire())
+    return _json(together_state(request).files.get_file(request.match_info["file_id"]).to_wire())
 
 
 async def file_content(request: web.Request) -> web.Response:
-    record = together_state(request).get_file(request.match_info["file_id"])
+    record = together_state(request).files.get_file(request.match_info["file_id"])
     return web.Response(body=record.data, content_type="text/plain")
 
 
 async def delete_file(request: web.Request) -> web.Response:
     state = together_state(request)
     file_id = request.match_info["file_id"]
-    state.get_file(file_id, uploaded=False)
-    del state.files[file_id]
+    state.files.delete_file(file_id)
     return _json(DeletedFile(id=file_id))
 
 
@@ -208,7 +211,8 @@ async def create_batch(request: web.Request) -> web.Response:
         raise ApiError(400, "Invalid JSON body") from None
     state = together_state(request)
     batch = state.create_batch(body)
-    return _json(JobWithWarning(job=state.wire(batch), warning=state.warnings.get(batch.id)), 201)
+    job = state.wire(batch, at=batch.created_at)  # as made, however late the answer
+    return _json(JobWithWarning(job=job, warning=state.warnings.get(batch.id)), 201)
 
 
 async def list_batches(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""The Together emulator's batch jobs, on top of its files (``_together_store_files``).
+"""The Together emulator's state: its batch jobs, over its files (``TogetherState.files``).
 
 Batch jobs reuse the OpenAI emulator's ``BatchRecord`` timeline (validating, running at an even
 pace, a short write-out, expiry, cancel), shown through Together's own face: UPPER-CASE
@@ -14,23 +14,15 @@ from typing import Final, final
 
 import msgspec
 
-from .._faults import plan_timeline
-from .._openai import (
-    LINE_FATAL,
-    LINE_OK,
-    BatchErrorObject,
-    BatchRecord,
-    InputLine,
-    _draw_codes,
-    response_body,
-)
+from .._faults import LINE_FATAL, LINE_OK, draw_line_codes, plan_timeline
+from .._openai import BatchErrorObject, BatchRecord, InputLine, response_body, script_codes
 from .._routing import ApiError
 from .._state import Emulator
-from .files import TogetherFile, TogetherFileStore, together_uuid
+from .files import TogetherFileStore, together_uuid
 from .wire import ALLOWED_ENDPOINTS, BatchJob, CreateBatchBody, OutputLine
 from .wire import rfc3339 as _rfc3339
 
-__all__ = ["MAX_CUSTOM_ID", "MAX_LINES", "TogetherFile", "TogetherState"]
+__all__ = ["MAX_CUSTOM_ID", "MAX_LINES", "TogetherState", "parse_input"]
 
 MAX_LINES: Final = 50_000
 MAX_CUSTOM_ID: Final = 64
@@ -74,13 +66,17 @@ def parse_input(data: bytes) -> tuple[list[InputLine], str | None, str | None]:
 
 
 @final
-class TogetherState(TogetherFileStore):
-    """Files (via ``TogetherFileStore``) and batch jobs of the Together emulator."""
+class TogetherState:
+    """The batch jobs of the Together emulator, and the files they read and write."""
 
     def __init__(self, emulator: Emulator) -> None:
-        super().__init__(emulator)
+        self.emulator = emulator
+        #: The files (``/files``), by id; batch inputs and results live here.
+        self.files = TogetherFileStore(emulator)
         self.batches: dict[str, BatchRecord] = {}
         self.warnings: dict[str, str] = {}
+        #: Input size per batch, fixed at create (the input file may be deleted later).
+        self._sizes: dict[str, int] = {}
         self._unsettled: dict[str, BatchRecord] = {}
 
     # -- batches ----------------------------------------------------------------------------
@@ -115,6 +111,13 @@ class TogetherState(TogetherFileStore):
         outcome, run_end, final_end, done_final = plan
         if problem is not None:
             lines, tokens = [], 0
+        codes = draw_line_codes(len(lines), config, emu.line_streams)
+        outcomes = (
+            emu.scripted.outcomes([line.custom_id or "" for line in lines], provider="together")
+            if lines and len(emu.scripted)
+            else {}
+        )
+        codes, scripted = script_codes(lines, codes, outcomes)
         batch = BatchRecord(
             id=together_uuid(emu.new_id("batch")),
             endpoint=body.endpoint,
@@ -127,13 +130,15 @@ class TogetherState(TogetherFileStore):
             final_end=final_end,
             outcome=outcome,
             lines=lines,
-            codes=_draw_codes(len(lines), config, emu.line_rng),
+            codes=codes,
             done_final=done_final,
             errors=[BatchErrorObject(code="failed", message=problem)] if problem else [],
             no_output=faults.completed_without_output,
             tokens=tokens,
+            scripted=scripted,
         )
         self.batches[batch.id] = batch
+        self._sizes[batch.id] = len(source.data)
         self._unsettled[batch.id] = batch
         if body.model_id is None:
             self.warnings[batch.id] = (
@@ -168,12 +173,17 @@ class TogetherState(TogetherFileStore):
         return batch
 
     def list_batches(self) -> list[BatchJob]:
-        """Every job, oldest first: the live API promises no order, so neither do we."""
-        return [self.wire(b) for b in self.batches.values()]
+        """Every job, oldest first: the live API promises no order, so neither do we.
 
-    def wire(self, batch: BatchRecord) -> BatchJob:
-        """The ``BatchJob`` now, building its result files on the first terminal read."""
-        now = self.emulator.now()
+        Jobs younger than ``list_lag_seconds`` are left out (retrieve still finds them).
+        """
+        cutoff = self.emulator.now() - self.emulator.faults.list_lag_seconds
+        return [self.wire(b) for b in self.batches.values() if b.created_at <= cutoff]
+
+    def wire(self, batch: BatchRecord, *, at: float | None = None) -> BatchJob:
+        """The ``BatchJob`` now (or ``at``), building its result files on the first terminal
+        read."""
+        now = self.emulator.now() if at is None else at
         raw = batch.status(now)
         if not batch.materialized and batch.terminal(now):
             self._materialize(batch, now)
@@ -188,7 +198,7 @@ class TogetherState(TogetherFileStore):
             id=batch.id,
             user_id=USER_ID,
             input_file_id=batch.input_file_id,
-            file_size_bytes=len(self.files[batch.input_file_id].data or b""),
+            file_size_bytes=self._sizes.get(batch.id, 0),
             status=status,
             job_deadline=_rfc3339(batch.expires_at),
             created_at=_rfc3339(batch.created_at),
@@ -222,15 +232,22 @@ class TogetherState(TogetherFileStore):
                 out += buf + b"\n"
                 succeeded.append(cid)
             else:
-                error_code, message = _LINE_ERRORS.get(code, _RETRY_ERROR)
+                scripted = batch.scripted.get(i)
+                if scripted is not None:
+                    error = scripted.error
+                    error_code = str(error.get("code", "scripted"))
+                    message = str(error.get("message", ""))
+                else:
+                    error_code, message = _LINE_ERRORS.get(code, _RETRY_ERROR)
                 _encoder.encode_into(OutputLine.failed(cid, error_code, message), buf)
                 err += buf + b"\n"
         if out and not batch.no_output:
-            batch.output_file_id = self.add_file(
-                f"{batch.id}-output.jsonl", "batch-generated", bytes(out)
+            output = self.emulator.malformed(bytes(out), batch.id)
+            batch.output_file_id = self.files.add_file(
+                f"{batch.id}-output.jsonl", "batch-generated", output
             ).id
         if err:
-            batch.error_file_id = self.add_file(
+            batch.error_file_id = self.files.add_file(
                 f"{batch.id}-errors.jsonl", "batch-generated", bytes(err)
             ).id
         self.emulator.raw_stats.billing.update(succeeded)

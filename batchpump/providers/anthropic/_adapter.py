@@ -2,27 +2,32 @@
 
 Requests travel inline: ``create`` streams ``{"requests": [<shard lines>]}`` from the shard
 file into ``POST /v1/messages/batches`` (chunked; the body is never built in memory). Shard
-lines are already native ``{"custom_id", "params"}`` (the sharder converts OpenAI chat lines,
-see ``batchpump._convert``). Results stream line by line from the batch's ``results_url``.
+lines are already native ``{"custom_id", "params"}``: the adapter's line checker
+(``_checker``) converts OpenAI chat lines while sharding. Results stream line by line from the
+batch's ``results_url``.
 
 An interrupted create is reconciled by content (Anthropic batches carry no metadata): see
-``_anthropic_reconcile`` for the method and what it leaves at risk.
+``_reconcile`` for the method and what it leaves at risk.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Final, TypeVar, final
+from typing import ClassVar, Final, TypeVar, final
+from urllib.parse import urljoin, urlsplit
 
 from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
 from ..._errors import NotFoundError, ProviderError
 from ..._fileio import run_io, run_io_sized
 from ..._http import read_into_at
+from ..._input import RequestLineChecker
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
-from .._adapter import HttpAdapter, from_env
+from .._adapter import HttpAdapter, check_base_url, from_env
+from ._checker import AnthropicLineChecker
 from ._reconcile import Reconciler
 from ._wire import (
     ARCHIVED_CODE,
@@ -34,7 +39,9 @@ from ._wire import (
     to_result,
 )
 
-__all__ = ["CAPABILITIES", "DEFAULT_BASE_URL", "DEFAULT_VERSION", "Anthropic"]
+__all__ = ["CAPABILITIES", "DEFAULT_BASE_URL", "DEFAULT_VERSION", "Anthropic", "results_path"]
+
+logger: Final = logging.getLogger("batchpump.providers.anthropic")
 
 _T = TypeVar("_T")
 
@@ -61,7 +68,6 @@ CAPABILITIES: Final = Capabilities(
     max_line_bytes=256 * 1000 * 1000 - 64,
     custom_id_max_len=64,
     one_model_per_shard=True,
-    line_format="anthropic",
 )
 
 
@@ -102,6 +108,25 @@ async def _read_into(size: int | None, path: str, offset: int, buffer: bytearray
     return await run_io_sized(size, read_into_at, path, offset, buffer)
 
 
+def results_path(base_url: str, results_url: str | None, *, default: str) -> str:
+    """Where to read results: ``results_url`` joined to ``base_url`` by standard URL joining
+    (RFC 3986: ``/v1/...`` replaces the base's path), as a path the HTTP client appends to
+    ``base_url`` (``..`` segments climb out of its path). A URL on another origin (scheme, host,
+    port) is never followed, so the key never leaves: ``default`` is read instead.
+    """
+    if not results_url:
+        return default
+    base = urlsplit(f"{base_url}/")
+    target = urlsplit(urljoin(f"{base_url}/", results_url))
+    if (target.scheme, target.netloc) != (base.scheme, base.netloc):
+        return default
+    path = target.path + (f"?{target.query}" if target.query else "")
+    if path.startswith(base.path):
+        return path[len(base.path) - 1 :]
+    depth = len([part for part in base.path.split("/") if part])
+    return "/.." * depth + path
+
+
 @final
 class Anthropic(HttpAdapter):
     """The Anthropic Message Batches API.
@@ -115,8 +140,8 @@ class Anthropic(HttpAdapter):
         clock: every wait goes through it (default ``SystemClock()``).
     """
 
-    name: Final = "anthropic"
-    capabilities: Final = CAPABILITIES
+    name: ClassVar[str] = "anthropic"
+    capabilities: ClassVar[Capabilities] = CAPABILITIES
 
     def __init__(
         self,
@@ -130,6 +155,7 @@ class Anthropic(HttpAdapter):
     ) -> None:
         key = from_env(api_key, API_KEY_ENV, what="Anthropic API key")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(url, what="Anthropic", variable=BASE_URL_ENV, not_ending="/v1")
         self._connect(
             base_url=url,
             headers={"x-api-key": key, "anthropic-version": version},
@@ -146,6 +172,15 @@ class Anthropic(HttpAdapter):
         )
 
     # -- submit -----------------------------------------------------------------------------
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> AnthropicLineChecker:
+        """Native ``{custom_id, params}`` lines, or OpenAI chat lines converted to them."""
+        base = RequestLineChecker(
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
+        return AnthropicLineChecker(base, max_line_bytes=max_line_bytes)
 
     async def prepare(self, shard: ShardRecord) -> str:
         """Nothing to upload: requests go inline. Returns the shard file's path."""
@@ -172,7 +207,7 @@ class Anthropic(HttpAdapter):
     async def reconcile(self, shard: ShardRecord, *, since: float) -> BatchInfo | None:
         """Find the batch an interrupted ``create`` made, by size and then by its results.
 
-        See ``_anthropic_reconcile`` for the method and what it leaves at risk.
+        See ``_reconcile`` for the method and what it leaves at risk.
         """
         return await self._reconciler.find(shard, since=since)
 
@@ -255,13 +290,16 @@ class Anthropic(HttpAdapter):
             ) from exc
 
     def _results_path(self, batch: BatchInfo) -> str:
-        """The results URL as a path under ``base_url``; the key is never sent elsewhere."""
-        url = batch.output_ref
-        if url is not None and url.startswith(self.base_url + "/"):
-            return url[len(self.base_url) :]
-        if url is not None and url.startswith("/"):
-            return url
-        return f"{BATCHES_PATH}/{batch.id}/results"
+        """The results URL as a path for the HTTP client (see ``results_path``)."""
+        default = f"{BATCHES_PATH}/{batch.id}/results"
+        path = results_path(self.base_url, batch.output_ref, default=default)
+        if path == default and batch.output_ref and not batch.output_ref.endswith(default):
+            logger.warning(
+                "anthropic: batch %s results_url is on another origin; reading %s instead",
+                batch.id,
+                default,
+            )
+        return path
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ inside a ``COMPLETED`` batch are ``Errored`` (retryable unless the message says 
 itself is bad). With ``cleanup`` the directory is deleted once every result was handed over.
 
 This module holds the adapter's verbs and the batch lifecycle; the directory side lives in
-``_llamacloud_directories``, result collection in ``_llamacloud_results``, and the calls they
-share (readable FastAPI errors, ``page_token`` walks) in ``_llamacloud_api``.
+``_directories``, result collection in ``_results``, and the calls they
+share (readable FastAPI errors, ``page_token`` walks) in ``_api``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
 from ..._errors import NotFoundError, UsageError
 from ..._fileio import run_io_sized
+from ..._input import ItemLineChecker
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
-from .._adapter import HttpAdapter, from_env
+from .._adapter import HttpAdapter, check_base_url, from_env
 from ._api import LlamaCloudApi
 from ._directories import Directories, directory_name, resolve
 from ._results import JobResults
@@ -78,7 +79,6 @@ CAPABILITIES: Final = Capabilities(
     max_line_bytes=64 * 1024,
     custom_id_max_len=None,
     one_model_per_shard=True,  # one configuration_id per shard (lines may name their own)
-    line_format="items",
 )
 
 
@@ -127,6 +127,7 @@ class LlamaCloud(HttpAdapter):
         if configuration_id is None and job_type == "extract_v2":
             raise UsageError("extract_v2 needs configuration_id= (a saved Extract configuration)")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(url, what="LlamaCloud", variable=BASE_URL_ENV, not_ending="/api/v1")
         self.job_type: Final = job_type
         self.configuration_id: Final = configuration_id or PARSE_PRESET
         self.expand: Final = tuple(expand)
@@ -155,10 +156,25 @@ class LlamaCloud(HttpAdapter):
         )
         self._jobs = JobResults(self._api, job_type=job_type, expand=self.expand, clock=self._clock)
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """Settings that shape what is sent, beyond the base URL (part of a run's identity)."""
+        return {"job_type": self.job_type, "configuration_id": self.configuration_id}
+
     def __repr__(self) -> str:
         return f"LlamaCloud(base_url={self.base_url!r}, job_type={self.job_type!r})"
 
     # -- input ------------------------------------------------------------------------------
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> ItemLineChecker:
+        """Item lines, checked by :meth:`check_line` and grouped by ``item_group_field``."""
+        return ItemLineChecker.for_items(
+            self.check_line,
+            group_field=self.item_group_field,
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
 
     def check_line(self, raw: bytes) -> tuple[str, str] | None:
         """``(message, hint)`` for a bad item line, ``None`` if it is fine (or not an object:
@@ -245,14 +261,14 @@ class LlamaCloud(HttpAdapter):
             yield info
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        """Ask LlamaCloud to stop; an already terminal batch (400) is returned as it is.
+        """Ask LlamaCloud to stop; an already terminal batch (400 or 409) is returned as it is.
 
         The API has no ``CANCELLING`` status: an accepted cancel answers with the batch's
         status so far (``PENDING``/``RUNNING``) until it stops, which is ``cancelling`` here.
         """
         path = f"/api/v2/batches/{batch_id}/cancel"
-        resp = await self._call("POST", path, "create", passthrough=(400,))
-        if resp.status == 400:
+        resp = await self._call("POST", path, "create", passthrough=(400, 409))
+        if resp.status in (400, 409):
             return await self.retrieve(batch_id)
         info = to_batch_info(self._api.decode(BATCH_DECODER, resp.body, "batch"))
         if info.terminal:

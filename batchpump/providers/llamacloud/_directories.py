@@ -22,8 +22,8 @@ from ..._clock import Clock
 from ..._config import RetryPolicy
 from ..._errors import ProviderError, ProviderUnavailableError, TransportError
 from ..._fileio import run_io_sized
-from ..._http import backoff
 from ..._models import ShardRecord
+from ..._retry import backoff
 from ._api import LlamaCloudApi
 from ._wire import (
     DIRECTORY_DECODER,

@@ -7,7 +7,7 @@ provider side never break decoding. Timestamps are ISO-8601 strings (``...Z`` or
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
 
@@ -166,13 +166,16 @@ _ERROR_DECODER: Final = msgspec.json.Decoder(_ErrorBody)
 
 
 def parse_time(text: str | None) -> float:
-    """ISO-8601 to unix seconds (0.0 when absent or unreadable)."""
+    """ISO-8601 to unix seconds (0.0 when absent or unreadable); no offset means UTC."""
     if not text:
         return 0.0
     try:
-        return datetime.fromisoformat(text).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return 0.0
+    if moment.tzinfo is None:  # the API's timestamps are UTC, whatever the local zone
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def to_batch_info(wire: WireBatch) -> BatchInfo:

@@ -22,20 +22,19 @@ from ..._config import Limits, RetryPolicy
 from ..._errors import ProtocolError, UsageError
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from ..._provider import TAG_METADATA_KEY, find_by_tag
-from .._adapter import HttpAdapter, from_env
+from .._adapter import HttpAdapter, check_base_url, from_env
+from .._result_lines import RESULT_LINE_DECODER, to_result
 from ._wire import (
     BATCH_DECODER,
     BATCH_LIST_DECODER,
     ENCODER,
     FILE_DECODER,
     PART_DECODER,
-    RESULT_LINE_DECODER,
     UPLOAD_DECODER,
     WireCompleteUpload,
     WireCreateBatch,
     WireCreateUpload,
     to_batch_info,
-    to_result,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAI"]
@@ -106,6 +105,7 @@ class OpenAI(HttpAdapter):
         if part_size < 1 or multipart_threshold < 0:
             raise UsageError("part_size must be >= 1 and multipart_threshold >= 0")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(url, what="OpenAI", variable=BASE_URL_ENV, path="/v1")
         headers = self._auth_headers(key)
         if organization:
             headers["OpenAI-Organization"] = organization
@@ -244,11 +244,12 @@ class OpenAI(HttpAdapter):
             after = page.last_id or page.data[-1].id
 
     async def cancel(self, batch_id: str) -> BatchInfo:
-        """Ask OpenAI to cancel; an already terminal batch (409) is returned as it is."""
+        """Ask OpenAI to cancel; a batch that already ended (409 on OpenAI, 400 on Azure and
+        compatible services) is returned as it is."""
         resp = await self._http.request(
-            "POST", self._path(f"/batches/{batch_id}/cancel"), cls="poll", passthrough=(409,)
+            "POST", self._path(f"/batches/{batch_id}/cancel"), cls="poll", passthrough=(400, 409)
         )
-        if resp.status == 409:
+        if resp.status in (400, 409):
             return await self.retrieve(batch_id)
         return self._batch(resp.body)
 

@@ -1,7 +1,8 @@
 """OpenAI wire records (msgspec Structs), the one status table, and their mapping to models.
 
 Only the fields the adapter reads are declared; unknown fields are ignored, so new API fields
-never break decoding. Bodies that pass through to results stay ``msgspec.Raw``.
+never break decoding. Result lines are in ``providers/_result_lines.py``: other providers write
+the same format.
 """
 
 from __future__ import annotations
@@ -11,17 +12,7 @@ from typing import Final
 import msgspec
 
 from ..._errors import ProtocolError
-from ..._models import (
-    BatchError,
-    BatchInfo,
-    BatchState,
-    Canceled,
-    Errored,
-    Expired,
-    Result,
-    Succeeded,
-    Usage,
-)
+from ..._models import BatchError, BatchInfo, BatchState
 from ..._provider import TAG_METADATA_KEY
 
 __all__ = [
@@ -30,17 +21,13 @@ __all__ = [
     "ENCODER",
     "FILE_DECODER",
     "PART_DECODER",
-    "RESULT_LINE_DECODER",
     "STATUS_TABLE",
     "UPLOAD_DECODER",
-    "USAGE_BODY_DECODER",
     "WireBatch",
     "WireCompleteUpload",
     "WireCreateBatch",
     "WireCreateUpload",
-    "WireResultLine",
     "to_batch_info",
-    "to_result",
 ]
 
 #: OpenAI's raw batch status -> the normalized lifecycle. The only place statuses are mapped.
@@ -54,9 +41,6 @@ STATUS_TABLE: Final[dict[str, BatchState]] = {
     "cancelling": "cancelling",
     "cancelled": "cancelled",
 }
-
-#: Per-line statuses (inside result files) that another attempt may fix (plus >= 500).
-RETRYABLE_LINE_STATUSES: Final = frozenset({408, 409, 429})
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -123,6 +107,7 @@ class WireBatch(msgspec.Struct, kw_only=True):
     errors: WireBatchErrors | None = None
     request_counts: WireRequestCounts | None = None
     expires_at: float | None = None
+    in_progress_at: float | None = None
 
 
 class WireBatchList(msgspec.Struct, kw_only=True):
@@ -131,62 +116,19 @@ class WireBatchList(msgspec.Struct, kw_only=True):
     last_id: str | None = None
 
 
-# -- result lines -------------------------------------------------------------------------------
-
-
-class WireLineResponse(msgspec.Struct, kw_only=True):
-    status_code: int
-    request_id: str | None = None
-    body: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
-
-
-class WireLineError(msgspec.Struct, kw_only=True):
-    code: str | None = None
-    message: str | None = None
-
-
-class WireResultLine(msgspec.Struct, kw_only=True):
-    custom_id: str
-    id: str | None = None
-    response: WireLineResponse | None = None
-    error: WireLineError | None = None
-
-
-class WireUsage(msgspec.Struct, kw_only=True):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-
-class WireErrorDetail(msgspec.Struct, kw_only=True):
-    code: str | None = None
-    type: str | None = None
-    message: str | None = None
-
-
-class WireResponseBody(msgspec.Struct, kw_only=True):
-    """The two things read from a line's response body: usage, or the error object."""
-
-    usage: WireUsage | None = None
-    error: WireErrorDetail | None = None
-
-
 ENCODER: Final = msgspec.json.Encoder()
 FILE_DECODER: Final = msgspec.json.Decoder(WireFile)
 UPLOAD_DECODER: Final = msgspec.json.Decoder(WireUpload)
 PART_DECODER: Final = msgspec.json.Decoder(WirePart)
 BATCH_DECODER: Final = msgspec.json.Decoder(WireBatch)
 BATCH_LIST_DECODER: Final = msgspec.json.Decoder(WireBatchList)
-RESULT_LINE_DECODER: Final = msgspec.json.Decoder(WireResultLine)
-USAGE_BODY_DECODER: Final = msgspec.json.Decoder(WireResponseBody)
 
 
 # -- mapping ------------------------------------------------------------------------------------
 
 
 def to_batch_info(wire: WireBatch) -> BatchInfo:
-    """Normalize an OpenAI ``Batch`` object (the status table lives in ``_openai_wire``)."""
+    """Normalize an OpenAI ``Batch`` object (the status table is ``STATUS_TABLE`` here)."""
     state = STATUS_TABLE.get(wire.status)
     if state is None:
         raise ProtocolError(f"openai: batch {wire.id} has unknown status {wire.status!r}")
@@ -208,58 +150,5 @@ def to_batch_info(wire: WireBatch) -> BatchInfo:
             for e in errors
         ),
         expires_at=wire.expires_at,
-    )
-
-
-def to_result(line: WireResultLine, *, batch_id: str, attempt: int) -> Result | None:
-    """Map one output/error file line to a result; ``None`` if it has neither part."""
-    cid = line.custom_id
-    resp = line.response
-    if line.error is not None and (resp is None or resp.status_code < 400):
-        code = line.error.code or "unknown"
-        message = line.error.message or code
-        if code == "batch_expired":
-            return Expired(custom_id=cid, batch_id=batch_id, attempt=attempt, message=message)
-        if code == "batch_cancelled":
-            return Canceled(custom_id=cid, batch_id=batch_id, attempt=attempt, message=message)
-        return Errored(
-            custom_id=cid,
-            batch_id=batch_id,
-            attempt=attempt,
-            code=code,
-            message=message,
-            retryable=code == "request_timeout",
-        )
-    if resp is None:
-        return None
-    body = USAGE_BODY_DECODER.decode(resp.body) if resp.body != b"null" else None
-    status = resp.status_code
-    if status < 400:
-        usage = body.usage if body is not None else None
-        return Succeeded(
-            custom_id=cid,
-            batch_id=batch_id,
-            attempt=attempt,
-            response=resp.body,
-            status_code=status,
-            usage=(
-                Usage(
-                    input_tokens=usage.prompt_tokens or usage.input_tokens or 0,
-                    output_tokens=usage.completion_tokens or usage.output_tokens or 0,
-                )
-                if usage is not None
-                else None
-            ),
-        )
-    detail = body.error if body is not None else None
-    error_code = (detail.code or detail.type) if detail is not None else None
-    return Errored(
-        custom_id=cid,
-        batch_id=batch_id,
-        attempt=attempt,
-        code=error_code or f"http_{status}",
-        message=(detail.message if detail is not None else None) or f"HTTP {status}",
-        status_code=status,
-        body=resp.body,
-        retryable=status in RETRYABLE_LINE_STATUSES or status >= 500,
+        in_progress_at=wire.in_progress_at,
     )

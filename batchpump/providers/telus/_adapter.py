@@ -6,7 +6,7 @@ tag) plus one ``POST /jobs`` per item, paced by the ``item`` endpoint class at `
 but refuses a reused ``reference_id`` with ``FS_0001``, so every job POST may be retried and
 ``FS_0001`` means "already created" (counted as reconciled).
 
-Per item, the error codes decide (``_telus_wire.classify``): ``FS_0001`` created; ``FS_0000``,
+Per item, the error codes decide (``_wire.classify``): ``FS_0001`` created; ``FS_0000``,
 ``FS_0008``, ``api_error`` retried with backoff, then recorded as a retryable ``Errored`` (the
 next attempt sends the item again); auth codes raise; any other code is a permanent ``Errored``
 for that item only. Those records live in memory per batch and are yielded by ``results()``.
@@ -32,8 +32,9 @@ from ..._clock import Clock, SystemClock
 from ..._config import Limits, PollPolicy, RetryPolicy
 from ..._errors import NotFoundError, ProtocolError, UsageError
 from ..._http import HttpClient, HttpStatistics
+from ..._input import ItemLineChecker
 from ..._models import BatchInfo, Capabilities, Errored, Result, ShardRecord
-from .._adapter import from_env
+from .._adapter import check_base_url, from_env
 from ._jobs import JobCreator, JobStatistics, iter_results
 from ._wire import (
     BATCH_CREATED_DECODER,
@@ -44,6 +45,7 @@ from ._wire import (
     WireProjectBatch,
     batch_name,
     check_item,
+    is_uuid,
     to_batch_info,
 )
 
@@ -72,7 +74,6 @@ CAPABILITIES: Final = Capabilities(
     max_line_bytes=1024 * 1024,
     custom_id_max_len=None,
     one_model_per_shard=True,  # one work_flow_id per shard (lines may name their own)
-    line_format="items",
 )
 
 
@@ -125,6 +126,17 @@ class Telus:
         if job_rate <= 0:
             raise UsageError(f"job_rate must be positive, got {job_rate!r}")
         root = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(root, what="GT Studio", variable=BASE_URL_ENV, not_ending="/v1")
+        if not is_uuid(project):
+            raise UsageError(
+                f"GT Studio project id {project!r} is not a UUID; set {PROJECT_ENVS[0]} (or "
+                "project_id=) to the project's id from the GT Studio dashboard. Nothing was sent"
+            )
+        if work_flow_id is not None and not is_uuid(work_flow_id):
+            raise UsageError(
+                f"--work-flow-id {work_flow_id!r} is not a UUID (work_flow_id=); copy the "
+                "workflow's id from the GT Studio dashboard. Nothing was sent"
+            )
         self._project = project
         self._work_flow_id = work_flow_id
         self._clock = clock or SystemClock()
@@ -148,11 +160,18 @@ class Telus:
             clock=self._clock,
         )
         self._rejected: dict[str, list[Errored]] = {}
+        #: Jobs this client knows each batch holds (posted or found), by batch id.
+        self._posted: dict[str, int] = {}
 
     @property
     def base_url(self) -> str:
         """The project's API root: runs of different projects never resume one another."""
         return f"{self._http.base_url}/v1/projects/{self._project}"
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """Settings that shape what is sent, beyond the base URL (part of a run's identity)."""
+        return {"work_flow_id": self._work_flow_id} if self._work_flow_id else {}
 
     def __repr__(self) -> str:
         return f"Telus(base_url={self._http.redact(self.base_url)!r})"
@@ -170,6 +189,16 @@ class Telus:
     def statistics(self) -> TelusStatistics:
         """HTTP traffic and job counters (created, reconciled by FS_0001, rejected, retried)."""
         return TelusStatistics(http=self._http.statistics(), jobs=self._jobs.statistics())
+
+    def line_checker(self, *, endpoint: str, max_line_bytes: int) -> ItemLineChecker:
+        """Item lines, checked by :meth:`check_line` and grouped by ``item_group_field``."""
+        return ItemLineChecker.for_items(
+            self.check_line,
+            group_field=self.item_group_field,
+            endpoint=endpoint,
+            max_line_bytes=max_line_bytes,
+            custom_id_max_len=self.capabilities.custom_id_max_len,
+        )
 
     def check_line(self, raw: bytes) -> tuple[str, str] | None:
         """``(message, hint)`` for an input item the API would refuse, else ``None``."""
@@ -232,6 +261,7 @@ class Telus:
         """
         outcome = await self._jobs.create_all(shard.path, batch_id, existing=existing)
         self._rejected[batch_id] = outcome.errored
+        self._posted[batch_id] = outcome.jobs
         wire = next((w for w in await self._details() if w.id == batch_id), None)
         if wire is None:
             raise ProtocolError(f"telus: batch {batch_id} is missing from the project details")
@@ -252,17 +282,34 @@ class Telus:
         """One batch, read from the project details (the API has no single-batch GET)."""
         for wire in await self._details():
             if wire.id == batch_id:
-                return to_batch_info(wire)
+                return self._info(wire)
         raise NotFoundError(
             f"telus: no batch {batch_id} in project details", provider=self.name, status=404
         )
 
     async def list_batches(self) -> AsyncGenerator[BatchInfo, None]:
         """Every batch of the project, newest first, from one ``GET /details`` call."""
-        batches = [to_batch_info(w) for w in await self._details() if not w.is_default]
+        batches = [self._info(w) for w in await self._details() if not w.is_default]
         batches.sort(key=lambda b: b.created_at, reverse=True)
         for batch in batches:
             yield batch
+
+    def _info(self, wire: WireProjectBatch) -> BatchInfo:
+        """The batch, done only once its counted jobs reach the jobs this client posted to it.
+
+        The project counters may lag the job POSTs: a new batch can show ``0 >= 0`` or
+        ``Complete`` over the jobs counted so far. (After a restart the count posted is not
+        known, and the counters decide alone.)
+        """
+        info = to_batch_info(wire)
+        posted = self._posted.get(wire.id, 0)
+        if info.state != "completed" or wire.completed_jobs >= posted:
+            return info
+        return msgspec.structs.replace(
+            info,
+            state="running" if wire.completed_jobs else "pending",
+            total=max(wire.total_jobs, posted),
+        )
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         """Always raises: GT Studio has no cancel (``capabilities.cancel`` is ``False``)."""

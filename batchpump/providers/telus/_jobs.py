@@ -30,8 +30,9 @@ from ..._errors import (
     unwrap_group,
 )
 from ..._fileio import run_io
-from ..._http import HttpClient, Response, backoff
+from ..._http import HttpClient, Response
 from ..._models import Errored, Result, Succeeded
+from ..._retry import backoff
 from ._wire import (
     ANY_DECODER,
     BATCH_JOBS_DECODER,

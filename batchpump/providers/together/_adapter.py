@@ -24,17 +24,18 @@ import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
-from typing import Final, TypeVar, final
+from typing import ClassVar, Final, TypeVar, final
 
 import anyio
+import msgspec
 
 from ..._clock import Clock
 from ..._config import Limits, RetryPolicy
-from ..._errors import ProtocolError, UsageError
+from ..._errors import BadRequestError, ProtocolError, UsageError
 from ..._fileio import run_io
 from ..._models import BatchInfo, Capabilities, Result, ShardRecord
 from ..._provider import shard_tag
-from .._adapter import HttpAdapter, from_env
+from .._adapter import HttpAdapter, check_base_url, from_env
 from ._wire import (
     BATCH_DECODER,
     BATCH_LIST_DECODER,
@@ -46,6 +47,7 @@ from ._wire import (
     RESULT_LINE_DECODER,
     WireBatchJob,
     WireCreateBatch,
+    WireFile,
     to_batch_info,
     to_together_result,
     upload_target,
@@ -93,8 +95,8 @@ class Together(HttpAdapter):
         priority: sent as ``priority`` on create when given.
     """
 
-    name: Final = "together"
-    capabilities: Final = CAPABILITIES
+    name: ClassVar[str] = "together"
+    capabilities: ClassVar[Capabilities] = CAPABILITIES
 
     def __init__(
         self,
@@ -108,6 +110,7 @@ class Together(HttpAdapter):
     ) -> None:
         key = from_env(api_key, API_KEY_ENV, what="Together API key")
         url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        check_base_url(url, what="Together", variable=BASE_URL_ENV, path="/v1")
         self._priority = priority
         #: Uploaded file id -> its name (the shard-attempt tag), learned by ``prepare``.
         self._names: dict[str, str] = {}
@@ -137,25 +140,59 @@ class Together(HttpAdapter):
         source = Path(shard.path)
         staged = source.with_name(f"{source.stem}.together.jsonl")
         size = await run_io(_write_together_lines, source, staged)
+        fields = {"purpose": FILE_PURPOSE, "file_name": name, "file_type": "jsonl"}
         try:
             # Retried freely: a repeat leaves at most an empty, unnamed-by-any-job file record.
             start = await self._http.request(
-                "POST",
-                "/files",
-                cls="upload",
-                form={"purpose": FILE_PURPOSE, "file_name": name, "file_type": "jsonl"},
-                follow_redirects=False,
+                "POST", "/files", cls="upload", form=fields, follow_redirects=False
             )
-            file_id, location = upload_target(start.status, start.headers, base_url=self.base_url)
-            await self._http.put_file(location, str(staged), length=size)
+            direct = self._file_object(start.status, start.body)
+            if direct is not None:
+                # A 200 file object instead of the redirect: the documented multipart upload.
+                logger.info("together: POST /files answered a file, uploading by multipart")
+                sent = await self._http.upload_file(
+                    str(staged),
+                    "/files/upload",
+                    fields=fields,
+                    file_field="file",
+                    filename=name,
+                    length=size,
+                    content_type="application/jsonl",
+                )
+                file = self._decode(FILE_DECODER, sent.body, "file")
+            else:
+                file_id, location = upload_target(
+                    start.status, start.headers, base_url=self.base_url
+                )
+                await self._http.put_file(location, str(staged), length=size)
+                file = None
         finally:
             await anyio.Path(staged).unlink(missing_ok=True)
-        done = await self._http.request("POST", f"/files/{file_id}/preprocess", cls="upload")
-        file = self._decode(FILE_DECODER, done.body, "file")
-        if file.id != file_id:
+        if file is None:
+            done = await self._http.request("POST", f"/files/{file_id}/preprocess", cls="upload")
+            file = self._decode(FILE_DECODER, done.body, "file")
+        problem = file.invalid()
+        if problem is not None:
+            raise BadRequestError(
+                f"together: input file {file.id} ({name}) failed validation, {problem}",
+                provider=self.name,
+                status=200,
+                code="INVALID_FORMAT",
+            )
+        if direct is None and file.id != file_id:
             raise ProtocolError(f"together: preprocess of {file_id} answered file {file.id}")
         self._names[file.id] = name
         return file.id
+
+    @staticmethod
+    def _file_object(status: int, body: bytes) -> WireFile | None:
+        """The file a 200 answer to ``POST /files`` carries, if it is one."""
+        if status != 200:
+            return None
+        try:
+            return FILE_DECODER.decode(body)
+        except msgspec.DecodeError:
+            return None
 
     async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:
         """``POST /batches`` on an input file named after ``tag`` (uploaded first if

@@ -2,7 +2,7 @@
 
 Only the fields the adapter reads are declared; unknown fields are ignored, so new API fields
 never break decoding. Result lines share OpenAI's shape (``custom_id`` plus ``response`` or
-``error``), so their mapping reuses ``_openai_wire.to_result`` and only re-judges which error
+``error``), so their mapping reuses ``providers/_result_lines.py`` and only re-judges which error
 codes another attempt may fix.
 """
 
@@ -19,7 +19,7 @@ import msgspec
 
 from ..._errors import ProtocolError
 from ..._models import BatchError, BatchInfo, BatchState, Errored, Result
-from ..openai._wire import WireResultLine, to_result
+from .._result_lines import WireResultLine, to_result
 
 __all__ = [
     "BATCH_DECODER",
@@ -33,7 +33,9 @@ __all__ = [
     "STATUS_TABLE",
     "WireBatchJob",
     "WireCreateBatch",
+    "WireFile",
     "WireInputLine",
+    "WireValidationReport",
     "to_batch_info",
     "to_together_result",
     "upload_target",
@@ -88,10 +90,31 @@ class WireInputLine(msgspec.Struct, kw_only=True):
 # -- responses ----------------------------------------------------------------------------------
 
 
+class WireValidationReport(msgspec.Struct, kw_only=True):
+    """``ValidationReport`` (SDK 3.1.1 ``types/file_response.py``): set once validation ran."""
+
+    valid: bool = True
+    error: str | None = None
+    error_type: str | None = None
+    nlines: int | None = None
+
+
 class WireFile(msgspec.Struct, kw_only=True):
     id: str
     filename: str = ""
     processed: bool = msgspec.field(default=True, name="Processed")
+    #: ``PENDING``, ``QUEUED``, ``RUNNING``, ``COMPLETED``, ``FAILED`` or ``INVALID_FORMAT``.
+    processing_status: str | None = None
+    validation_report: WireValidationReport | None = None
+
+    def invalid(self) -> str | None:
+        """Why validation rejected the file (``INVALID_FORMAT`` or a failed report), or
+        ``None`` while it passes or has not run."""
+        report = self.validation_report
+        if self.processing_status != "INVALID_FORMAT" and (report is None or report.valid):
+            return None
+        detail = report.error if report is not None and report.error else "no report"
+        return f"{self.processing_status or 'invalid'}: {detail}"
 
 
 class WireFileList(msgspec.Struct, kw_only=True):

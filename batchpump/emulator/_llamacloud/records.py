@@ -1,8 +1,8 @@
-"""The LlamaCloud emulator's timelines (a v2 batch, its per-file jobs) and their wire views.
+"""The LlamaCloud emulator's records (directories, files, v2 batches, jobs) and their views.
 
-Pure functions of the clock (see ``_llamacloud_store`` for the rules): nothing here schedules
-anything, so a ``ManualClock`` moved by ``advance`` drives a whole batch in a test. The
-``*_view`` functions render an object as the API shows it at time ``t``.
+A batch's and a job's status are pure functions of the clock (see ``store`` for the rules):
+nothing here schedules anything, so a ``ManualClock`` moved by ``advance`` drives a whole batch
+in a test. The ``*_view`` functions render an object as the API shows it at time ``t``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, final
+from typing import Final, final
 
 from .wire import (
     Batch,
     BatchConfig,
     BatchResult,
     Directory,
+    DirectoryCreateBody,
     DirectoryFile,
     ExtractJob,
     JobReference,
@@ -25,10 +26,8 @@ from .wire import (
     rfc3339,
 )
 
-if TYPE_CHECKING:
-    from .store import DirectoryRecord
-
 __all__ = [
+    "DirectoryRecord",
     "FileRecord",
     "LlamaBatch",
     "LlamaJob",
@@ -61,6 +60,25 @@ class FileRecord:
 
     def __post_init__(self) -> None:
         self.updated_at = self.updated_at or self.created_at
+
+
+@final
+class DirectoryRecord:
+    """One directory and its files (by id, in upload order; and by ``unique_id``)."""
+
+    __slots__ = ("created_at", "description", "expires_at", "files", "id", "name", "type")
+
+    def __init__(self, id: str, body: DirectoryCreateBody, now: float) -> None:
+        self.id = id
+        self.name = body.name
+        self.description = body.description
+        self.type = body.type
+        self.expires_at = body.expires_at
+        self.created_at = now
+        self.files: dict[str, FileRecord] = {}
+
+    def by_unique_id(self, unique_id: str) -> FileRecord | None:
+        return next((f for f in self.files.values() if f.unique_id == unique_id), None)
 
 
 @final

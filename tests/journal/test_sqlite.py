@@ -1,4 +1,4 @@
-"""Tests for the journals: ``MemoryJournal`` and ``SqliteJournal`` keep one contract.
+"""``SqliteJournal`` beyond the shared contract: its files, lock, schema and sqlite3 errors.
 
 Rules: real files under ``tmp_path``, real worker threads, a real subprocess for the lock; no
 sleeps (waits are on pipes, bounded by ``anyio.fail_after``); every journal and every raw
@@ -24,52 +24,20 @@ import anyio
 import msgspec
 import pytest
 
-from batchpump._errors import (
-    BatchpumpInternalError,
-    ClosedError,
-    JournalCorruptError,
-    JournalError,
-    JournalLockedError,
-    UsageError,
-)
-from batchpump._journal import SCHEMA_VERSION, Journal, MemoryJournal, SqliteJournal, open_journal
-from batchpump._journal import sqlite as _journal
-from batchpump._models import ResultCounts, RunRecord, ShardRecord, ShardState
+from batchpump._errors import JournalCorruptError, JournalError, JournalLockedError, UsageError
+from batchpump._journal import SCHEMA_VERSION, SqliteJournal
+from batchpump._journal import sqlite as sqlite_module  # defines _connect, patched below
+from batchpump._models import RunRecord, ShardRecord
 
-RUN = "run-1"
+from .records import RUN, make_run, make_shard, raw_db
 
 
-def make_run(run_id: str = RUN, **changes: object) -> RunRecord:
-    run = RunRecord(
-        run_id=run_id,
-        provider="openai",
-        base_url="https://api.openai.com/v1",
-        endpoint="/v1/chat/completions",
-        input_path="/data/in.jsonl",
-        out_path="/data/out.jsonl",
-        created_at=1_700_000_000.0,
-        options=msgspec.Raw(b'{"max_attempts":3}'),
-    )
-    return msgspec.structs.replace(run, **changes)
-
-
-def make_shard(index: int, attempt: int = 1, run_id: str = RUN, **changes: object) -> ShardRecord:
-    shard = ShardRecord(
-        run_id=run_id,
-        index=index,
-        attempt=attempt,
-        path=f"/data/.batchpump/{run_id}/{index:05d}-{attempt}.jsonl",
-        lines=100,
-        bytes=12_345,
-    )
-    return msgspec.structs.replace(shard, **changes)
-
-
-@contextlib.contextmanager
-def raw_db(path: Path) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection, for building and inspecting files behind the journal."""
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        yield conn
+@contextlib.asynccontextmanager
+async def open_journal(path: str | os.PathLike[str]) -> AsyncIterator[SqliteJournal]:
+    """``SqliteJournal.open`` for the block (``batchpump._journal.open_journal`` takes URLs too,
+    and so yields either journal)."""
+    async with await SqliteJournal.open(path) as journal:
+        yield journal
 
 
 @contextlib.contextmanager
@@ -90,180 +58,8 @@ def read_only(directory: Path) -> Iterator[None]:
         directory.chmod(0o700)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Journal]:
-    if request.param == "memory":
-        yield MemoryJournal()
-    else:
-        async with open_journal(tmp_path / "journal.sqlite") as sqlite_journal:
-            yield sqlite_journal
-
-
 # ---------------------------------------------------------------------------------------------
-# The contract, against both journals.
-
-
-async def test_is_a_journal(journal: Journal) -> None:
-    assert isinstance(journal, Journal)
-
-
-async def test_open_run_inserts_once_and_returns_the_stored_run(journal: Journal) -> None:
-    run = make_run()
-    stored, created = await journal.open_run(run)
-    assert created
-    assert stored == run
-    assert stored is not run
-    again, created = await journal.open_run(make_run(provider="anthropic"))
-    assert not created
-    assert again == run
-
-
-async def test_get_and_list_runs(journal: Journal) -> None:
-    assert await journal.get_run("nope") is None
-    assert await journal.list_runs() == []
-    runs = [make_run(f"run-{i}") for i in (3, 1, 2)]
-    for run in runs:
-        await journal.open_run(run)
-    await journal.commit(run=make_run("run-1", state="running", total_lines=7))
-    await journal.commit(run=make_run("run-0"))
-    assert [r.run_id for r in await journal.list_runs()] == ["run-3", "run-1", "run-2", "run-0"]
-    assert await journal.get_run("run-1") == make_run("run-1", state="running", total_lines=7)
-
-
-async def test_commit_upserts_by_key_and_loads_in_order(journal: Journal) -> None:
-    await journal.open_run(make_run())
-    await journal.open_run(make_run("other"))
-    keys = [(2, 1), (0, 2), (1, 1), (0, 1), (2, 3), (10, 1)]
-    await journal.commit(shards=[make_shard(i, a) for i, a in keys])
-    await journal.commit(shards=[make_shard(0, 1, run_id="other")])
-    await journal.commit(shards=[make_shard(1, 1, state="submitted", batch_id="batch_1")])
-    loaded = await journal.load_shards(RUN)
-    assert [s.key for s in loaded] == sorted(keys)
-    assert loaded[2] == make_shard(1, 1, state="submitted", batch_id="batch_1")
-    assert [s.key for s in await journal.load_shards("other")] == [(0, 1)]
-    assert await journal.load_shards("nope") == []
-
-
-async def test_commit_writes_run_and_shards_together(journal: Journal) -> None:
-    await journal.open_run(make_run())
-    run = make_run(state="running", out_offset=99, counts=ResultCounts(succeeded=3, errored=1))
-    shards = [make_shard(0, state="done"), make_shard(0, 2, requeues=1, not_before=12.5)]
-    await journal.commit(run=run, shards=shards)
-    assert await journal.get_run(RUN) == run
-    assert await journal.load_shards(RUN) == shards
-
-
-async def test_records_are_snapshots(journal: Journal) -> None:
-    run = make_run()
-    stored, _ = await journal.open_run(run)
-    shard = make_shard(0)
-    await journal.commit(run=run, shards=[shard])
-    run.state = "failed"
-    shard.state = "done"
-    stored.state = "cancelled"
-    assert (await journal.get_run(RUN)) == make_run()
-    assert (await journal.load_shards(RUN)) == [make_shard(0)]
-
-
-async def test_every_field_round_trips(journal: Journal) -> None:
-    run = make_run(state="done", total_lines=5, out_offset=4096, counts=ResultCounts(expired=2))
-    shard = make_shard(
-        3,
-        2,
-        model="gpt-4o-mini",
-        tokens=77,
-        state="collecting",
-        input_ref="file-1",
-        batch_id="batch_9",
-        tag="bp-run-1-3-2",
-        batch_state="finalizing",
-        not_before=1.5,
-        requeues=1,
-    )
-    await journal.commit(run=run, shards=[shard])
-    loaded = await journal.get_run(RUN)
-    assert loaded == run
-    assert loaded is not None
-    assert bytes(loaded.options) == b'{"max_attempts":3}'
-    assert await journal.load_shards(RUN) == [shard]
-
-
-async def test_closed_journal_refuses_every_call(journal: Journal) -> None:
-    await journal.aclose()
-    await journal.aclose()  # idempotent
-    with pytest.raises(ClosedError):
-        await journal.open_run(make_run())
-    with pytest.raises(ClosedError):
-        await journal.get_run(RUN)
-    with pytest.raises(ClosedError):
-        await journal.list_runs()
-    with pytest.raises(ClosedError):
-        await journal.load_shards(RUN)
-    with pytest.raises(ClosedError):
-        await journal.commit(run=make_run())
-
-
-async def test_random_operations_agree_with_memory_journal(tmp_path: Path) -> None:
-    seed = random.randrange(2**32)
-    rng = random.Random(seed)
-    memory = MemoryJournal()
-    states: list[ShardState] = ["ready", "uploading", "creating", "submitted", "done", "requeued"]
-    async with open_journal(tmp_path / "j.sqlite") as durable:
-        for step in range(300):
-            run_id = f"run-{rng.randrange(4)}"
-            choice = rng.random()
-            got: list[object]
-            if choice < 0.2:
-                run = make_run(run_id, total_lines=rng.randrange(100))
-                got = [await j.open_run(run) for j in (memory, durable)]
-            elif choice < 0.7:
-                await memory.open_run(make_run(run_id))
-                await durable.open_run(make_run(run_id))
-                shards = [
-                    make_shard(rng.randrange(8), rng.randrange(1, 4), run_id=run_id)
-                    for _ in range(rng.randrange(4))
-                ]
-                for shard in shards:
-                    shard.state = rng.choice(states)
-                    shard.batch_id = f"batch_{rng.randrange(50)}" if rng.random() < 0.5 else None
-                update = make_run(run_id, out_offset=step) if rng.random() < 0.5 else None
-                for j in (memory, durable):
-                    await j.commit(run=update, shards=shards)
-                got = [None, None]
-            elif choice < 0.85:
-                got = [await j.load_shards(run_id) for j in (memory, durable)]
-            else:
-                got = [await j.list_runs() for j in (memory, durable)]
-            assert got[0] == got[1], f"step {step}, seed {seed}"
-        assert durable.statistics().commits == memory.commits, f"seed {seed}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Durability and atomicity.
-
-
-async def test_reopen_after_close_keeps_everything(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite"
-    shards = [make_shard(i, a, state="submitted", tag=f"t{i}") for i in range(200) for a in (1, 2)]
-    async with open_journal(path) as journal:
-        await journal.open_run(make_run("a"))
-        await journal.commit(run=make_run(state="running"), shards=shards)
-    async with open_journal(path) as journal:
-        assert [r.run_id for r in await journal.list_runs()] == ["a", RUN]
-        assert await journal.get_run(RUN) == make_run(state="running")
-        assert await journal.load_shards(RUN) == shards
-
-
-async def test_commit_that_cannot_encode_writes_nothing(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "j.sqlite") as journal:
-        await journal.open_run(make_run())
-        bad = make_shard(1)
-        bad.model = object()  # type: ignore[assignment]
-        with pytest.raises(TypeError):
-            await journal.commit(run=make_run(state="running"), shards=[make_shard(0), bad])
-        assert await journal.get_run(RUN) == make_run()
-        assert await journal.load_shards(RUN) == []
-        assert journal.statistics().commits == 0
+# Atomicity and threads.
 
 
 async def test_commit_that_fails_midway_rolls_back(tmp_path: Path) -> None:
@@ -287,34 +83,11 @@ async def test_commit_that_fails_midway_rolls_back(tmp_path: Path) -> None:
         assert [s.key for s in await journal.load_shards(RUN)] == [(0, 1)]
 
 
-async def test_concurrent_commits_all_land(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "j.sqlite") as journal:
-        await journal.open_run(make_run())
-
-        async def submitter(worker: int) -> None:
-            for attempt in range(1, 11):
-                await journal.commit(run=make_run(), shards=[make_shard(worker, attempt)])
-
-        async with anyio.create_task_group() as tg:
-            for worker in range(20):
-                tg.start_soon(submitter, worker)
-        assert len(await journal.load_shards(RUN)) == 200
-        assert journal.statistics().commits == 200
-
-
-async def test_shard_before_its_run_is_a_bug(tmp_path: Path) -> None:
-    async with open_journal(tmp_path / "j.sqlite") as journal:
-        with pytest.raises(BatchpumpInternalError, match="before its run"):
-            await journal.commit(shards=[make_shard(0)])
-        await journal.commit(run=make_run(), shards=[make_shard(0)])  # together is fine
-        assert len(await journal.load_shards(RUN)) == 1
-
-
 async def test_sqlite_calls_run_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
-    real_connect = _journal._connect
+    real_connect = sqlite_module._connect
 
     def watched_connect(path: Path) -> sqlite3.Connection:
         threads.append(threading.get_ident())
@@ -322,7 +95,7 @@ async def test_sqlite_calls_run_off_the_event_loop(
         conn.set_trace_callback(lambda _statement: threads.append(threading.get_ident()))
         return conn
 
-    monkeypatch.setattr(_journal, "_connect", watched_connect)
+    monkeypatch.setattr(sqlite_module, "_connect", watched_connect)
     loop_thread = threading.get_ident()
     async with open_journal(tmp_path / "j.sqlite") as journal:
         await journal.open_run(make_run())
@@ -372,7 +145,7 @@ async def test_second_open_is_refused_naming_the_holder(tmp_path: Path) -> None:
 
 CHILD = """
 import sys, anyio
-from batchpump._journal.sqlite import open_journal
+from batchpump._journal import open_journal
 from batchpump._models import RunRecord
 
 async def main():
@@ -583,22 +356,3 @@ async def test_repr_and_statistics(tmp_path: Path) -> None:
     await journal.aclose()
     assert "state=closed" in repr(journal)
     assert journal.statistics().state == "closed"
-
-
-async def test_concurrent_commits_are_grouped_and_each_is_durable(tmp_path: Path) -> None:
-    """Commits arriving while one is written share the next transaction (group commit)."""
-    path = tmp_path / "journal.sqlite"
-    async with open_journal(path) as journal:
-        await journal.open_run(make_run("run-1"))
-
-        async def commit(index: int) -> None:
-            await journal.commit(shards=[make_shard(index)])
-
-        async with anyio.create_task_group() as tg:
-            for index in range(200):
-                tg.start_soon(commit, index)
-        stats = journal.statistics()
-    assert stats.commits == 200
-    assert stats.transactions < stats.commits
-    async with open_journal(path) as reopened:
-        assert [s.index for s in await reopened.load_shards("run-1")] == list(range(200))

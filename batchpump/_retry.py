@@ -16,7 +16,7 @@ from typing import Final, Protocol, final
 
 import msgspec
 
-from .._config import RetryPolicy
+from ._config import RetryPolicy
 
 __all__ = [
     "NO_RETRY",

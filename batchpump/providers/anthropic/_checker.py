@@ -1,10 +1,9 @@
-"""Request-format conversion for shards whose provider takes Anthropic ``{custom_id, params}``.
+"""The line checker of Anthropic runs: native ``{custom_id, params}`` lines, or OpenAI chat lines.
 
-:class:`AnthropicLineChecker` is the validator of shards whose ``Capabilities.line_format`` is
-``"anthropic"``: it accepts native ``{"custom_id", "params"}`` lines (copied byte for byte) and
-OpenAI chat lines (converted by :func:`chat_to_anthropic`, re-exported here from
-``_convert_chat`` with what goes with it), and reports every problem with its line number
-before anything is sent.
+:class:`AnthropicLineChecker` is what ``Anthropic.line_checker`` gives the sharder: it accepts
+native ``{"custom_id", "params"}`` lines (copied byte for byte) and OpenAI chat-completions
+lines (converted by :func:`._chat.chat_to_anthropic`), applies Anthropic's ``custom_id`` and
+``max_tokens`` rules, and reports every problem with a hint before anything is sent.
 """
 
 from __future__ import annotations
@@ -15,17 +14,10 @@ from typing import Any, Final, final
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from ..._input import Checked, LineChecker, Problem
-from ._chat import CHAT_ENDPOINT, DEFAULT_MAX_TOKENS, ConversionError, chat_to_anthropic
+from ..._input import BlockChecker, Checked, Problem, RequestLineChecker
+from ._chat import CHAT_ENDPOINT, ConversionError, chat_to_anthropic
 
-__all__ = [
-    "CHAT_ENDPOINT",
-    "CUSTOM_ID_PATTERN",
-    "DEFAULT_MAX_TOKENS",
-    "AnthropicLineChecker",
-    "ConversionError",
-    "chat_to_anthropic",
-]
+__all__ = ["CUSTOM_ID_PATTERN", "AnthropicLineChecker"]
 
 #: Anthropic's ``custom_id`` rule.
 CUSTOM_ID_PATTERN: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -67,23 +59,26 @@ _ID_HINT: Final = "use 1-64 letters, digits, '_' or '-' (Anthropic's custom_id r
 class AnthropicLineChecker:
     """Checks lines of a run whose provider takes Anthropic ``{custom_id, params}`` requests.
 
-    Same interface as ``_jsonl.LineChecker`` (``check`` and ``oversized``); the common JSON
-    and UTF-8 diagnostics are delegated to it.
+    A ``LineChecker``; the common JSON diagnostics are delegated to the standard checker.
 
     Args:
-        base: the ``LineChecker`` of the run (its limits and JSON diagnostics).
+        base: the run's ``RequestLineChecker`` (its limits and JSON diagnostics).
         max_line_bytes: the longest shard line accepted (after conversion).
     """
 
     __slots__ = ("_base", "_max_line_bytes")
 
-    def __init__(self, base: LineChecker, *, max_line_bytes: int) -> None:
+    def __init__(self, base: RequestLineChecker, *, max_line_bytes: int) -> None:
         self._base = base
         self._max_line_bytes = max_line_bytes
 
     def oversized(self, size: int) -> Problem:
         """The problem of a line of ``size`` bytes above the line limit."""
         return self._base.oversized(size)
+
+    def block_checker(self) -> BlockChecker | None:
+        """``None``: Anthropic lines are not standard request lines; each is checked alone."""
+        return None
 
     def check(self, line: bytes, first: bool = False) -> Checked | Problem:
         """Check one line; return ``(custom_id, model, params_bytes, shard_line)`` or a problem."""

@@ -8,7 +8,7 @@ from email.utils import formatdate
 import pytest
 
 from batchpump._config import RetryPolicy
-from batchpump._http import (
+from batchpump._retry import (
     NO_RETRY,
     RETRY,
     RetryVerdict,
