@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, final
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["GroupCommit"]
 
@@ -30,7 +31,9 @@ class GroupCommit(Generic[_T]):
     """Runs ``write(items)`` once per round over every item submitted since the last round.
 
     A round is all-or-nothing: if ``write`` raises, every caller of that round raises it. If
-    the caller that is writing is cancelled, a waiting caller takes over the next round.
+    the caller that is writing is cancelled, a waiting caller takes over the next round. A round
+    takes its items after one checkpoint, so callers released by the previous round that submit
+    again at once join it instead of waiting for the one after.
     """
 
     def __init__(self, write: Callable[[list[_T]], Awaitable[None]]) -> None:
@@ -56,6 +59,12 @@ class GroupCommit(Generic[_T]):
         self._writing = True
         try:
             while self._pending:
+                try:  # callers just released, or arriving with this one, join this round
+                    await anyio.lowlevel.checkpoint()
+                except BaseException:
+                    event, self._round_done = self._round_done, anyio.Event()
+                    event.set()  # a waiting caller takes over
+                    raise
                 group, self._pending = self._pending, []
                 try:
                     await self._write([ticket.item for ticket in group])

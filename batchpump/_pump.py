@@ -64,6 +64,7 @@ from ._journal import Journal, PostgresJournal, SqliteJournal, connect_journal
 from ._models import Rejected, Result, ResultCounts, RunRecord, ShardRecord
 from ._provider import Provider
 from ._ratelimit_redis import RedisLimiter
+from ._stream import Stream
 from ._workers import (
     DEFAULT_LEASE_SECONDS,
     commit_stored_results,
@@ -471,6 +472,52 @@ class Pump:
         run = await self.resume(run_id, cancel=True)
         run.cancel()
         return await run.wait()
+
+    def stream(
+        self,
+        name: str,
+        *,
+        endpoint: str = "/v1/chat/completions",
+        flush_lines: int = 50_000,
+        flush_bytes: int | None = None,
+        flush_after: float = 300.0,
+        max_pending: int = 1_000_000,
+        options: RunOptions | None = None,
+    ) -> Stream:
+        """A named, durable stream of requests: use it with ``async with``.
+
+        ::
+
+            async with pump.stream("orders", endpoint="/v1/chat/completions") as stream:
+                await stream.put(request)
+                async for result in stream.results():
+                    await stream.ack(result)
+
+        Opening a stream that exists (after a stop or a kill -9) resumes it.
+
+        Args:
+            name: the stream's name (letters, digits, ``.``, ``_``, ``-``).
+            endpoint: the endpoint every line targets.
+            flush_lines: a segment becomes a batch at this many lines (at most the provider's).
+            flush_bytes: ... or this many bytes (``None``: the provider's limit).
+            flush_after: ... or this many seconds after its first line.
+            max_pending: ``put`` waits while more accepted lines than this have no result.
+            options: retries, polling, concurrency (``RunOptions``; ``max_lines``/``max_bytes``
+                cap the flush sizes too).
+        """
+        return Stream(
+            name,
+            provider=self.provider,
+            journal=self.journal,
+            clock=self._clock,
+            state_dir=self.state_dir,
+            endpoint=endpoint,
+            flush_lines=flush_lines,
+            flush_bytes=flush_bytes,
+            flush_after=flush_after,
+            max_pending=max_pending,
+            options=options or RunOptions(),
+        )
 
     async def runs(self) -> list[RunRecord]:
         """Every run in the journal."""

@@ -448,6 +448,95 @@ def _add_clean(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _json_option(p)
 
 
+def _add_stream(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "stream",
+        help="stream JSONL from stdin, as it comes, into batches",
+        description="Read JSONL requests from stdin as they arrive (e.g. behind tail -f), cut "
+        "them into batches by size or age and append every result to --out. Ctrl-C stops "
+        "cleanly; the same command continues the stream, skipping lines it already accepted.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    p.add_argument(
+        "name", metavar="NAME", help="the stream's name; the same name continues the stream"
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="results file (appended to)"
+    )
+    p.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="openai",
+        help="where the requests go (default: openai)",
+    )
+    _key_option(p)
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the provider's API address, e.g. an emulator's (default: its environment "
+        "variable, else the provider's public API; for azure, the resource endpoint)",
+    )
+    p.add_argument(
+        "--endpoint",
+        default="/v1/chat/completions",
+        help="the endpoint every line targets; lines may leave out url (default: "
+        "/v1/chat/completions)",
+    )
+    p.add_argument(
+        "--flush-lines",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="a batch is cut at this many lines, at most the provider's limit (default: 50000)",
+    )
+    p.add_argument(
+        "--flush-bytes",
+        type=int,
+        metavar="N",
+        help="... or at this many bytes (default: the provider's limit)",
+    )
+    p.add_argument(
+        "--flush-after",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="... or this long after its first line (default: 300)",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="stop reading stdin while this many accepted lines have no result (default: 1000000)",
+    )
+    p.add_argument(
+        "--job-type",
+        choices=("parse_v2", "extract_v2"),
+        default="parse_v2",
+        help="llamacloud only: what each document gets (default: parse_v2)",
+    )
+    p.add_argument(
+        "--config-id",
+        metavar="ID",
+        help="llamacloud only: the saved parse or extract configuration (needed for "
+        "extract_v2; default: the parse preset)",
+    )
+    p.add_argument(
+        "--work-flow-id",
+        metavar="UUID",
+        help="telus only: the workflow of lines that name none (default: each line's own)",
+    )
+    p.add_argument(
+        "--journal",
+        type=Path,
+        metavar="DIR",
+        help="state directory holding the stream's journal and segments "
+        "(default: .batchpump beside the results file)",
+    )
+    _json_option(p)
+
+
 def _add_emulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .emulator import add_arguments as add_emulate_arguments
 
@@ -495,6 +584,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_status,
         _add_export,
         _add_clean,
+        _add_stream,
         _add_emulate,
     ):
         add(sub)
@@ -1158,6 +1248,43 @@ async def _cmd_demo(args: argparse.Namespace, ui: _Ui) -> int:
     )
 
 
+async def _cmd_stream(args: argparse.Namespace, ui: _Ui) -> int:
+    """stdin into the named stream, its results appended to ``--out``."""
+    from ._stream import pipe_stream
+
+    out: Path = args.out
+    state_dir: Path = args.journal or _absolute(out).parent / DEFAULT_STATE_DIR
+    provider = make_provider(args.provider, args)
+    ui.resume_hint = f"the same batchpump stream {shlex.quote(args.name)} command"
+    async with (
+        Pump(provider, state_dir=state_dir) as pump,
+        pump.stream(
+            args.name,
+            endpoint=args.endpoint,
+            flush_lines=args.flush_lines,
+            flush_bytes=args.flush_bytes,
+            flush_after=args.flush_after,
+            max_pending=args.max_pending,
+        ) as stream,
+    ):
+        ui.err.print(f"stream {args.name}: reading stdin; results go to {out}", highlight=False)
+
+        def say(message: str) -> None:
+            ui.err.print(message, highlight=False)
+
+        counts = await pipe_stream(stream, sys.stdin.fileno(), out, say)
+    if ui.json:
+        ui.print_json({"stream": args.name, **msgspec.structs.asdict(counts)})
+    else:
+        ui.out.print(
+            f"stream {args.name}: {counts.total:,} results, {counts.succeeded:,} succeeded, "
+            f"{counts.errored:,} errored, {counts.expired:,} expired, "
+            f"{counts.canceled:,} canceled",
+            highlight=False,
+        )
+    return EXIT_OK if counts.succeeded == counts.total else EXIT_SOME_FAILED
+
+
 COMMANDS: Final[dict[str, Callable[[argparse.Namespace, _Ui], Awaitable[int]]]] = {
     "run": _cmd_run,
     "resume": _cmd_resume,
@@ -1166,6 +1293,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace, _Ui], Awaitable[int]]]] 
     "status": _cmd_status,
     "export": _cmd_export,
     "clean": _cmd_clean,
+    "stream": _cmd_stream,
     "demo": _cmd_demo,
 }
 

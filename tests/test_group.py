@@ -6,6 +6,7 @@ Rules: no I/O, no timers; each test is bounded by the pytest timeout.
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 
 from batchpump._group import GroupCommit
 
@@ -21,13 +22,34 @@ async def test_concurrent_items_share_rounds_and_each_waits_for_its_own() -> Non
 
     group: GroupCommit[int] = GroupCommit(write)
     async with anyio.create_task_group() as tg:
-        for i in range(10):
+        tg.start_soon(group.submit, 0)
+        await anyio.wait_all_tasks_blocked()
+        for i in range(1, 10):
             tg.start_soon(group.submit, i)
         await anyio.wait_all_tasks_blocked()
         gate.set()
     assert sorted(i for r in rounds for i in r) == list(range(10))
     assert rounds[0] == [0]
     assert len(rounds) == 2  # the nine that arrived during round one went together
+
+
+async def test_callers_released_by_a_round_join_the_next_one() -> None:
+    rounds: list[list[int]] = []
+
+    async def write(items: list[int]) -> None:
+        rounds.append(items)
+        await anyio.lowlevel.checkpoint()
+
+    group: GroupCommit[int] = GroupCommit(write)
+
+    async def twice(i: int) -> None:
+        await group.submit(i)
+        await group.submit(10 + i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(twice, i)
+    assert rounds == [[0, 1, 2, 3, 4], [10, 11, 12, 13, 14]]  # not split by who came first
 
 
 async def test_a_failed_round_fails_every_caller_in_it() -> None:

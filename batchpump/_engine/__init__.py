@@ -20,8 +20,9 @@ from .poll import Poller, deadline_cap
 from .predict import PREDICTION_MARGIN, Progress, RunHistory, plan
 from .rebuild import RebuildReport, rebuild_results
 from .reconcile import RECONCILE_SLACK, ProviderClock, Reconciler
-from .results import PartWriter, ResultSink, results_file_error
+from .results import PartWriter, ResultSink, decode_results, results_file_error
 from .runstate import RunContext, RunStatistics, TokenBudget
+from .submit import Submitter
 
 __all__ = [
     "PREDICTION_MARGIN",
@@ -38,8 +39,10 @@ __all__ = [
     "RunContext",
     "RunHistory",
     "RunStatistics",
+    "Submitter",
     "TokenBudget",
     "deadline_cap",
+    "decode_results",
     "plan",
     "rebuild_results",
     "results_file_error",

@@ -14,9 +14,9 @@ from __future__ import annotations
 from .block import BlockChecker, envelope_bytes
 from .check import Checked, LineChecker, LineCheckerFactory, Problem, RequestLineChecker
 from .items import ItemCheck, ItemLineChecker
-from .lines import iter_blocks
+from .lines import bad_utf8_lines, iter_blocks
 from .readback import iter_shard_ids, load_ids, write_retry_shard
-from .shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file
+from .shard import HASH_DIGEST_SIZE, ShardingOutcome, hash_file, shard_file, shard_limits
 from .spooling import SpoolItem, spool
 
 __all__ = [
@@ -31,12 +31,14 @@ __all__ = [
     "RequestLineChecker",
     "ShardingOutcome",
     "SpoolItem",
+    "bad_utf8_lines",
     "envelope_bytes",
     "hash_file",
     "iter_blocks",
     "iter_shard_ids",
     "load_ids",
     "shard_file",
+    "shard_limits",
     "spool",
     "write_retry_shard",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "ShardingOutcome",
     "hash_file",
     "shard_file",
+    "shard_limits",
 ]
 
 #: Bytes of the blake2b digest behind ``input_hash`` (hex: twice as many characters).
@@ -80,6 +81,21 @@ def _limit(name: str, asked: int | None, cap: int) -> int:
     if not 1 <= asked <= cap:
         raise UsageError(f"{name}={asked} must be between 1 and the provider's limit of {cap}")
     return asked
+
+
+def shard_limits(
+    capabilities: Capabilities, *, max_lines: int | None = None, max_bytes: int | None = None
+) -> tuple[int, int, int]:
+    """A run's limits: ``(lines per shard, bytes per shard, bytes per line)``.
+
+    Arguments as :func:`shard_file`; shared with streams, so both cut and check alike.
+
+    Raises:
+        UsageError: a limit above the provider's.
+    """
+    lines_cap = _limit("max_lines", max_lines, capabilities.max_lines)
+    bytes_cap = _limit("max_bytes", max_bytes, capabilities.max_bytes)
+    return lines_cap, bytes_cap, min(capabilities.max_line_bytes, bytes_cap - 1)
 
 
 class _Scan:
@@ -203,9 +219,9 @@ def shard_file(
         InputError: bad lines with ``on_invalid="raise"``, or an input with no lines at all.
         UsageError: a limit above the provider's.
     """
-    lines_cap = _limit("max_lines", max_lines, capabilities.max_lines)
-    bytes_cap = _limit("max_bytes", max_bytes, capabilities.max_bytes)
-    line_cap = min(capabilities.max_line_bytes, bytes_cap - 1)
+    lines_cap, bytes_cap, line_cap = shard_limits(
+        capabilities, max_lines=max_lines, max_bytes=max_bytes
+    )
     if line_checker is None:
         checker: LineChecker = RequestLineChecker(
             endpoint=endpoint,

@@ -1,0 +1,77 @@
+"""``batchpump stream`` as a subprocess: stdin as it comes, Ctrl-C, the same command again.
+
+The emulator runs in this process on 127.0.0.1 port 0 (scaled clock); the CLI runs as a
+subprocess with a fake key, reading a pipe the test writes to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from batchpump import Result
+from batchpump.cli import EXIT_INTERRUPTED, EXIT_OK
+from batchpump.emulator._server import RunningEmulator
+
+from .conftest import KEY, request
+
+ROOT = Path(__file__).resolve().parents[2]
+_decoder = msgspec.json.Decoder(Result)
+
+
+def _lines(first: int, stop: int) -> bytes:
+    return b"".join(msgspec.json.encode(request(f"s-{i}")) + b"\n" for i in range(first, stop))
+
+
+def _results(path: Path) -> Counter[str]:
+    data = path.read_bytes() if path.exists() else b""
+    return Counter(r.custom_id for r in _decoder.decode_lines(data))
+
+
+async def test_stream_command_continues_after_ctrl_c(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.jsonl"
+    args = [
+        sys.executable,
+        "-m",
+        "batchpump",
+        "stream",
+        "feed",
+        "--out",
+        str(out),
+        "--journal",
+        str(tmp_path / "state"),
+        "--flush-lines",
+        "10",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": emulator.openai_base_url,
+    }
+    async with await anyio.open_process(args, env=env, cwd=tmp_path) as first:
+        assert first.stdin is not None
+        await first.stdin.send(_lines(0, 30))  # three batches, cut by size as they come
+        while len(_results(out)) < 30:  # noqa: ASYNC110 (the results file is the only signal)
+            await anyio.sleep(0.01)
+        await first.stdin.send(_lines(30, 35))  # an open segment: not cut before the stop
+        first.send_signal(signal.SIGINT)
+        assert await first.wait() == EXIT_INTERRUPTED
+    async with await anyio.open_process(args, env=env, cwd=tmp_path) as again:
+        assert again.stdin is not None
+        assert again.stderr is not None
+        await again.stdin.send(_lines(0, 50))  # the same input again, and more
+        await again.stdin.aclose()
+        assert await again.wait() == EXIT_OK
+        said = b"".join([chunk async for chunk in again.stderr]).decode()
+    assert _results(out) == Counter(f"s-{i}" for i in range(50))
+    assert "were accepted by an earlier run and skipped" in said
+    assert not emulator.emulator.stats.duplicate_tags()
