@@ -154,6 +154,50 @@ def _console(stream: TextIO) -> Console:
 # Options.
 
 
+def _target_options(p: argparse.ArgumentParser) -> None:
+    """Where a new run's (or stream's) requests go: provider, key, address, endpoint."""
+    p.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="openai",
+        help="where the requests go (default: openai)",
+    )
+    _key_option(p)
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the provider's API address, e.g. an emulator's (default: its environment "
+        "variable, else the provider's public API; for azure, the resource endpoint)",
+    )
+    p.add_argument(
+        "--endpoint",
+        default="/v1/chat/completions",
+        help="the endpoint every line targets; lines may leave out url (default: "
+        "/v1/chat/completions)",
+    )
+
+
+def _item_options(p: argparse.ArgumentParser) -> None:
+    """The settings of the item providers (LlamaCloud documents, TELUS jobs)."""
+    p.add_argument(
+        "--job-type",
+        choices=("parse_v2", "extract_v2"),
+        default="parse_v2",
+        help="llamacloud only: what each document gets (default: parse_v2)",
+    )
+    p.add_argument(
+        "--config-id",
+        metavar="ID",
+        help="llamacloud only: the saved parse or extract configuration (needed for "
+        "extract_v2; default: the parse preset)",
+    )
+    p.add_argument(
+        "--work-flow-id",
+        metavar="UUID",
+        help="telus only: the workflow of lines that name none (default: each line's own)",
+    )
+
+
 def _journal_option(p: argparse.ArgumentParser, *, for_run: bool = False) -> None:
     default = (
         ".batchpump beside the results file" if for_run else ".batchpump in the current directory"
@@ -248,25 +292,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "with openai, batchpump's own file is kept beside it as *.batchpump.jsonl "
         "(default: batchpump)",
     )
-    p.add_argument(
-        "--provider",
-        choices=PROVIDERS,
-        default="openai",
-        help="where the requests go (default: openai)",
-    )
-    _key_option(p)
-    p.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="the provider's API address, e.g. an emulator's (default: its environment "
-        "variable, else the provider's public API; for azure, the resource endpoint)",
-    )
-    p.add_argument(
-        "--endpoint",
-        default="/v1/chat/completions",
-        help="the endpoint every line targets; lines may leave out url (default: "
-        "/v1/chat/completions)",
-    )
+    _target_options(p)
     p.add_argument(
         "--max-attempts",
         type=int,
@@ -333,23 +359,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help='JSON prices per million tokens, {"MODEL": {"input": 0.15, "output": 0.6}}, '
         "for the cost in the summary (default: none; batchpump ships no prices)",
     )
-    p.add_argument(
-        "--job-type",
-        choices=("parse_v2", "extract_v2"),
-        default="parse_v2",
-        help="llamacloud only: what each document gets (default: parse_v2)",
-    )
-    p.add_argument(
-        "--config-id",
-        metavar="ID",
-        help="llamacloud only: the saved parse or extract configuration (needed for "
-        "extract_v2; default: the parse preset)",
-    )
-    p.add_argument(
-        "--work-flow-id",
-        metavar="UUID",
-        help="telus only: the workflow of lines that name none (default: each line's own)",
-    )
+    _item_options(p)
     _journal_option(p, for_run=True)
     _workers_options(p)
     _progress_option(p)
@@ -464,25 +474,7 @@ def _add_stream(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--out", type=Path, required=True, metavar="FILE", help="results file (appended to)"
     )
-    p.add_argument(
-        "--provider",
-        choices=PROVIDERS,
-        default="openai",
-        help="where the requests go (default: openai)",
-    )
-    _key_option(p)
-    p.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="the provider's API address, e.g. an emulator's (default: its environment "
-        "variable, else the provider's public API; for azure, the resource endpoint)",
-    )
-    p.add_argument(
-        "--endpoint",
-        default="/v1/chat/completions",
-        help="the endpoint every line targets; lines may leave out url (default: "
-        "/v1/chat/completions)",
-    )
+    _target_options(p)
     p.add_argument(
         "--flush-lines",
         type=int,
@@ -510,23 +502,7 @@ def _add_stream(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="N",
         help="stop reading stdin while this many accepted lines have no result (default: 1000000)",
     )
-    p.add_argument(
-        "--job-type",
-        choices=("parse_v2", "extract_v2"),
-        default="parse_v2",
-        help="llamacloud only: what each document gets (default: parse_v2)",
-    )
-    p.add_argument(
-        "--config-id",
-        metavar="ID",
-        help="llamacloud only: the saved parse or extract configuration (needed for "
-        "extract_v2; default: the parse preset)",
-    )
-    p.add_argument(
-        "--work-flow-id",
-        metavar="UUID",
-        help="telus only: the workflow of lines that name none (default: each line's own)",
-    )
+    _item_options(p)
     p.add_argument(
         "--journal",
         type=Path,
