@@ -314,6 +314,7 @@ class Collector:
         )
         await ctx.commit(shard, *halves)
         ctx.requeues += 1
+        ctx.splits += 1
         ctx.opened(len(halves))
         for half in halves:
             await self._resubmit(half)

@@ -42,7 +42,9 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     (``None`` when they are not), ``rate_limit_timeout`` the bound after which a call gives
     up; ``batches_adopted`` counts batches found by tag instead of created;
     ``duplicates_found``/``duplicates_cancelled`` count batches tagged with this run that the
-    journal does not hold (a create answered late, a second state directory).
+    journal does not hold (a create answered late, a second state directory); ``splits``
+    counts requeues that split a shard over the provider's quota in halves (each one batch
+    more than a plain requeue).
     """
 
     run_id: str
@@ -64,6 +66,7 @@ class RunStatistics(msgspec.Struct, frozen=True, kw_only=True):
     duplicates_cancelled: int = 0
     rate_limited_for: float | None = None
     rate_limit_timeout: float | None = None
+    splits: int = 0
 
     @property
     def done_lines(self) -> int:
@@ -143,6 +146,7 @@ class RunContext:
     batches_created: int = 0
     retries: int = 0
     requeues: int = 0
+    splits: int = 0
     batches_adopted: int = 0
     open_attempts: int = 0
     shards_done: int = 0
@@ -278,6 +282,7 @@ class RunContext:
             batches_created=self.batches_created,
             retries=self.retries,
             requeues=self.requeues,
+            splits=self.splits,
             elapsed=self.clock.monotonic() - self.started_at,
             stuck_cancelling=tuple(self.stuck_cancelling),
             lines_reported=sum(self.reported.values()),
