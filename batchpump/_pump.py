@@ -332,6 +332,11 @@ class Pump:
     async def _claim(self, record: RunRecord, *, overwrite: bool, fresh: bool) -> None:
         """Make ``record`` (a new run) the owner of its results file, or refuse."""
         out = Path(record.out_path)
+        if await run_io(out.is_dir):
+            raise ResultsFileError(
+                f"results file {out} is a directory; nothing was sent. Give a file path for "
+                f"--out, such as {out / 'results.jsonl'}"
+            )
         owners = [
             run
             for run in await self.journal.list_runs()

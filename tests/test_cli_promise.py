@@ -95,6 +95,23 @@ def test_another_run_on_the_same_out_exits_2_unless_overwrite(
     assert_exactly_once(read_results(out), edited_ids)
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_out_that_is_a_directory_is_refused_with_a_file_to_give(
+    openai_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], overwrite: bool
+) -> None:
+    src = tmp_path / "requests.jsonl"
+    write_requests(src, 5)
+    out = tmp_path / "outdir"
+    out.mkdir()
+    argv = ["run", str(src), "--out", str(out), "--progress", "none"]
+    assert main([*argv, "--overwrite"] if overwrite else argv) == EXIT_USAGE
+    err = _flat(capsys.readouterr().err)
+    assert f"{out} is a directory" in err
+    assert str(out / "results.jsonl") in err
+    assert "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
 def test_base_url_without_v1_is_refused_before_sending(
     openai_env: str,
     tmp_path: Path,
