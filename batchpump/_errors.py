@@ -116,10 +116,15 @@ class InputError(UsageError):
         tail = f"\n  ... and {more} more" if more > 0 else ""
         count = len(problems)
         noun = "problem" if count == 1 else "problems"
+        if any(p.line > 0 for p in problems):
+            advice = (
+                'Fix the lines above, or pass on_invalid="skip" (CLI: --on-invalid skip) '
+                "to turn them into Rejected results."
+            )
+        else:  # the input as a whole (empty, unreadable): no line to skip
+            advice = "Fix the input above."
         super().__init__(
-            f"{path}: {count} input {noun}, nothing was uploaded:\n{shown}{tail}\n"
-            'Fix the lines above, or pass on_invalid="skip" (CLI: --on-invalid skip) '
-            "to turn them into Rejected results."
+            f"{path}: {count} input {noun}, nothing was uploaded:\n{shown}{tail}\n{advice}"
         )
 
     @property

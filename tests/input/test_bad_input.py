@@ -176,6 +176,8 @@ async def test_refused_before_anything_is_sent(
         assert fragment in text, f"{fragment!r} not in:\n{text}"
     position = [text.index(f"line {n}:") for n in lines if n > 0]
     assert position == sorted(position), "problems are listed in line order"
+    # Skipping is offered only where there are lines to skip.
+    assert ("--on-invalid skip" in text) == any(n > 0 for n in lines)
 
 
 async def test_line_above_the_per_line_size(tmp_path: Path) -> None:
