@@ -47,6 +47,7 @@ from anyio.abc import TaskGroup
 from ._clock import Clock, SystemClock
 from ._config import RunOptions
 from ._engine import (
+    AttemptClaims,
     Engine,
     PartWriter,
     RebuildReport,
@@ -67,16 +68,19 @@ from ._ratelimit_redis import RedisLimiter
 from ._stream import Stream
 from ._workers import (
     DEFAULT_LEASE_SECONDS,
-    commit_stored_results,
-    drive_leased,
+    StoredResults,
+    drive_claimed,
     export_results,
     hold_run,
     prepare_leased,
-    restore_results,
     stored_results_path,
+    tail_stored,
 )
 
 __all__ = ["Pump", "Run", "default_results_path", "prune_run_files"]
+
+#: Run states in which the run still has to be sharded (by one worker, under its lease).
+_UNSHARDED: Final = ("sharding", "failed")
 
 logger: Final = logging.getLogger("batchpump")
 
@@ -104,9 +108,10 @@ class Pump:
         limiter: a ``redis://`` URL: the provider's rate limits and 429 pauses are shared
             with every other worker given the same URL and key (``_ratelimit_redis``).
             Without it, each process keeps its own limits.
-        lease_seconds: with a PostgreSQL journal, the term of a run's lease: workers given the
-            same run take turns driving it, and one that is killed is taken over this long
-            after its last renewal (``_workers``).
+        lease_seconds: with a PostgreSQL journal, the term of a run's lease and of the claims
+            on its shard attempts: workers given the same run split its attempts, and the
+            attempts of one that is killed are taken over this long after its last renewal
+            (``_workers``).
     """
 
     def __init__(
@@ -527,20 +532,22 @@ class Pump:
         journal = self.journal
         if record.out_taken_by is not None:
             raise ResultsFileError(_taken_message(record))
-        if not isinstance(journal, PostgresJournal):
+        if not isinstance(journal, PostgresJournal) or record.state not in _UNSHARDED:
             return await self._start_held(record, opts)
-        # Other workers may share the run: they take turns, one at a time (``_workers``).
+        # Other workers may share the run (``_workers``): one shards it, under the run's lease;
+        # the others wait for the lease, then find the shards there.
         await hold_run(journal, record.run_id, ttl=self._lease_seconds, clock=self._clock)
         try:
             record = await journal.get_run(record.run_id) or record
             held = partial(self._start_held, record, opts)
+            if record.state not in _UNSHARDED:
+                return await held()
             return await prepare_leased(
                 held, journal, record.run_id, ttl=self._lease_seconds, clock=self._clock
             )
-        except BaseException:
+        finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
                 await journal.release_run(record.run_id)  # else it lapses on its own
-            raise
 
     async def _start_held(self, record: RunRecord, opts: RunOptions) -> Run:
         journal = self.journal
@@ -557,14 +564,14 @@ class Pump:
         )
         on_done: Callable[[], Awaitable[object]] | None = None
         if isinstance(journal, PostgresJournal):
-            # Results live in the journal; this worker's file is a copy rebuilt from it, and
-            # the worker that sees the run finish writes ``out_path`` from the journal.
+            # Results live in the journal; this worker's file is a scratch file of the results
+            # it settles itself, and every worker that sees the run finish writes ``out_path``
+            # from the journal.
             path = stored_results_path(run_dir, journal.owner)
-            await restore_results(journal, record.run_id, path, record.out_offset)
             sink = ResultSink(
                 path,
-                record.out_offset,
-                partial(commit_stored_results, ctx, journal, path),
+                0,
+                StoredResults(ctx, journal, path),
                 run_id=record.run_id,
                 rebuild_hint=self._rebuild_hint(record.run_id),
             )
@@ -587,8 +594,16 @@ class Pump:
         assert self._tg is not None
         name = f"batchpump run {record.run_id}"
         if isinstance(journal, PostgresJournal):
+            run._tail = partial(tail_stored, journal, record.run_id, lambda: run.done, self._clock)
+        if isinstance(journal, PostgresJournal) and not finished:
             drive = partial(
-                drive_leased, run, shards, journal, ttl=self._lease_seconds, clock=self._clock
+                drive_claimed,
+                run,
+                ctx,
+                shards,
+                journal,
+                ttl=self._lease_seconds,
+                clock=self._clock,
             )
             self._tg.start_soon(drive, name=name)
         else:
@@ -683,6 +698,8 @@ class Run:
         self._finished = anyio.Event()
         self._error: BaseException | None = None
         self._stopped_by: BaseException | None = None
+        #: Where ``results`` reads from instead of the results file (a PostgreSQL journal).
+        self._tail: Callable[[], AsyncIterator[Result]] | None = None
 
     @property
     def id(self) -> str:
@@ -714,7 +731,7 @@ class Run:
 
     async def results(self) -> AsyncIterator[Result]:
         """Every final result of the run, once each, as they are committed (from the start)."""
-        async for result in self._sink.tail(0):
+        async for result in self._sink.tail(0) if self._tail is None else self._tail():
             yield result
         if self._error is not None:
             raise self._error
@@ -728,11 +745,11 @@ class Run:
         """Say why the run is about to be cancelled from outside (``wait`` raises ``reason``)."""
         self._stopped_by = reason
 
-    async def _drive(self, shards: list[ShardRecord]) -> None:
+    async def _drive(self, shards: list[ShardRecord], claims: AttemptClaims | None = None) -> None:
         ctx = self._ctx
         try:
             if self._engine is not None:
-                await self._engine.run(shards)
+                await self._engine.run(shards, claims)
             ctx.run.state = "cancelled" if ctx.cancelled else "done"
             await ctx.commit(run=True)
             if self._on_done is not None:  # a PostgreSQL journal: write out_path from it
