@@ -68,19 +68,17 @@ from ._ratelimit_redis import RedisLimiter
 from ._stream import Stream
 from ._workers import (
     DEFAULT_LEASE_SECONDS,
+    UNSHARDED,
     StoredResults,
     drive_claimed,
-    export_results,
-    hold_run,
+    finish_stored,
+    hold_unsharded,
     prepare_leased,
     stored_results_path,
     tail_stored,
 )
 
 __all__ = ["Pump", "Run", "default_results_path", "prune_run_files"]
-
-#: Run states in which the run still has to be sharded (by one worker, under its lease).
-_UNSHARDED: Final = ("sharding", "failed")
 
 logger: Final = logging.getLogger("batchpump")
 
@@ -340,7 +338,9 @@ class Pump:
         owners = [
             run
             for run in await self.journal.list_runs()
-            if run.out_path == record.out_path and run.out_taken_by is None
+            if run.out_path == record.out_path
+            and run.out_taken_by is None
+            and run.run_id != record.run_id  # another worker opened this run meanwhile
         ]
         if owners:
             owner = owners[-1]
@@ -532,19 +532,17 @@ class Pump:
         journal = self.journal
         if record.out_taken_by is not None:
             raise ResultsFileError(_taken_message(record))
-        if not isinstance(journal, PostgresJournal) or record.state not in _UNSHARDED:
+        if not isinstance(journal, PostgresJournal) or record.state not in UNSHARDED:
             return await self._start_held(record, opts)
         # Other workers may share the run (``_workers``): one shards it, under the run's lease;
-        # the others wait for the lease, then find the shards there.
-        await hold_run(journal, record.run_id, ttl=self._lease_seconds, clock=self._clock)
+        # the others wait until the shards exist.
+        ttl, clock = self._lease_seconds, self._clock
+        held = await hold_unsharded(journal, record.run_id, ttl=ttl, clock=clock)
+        if held is None:
+            return await self._start_held(await journal.get_run(record.run_id) or record, opts)
         try:
-            record = await journal.get_run(record.run_id) or record
-            held = partial(self._start_held, record, opts)
-            if record.state not in _UNSHARDED:
-                return await held()
-            return await prepare_leased(
-                held, journal, record.run_id, ttl=self._lease_seconds, clock=self._clock
-            )
+            start = partial(self._start_held, held, opts)
+            return await prepare_leased(start, journal, record.run_id, ttl=ttl, clock=clock)
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
                 await journal.release_run(record.run_id)  # else it lapses on its own
@@ -575,7 +573,7 @@ class Pump:
                 run_id=record.run_id,
                 rebuild_hint=self._rebuild_hint(record.run_id),
             )
-            on_done = partial(export_results, journal, record.run_id, Path(record.out_path))
+            on_done = partial(finish_stored, journal, record.run_id, Path(record.out_path), path)
         else:
             sink = ResultSink(
                 Path(record.out_path),
@@ -585,7 +583,7 @@ class Pump:
                 rebuild_hint=self._rebuild_hint(record.run_id),
             )
         await sink.open()
-        if record.state in ("sharding", "failed"):
+        if record.state in UNSHARDED:
             await self._shard(ctx, sink, Path(record.input_path), run_dir)
         shards = await journal.load_shards(record.run_id)
         finished = record.state in ("done", "cancelled")

@@ -61,7 +61,7 @@ from ._engine import decode_results
 from ._errors import JournalError, UsageError, unwrap_group
 from ._fileio import create_private, run_io
 from ._journal import FENCE_MARGIN_FRACTION, Journal, LeaseLostError, PostgresJournal
-from ._models import Result, ResultCounts, ShardRecord
+from ._models import Result, ResultCounts, RunRecord, ShardRecord
 
 if TYPE_CHECKING:
     from ._engine import RunContext
@@ -69,11 +69,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
+    "UNSHARDED",
     "JournalClaims",
     "StoredResults",
     "drive_claimed",
     "export_results",
-    "hold_run",
+    "finish_stored",
+    "hold_unsharded",
     "prepare_leased",
     "stored_results_path",
     "tail_stored",
@@ -85,8 +87,11 @@ logger: Final = logging.getLogger("batchpump.workers")
 
 #: A run's lease term: a killed worker's run is taken over this long after its last renewal.
 DEFAULT_LEASE_SECONDS: Final = 30.0
-#: Seconds between a waiting worker's tries (a released lease is taken this soon at most).
-STANDBY_POLL: Final = 1.0
+#: Seconds between a waiting worker's tries (the shards are seen this soon at most), and the
+#: most between claims while other workers hold every open attempt.
+STANDBY_POLL: Final = 0.25
+#: Run states in which the run still has to be sharded (by one worker, under its lease).
+UNSHARDED: Final = ("sharding", "failed")
 #: Bytes of stored results read from the journal per query.
 READ_CHUNK: Final = 4 << 20
 #: Real seconds between reads of the journal while ``Run.results`` waits for more.
@@ -100,28 +105,44 @@ def _speed(clock: Clock) -> float:
     return float(getattr(clock, "speed", 1.0))
 
 
-async def hold_run(journal: PostgresJournal, run_id: str, *, ttl: float, clock: Clock) -> int:
-    """Wait until this worker holds ``run_id``'s lease; return its generation.
+async def hold_unsharded(
+    journal: PostgresJournal, run_id: str, *, ttl: float, clock: Clock
+) -> RunRecord | None:
+    """Wait until ``run_id`` is sharded (return ``None``: work it by claims), or until this
+    worker holds the run's lease while it is not (return the record, read under the lease:
+    shard it, then release the lease).
+
+    A worker that waits re-reads the run every ``STANDBY_POLL`` seconds and tries the lease:
+    if the sharding worker dies, its lease lapses and a waiting one shards the run instead.
 
     Args:
         ttl: the lease's term in real seconds (the server's clock keeps it).
     """
     told = False
-    while (taken := await journal.acquire_run(run_id, ttl)) is None:
+    while True:
+        record = await journal.get_run(run_id)
+        if record is None or record.state not in UNSHARDED:
+            return None
+        taken = await journal.acquire_run(run_id, ttl)
+        if taken is not None:
+            record = await journal.get_run(run_id)
+            if record is not None and record.state in UNSHARDED:
+                if taken > 1:
+                    logger.warning("worker %s shards run %s now", journal.owner, run_id)
+                return record
+            await journal.release_run(run_id)  # sharded meanwhile
+            return None
         if not told:
             holder = await journal.run_holder(run_id)
-            logger.warning(
-                "run %s is driven by worker %s; this worker takes it over when that one "
-                "stops (within %.0f s of its last renewal)",
+            logger.info(
+                "run %s is being sharded by worker %s; this worker joins once the shards "
+                "exist (or shards it, if that worker stops for %.0f s)",
                 run_id,
                 holder.owner if holder else "(just released)",
                 ttl,
             )
             told = True
         await clock.sleep(min(ttl / 3, STANDBY_POLL) * _speed(clock))
-    if told or taken > 1:
-        logger.warning("worker %s drives run %s now (takeover %d)", journal.owner, run_id, taken)
-    return taken
 
 
 async def prepare_leased(
@@ -296,7 +317,7 @@ async def drive_claimed(
                 return
 
     try:
-        first = max((s.index for s in shards if s.attempt == 0), default=-1) + 1
+        first = max((s.index for s in shards if s.attempt == 1), default=-1) + 1  # as sharded
         ctx.next_index = first + (await journal.join_number(run_id) - 1) * INDEX_BLOCK
         ctx.create_guard = claims.check
         async with anyio.create_task_group() as tg:
@@ -387,6 +408,13 @@ async def export_results(journal: Journal, run_id: str, out: Path) -> int:
         raise
     await run_io(_fsync_dir, out.parent)
     return run.out_offset
+
+
+async def finish_stored(journal: PostgresJournal, run_id: str, out: Path, scratch: Path) -> None:
+    """The run is finished: write ``out`` from the journal (``export_results``) and remove this
+    worker's scratch file (every result it staged there is in the journal)."""
+    await export_results(journal, run_id, out)
+    await run_io(scratch.unlink, True)
 
 
 def _copy_prefix(src: Path, dst: BinaryIO, end: int) -> None:
