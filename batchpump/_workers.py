@@ -153,7 +153,7 @@ async def prepare_leased(
     ttl: float,
     clock: Clock,
 ) -> _T:
-    """``await prepare()`` (restoring the results copy, sharding: it may outlast a lease term)
+    """``await prepare()`` (sharding the run: it may outlast a lease term)
     while renewing the run's lease every third of its term, and once more at the end, so the
     drive starts on a fresh term.
 

@@ -22,7 +22,7 @@ the emulator in its own process (time scale 1000: a batch is done ~3 ms after it
 3. **Workers.** ``W`` = 1, 2, 3 ``batchpump run INPUT --journal postgresql://... --limiter
    redis://...`` processes started together on the same N-line input (``--quick``: 2,000) in
    ``SHARDS`` shards, against an emulator in its own process whose batches take a while
-   (``run_seconds`` 40 at time scale 20: about 2 s each, as real batches take minutes to
+   (``run_seconds`` 100 at time scale 20: about 5 s each, as real batches take minutes to
    hours): wall time until every worker exited, batches created per second of wall, each
    worker's share of the creates, and the results checked for exactly one line per
    ``custom_id``, one batch per shard tag. Why more workers finish sooner: each worker keeps
@@ -251,7 +251,7 @@ def _write_input(path: Path, lines: int) -> list[str]:
 
 #: Shards of the workers' job, and the emulator's batch timing (emulator seconds, scaled).
 SHARDS: Final = 48
-RUN_SECONDS: Final = 40
+RUN_SECONDS: Final = 100
 TIME_SCALE: Final = 20.0
 
 

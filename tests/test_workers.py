@@ -1,4 +1,5 @@
-"""Several workers, one run: a PostgreSQL journal, run leases and the shared limiter on Redis.
+"""Several workers, one run: a PostgreSQL journal, claims on shard attempts and the shared
+limiter on Redis.
 
 Against the session's real PostgreSQL and Redis (``tests/servers.py``) and the emulator on
 127.0.0.1 port 0. The invariants are counted on the emulator's side: one result per line, one
@@ -71,7 +72,7 @@ def provider(emu: RunningEmulator) -> OpenAI:
     )
 
 
-async def test_two_workers_join_one_run_and_take_turns(
+async def test_two_workers_join_one_run(
     emulator: RunningEmulator, postgres_url: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     src = tmp_path / "in.jsonl"
@@ -95,8 +96,8 @@ async def test_two_workers_join_one_run_and_take_turns(
     async with first, second:
         run = await first.submit(src, out=out, options=OPTIONS)
         with anyio.fail_after(60):
-            # The second worker computes the same run id and waits for the lease; by the time
-            # it holds it the first one has finished the run, so it only finds it done.
+            # The second worker computes the same run id and joins the run: it claims what the
+            # first one has not (maybe nothing: the run may be done by then).
             async with anyio.create_task_group() as tg:
 
                 async def join() -> None:

@@ -1,4 +1,5 @@
-"""Leases on PostgreSQL: which worker drives a run, taken over when its worker stops renewing.
+"""Leases on PostgreSQL: which worker shards a run and which works each of its shard attempts,
+taken over when that worker stops renewing.
 
 A lease is a row of ``batchpump_leases``: a key (``run:RUN_ID``), the owner (one id per open
 journal: host, pid and a random part) and an expiry in the *server's* time, so workers' clocks
@@ -9,14 +10,14 @@ ends it now (the row stays). ``taken`` counts how many times the key changed han
 generation).
 
 **Fencing.** Renewing on time is not enough: a worker frozen past its lease (a stopped
-process, a paused VM) wakes up believing it still drives. So every ``commit`` that touches a run
+process, a paused VM) wakes up believing it still holds it. So every ``commit`` that touches a run
 whose lease this journal holds first checks, *inside the commit's transaction* and with a
 ``FOR SHARE`` lock on the lease row, that the lease is still this journal's with at least
 ``FENCE_MARGIN_FRACTION`` of its term left; otherwise the transaction is rolled back and
 ``LeaseLostError`` raised. Every batch create is preceded by its write-ahead intent commit, so a
-worker that lost its lease cannot create a batch; the worker that took over reconciles the
-attempt by its tag (as a resume does) and adopts the batch if the old worker's create got out
-just before.
+worker that lost its lease before the intent cannot create a batch; the worker that took over
+reconciles the attempt by its tag (as a resume does) and adopts the batch if the old worker's
+create got out just before.
 
 **Claims** are the same idea per shard attempt, kept in three columns of the attempt's own row
 of ``batchpump_shards`` (``claim_owner``, ``claim_expires``, ``claim_taken``; schema version
