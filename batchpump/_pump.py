@@ -461,6 +461,9 @@ class Pump:
             raise UsageError(f"no run {run_id!r} in the journal at {self.state_dir}")
         if cancel and not record.cancel_requested and record.state not in ("done", "cancelled"):
             record.cancel_requested = True
+            if isinstance(self.journal, PostgresJournal) and record.state not in UNSHARDED:
+                # Other workers may be committing to the run: merge, do not replace its record.
+                self.journal.start_claims(run_id, self._lease_seconds)
             await self.journal.commit(run=record)
         if (record.provider, record.base_url) != (self.provider.name, self.provider.base_url):
             raise UsageError(
@@ -539,7 +542,14 @@ class Pump:
         ttl, clock = self._lease_seconds, self._clock
         held = await hold_unsharded(journal, record.run_id, ttl=ttl, clock=clock)
         if held is None:
-            return await self._start_held(await journal.get_run(record.run_id) or record, opts)
+            sharded = await journal.get_run(record.run_id)
+            if sharded is None:
+                raise UsageError(
+                    f"run {record.run_id} was removed while this worker waited for its shards "
+                    "(sharding it failed in another worker: see that worker's error); fix the "
+                    "cause and run the same command again"
+                )
+            return await self._start_held(sharded, opts)
         try:
             start = partial(self._start_held, held, opts)
             return await prepare_leased(start, journal, record.run_id, ttl=ttl, clock=clock)
