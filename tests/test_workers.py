@@ -37,7 +37,7 @@ from batchpump._errors import ClosedError
 from batchpump._journal import LeaseLostError, PostgresJournal, SqliteJournal
 from batchpump._models import BatchInfo, ShardRecord
 from batchpump._workers import JournalClaims, prepare_leased
-from batchpump.emulator import EmulatorConfig, open_emulator
+from batchpump.emulator import EmulatorConfig, Faults, open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 from benchmarks.soak_workers import soak
@@ -367,6 +367,50 @@ async def test_workers_split_one_run_by_claims(postgres_url: str, tmp_path: Path
     finally:
         await conn.close()
     assert (owners, attempts) == (3, 12)
+
+
+async def test_retries_are_claimed_by_any_worker(postgres_url: str, tmp_path: Path) -> None:
+    """Lines that fail retryably go again as new attempts, committed unclaimed: two workers
+    claim them like the first attempts, and still every line has one result and every attempt
+    one batch."""
+    faults = Faults(line_retryable_rate=0.3)
+    config = EmulatorConfig(validate_seconds=1, run_seconds=4, finalize_seconds=1, faults=faults)
+    async with open_emulator(config=config, clock=ScaledClock(50)) as emu:
+        src = tmp_path / "in.jsonl"
+        ids = write_requests(src, 800)
+        out = tmp_path / "out.jsonl"
+        options = msgspec.structs.replace(OPTIONS, submit_concurrency=1, max_attempts=6)
+        pumps = [
+            Pump(provider(emu), state_dir=tmp_path / f"w{n}", journal=postgres_url, lease_seconds=3)
+            for n in range(2)
+        ]
+        counts = []
+        async with pumps[0], pumps[1]:
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+
+                    async def work(pump: Pump) -> None:
+                        run = await pump.submit(src, out=out, options=options)
+                        counts.append(await run.wait())
+
+                    for pump in pumps:
+                        tg.start_soon(work, pump)
+        assert counts[0] == counts[1]
+        assert counts[0].total == 800
+        assert_exactly_once(read_results(out), ids)
+        tags = emu.emulator.stats.tags
+        assert set(tags.values()) == {1}
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT attempt, claim_owner, batch_id FROM batchpump_shards WHERE batch_id IS NOT NULL"
+        )
+    finally:
+        await conn.close()
+    assert len(rows) == len(tags)  # batches created == attempts with a batch
+    retries = [row for row in rows if row[0] > 1]
+    assert retries  # the faults made retry attempts
+    assert all(row[1] is not None for row in retries)  # each claimed by a worker
 
 
 class StallAfterCreate(OpenAI):
