@@ -47,6 +47,7 @@ from anyio.abc import TaskGroup
 from ._clock import Clock, SystemClock
 from ._config import RunOptions
 from ._engine import (
+    AttemptClaims,
     Engine,
     PartWriter,
     RebuildReport,
@@ -67,13 +68,14 @@ from ._ratelimit_redis import RedisLimiter
 from ._stream import Stream
 from ._workers import (
     DEFAULT_LEASE_SECONDS,
-    commit_stored_results,
-    drive_leased,
-    export_results,
-    hold_run,
+    UNSHARDED,
+    StoredResults,
+    drive_claimed,
+    finish_stored,
+    hold_unsharded,
     prepare_leased,
-    restore_results,
     stored_results_path,
+    tail_stored,
 )
 
 __all__ = ["Pump", "Run", "default_results_path", "prune_run_files"]
@@ -104,9 +106,10 @@ class Pump:
         limiter: a ``redis://`` URL: the provider's rate limits and 429 pauses are shared
             with every other worker given the same URL and key (``_ratelimit_redis``).
             Without it, each process keeps its own limits.
-        lease_seconds: with a PostgreSQL journal, the term of a run's lease: workers given the
-            same run take turns driving it, and one that is killed is taken over this long
-            after its last renewal (``_workers``).
+        lease_seconds: with a PostgreSQL journal, the term of a run's lease and of the claims
+            on its shard attempts: workers given the same run split its attempts, and the
+            attempts of one that is killed are taken over this long after its last renewal
+            (``_workers``).
     """
 
     def __init__(
@@ -340,7 +343,9 @@ class Pump:
         owners = [
             run
             for run in await self.journal.list_runs()
-            if run.out_path == record.out_path and run.out_taken_by is None
+            if run.out_path == record.out_path
+            and run.out_taken_by is None
+            and run.run_id != record.run_id  # another worker opened this run meanwhile
         ]
         if owners:
             owner = owners[-1]
@@ -461,6 +466,9 @@ class Pump:
             raise UsageError(f"no run {run_id!r} in the journal at {self.state_dir}")
         if cancel and not record.cancel_requested and record.state not in ("done", "cancelled"):
             record.cancel_requested = True
+            if isinstance(self.journal, PostgresJournal) and record.state not in UNSHARDED:
+                # Other workers may be committing to the run: merge, do not replace its record.
+                self.journal.start_claims(run_id, self._lease_seconds)
             await self.journal.commit(run=record)
         if (record.provider, record.base_url) != (self.provider.name, self.provider.base_url):
             raise UsageError(
@@ -532,20 +540,27 @@ class Pump:
         journal = self.journal
         if record.out_taken_by is not None:
             raise ResultsFileError(_taken_message(record))
-        if not isinstance(journal, PostgresJournal):
+        if not isinstance(journal, PostgresJournal) or record.state not in UNSHARDED:
             return await self._start_held(record, opts)
-        # Other workers may share the run: they take turns, one at a time (``_workers``).
-        await hold_run(journal, record.run_id, ttl=self._lease_seconds, clock=self._clock)
+        # Other workers may share the run (``_workers``): one shards it, under the run's lease;
+        # the others wait until the shards exist.
+        ttl, clock = self._lease_seconds, self._clock
+        held = await hold_unsharded(journal, record.run_id, ttl=ttl, clock=clock)
+        if held is None:
+            sharded = await journal.get_run(record.run_id)
+            if sharded is None:
+                raise UsageError(
+                    f"run {record.run_id} was removed while this worker waited for its shards "
+                    "(sharding it failed in another worker: see that worker's error); fix the "
+                    "cause and run the same command again"
+                )
+            return await self._start_held(sharded, opts)
         try:
-            record = await journal.get_run(record.run_id) or record
-            held = partial(self._start_held, record, opts)
-            return await prepare_leased(
-                held, journal, record.run_id, ttl=self._lease_seconds, clock=self._clock
-            )
-        except BaseException:
+            start = partial(self._start_held, held, opts)
+            return await prepare_leased(start, journal, record.run_id, ttl=ttl, clock=clock)
+        finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(JournalError):
                 await journal.release_run(record.run_id)  # else it lapses on its own
-            raise
 
     async def _start_held(self, record: RunRecord, opts: RunOptions) -> Run:
         journal = self.journal
@@ -562,18 +577,18 @@ class Pump:
         )
         on_done: Callable[[], Awaitable[object]] | None = None
         if isinstance(journal, PostgresJournal):
-            # Results live in the journal; this worker's file is a copy rebuilt from it, and
-            # the worker that sees the run finish writes ``out_path`` from the journal.
+            # Results live in the journal; this worker's file is a scratch file of the results
+            # it settles itself, and every worker that sees the run finish writes ``out_path``
+            # from the journal.
             path = stored_results_path(run_dir, journal.owner)
-            await restore_results(journal, record.run_id, path, record.out_offset)
             sink = ResultSink(
                 path,
-                record.out_offset,
-                partial(commit_stored_results, ctx, journal, path),
+                0,
+                StoredResults(ctx, journal, path),
                 run_id=record.run_id,
                 rebuild_hint=self._rebuild_hint(record.run_id),
             )
-            on_done = partial(export_results, journal, record.run_id, Path(record.out_path))
+            on_done = partial(finish_stored, journal, record.run_id, Path(record.out_path), path)
         else:
             sink = ResultSink(
                 Path(record.out_path),
@@ -583,7 +598,7 @@ class Pump:
                 rebuild_hint=self._rebuild_hint(record.run_id),
             )
         await sink.open()
-        if record.state in ("sharding", "failed"):
+        if record.state in UNSHARDED:
             await self._shard(ctx, sink, Path(record.input_path), run_dir)
         shards = await journal.load_shards(record.run_id)
         finished = record.state in ("done", "cancelled")
@@ -592,8 +607,16 @@ class Pump:
         assert self._tg is not None
         name = f"batchpump run {record.run_id}"
         if isinstance(journal, PostgresJournal):
+            run._tail = partial(tail_stored, journal, record.run_id, lambda: run.done, self._clock)
+        if isinstance(journal, PostgresJournal) and not finished:
             drive = partial(
-                drive_leased, run, shards, journal, ttl=self._lease_seconds, clock=self._clock
+                drive_claimed,
+                run,
+                ctx,
+                shards,
+                journal,
+                ttl=self._lease_seconds,
+                clock=self._clock,
             )
             self._tg.start_soon(drive, name=name)
         else:
@@ -688,6 +711,8 @@ class Run:
         self._finished = anyio.Event()
         self._error: BaseException | None = None
         self._stopped_by: BaseException | None = None
+        #: Where ``results`` reads from instead of the results file (a PostgreSQL journal).
+        self._tail: Callable[[], AsyncIterator[Result]] | None = None
 
     @property
     def id(self) -> str:
@@ -719,7 +744,7 @@ class Run:
 
     async def results(self) -> AsyncIterator[Result]:
         """Every final result of the run, once each, as they are committed (from the start)."""
-        async for result in self._sink.tail(0):
+        async for result in self._sink.tail(0) if self._tail is None else self._tail():
             yield result
         if self._error is not None:
             raise self._error
@@ -733,11 +758,11 @@ class Run:
         """Say why the run is about to be cancelled from outside (``wait`` raises ``reason``)."""
         self._stopped_by = reason
 
-    async def _drive(self, shards: list[ShardRecord]) -> None:
+    async def _drive(self, shards: list[ShardRecord], claims: AttemptClaims | None = None) -> None:
         ctx = self._ctx
         try:
             if self._engine is not None:
-                await self._engine.run(shards)
+                await self._engine.run(shards, claims)
             ctx.run.state = "cancelled" if ctx.cancelled else "done"
             await ctx.commit(run=True)
             if self._on_done is not None:  # a PostgreSQL journal: write out_path from it

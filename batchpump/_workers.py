@@ -1,33 +1,47 @@
-"""Several workers, one run: the run's lease decides which worker drives it.
+"""Several workers, one run: shard attempts claimed with leases on a PostgreSQL journal.
 
 Workers given the same input and options compute the same run id, so with one
-``PostgresJournal`` they all join the same run. Exactly one of them drives it at a time:
+``PostgresJournal`` they all join the same run, and split its shard attempts between them:
 
-- ``hold_run`` takes the run's lease (``_journal.leases``) before the run is sharded or
-  loaded, waiting (on the ``Clock``, a third of the lease's term between tries) while another
-  live worker holds it. The run's record is then read again: the worker that had it may have
-  moved it on (or finished it, in which case this worker only sees it done).
-- ``drive_leased`` drives the run while renewing the lease every third of its term. If a
-  renewal fails, or none succeeds before the lease could have lapsed by this machine's clock
-  (the server gone, this process frozen), the worker stops the run at once, without cancelling
-  anything at the provider, and the run ends with ``LeaseLostError``: the worker that takes the
-  lease over resumes the run from the journal (reconciling in-flight creates by their tags).
-  Commits are fenced by the lease as well, so a worker that lost it writes nothing more.
-- A worker that finishes, fails or is stopped releases the lease, so a waiting worker takes
-  the run over at once; one that is killed (SIGKILL) is taken over once its lease lapses.
+- **Sharding** happens once, under the run's lease (``_journal.leases``): ``hold_run`` takes
+  it (waiting, on the ``Clock``, while another live worker holds it), the run's record is read
+  again (the other worker may have sharded it meanwhile), and ``prepare_leased`` shards it
+  while renewing the lease. Then the lease is released; the other workers, which waited for
+  it, find the shards there.
+- **Claims.** Each worker then works the run by claims (``drive_claimed``): the engine's
+  feeder claims up to ``2 * submit_concurrency`` open attempts at a time
+  (``JournalClaims.claim``: ``SELECT ... FOR UPDATE SKIP LOCKED`` over the attempts nobody
+  holds, or whose claim lapsed) and claims more as its own settle. Retries that collectors
+  spawn (split and requeued attempts) are committed unclaimed, so any worker may claim them.
+  A worker renews all its claims every third of their term in one statement; one that stops
+  renewing (killed, frozen, cut off) loses them when they lapse, and another worker's feeder
+  takes the attempts over. The run ends for a worker when no attempt of it is open anywhere.
+- **Exactly once.** Each attempt's write-ahead intent, tag and reconcile are the engine's, as on
+  SQLite: an attempt taken over in ``creating`` (its worker was killed between "create sent"
+  and "create recorded") is looked for by its tag before the taker creates it, and adopted if
+  the create got out. Every commit that writes an attempt is fenced by the attempt's claim,
+  in the commit's transaction, with a third of the term to spare: a worker that lost a claim
+  writes nothing for that attempt (its commit raises ``LeaseLostError`` and the worker stops,
+  letting its other claims lapse to the others). A worker whose renewals failed must not
+  create either: right before each create, ``JournalClaims.check`` refuses unless the claim
+  was last renewed (or taken) less than two thirds of a term ago by this machine's monotonic
+  clock. The window left: a worker that freezes *after* that check and *before* its request
+  reaches the provider, for longer than the third of a term kept in hand, and whose attempt
+  is meanwhile taken over, created and found missing by the taker's reconcile, makes a second
+  batch for the tag. The end-of-run reconcile sweep (every worker runs it) finds it as a
+  duplicate the journal does not hold and cancels it; the old worker's record of it is fenced.
+- **Results** live in the journal. Each worker appends the results it settles to a scratch
+  file of its own (``stored_results_path``), and each commit of them stores the appended lines
+  in the journal (``StoredResults``), in the transaction that marks their attempts done, at the
+  run's stored ``out_offset`` (the run's row is locked, so workers' result commits line up one
+  after another, and a line is stored exactly when its attempt is settled, under its claim:
+  once). ``Run.results`` reads them back from the journal (``tail_stored``), from any worker.
+  Every worker that sees the run finish writes ``--out`` from the journal, complete, through a
+  temporary file renamed into place (``export_results``, also ``batchpump export``).
 
-Results live in the journal. The driving worker appends them to a scratch file of its own in
-its state directory (``stored_results_path``), as on SQLite, and each commit that moves the
-run's ``out_offset`` stores the appended lines in the journal in the same transaction
-(``commit_stored_results``). A worker that starts driving a run rebuilds that scratch file
-from the journal first (``restore_results``), on whatever machine it runs, so ``Run.results``
-serves every result from any worker. The worker that sees the run finish writes ``--out``
-from the journal, complete, through a temporary file renamed into place (``export_results``,
-also ``batchpump export``).
-
-Shard files are still files under the state directory: a worker that takes over a run on
-another machine must see them there (a shared mount), or the input at the same path if the run
-was not yet sharded. Splitting one run's shard attempts between workers is not done.
+Shard files are files under the sharding worker's state directory (their paths are in the
+journal): a worker on another machine must see them at the same path (a shared mount), or the
+input at the same path if the run is not sharded yet.
 """
 
 from __future__ import annotations
@@ -36,17 +50,18 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Final, TypeVar, final
 
 import anyio
 
 from ._clock import Clock
+from ._engine import decode_results
 from ._errors import JournalError, UsageError, unwrap_group
 from ._fileio import create_private, run_io
-from ._journal import Journal, LeaseLostError, PostgresJournal
-from ._models import ResultCounts, ShardRecord
+from ._journal import FENCE_MARGIN_FRACTION, Journal, LeaseLostError, PostgresJournal
+from ._models import Result, ResultCounts, RunRecord, ShardRecord
 
 if TYPE_CHECKING:
     from ._engine import RunContext
@@ -54,13 +69,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
-    "commit_stored_results",
-    "drive_leased",
+    "UNSHARDED",
+    "JournalClaims",
+    "StoredResults",
+    "drive_claimed",
     "export_results",
-    "hold_run",
+    "finish_stored",
+    "hold_unsharded",
     "prepare_leased",
-    "restore_results",
     "stored_results_path",
+    "tail_stored",
 ]
 
 _T = TypeVar("_T")
@@ -69,10 +87,17 @@ logger: Final = logging.getLogger("batchpump.workers")
 
 #: A run's lease term: a killed worker's run is taken over this long after its last renewal.
 DEFAULT_LEASE_SECONDS: Final = 30.0
-#: Seconds between a waiting worker's tries (a released lease is taken this soon at most).
-STANDBY_POLL: Final = 1.0
+#: Seconds between a waiting worker's tries (the shards are seen this soon at most), and the
+#: most between claims while other workers hold every open attempt.
+STANDBY_POLL: Final = 0.25
+#: Run states in which the run still has to be sharded (by one worker, under its lease).
+UNSHARDED: Final = ("sharding", "failed")
 #: Bytes of stored results read from the journal per query.
 READ_CHUNK: Final = 4 << 20
+#: Real seconds between reads of the journal while ``Run.results`` waits for more.
+TAIL_POLL: Final = 0.2
+#: Shard indexes each worker that joins a run may give the halves of shards it splits.
+INDEX_BLOCK: Final = 100_000
 
 
 def _speed(clock: Clock) -> float:
@@ -80,28 +105,44 @@ def _speed(clock: Clock) -> float:
     return float(getattr(clock, "speed", 1.0))
 
 
-async def hold_run(journal: PostgresJournal, run_id: str, *, ttl: float, clock: Clock) -> int:
-    """Wait until this worker holds ``run_id``'s lease; return its generation.
+async def hold_unsharded(
+    journal: PostgresJournal, run_id: str, *, ttl: float, clock: Clock
+) -> RunRecord | None:
+    """Wait until ``run_id`` is sharded (return ``None``: work it by claims), or until this
+    worker holds the run's lease while it is not (return the record, read under the lease:
+    shard it, then release the lease).
+
+    A worker that waits re-reads the run every ``STANDBY_POLL`` seconds and tries the lease:
+    if the sharding worker dies, its lease lapses and a waiting one shards the run instead.
 
     Args:
         ttl: the lease's term in real seconds (the server's clock keeps it).
     """
     told = False
-    while (taken := await journal.acquire_run(run_id, ttl)) is None:
+    while True:
+        record = await journal.get_run(run_id)
+        if record is None or record.state not in UNSHARDED:
+            return None
+        taken = await journal.acquire_run(run_id, ttl)
+        if taken is not None:
+            record = await journal.get_run(run_id)
+            if record is not None and record.state in UNSHARDED:
+                if taken > 1:
+                    logger.warning("worker %s shards run %s now", journal.owner, run_id)
+                return record
+            await journal.release_run(run_id)  # sharded meanwhile
+            return None
         if not told:
             holder = await journal.run_holder(run_id)
-            logger.warning(
-                "run %s is driven by worker %s; this worker takes it over when that one "
-                "stops (within %.0f s of its last renewal)",
+            logger.info(
+                "run %s is being sharded by worker %s; this worker joins once the shards "
+                "exist (or shards it, if that worker stops for %.0f s)",
                 run_id,
                 holder.owner if holder else "(just released)",
                 ttl,
             )
             told = True
         await clock.sleep(min(ttl / 3, STANDBY_POLL) * _speed(clock))
-    if told or taken > 1:
-        logger.warning("worker %s drives run %s now (takeover %d)", journal.owner, run_id, taken)
-    return taken
 
 
 async def prepare_leased(
@@ -112,7 +153,7 @@ async def prepare_leased(
     ttl: float,
     clock: Clock,
 ) -> _T:
-    """``await prepare()`` (restoring the results copy, sharding: it may outlast a lease term)
+    """``await prepare()`` (sharding the run: it may outlast a lease term)
     while renewing the run's lease every third of its term, and once more at the end, so the
     drive starts on a fresh term.
 
@@ -149,58 +190,162 @@ async def prepare_leased(
     return result[0]
 
 
-async def drive_leased(
-    run: Run, shards: list[ShardRecord], journal: PostgresJournal, *, ttl: float, clock: Clock
+@final
+class JournalClaims:
+    """``AttemptClaims`` on a ``PostgresJournal``: claims this worker's attempts of one run,
+    and knows how long each claim is good for by this machine's clock (``check``)."""
+
+    def __init__(self, journal: PostgresJournal, run_id: str, *, ttl: float, clock: Clock) -> None:
+        self._journal = journal
+        self._run_id = run_id
+        self._ttl = ttl
+        self._clock = clock
+        self._speed = _speed(clock)
+        #: Clock time each held claim was last taken or renewed (when that statement was sent).
+        self._since: dict[tuple[int, int], float] = {}
+        self.claimed = 0
+        self.taken_over = 0
+
+    @property
+    def wait_seconds(self) -> float:
+        return min(self._ttl / 3, STANDBY_POLL) * self._speed
+
+    async def claim(self, limit: int) -> tuple[list[ShardRecord], int]:
+        sent = self._clock.monotonic()
+        shards, taken, elsewhere = await self._journal.claim(self._run_id, limit)
+        for shard in shards:
+            self._since[shard.key] = sent
+        self.claimed += len(shards)
+        if taken:
+            self.taken_over += taken
+            logger.warning(
+                "worker %s took over %d shard attempt(s) of run %s whose claims lapsed",
+                self._journal.owner,
+                taken,
+                self._run_id,
+            )
+        return shards, elsewhere
+
+    def left(self, key: tuple[int, int]) -> float:
+        """Clock seconds the claim on ``key`` is still good for by this machine's clock (its
+        term less the fencing margin, from its last renewal); negative if it is not held."""
+        since = self._since.get(key)
+        if since is None:
+            return -1.0
+        good = self._ttl * (1 - FENCE_MARGIN_FRACTION) * self._speed
+        return since + good - self._clock.monotonic()
+
+    def check(self, shard: ShardRecord) -> None:
+        """Right before ``shard``'s create: refuse unless its claim is still good here.
+
+        Raises:
+            LeaseLostError: the claim was not renewed recently enough (renewals failing, this
+                process frozen): another worker may take the attempt over any moment.
+        """
+        if self.left(shard.key) <= 0:
+            raise LeaseLostError(
+                f"this worker's claim on shard {shard.index} attempt {shard.attempt} of run "
+                f"{self._run_id} was not renewed in time, so it did not create its batch; "
+                "another worker takes the attempt over from the journal"
+            )
+
+    async def renew(self) -> set[tuple[int, int]]:
+        """Renew every claim held; return the ones lost (another worker has them now)."""
+        sent = self._clock.monotonic()
+        renewed, lost = await self._journal.renew_claims(self._run_id)
+        for key in renewed:
+            self._since[key] = sent
+        held = set(self._journal.held_claims(self._run_id))
+        for key in [k for k in self._since if k not in held]:
+            del self._since[key]  # settled
+        return lost
+
+    def expired(self) -> bool:
+        """Whether some claim held is past what this machine's clock allows it."""
+        return any(self.left(key) <= 0 for key in self._journal.held_claims(self._run_id))
+
+
+async def drive_claimed(
+    run: Run,
+    ctx: RunContext,
+    shards: list[ShardRecord],
+    journal: PostgresJournal,
+    *,
+    ttl: float,
+    clock: Clock,
 ) -> None:
-    """``run._drive(shards)`` under the run's lease; stop the run if the lease is lost."""
+    """``run._drive`` with attempts claimed from the journal, renewing the claims every third
+    of their term; stop the run if a claim is lost (or none can be renewed in time).
+
+    Args:
+        shards: the run's attempts as loaded (only their indexes are used: this worker makes
+            the indexes of split shards from a block of its own above them).
+    """
     run_id = run.id
-    lost = False
     speed = _speed(clock)
+    journal.start_claims(run_id, ttl)
+    claims = JournalClaims(journal, run_id, ttl=ttl, clock=clock)
+    lost = False
+
+    def stop(scope: anyio.CancelScope) -> None:
+        nonlocal lost
+        lost = True
+        run._stop(LeaseLostError(_lost_message(run_id)))
+        scope.cancel()
 
     async def renew(scope: anyio.CancelScope) -> None:
-        nonlocal lost
         while True:
-            # By this machine's clock the lease lasts ``ttl`` from the last renewal sent; stop
-            # driving a third of a term before that unless a renewal succeeds meanwhile.
-            sent = clock.monotonic()
-            deadline = sent + ttl * 2 / 3 * speed
             await clock.sleep(ttl / 3 * speed)
-            renewed = False
-            with anyio.move_on_after(max(0.0, deadline - clock.monotonic()) / speed):
+            while True:
                 try:
-                    renewed = await journal.renew_run(run_id, ttl)
-                except Exception as exc:  # the server is gone: it may answer before the deadline
-                    logger.warning("renewing the lease on run %s failed: %s", run_id, exc)
-                    while not renewed and clock.monotonic() < deadline:
-                        await clock.sleep(min(1.0, ttl / 10) * speed)
-                        try:
-                            renewed = await journal.renew_run(run_id, ttl)
-                        except Exception:
-                            continue
-            if not renewed:
-                lost = True
-                run._stop(LeaseLostError(_lost_message(run_id)))
-                scope.cancel()
+                    gone = await claims.renew()
+                    break
+                except Exception as exc:  # the server may answer the next one; a commit is fenced
+                    logger.warning("renewing the claims on run %s failed: %s", run_id, exc)
+                    if claims.expired():
+                        stop(scope)
+                        return
+                    await clock.sleep(min(1.0, ttl / 10) * speed)
+            if gone:
+                logger.warning(
+                    "worker %s lost its claim on %d attempt(s) of run %s to another worker",
+                    journal.owner,
+                    len(gone),
+                    run_id,
+                )
+                stop(scope)
                 return
 
     try:
+        first = max((s.index for s in shards if s.attempt == 1), default=-1) + 1  # as sharded
+        ctx.next_index = first + (await journal.join_number(run_id) - 1) * INDEX_BLOCK
+        ctx.create_guard = claims.check
         async with anyio.create_task_group() as tg:
             tg.start_soon(renew, tg.cancel_scope)
-            await run._drive(shards)
+            await run._drive(shards, claims)
             tg.cancel_scope.cancel()
     finally:
-        if not lost:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await journal.release_run(run_id)
-                except Exception as exc:  # it lapses on its own
-                    logger.warning("releasing the lease on run %s failed: %s", run_id, exc)
+        with anyio.CancelScope(shield=True):
+            try:  # the attempts this worker did not settle go to the others at once
+                await journal.release_claims(run_id)
+            except Exception as exc:  # they lapse on their own
+                logger.warning("releasing the claims on run %s failed: %s", run_id, exc)
+            journal.stop_claims(run_id)
+    if not lost:
+        logger.info(
+            "worker %s settled %d claimed attempt(s) of run %s (%d taken over)",
+            journal.owner,
+            claims.claimed,
+            run_id,
+            claims.taken_over,
+        )
 
 
 def _lost_message(run_id: str) -> str:
     return (
-        f"this worker lost the lease on run {run_id} (it could not renew it in time) and "
-        "stopped driving it; another worker takes it over from the journal"
+        f"this worker lost the lease or a claim on run {run_id} (it could not renew it in "
+        "time) and stopped working on it; the other workers take its attempts over from the "
+        "journal"
     )
 
 
@@ -235,26 +380,6 @@ async def _write_from_journal(
     await run_io(os.fsync, dst.fileno())
 
 
-async def restore_results(journal: PostgresJournal, run_id: str, path: Path, end: int) -> None:
-    """Make ``path`` hold exactly the run's committed results, ``[0, end)``, from the journal,
-    and remove the scratch copies earlier workers left beside it.
-
-    Whatever ``path`` held is replaced: another worker, maybe on another machine, may have
-    driven the run since this one wrote it.
-    """
-    await run_io(_remove_other_copies, path)
-    await run_io(_create_empty, path)
-    with await run_io(path.open, "r+b") as f:
-        await _write_from_journal(journal, run_id, f, end)
-
-
-def _remove_other_copies(path: Path) -> None:
-    if path.parent.is_dir():
-        for old in path.parent.glob("results.*.jsonl"):
-            if old != path:
-                old.unlink(missing_ok=True)
-
-
 async def export_results(journal: Journal, run_id: str, out: Path) -> int:
     """Write the run's committed results to ``out``, complete, atomically; return the bytes.
 
@@ -283,6 +408,13 @@ async def export_results(journal: Journal, run_id: str, out: Path) -> int:
         raise
     await run_io(_fsync_dir, out.parent)
     return run.out_offset
+
+
+async def finish_stored(journal: PostgresJournal, run_id: str, out: Path, scratch: Path) -> None:
+    """The run is finished: write ``out`` from the journal (``export_results``) and remove this
+    worker's scratch file (every result it staged there is in the journal)."""
+    await export_results(journal, run_id, out)
+    await run_io(scratch.unlink, True)
 
 
 def _copy_prefix(src: Path, dst: BinaryIO, end: int) -> None:
@@ -314,21 +446,55 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-async def commit_stored_results(
-    ctx: RunContext,
-    journal: PostgresJournal,
-    path: Path,
-    length: int,
-    shards: list[ShardRecord],
-    counts: ResultCounts,
-) -> None:
+@final
+class StoredResults:
     """The ``ResultSink`` commit with a PostgreSQL journal: ``RunContext.commit_results``, with
-    the lines just appended to ``path`` stored in the journal in the same transaction."""
-    start = ctx.run.out_offset
-    data = await run_io(_read_span, path, start, length) if length > start else b""
-    ctx.run.out_offset = length
-    ctx.run.counts.merge(counts)
-    await journal.commit(run=ctx.run, shards=shards, results=(start, data))
+    the lines just appended to this worker's scratch file ``path`` stored in the journal in the
+    same transaction.
+
+    While the run is worked by claims the lines go at the run's stored ``out_offset`` and their
+    counts add to the stored ones (``PostgresJournal.commit(append=...)``); before that (the
+    sharding worker's rejected lines, under the run's lease) at ``ctx.run.out_offset``.
+    """
+
+    def __init__(self, ctx: RunContext, journal: PostgresJournal, path: Path) -> None:
+        self._ctx = ctx
+        self._journal = journal
+        self._path = path
+        self._local = 0  # the scratch file's committed length
+
+    async def __call__(self, length: int, shards: list[ShardRecord], counts: ResultCounts) -> None:
+        ctx = self._ctx
+        start = self._local
+        data = await run_io(_read_span, self._path, start, length) if length > start else b""
+        ctx.run.updated_at = ctx.clock.time()
+        if self._journal.claiming(ctx.run.run_id):
+            await self._journal.commit(run=ctx.run, shards=shards, append=(data, counts))
+        else:
+            offset = ctx.run.out_offset
+            ctx.run.out_offset = offset + len(data)
+            ctx.run.counts.merge(counts)
+            await self._journal.commit(run=ctx.run, shards=shards, results=(offset, data))
+        self._local = length
+
+
+async def tail_stored(
+    journal: PostgresJournal, run_id: str, finished: Callable[[], bool], clock: Clock
+) -> AsyncIterator[Result]:
+    """Every result the journal stores for ``run_id``, from the start, as they are committed
+    (by any worker), until ``finished()`` and all are read."""
+    offset = 0
+    while True:
+        ended = finished()  # before the read: what was committed by then is read next
+        data = await journal.read_results(run_id, offset, limit=READ_CHUNK)
+        if data:
+            offset += len(data)
+            for result in decode_results(data):
+                yield result
+            continue
+        if ended:
+            return
+        await clock.sleep(TAIL_POLL * _speed(clock))
 
 
 def _read_span(path: Path, start: int, end: int) -> bytes:

@@ -228,8 +228,8 @@ def _workers_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_LEASE_SECONDS,
         metavar="SECONDS",
-        help="with a postgresql:// journal: a killed worker's run is taken over this long after "
-        f"its last renewal (default: {DEFAULT_LEASE_SECONDS:g})",
+        help="with a postgresql:// journal: a killed worker's shard attempts are taken over "
+        f"this long after its last renewal (default: {DEFAULT_LEASE_SECONDS:g})",
     )
 
 

@@ -17,12 +17,19 @@ the emulator in its own process (time scale 1000: a batch is done ~3 ms after it
    transaction that moves ``out_offset``; beside it the same rows with ``executemany`` of an
    ``INSERT`` on a plain asyncpg connection (what COPY replaced). Lines per second; then the
    export (``read_results`` back into a file) in lines per second.
+   Beside it, the commit of a run worked by claims (``start_claims``): each commit writes a
+   claimed attempt, fenced by its claim, and merges the run record under its row lock.
 3. **Workers.** ``W`` = 1, 2, 3 ``batchpump run INPUT --journal postgresql://... --limiter
    redis://...`` processes started together on the same N-line input (``--quick``: 2,000) in
-   shards of N/20 lines: wall time until every worker exited, batches created per second of
-   wall, and the results checked for exactly one line per ``custom_id``, one batch per shard
-   tag. Workers take turns on a run (the run's lease): extra workers are standbys that take a
-   killed worker's run over, so the wall time is expected to stay flat, not to drop.
+   ``SHARDS`` shards, against an emulator in its own process whose batches take a while
+   (``run_seconds`` 100 at time scale 20: about 5 s each, as real batches take minutes to
+   hours): wall time until every worker exited, batches created per second of wall, each
+   worker's share of the creates, and the results checked for exactly one line per
+   ``custom_id``, one batch per shard tag. Why more workers finish sooner: each worker keeps
+   at most ``2 * submit_concurrency`` (16) attempts claimed and open at once, so one worker
+   works the 48 shards in three waves of batches, two workers in two, three in one. With
+   batches that complete at once (time scale 1000) every run is a few waves of milliseconds
+   and the wall time is process start-up and journal round trips: workers add nothing there.
 
 Prints the figures and writes ``benchmarks/results/bench_workers.json``. Never asserts a time;
 exits non-zero only if a run lost or duplicated a result or created a batch twice.
@@ -120,6 +127,44 @@ async def _commit_rate(journal: Journal, commits: int) -> dict[str, float]:
     }
 
 
+async def _claimed_commit_rate(url: str, commits: int) -> dict[str, float]:
+    """Commits of a run worked by claims: a claimed attempt and the merged run record."""
+    async with await PostgresJournal.open(url) as journal:
+        run = _run("bench")
+        run.state = "running"
+        await journal.open_run(run)
+        journal.start_claims("bench", 60)
+        shards = [_shard(i, 1) for i in range(2 * commits)]
+        for shard in shards:
+            shard.state = "submitted"
+        await journal.commit(shards=shards)
+        claimed, _, _ = await journal.claim("bench", 2 * commits)
+        start = time.perf_counter()
+        for shard in claimed[:commits]:
+            shard.state = "done"
+            await journal.commit(run=run, shards=[shard])
+        sequential = commits / (time.perf_counter() - start)
+        before = journal.statistics()
+        start = time.perf_counter()
+
+        async def committer(worker: int) -> None:
+            for shard in claimed[commits + worker :: CONCURRENT]:
+                shard.state = "done"
+                await journal.commit(run=run, shards=[shard])
+
+        async with anyio.create_task_group() as tg:
+            for worker in range(CONCURRENT):
+                tg.start_soon(committer, worker)
+        concurrent = commits / (time.perf_counter() - start)
+        after = journal.statistics()
+    per_commit = (after.transactions - before.transactions) / (after.commits - before.commits)
+    return {
+        "sequential_commits_per_s": sequential,
+        "concurrent_commits_per_s": concurrent,
+        "concurrent_transactions_per_commit": per_commit,
+    }
+
+
 async def commit_rates(pg: PostgresServer, commits: int, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     openers: dict[str, Callable[[], Awaitable[Journal]]] = {
@@ -133,6 +178,9 @@ async def commit_rates(pg: PostgresServer, commits: int, work: Path) -> dict[str
             out[name] = await _commit_rate(journal, commits)
         finally:
             await journal.aclose()
+    out["postgres_claimed"] = await _claimed_commit_rate(
+        pg.create_database("bench_claimed"), commits
+    )
     return out
 
 
@@ -201,18 +249,39 @@ def _write_input(path: Path, lines: int) -> list[str]:
     return ids
 
 
+#: Shards of the workers' job, and the emulator's batch timing (emulator seconds, scaled).
+SHARDS: Final = 48
+RUN_SECONDS: Final = 100
+TIME_SCALE: Final = 20.0
+
+
+async def _creates_by_worker(url: str) -> list[int]:
+    """Batches each worker created (or adopted): attempts with a batch, by claim owner."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT count(*) FROM batchpump_shards WHERE batch_id IS NOT NULL"
+            " GROUP BY claim_owner ORDER BY 1 DESC"
+        )
+    finally:
+        await conn.close()
+    return [int(row[0]) for row in rows]
+
+
 async def workers_run(
     pg: PostgresServer, redis_url: str, workers: int, lines: int, work: Path
 ) -> dict[str, Any]:
-    config = EmulatorConfig(validate_seconds=1, run_seconds=1, finalize_seconds=1)
+    config = EmulatorConfig(validate_seconds=1, run_seconds=RUN_SECONDS, finalize_seconds=1)
     src = work / f"in-{workers}.jsonl"
     out = work / f"out-{workers}.jsonl"
     ids = _write_input(src, lines)
     url = pg.create_database(f"bench_workers_{workers}")
-    async with open_emulator_process(config, time_scale=1000) as emu:
+    async with open_emulator_process(config, time_scale=TIME_SCALE) as emu:
         env = {**os.environ, "OPENAI_API_KEY": BENCH_KEY, "OPENAI_BASE_URL": emu.openai_base_url}
         argv = [sys.executable, "-m", "batchpump", "run", str(src), "--out", str(out)]
-        argv += ["--max-lines", str(max(1, lines // 20)), "--journal", url]
+        argv += ["--max-lines", str(-(-lines // SHARDS)), "--journal", url]
         argv += ["--limiter", redis_url, "--progress", "none"]
         logs = [work / f"worker-{workers}-{i}.log" for i in range(workers)]
         start = time.perf_counter()
@@ -230,6 +299,7 @@ async def workers_run(
             if code != 0:
                 print(f"worker exited {code}:\n{log.read_text()[-2000:]}")
         stats = await emu.stats()
+    shares = await _creates_by_worker(url)
     seen = Counter(r.custom_id for r in _results.decode_lines(out.read_bytes()))
     tags: dict[str, int] = stats["tags"]
     created = sum(tags.values())
@@ -239,6 +309,7 @@ async def workers_run(
         "wall_s": wall,
         "batches_created": created,
         "creates_per_s": created / wall,
+        "creates_by_worker": shares,
         "exactly_once": set(seen) == set(ids) and set(seen.values()) == {1},
         "tags_created_twice": sum(1 for n in tags.values() if n > 1),
     }
@@ -287,16 +358,25 @@ def main(argv: list[str] | None = None) -> int:
         f"exported at {stored['export_lines_per_s']:,.0f} lines/s"
     )
     ok = True
+    walls = {w["workers"]: w["wall_s"] for w in result["workers"]}
     for w in result["workers"]:
         ok = (
             ok and w["exactly_once"] and not w["tags_created_twice"] and set(w["exit_codes"]) == {0}
         )
         print(
             f"{w['workers']} worker(s): {lines:,} lines in {w['wall_s']:.2f} s, "
-            f"{w['batches_created']} batches ({w['creates_per_s']:.1f} creates/s), "
+            f"{w['batches_created']} batches ({w['creates_per_s']:.1f} creates/s; by worker "
+            f"{w['creates_by_worker']}), "
             f"exactly once: {w['exactly_once']}, tags created twice: {w['tags_created_twice']}, "
             f"exit codes {w['exit_codes']}"
         )
+    rates = result["commit_rate"]
+    print(
+        "summary: 1/2/3 workers "
+        + "/".join(f"{walls[n]:.1f}" for n in (1, 2, 3))
+        + f" s wall ({walls[1] / walls[3]:.1f}x faster with 3); commits/s one at a time: "
+        + ", ".join(f"{k} {v['sequential_commits_per_s']:,.0f}" for k, v in rates.items())
+    )
     print(f"[{machine_line(machine)}] -> {path}")
     return 0 if ok else 1
 

@@ -1,4 +1,5 @@
-"""Several workers, one run: a PostgreSQL journal, run leases and the shared limiter on Redis.
+"""Several workers, one run: a PostgreSQL journal, claims on shard attempts and the shared
+limiter on Redis.
 
 Against the session's real PostgreSQL and Redis (``tests/servers.py``) and the emulator on
 127.0.0.1 port 0. The invariants are counted on the emulator's side: one result per line, one
@@ -14,10 +15,12 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import anyio.lowlevel
 import asyncpg
+import msgspec
 import pytest
 
 from batchpump import (
@@ -26,17 +29,20 @@ from batchpump import (
     PollPolicy,
     Pump,
     RetryPolicy,
+    Run,
     RunOptions,
     ScaledClock,
 )
+from batchpump._errors import ClosedError
 from batchpump._journal import LeaseLostError, PostgresJournal, SqliteJournal
-from batchpump._workers import prepare_leased
-from batchpump.emulator import EmulatorConfig, open_emulator
+from batchpump._models import BatchInfo, ShardRecord
+from batchpump._workers import JournalClaims, prepare_leased
+from batchpump.emulator import EmulatorConfig, Faults, open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 from benchmarks.soak_workers import soak
 from tests.helpers import assert_exactly_once, read_results, write_requests
-from tests.journal.records import make_run
+from tests.journal.records import make_run, make_shard
 from tests.journal.test_postgres import lapse
 from tests.servers import PostgresServer, RedisServer
 
@@ -66,7 +72,7 @@ def provider(emu: RunningEmulator) -> OpenAI:
     )
 
 
-async def test_two_workers_join_one_run_and_take_turns(
+async def test_two_workers_join_one_run(
     emulator: RunningEmulator, postgres_url: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     src = tmp_path / "in.jsonl"
@@ -90,8 +96,8 @@ async def test_two_workers_join_one_run_and_take_turns(
     async with first, second:
         run = await first.submit(src, out=out, options=OPTIONS)
         with anyio.fail_after(60):
-            # The second worker computes the same run id and waits for the lease; by the time
-            # it holds it the first one has finished the run, so it only finds it done.
+            # The second worker computes the same run id and joins the run: it claims what the
+            # first one has not (maybe nothing: the run may be done by then).
             async with anyio.create_task_group() as tg:
 
                 async def join() -> None:
@@ -126,12 +132,14 @@ async def test_results_live_in_the_journal_and_any_worker_serves_them(
         run = await pump.submit(src, out=out, options=OPTIONS)
         with anyio.fail_after(60):
             counts = await run.wait()
+            served = [r.custom_id async for r in run.results()]
     assert counts.succeeded == 500
+    assert sorted(served) == sorted(ids)
     written = out.read_bytes()
     assert_exactly_once(read_results(out), ids)
     assert [p.name for p in out.parent.iterdir()] == ["out.jsonl"]  # no temporary left
-    (first_copy,) = (tmp_path / "a" / "runs" / run.id).glob("results.*.jsonl")
-    assert first_copy.read_bytes() == written  # the worker's own copy, which results() reads
+    # The worker's scratch file of its own results is gone: they are all in the journal.
+    assert list((tmp_path / "a" / "runs" / run.id).glob("results.*.jsonl")) == []
     async with await PostgresJournal.open(postgres_url) as journal:
         (record,) = await journal.list_runs()
         assert record.out_offset == len(written)
@@ -147,19 +155,10 @@ async def test_results_live_in_the_journal_and_any_worker_serves_them(
             served = [r.custom_id async for r in again.results()]
     assert sorted(served) == sorted(ids)
     assert out.read_bytes() == written
-    (second_copy,) = (tmp_path / "b" / "runs" / run.id).glob("results.*.jsonl")
-    assert second_copy.read_bytes() == written  # rebuilt from the journal
     assert not (tmp_path / "ignored.jsonl").exists()  # the run's ``out`` is the first worker's
     exported = tmp_path / "exported.jsonl"
     await export_cli(run.id, exported, postgres_url)
     assert exported.read_bytes() == written
-    # A worker started again in the first state directory keeps one copy: its own.
-    async with Pump(provider(emulator), state_dir=tmp_path / "a", journal=postgres_url) as pump:
-        with anyio.fail_after(60):
-            await (await pump.submit(src, out=out, options=OPTIONS)).wait()
-    (copy,) = (tmp_path / "a" / "runs" / run.id).glob("results.*.jsonl")
-    assert copy != first_copy
-    assert copy.read_bytes() == written
 
 
 async def lease_left(url: str) -> float:
@@ -225,29 +224,27 @@ async def test_a_lease_lost_while_preparing_cancels_the_preparation(postgres_url
         assert holder.owner == other.owner
 
 
-async def _holder_pid(url: str) -> int | None:
-    """The pid of the worker driving the run once a batch is in flight, else None."""
+async def _claimer_pid(url: str) -> int | None:
+    """The pid of a worker that holds a claim on an attempt with a batch in flight, else None."""
     conn = await asyncpg.connect(url)
     try:
-        if await conn.fetchval("SELECT to_regclass('batchpump_leases')") is None:
+        if await conn.fetchval("SELECT to_regclass('batchpump_shards')") is None:
             return None  # no worker has opened the journal yet
-        row = await conn.fetchrow(
-            "SELECT l.owner, s.n FROM batchpump_leases l, LATERAL (SELECT count(*) AS n FROM"
-            " batchpump_shards WHERE state IN ('submitted', 'collecting', 'done')) s"
-            " WHERE l.expires_at > clock_timestamp()"
+        owner = await conn.fetchval(
+            "SELECT claim_owner FROM batchpump_shards WHERE claim_expires > clock_timestamp()"
+            " AND state = 'submitted' LIMIT 1"
         )
     finally:
         await conn.close()
-    if row is None or row[1] == 0:
-        return None
-    return int(str(row[0]).split(":")[1])
+    return None if owner is None else int(str(owner).split(":")[1])
 
 
 async def test_a_killed_worker_is_taken_over(
     postgres_url: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """Two ``batchpump run`` processes on one input; the one driving is SIGKILLed once a batch
-    is in flight; the other takes the run over when the lease lapses and finishes it."""
+    """Two ``batchpump run`` processes on one input; one holding a claim on an attempt with a
+    batch in flight is SIGKILLed; the other takes its attempts over when their claims lapse
+    and finishes the run."""
     config = EmulatorConfig(validate_seconds=1, run_seconds=20, finalize_seconds=1)
     async with open_emulator(config=config, clock=ScaledClock(20)) as emu:
         src = tmp_path / "in.jsonl"
@@ -267,7 +264,7 @@ async def test_a_killed_worker_is_taken_over(
         try:
             with anyio.fail_after(60):
                 # Watching another process's state: nothing to wait on but the database.
-                while (pid := await _holder_pid(postgres_url)) is None:  # noqa: ASYNC110
+                while (pid := await _claimer_pid(postgres_url)) is None:  # noqa: ASYNC110
                     await anyio.sleep(0.02)
             victim = next(w for w in workers if w.pid == pid)
             victim.send_signal(signal.SIGKILL)
@@ -287,17 +284,17 @@ async def test_a_killed_worker_is_taken_over(
         assert set(stats.billing.values()) == {1}
     conn = await asyncpg.connect(postgres_url)
     try:
-        taken = await conn.fetchval("SELECT taken FROM batchpump_leases")
+        taken = await conn.fetchval("SELECT count(*) FROM batchpump_shards WHERE claim_taken > 1")
     finally:
         await conn.close()
-    assert taken == 2  # the run changed hands once: from the killed worker to the other
+    assert taken > 0  # attempts changed hands: from the killed worker to the other
 
 
 async def test_a_worker_that_loses_its_lease_stops_without_cancelling(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """A worker whose lease another one took (it froze past its term) stops driving at its
-    next renewal: its run ends with ``LeaseLostError`` and no batch is cancelled."""
+    """A worker whose claims another one took (it froze past their term) stops at its next
+    renewal: its run ends with ``LeaseLostError`` and no batch is cancelled."""
     config = EmulatorConfig(validate_seconds=1, run_seconds=10**9, finalize_seconds=1)
     async with open_emulator(config=config, clock=ScaledClock(1_000)) as emu:
         src = tmp_path / "in.jsonl"
@@ -310,10 +307,10 @@ async def test_a_worker_that_loses_its_lease_stops_without_cancelling(
                 while len(emu.emulator.stats.tags) < 3:  # noqa: ASYNC110 (the emulator's state)
                     await anyio.sleep(0.01)
             conn = await asyncpg.connect(postgres_url)
-            try:  # the lease lapses (as if this worker froze) and another worker takes it
+            try:  # the claims lapse (as if this worker froze) and another worker takes them
                 await conn.execute(
-                    "UPDATE batchpump_leases SET expires_at = clock_timestamp() - interval '1s',"
-                    " owner = 'elsewhere:1:x', taken = taken + 1"
+                    "UPDATE batchpump_shards SET claim_owner = 'elsewhere:1:x',"
+                    " claim_taken = claim_taken + 1 WHERE claim_owner IS NOT NULL"
                 )
             finally:
                 await conn.close()
@@ -321,6 +318,199 @@ async def test_a_worker_that_loses_its_lease_stops_without_cancelling(
                 await run.wait()
         requests = {key for key, _ in emu.emulator.stats.requests}
         assert not any("cancel" in route for route in requests)
+
+
+async def test_workers_split_one_run_by_claims(postgres_url: str, tmp_path: Path) -> None:
+    """Three workers (each its own state directory, as on three machines sharing a mount) on
+    one run: each creates batches of its own, every line has one result, every attempt one
+    batch, no tag twice."""
+    config = EmulatorConfig(validate_seconds=1, run_seconds=10, finalize_seconds=1)
+    async with open_emulator(config=config, clock=ScaledClock(20)) as emu:
+        src = tmp_path / "in.jsonl"
+        ids = write_requests(src, 1_200)
+        out = tmp_path / "out.jsonl"
+        options = msgspec.structs.replace(OPTIONS, submit_concurrency=1)  # claims 2 at a time
+        runs: list[Run] = []
+        pumps = [
+            Pump(
+                provider(emu),
+                state_dir=tmp_path / f"worker-{n}",
+                journal=postgres_url,
+                lease_seconds=3,
+            )
+            for n in range(3)
+        ]
+        async with pumps[0], pumps[1], pumps[2]:
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+
+                    async def work(pump: Pump) -> None:
+                        run = await pump.submit(src, out=out, options=options)
+                        runs.append(run)
+                        await run.wait()
+
+                    for pump in pumps:
+                        tg.start_soon(work, pump)
+            created = [run.statistics().batches_created for run in runs]
+            served = [r.custom_id async for r in runs[2].results()]
+        assert len({run.id for run in runs}) == 1
+        assert all(n > 0 for n in created), created  # every worker created batches
+        stats = emu.emulator.stats
+        assert sum(created) == len(stats.tags) == 12  # one batch per attempt
+        assert set(stats.tags.values()) == {1}
+        assert_exactly_once(read_results(out), ids)
+        assert sorted(served) == sorted(ids)
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        owners = await conn.fetchval("SELECT count(DISTINCT claim_owner) FROM batchpump_shards")
+        attempts = await conn.fetchval("SELECT count(*) FROM batchpump_shards")
+    finally:
+        await conn.close()
+    assert (owners, attempts) == (3, 12)
+
+
+async def test_retries_are_claimed_by_any_worker(postgres_url: str, tmp_path: Path) -> None:
+    """Lines that fail retryably go again as new attempts, committed unclaimed: two workers
+    claim them like the first attempts, and still every line has one result and every attempt
+    one batch."""
+    faults = Faults(line_retryable_rate=0.3)
+    config = EmulatorConfig(validate_seconds=1, run_seconds=4, finalize_seconds=1, faults=faults)
+    async with open_emulator(config=config, clock=ScaledClock(50)) as emu:
+        src = tmp_path / "in.jsonl"
+        ids = write_requests(src, 800)
+        out = tmp_path / "out.jsonl"
+        options = msgspec.structs.replace(OPTIONS, submit_concurrency=1, max_attempts=6)
+        pumps = [
+            Pump(provider(emu), state_dir=tmp_path / f"w{n}", journal=postgres_url, lease_seconds=3)
+            for n in range(2)
+        ]
+        counts = []
+        async with pumps[0], pumps[1]:
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+
+                    async def work(pump: Pump) -> None:
+                        run = await pump.submit(src, out=out, options=options)
+                        counts.append(await run.wait())
+
+                    for pump in pumps:
+                        tg.start_soon(work, pump)
+        assert counts[0] == counts[1]
+        assert counts[0].total == 800
+        assert_exactly_once(read_results(out), ids)
+        tags = emu.emulator.stats.tags
+        assert set(tags.values()) == {1}
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT attempt, claim_owner, batch_id FROM batchpump_shards WHERE batch_id IS NOT NULL"
+        )
+    finally:
+        await conn.close()
+    assert len(rows) == len(tags)  # batches created == attempts with a batch
+    retries = [row for row in rows if row[0] > 1]
+    assert retries  # the faults made retry attempts
+    assert all(row[1] is not None for row in retries)  # each claimed by a worker
+
+
+class StallAfterCreate(OpenAI):
+    """Makes shard 0's batch, then never returns: the worker froze between "create sent" and
+    "create recorded"."""
+
+    sent: ClassVar[list[str]] = []
+
+    async def create(self, shard: ShardRecord, *, endpoint: str, tag: str) -> BatchInfo:
+        batch = await super().create(shard, endpoint=endpoint, tag=tag)
+        if shard.index == 0:
+            self.sent.append(tag)
+            await anyio.sleep_forever()
+        return batch
+
+
+async def test_a_lapsed_claim_is_taken_over_and_reconciled_by_tag(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Worker A sends shard 0's create and stops before recording it, without releasing its
+    claims (its journal is gone, as in a kill). Worker B takes A's attempts over once their
+    claims lapse, finds shard 0's batch by its tag instead of creating a second one, and
+    finishes the run."""
+    config = EmulatorConfig(validate_seconds=1, run_seconds=4, finalize_seconds=1)
+    async with open_emulator(config=config, clock=ScaledClock(20)) as emu:
+        src = tmp_path / "in.jsonl"
+        ids = write_requests(src, 600)
+        out = tmp_path / "out.jsonl"
+        stalling = StallAfterCreate(
+            api_key=KEY, base_url=emu.openai_base_url, retry=RetryPolicy.no_wait(attempts=30)
+        )
+        async with Pump(
+            stalling, state_dir=tmp_path / "a", journal=postgres_url, lease_seconds=3
+        ) as a:
+            first = await a.submit(src, out=out, options=OPTIONS)
+            with anyio.fail_after(30):
+                while not StallAfterCreate.sent:  # noqa: ASYNC110 (the provider's state)
+                    await anyio.sleep(0.01)
+            await a.journal.aclose()  # A can neither record the create nor release its claims
+        with pytest.raises((ClosedError, ExceptionGroup)) as stopped:  # its journal is closed
+            await first.wait()
+        errors = getattr(stopped.value, "exceptions", (stopped.value,))
+        assert all(isinstance(e, ClosedError) for e in errors), stopped.value
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT state, claim_expires > clock_timestamp() FROM batchpump_shards"
+                " WHERE idx = 0 AND attempt = 1"
+            )
+        finally:
+            await conn.close()
+        assert row is not None
+        assert tuple(row) == ("creating", True)  # the intent is recorded, the batch is not
+        async with Pump(
+            provider(emu), state_dir=tmp_path / "b", journal=postgres_url, lease_seconds=3
+        ) as b:
+            with anyio.fail_after(60):
+                second = await b.submit(src, out=out, options=OPTIONS)
+                counts = await second.wait()
+        assert counts.succeeded == 600
+        assert_exactly_once(read_results(out), ids)
+        stats = emu.emulator.stats
+        assert StallAfterCreate.sent[0] in stats.tags
+        assert len(stats.tags) == 6  # one batch per attempt: shard 0's was adopted
+        assert set(stats.tags.values()) == {1}
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT claim_taken, state FROM batchpump_shards WHERE idx = 0 AND attempt = 1"
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    assert tuple(row) == (2, "done")  # taken over once, settled by the taker
+
+
+async def test_a_claim_not_renewed_in_time_creates_nothing(postgres_url: str) -> None:
+    """Right before a create, a claim must have been renewed within two thirds of its term by
+    this machine's clock (a worker frozen or cut off from the server stops creating)."""
+    clock = ManualClock()
+    async with await PostgresJournal.open(postgres_url) as journal:
+        await journal.open_run(make_run(state="running"))
+        await journal.commit(shards=[make_shard(0, 0), make_shard(1, 0)])
+        journal.start_claims("run-1", 30)
+        claims = JournalClaims(journal, "run-1", ttl=30, clock=clock)
+        (shard, other), _ = await claims.claim(5)
+        claims.check(shard)
+        clock.advance(19)
+        claims.check(shard)  # 19 s < 20 s: still good
+        clock.advance(2)
+        with pytest.raises(LeaseLostError, match="did not create"):
+            claims.check(shard)
+        assert claims.expired()
+        assert await claims.renew() == set()  # the server still had it: renewed, good again
+        claims.check(shard)
+        other.state = "done"
+        await journal.commit(shards=[other])
+        await claims.renew()
+        with pytest.raises(LeaseLostError):  # settled: no claim to create under any more
+            claims.check(other)
 
 
 async def test_workers_soak_quick(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ commits its length in the journal (``results``). What the stages share is a ``Ru
 from __future__ import annotations
 
 from .collect import Collector
-from .engine import Engine
+from .engine import AttemptClaims, Engine
 from .poll import Poller, deadline_cap
 from .predict import PREDICTION_MARGIN, Progress, RunHistory, plan
 from .rebuild import RebuildReport, rebuild_results
@@ -27,6 +27,7 @@ from .submit import Submitter
 __all__ = [
     "PREDICTION_MARGIN",
     "RECONCILE_SLACK",
+    "AttemptClaims",
     "Collector",
     "Engine",
     "PartWriter",

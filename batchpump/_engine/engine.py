@@ -6,6 +6,14 @@
                              ▲                            │
                              └──── retry attempts ◀───────┘
 
+With several workers on one run (``AttemptClaims``, given by the caller: the engine knows no
+database), the journal's open attempts are not handed over at the start: a *feeder* claims up to
+``2 * submit_concurrency`` attempts at a time and claims more as this worker's own settle (or
+every ``wait_seconds`` while other workers hold the rest, to take over a claim that lapses).
+Retries that collectors spawn go back to the pool, claimable by any worker. The run ends for
+this worker when nothing is left to claim, no other worker holds an open attempt, and every
+attempt it claimed is settled.
+
 The submit queue is unbounded on purpose: it holds small ``ShardRecord`` objects (a run has at
 most a few thousand), and collectors must never block on it while holding a finished batch,
 or a tight token budget could deadlock submitters waiting for budget that only collectors
@@ -17,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Final, final
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Final, Protocol, final
 
 import anyio
 from anyio.abc import ObjectReceiveStream
@@ -31,13 +41,28 @@ from .results import ResultSink
 from .runstate import RunContext
 from .submit import Submitter
 
-__all__ = ["Engine"]
+__all__ = ["AttemptClaims", "Engine"]
 
 logger: Final = logging.getLogger("batchpump.engine")
 
 #: Shard states that still need work on resume, and the ones that already have a batch.
 _FINISHED: Final = frozenset({"done", "requeued"})
 _HAS_BATCH: Final = frozenset({"submitted", "collecting"})
+
+
+class AttemptClaims(Protocol):
+    """Where a worker sharing a run takes its shard attempts from (``_workers`` implements it
+    on a PostgreSQL journal)."""
+
+    @property
+    def wait_seconds(self) -> float:
+        """Clock seconds between claims while other workers hold every open attempt."""
+        ...
+
+    async def claim(self, limit: int) -> tuple[list[ShardRecord], int]:
+        """Claim up to ``limit`` open attempts nobody holds; return them (as the journal holds
+        them) and how many open attempts of the run are left that this worker does not hold."""
+        ...
 
 
 @final
@@ -56,24 +81,31 @@ class Engine:
         if self.poller is not None:
             self.poller.wake()
 
-    async def run(self, shards: list[ShardRecord]) -> None:
-        """Work until every attempt in ``shards`` (and every retry it spawns) is settled."""
+    async def run(self, shards: list[ShardRecord], claims: AttemptClaims | None = None) -> None:
+        """Work until every attempt in ``shards`` (and every retry it spawns) is settled; with
+        ``claims``, until every attempt of the run is (``shards`` is then ignored: attempts
+        come from ``claims``, and ``ctx.next_index`` must be set to indexes of this worker's
+        own for the halves of split shards)."""
         ctx = self.ctx
         ctx.started_at = ctx.clock.monotonic()
-        ctx.next_index = max((s.index for s in shards), default=-1) + 1
         reconciler = Reconciler(ctx)
-        # Batches tagged with this run that the journal lacks (a lost state directory, a create
-        # answered late before a crash): adopt those an attempt needs, before creating any.
-        try:
-            await reconciler.sweep(shards, adopt=True)
-        except ProviderError as exc:  # the first call of a run: a wrong setting shows here
-            if configuration_problem(exc):
-                raise ctx.configuration_error(exc) from exc
-            raise
-        pending = [s for s in shards if s.state not in _FINISHED]
-        if not pending:
+        if claims is None:
+            ctx.next_index = max((s.index for s in shards), default=-1) + 1
+            # Batches tagged with this run that the journal lacks (a lost state directory, a
+            # create answered late before a crash): adopt those an attempt needs, before
+            # creating any. (Claimed attempts are looked for one by one: a submitter finds an
+            # attempt left ``creating`` by its tag before it creates.)
+            try:
+                await reconciler.sweep(shards, adopt=True)
+            except ProviderError as exc:  # the first call of a run: a wrong setting shows here
+                if configuration_problem(exc):
+                    raise ctx.configuration_error(exc) from exc
+                raise
+        pending = [s for s in shards if s.state not in _FINISHED] if claims is None else []
+        if not pending and claims is None:
             await reconciler.sweep(await ctx.journal.load_shards(ctx.run.run_id), adopt=False)
             return
+        ctx.feeding = claims is not None
         ctx.opened(len(pending))
         to_submit, submit_queue = anyio.create_memory_object_stream[ShardRecord](math.inf)
         to_collect, collect_queue = anyio.create_memory_object_stream[
@@ -84,10 +116,24 @@ class Engine:
             ctx.waiting += 1
             await to_submit.send(shard)
 
+        async def release(shard: ShardRecord) -> None:
+            # A retry a collector spawned: committed unclaimed, any worker's feeder claims it.
+            ctx.open_attempts -= 1
+            ctx.freed.set()
+
+        async def dispatch(shard: ShardRecord) -> None:
+            if shard.state in _HAS_BATCH and shard.batch_id is not None:
+                ctx.budget.take(shard.model, shard.tokens)
+                await poller.add(shard, _placeholder(shard))
+            else:
+                await resubmit(shard)
+
         async def done(shard: ShardRecord, batch: BatchInfo) -> None:
             await to_collect.send((shard, batch))
 
-        collector = self.collector = Collector(ctx, self.sink, resubmit=resubmit)
+        collector = self.collector = Collector(
+            ctx, self.sink, resubmit=resubmit if claims is None else release
+        )
         poller = self.poller = Poller(ctx, on_done=done)
         submitter = Submitter(
             ctx,
@@ -112,18 +158,54 @@ class Engine:
                 for _ in range(ctx.options.collect_concurrency):
                     tg.start_soon(collector.serve, collect_queue.clone())
                 tg.start_soon(poller.serve)
+                if claims is not None:
+                    tg.start_soon(self._feed, claims, dispatch)
                 for shard in pending:
-                    if shard.state in _HAS_BATCH and shard.batch_id is not None:
-                        ctx.budget.take(shard.model, shard.tokens)
-                        await poller.add(shard, _placeholder(shard))
-                    else:
-                        await resubmit(shard)
+                    await dispatch(shard)
                 await ctx.done.wait()
                 tg.cancel_scope.cancel()
         if stopped:
             raise stopped[0]
         # Creates answered too late to be adopted left duplicates: cancel and report them.
         await reconciler.sweep(await ctx.journal.load_shards(ctx.run.run_id), adopt=False)
+
+    async def _feed(
+        self, claims: AttemptClaims, dispatch: Callable[[ShardRecord], Awaitable[None]]
+    ) -> None:
+        """Claim attempts while this worker has room for them; end the run when none is left
+        open anywhere and this worker's own are settled."""
+        ctx = self.ctx
+        bound = 2 * ctx.options.submit_concurrency
+        while True:
+            ctx.freed = anyio.Event()
+            room = bound - ctx.open_attempts
+            if room > 0:
+                claimed, elsewhere = await claims.claim(room)
+                ctx.opened(len(claimed))
+                for shard in claimed:
+                    await dispatch(shard)
+                if not claimed and elsewhere == 0 and ctx.open_attempts <= 0:
+                    ctx.done.set()
+                    return
+                if claimed and elsewhere and len(claimed) < room:
+                    continue  # more may be free: claim again at once
+            await _first_of(ctx.freed, partial(ctx.clock.sleep, claims.wait_seconds))
+
+
+async def _first_of(event: anyio.Event, timer: Callable[[], Awaitable[None]]) -> None:
+    """Wait until ``event`` is set or ``timer()`` ends."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait_event() -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        async def wait_timer() -> None:
+            await timer()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wait_event)
+        tg.start_soon(wait_timer)
 
 
 def _placeholder(shard: ShardRecord) -> BatchInfo:

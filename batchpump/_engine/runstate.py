@@ -8,6 +8,7 @@ benchmarks can drive it with in-memory fakes. ``RunStatistics`` is its frozen sn
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, final
 
@@ -158,6 +159,13 @@ class RunContext:
     stuck_cancelling: list[str] = field(default_factory=list)
     reported: dict[str, int] = field(default_factory=dict)
     usage: dict[str, Usage] = field(default_factory=dict)
+    #: Attempts come from a feeder (``AttemptClaims``): the feeder, not ``closed``, ends the
+    #: run, and ``closed`` wakes it (``freed``) to claim more.
+    feeding: bool = False
+    freed: anyio.Event = field(default_factory=anyio.Event)
+    #: Called right before each batch create; raises if this worker may no longer create the
+    #: attempt's batch (its claim may have lapsed: ``AttemptClaims.check``).
+    create_guard: Callable[[ShardRecord], None] | None = None
 
     async def commit(self, *shards: ShardRecord, run: bool = False) -> None:
         """Write shard attempts (and the run record, if asked) in one transaction."""
@@ -235,11 +243,19 @@ class RunContext:
         self.open_attempts += count
 
     def closed(self) -> None:
-        """One shard attempt reached ``done`` or ``requeued``; the run ends at zero."""
+        """One shard attempt reached ``done`` or ``requeued``; the run ends at zero (unless a
+        feeder brings more)."""
         self.open_attempts -= 1
         self.shards_done += 1
-        if self.open_attempts <= 0:
+        if self.feeding:
+            self.freed.set()
+        elif self.open_attempts <= 0:
             self.done.set()
+
+    def check_create(self, shard: ShardRecord) -> None:
+        """Right before a create: raise if this worker may no longer create ``shard``'s batch."""
+        if self.create_guard is not None:
+            self.create_guard(shard)
 
     def batch_created(self, shard: ShardRecord, batch: BatchInfo) -> None:
         self.batches_created += 1

@@ -173,6 +173,7 @@ class Submitter:
         tries = 0
         while True:
             tries += 1
+            ctx.check_create(shard)  # a claim that may have lapsed creates nothing
             try:
                 batch = await ctx.provider.create(
                     shard, endpoint=ctx.options.endpoint, tag=shard.tag

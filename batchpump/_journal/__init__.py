@@ -9,13 +9,14 @@ share. ``open_journal`` opens either, from a path or a ``postgresql://`` URL. Mo
 ``protocol`` (the protocol and ``MemoryJournal``), ``sqlite`` (``SqliteJournal``), ``schema``
 (its tables, row encoding, migrations and error mapping), ``lock`` (its single-holder lock and
 file modes), ``postgres`` (``PostgresJournal``), ``leases`` (the run lease: one worker
-drives a run at a time), ``opening`` (``open_journal``), ``reader`` (``JournalReader``: a
-read-only view that takes no lock, for ``status`` beside a running run).
+shards a run; the claims on its shard attempts: workers split it), ``opening``
+(``open_journal``), ``reader`` (``JournalReader``: a read-only view that takes no lock, for
+``status`` beside a running run).
 """
 
 from __future__ import annotations
 
-from .leases import LeaseHolder, LeaseLostError
+from .leases import FENCE_MARGIN_FRACTION, LeaseHolder, LeaseLostError
 from .opening import connect_journal, open_journal
 from .postgres import PG_SCHEMA_VERSION, PostgresJournal, is_postgres_url, redact_url
 from .protocol import Journal, MemoryJournal
@@ -24,6 +25,7 @@ from .schema import SCHEMA_VERSION
 from .sqlite import JournalStatistics, SqliteJournal
 
 __all__ = [
+    "FENCE_MARGIN_FRACTION",
     "PG_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "Journal",

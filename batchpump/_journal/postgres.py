@@ -3,7 +3,8 @@
 Same contract as ``SqliteJournal`` (one ``commit`` is one transaction; records are encoded on
 the caller's task, so the journal keeps that snapshot), on a server every worker can reach, so
 several processes on several machines can drive one run: the run's lease (``leases``) lets one
-of them drive it at a time, and fences the commits of one that lost it.
+of them shard it, and the claims on its shard attempts (``leases``) split the attempts between
+workers and fence the commits of a worker that lost one.
 
 - **Driver: asyncpg**, chosen over psycopg 3's async connection by measuring this journal's
   typical transaction (upsert the run record and two shard records in one transaction, on one
@@ -18,7 +19,8 @@ of them drive it at a time, and fences the commits of one that lost it.
   ``COMMAND_TIMEOUT``), so a transaction either happened or did not, then raises the
   cancellation. A connection lost between calls is opened again by the next call.
 - **Schema** (tables ``batchpump_meta``, ``batchpump_runs``, ``batchpump_shards``, since
-  version 2 ``batchpump_leases``, since version 3 ``batchpump_results``). The version
+  version 2 ``batchpump_leases``, since version 3 ``batchpump_results``, since version 4 the
+  claim columns of ``batchpump_shards``). The version
   is a row of ``batchpump_meta``; each table keeps the indexed columns beside the full record as
   msgspec JSON (``bytea``), so new optional record fields need no migration. Creating or
   migrating the schema happens in one transaction under a transaction-scoped advisory lock, so
@@ -28,6 +30,13 @@ of them drive it at a time, and fences the commits of one that lost it.
   row per line keyed by its byte offset in the results file, with ``COPY`` in the transaction
   that moves the run's ``out_offset``, so the stored results are exactly the committed ones and
   any worker can read them back (``read_results``) or write the file anew.
+- **Runs worked by claims** (``start_claims``): several workers commit to the run at once, so
+  its record is never simply replaced: each commit locks the stored row (``FOR UPDATE``) and
+  merges into it (``_merge``): result lines given as ``append`` go at the stored
+  ``out_offset``, their counts add to the stored counts, a cancel request, a finished state and
+  the duplicate counts stick. The row lock orders the workers' result commits, so the stored
+  lines stay one gapless sequence and each attempt's lines are stored in the transaction that
+  marks it done, under its claim: once.
 - **Secrets.** The URL's password never appears in a repr, an error or a log line: they all
   show ``redact_url(url)``.
 """
@@ -54,7 +63,7 @@ from .._errors import (
     UsageError,
 )
 from .._group import GroupCommit
-from .._models import RunRecord, ShardRecord
+from .._models import ResultCounts, RunRecord, ShardRecord
 from . import leases
 from .leases import LeaseHolder, LeaseLostError
 from .sqlite import JournalStatistics
@@ -70,7 +79,7 @@ __all__ = [
 ]
 
 #: The version of the layout this module writes (a row of ``batchpump_meta``).
-PG_SCHEMA_VERSION: Final = 3
+PG_SCHEMA_VERSION: Final = 4
 #: Seconds one statement may take before the call fails (a hung server must not hang a run).
 COMMAND_TIMEOUT: Final = 60.0
 #: Seconds to wait for the server when connecting.
@@ -138,11 +147,17 @@ async def _migrate_v2(conn: asyncpg.Connection[Any]) -> None:
     await conn.execute(_RESULTS_DDL)
 
 
+async def _migrate_v3(conn: asyncpg.Connection[Any]) -> None:
+    """v3 -> v4: the claims on shard attempts, so several workers split one run."""
+    await conn.execute(leases.CLAIMS_DDL)
+
+
 #: ``_MIGRATIONS[v]`` turns a version ``v`` schema into version ``v + 1`` (inside the
 #: transaction that holds ``SCHEMA_LOCK``).
 _MIGRATIONS: Final[dict[int, Callable[[asyncpg.Connection[Any]], Awaitable[None]]]] = {
     1: _migrate_v1,
     2: _migrate_v2,
+    3: _migrate_v3,
 }
 
 
@@ -186,6 +201,39 @@ class _Pending:
     shard_rows: list[tuple[str, int, int, str, str | None, str | None, bytes]]
     run_id: str
     result_rows: list[tuple[str, int, bytes]]
+    #: Claims mode: lines to append at the stored ``out_offset`` and the counts they add.
+    append: tuple[bytes, ResultCounts] | None = None
+    #: Claims mode: the run record as merged and written (set by the transaction).
+    merged: RunRecord | None = None
+
+
+@dataclass(eq=False)
+class _Claims:
+    """The claims this journal holds on one run's attempts (``start_claims``)."""
+
+    ttl: float
+    held: set[tuple[int, int]]
+
+
+def _merge(
+    stored: RunRecord, ours: RunRecord, added: int, counts: ResultCounts | None
+) -> RunRecord:
+    """The run record a claims-mode commit writes: ``ours`` on top of ``stored`` (the row as
+    locked in the transaction), keeping what other workers moved."""
+    merged = ResultCounts()
+    merged.merge(stored.counts)
+    if counts is not None:
+        merged.merge(counts)
+    ours.counts = merged
+    ours.out_offset = stored.out_offset + added
+    ours.cancel_requested = ours.cancel_requested or stored.cancel_requested
+    ours.duplicates_found = max(ours.duplicates_found, stored.duplicates_found)
+    ours.duplicates_cancelled = max(ours.duplicates_cancelled, stored.duplicates_cancelled)
+    ours.total_lines = max(ours.total_lines, stored.total_lines)
+    ours.out_taken_by = ours.out_taken_by or stored.out_taken_by
+    if stored.state in ("done", "cancelled"):
+        ours.state = stored.state
+    return ours
 
 
 def _result_rows(run_id: str, start: int, data: bytes) -> list[tuple[str, int, bytes]]:
@@ -237,6 +285,7 @@ class PostgresJournal:
         self._group: GroupCommit[_Pending] = GroupCommit(self._write_group)
         self.owner: Final = leases.new_owner()
         self._fenced: dict[str, float] = {}  # run id -> lease term, for runs this one drives
+        self._claims: dict[str, _Claims] = {}  # run id -> claims, for runs worked by claims
 
     @property
     def url(self) -> str:
@@ -362,7 +411,8 @@ class PostgresJournal:
                 await conn.execute("DELETE FROM batchpump_results WHERE run_id = $1", run_id)
                 await conn.execute("DELETE FROM batchpump_shards WHERE run_id = $1", run_id)
                 await conn.execute(
-                    "DELETE FROM batchpump_leases WHERE key = $1", leases.run_key(run_id)
+                    "DELETE FROM batchpump_leases WHERE key = ANY($1::text[])",
+                    [leases.run_key(run_id), leases.joins_key(run_id)],
                 )
                 status = await conn.execute("DELETE FROM batchpump_runs WHERE run_id = $1", run_id)
             return bool(status == "DELETE 1")
@@ -387,6 +437,7 @@ class PostgresJournal:
         run: RunRecord | None = None,
         shards: Sequence[ShardRecord] = (),
         results: tuple[int, bytes] | None = None,
+        append: tuple[bytes, ResultCounts] | None = None,
     ) -> None:
         """Write ``run`` and ``shards`` (inserted or replaced by key) in one transaction.
 
@@ -395,12 +446,20 @@ class PostgresJournal:
         so the results in the journal and the run's ``out_offset`` move together. It needs
         ``run``.
 
+        For a run worked by claims (``start_claims``) the shard attempts written must be
+        claimed by this journal (new attempts excepted), and ``run`` is merged into the stored
+        record (``_merge``) instead of replacing it; ``append`` is ``(data, counts)``: result
+        lines stored at the run's stored ``out_offset``, and the counts they add. Once
+        committed, ``run``'s ``out_offset``, counts and state are the merged ones.
+
         Commits that arrive while another is being written share the next transaction; each
         caller returns once its own records are committed, and every caller of a failed group
         raises.
 
         Raises:
             TypeError: a record holds a value msgspec cannot encode; nothing was written.
+            LeaseLostError: the run's lease, or the claim of an attempt written, is not this
+                journal's (any more); nothing was written.
             JournalError: the write failed (server gone, disk full...); nothing was written,
                 or (the connection dropped during COMMIT) it is unknown whether it was:
                 ``batchpump resume`` reconciles either way.
@@ -410,16 +469,26 @@ class PostgresJournal:
         run_row = None if run is None else (run.run_id, run.state, _enc.encode(run))
         shard_rows = [_shard_row(shard) for shard in shards]
         if run_row is None and not shard_rows:
-            if results is not None:
+            if results is not None or append is not None:
                 raise BatchpumpInternalError("results committed without their run")
             self._commits += 1
             return
         run_id = run.run_id if run is not None else shards[0].run_id
+        if append is not None and (run is None or run_id not in self._claims):
+            raise BatchpumpInternalError("results appended outside a run worked by claims")
         result_rows = [] if results is None else _result_rows(run_id, *results)
-        await self._group.submit(_Pending(run_row, shard_rows, run_id, result_rows))
+        pending = _Pending(run_row, shard_rows, run_id, result_rows, append)
+        await self._group.submit(pending)
+        if run is not None and pending.merged is not None:
+            merged = pending.merged
+            run.out_offset, run.counts, run.state = merged.out_offset, merged.counts, merged.state
+            run.cancel_requested = merged.cancel_requested
+            run.duplicates_found = merged.duplicates_found
+            run.duplicates_cancelled = merged.duplicates_cancelled
 
     async def _write_group(self, group: list[_Pending]) -> None:
         fenced = {i.run_id: self._fenced[i.run_id] for i in group if i.run_id in self._fenced}
+        claimed = {i.run_id: self._claims[i.run_id] for i in group if i.run_id in self._claims}
 
         async def job(conn: asyncpg.Connection[Any]) -> None:
             async with conn.transaction():
@@ -431,22 +500,62 @@ class PostgresJournal:
                             "lapsed (it stopped renewing in time) and nothing more was written; "
                             "another worker carries the run on"
                         )
+                for run_id, claims in claimed.items():
+                    await self._fence_claims(conn, group, run_id, claims.ttl)
+                merged: dict[str, RunRecord] = {}
+                result_rows: list[tuple[str, int, bytes]] = []
                 for item in group:
-                    if item.run_row is not None:
+                    if item.run_row is not None and item.run_id in claimed:
+                        stored = merged.get(item.run_id) or await _locked_run(conn, item.run_id)
+                        data, counts = item.append or (b"", None)
+                        result_rows += _result_rows(item.run_id, stored.out_offset, data)
+                        item.merged = merged[item.run_id] = _merge(
+                            stored, _run_dec.decode(item.run_row[2]), len(data), counts
+                        )
+                    elif item.run_row is not None:
                         await conn.execute(_UPSERT_RUN, *item.run_row)
-                    if item.shard_rows:
-                        await conn.executemany(_UPSERT_SHARD, item.shard_rows)
-                result_rows = [row for item in group for row in item.result_rows]
+                    result_rows += item.result_rows
+                for record in merged.values():
+                    await conn.execute(
+                        _UPSERT_RUN, record.run_id, record.state, _enc.encode(record)
+                    )
+                shard_rows = [row for item in group for row in item.shard_rows]
+                if shard_rows:
+                    await conn.executemany(_UPSERT_SHARD, shard_rows)
                 if result_rows:
                     await conn.copy_records_to_table(
                         "batchpump_results", records=result_rows, columns=_RESULT_COLUMNS
                     )
 
         await self._call(job, doing="committing", run_id=group[0].run_id)
+        for run_id, claims in claimed.items():  # settled attempts need no renewal any more
+            for item in group:
+                if item.run_id == run_id:
+                    for row in item.shard_rows:
+                        if row[3] in leases.SETTLED_STATES:
+                            claims.held.discard((row[1], row[2]))
         self._commits += len(group)
         self._groups += 1
         self._runs_written += sum(item.run_row is not None for item in group)
         self._shards_written += sum(len(item.shard_rows) for item in group)
+
+    async def _fence_claims(
+        self, conn: asyncpg.Connection[Any], group: list[_Pending], run_id: str, ttl: float
+    ) -> None:
+        keys = [
+            (row[1], row[2]) for item in group if item.run_id == run_id for row in item.shard_rows
+        ]
+        if not keys:
+            return
+        margin = ttl * leases.FENCE_MARGIN_FRACTION
+        lost = await leases.fence_claims(conn, run_id, self.owner, margin, keys)
+        if lost:
+            index, attempt = lost[0]
+            raise LeaseLostError(
+                f"journal at {self._shown}: this worker's claim on shard {index} attempt "
+                f"{attempt} of run {run_id} lapsed (it stopped renewing in time) and nothing "
+                "more was written; another worker carries the attempt on"
+            )
 
     async def read_results(self, run_id: str, start: int = 0, *, limit: int = 1 << 20) -> bytes:
         """The run's stored result lines from byte ``start`` on, about ``limit`` bytes of them
@@ -519,6 +628,80 @@ class PostgresJournal:
 
         return await self._call(job, doing="reading a run's lease", run_id=run_id)
 
+    # -- claims on shard attempts (see ``leases``) -----------------------------------------
+
+    def start_claims(self, run_id: str, ttl: float) -> None:
+        """Work ``run_id`` by claims from now on: its commits are fenced by the claims of the
+        attempts they write, and its record is merged (``commit``)."""
+        self._claims.setdefault(run_id, _Claims(ttl, set()))
+
+    def stop_claims(self, run_id: str) -> None:
+        """Stop working ``run_id`` by claims (claims still held lapse on their own, or are
+        released by ``release_claims`` first)."""
+        self._claims.pop(run_id, None)
+
+    def claiming(self, run_id: str) -> bool:
+        """Whether this journal works ``run_id`` by claims (``start_claims``)."""
+        return run_id in self._claims
+
+    async def join_number(self, run_id: str) -> int:
+        """A number no other call for ``run_id`` got (1, 2, ...): each worker that joins the
+        run takes one, to make shard indexes of its own (the halves of split shards)."""
+
+        async def job(conn: asyncpg.Connection[Any]) -> int:
+            return await leases.count(conn, leases.joins_key(run_id))
+
+        return await self._call(job, doing="joining a run", run_id=run_id)
+
+    def held_claims(self, run_id: str) -> list[tuple[int, int]]:
+        """The ``(index, attempt)`` of the open attempts of ``run_id`` this journal claimed."""
+        claims = self._claims.get(run_id)
+        return sorted(claims.held) if claims else []
+
+    async def claim(self, run_id: str, limit: int) -> tuple[list[ShardRecord], int, int]:
+        """Claim up to ``limit`` open attempts of ``run_id`` nobody holds (free, released or
+        lapsed), for the run's claim term; return them (as stored), how many of them were
+        taken over from another claim, and how many open attempts of the run are left that
+        this journal does not hold."""
+        claims = self._claims.get(run_id)
+        if claims is None:
+            raise BatchpumpInternalError(f"run {run_id} is not worked by claims here")
+
+        async def job(conn: asyncpg.Connection[Any]) -> leases.Claimed:
+            return await leases.claim(conn, run_id, self.owner, max(0, limit), claims.ttl)
+
+        got = await self._call(job, doing="claiming shard attempts", run_id=run_id)
+        shards = [_shard_dec.decode(record) for record in got.records]
+        claims.held.update(shard.key for shard in shards)
+        return shards, got.taken_over, got.open_elsewhere
+
+    async def renew_claims(self, run_id: str) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+        """Extend this journal's claims on ``run_id``'s open attempts; return the keys renewed
+        and the keys lost (held here, but lapsed or taken by another worker)."""
+        claims = self._claims.get(run_id)
+        if claims is None:
+            return set(), set()
+        keys = sorted(claims.held)
+
+        async def job(conn: asyncpg.Connection[Any]) -> set[tuple[int, int]]:
+            return await leases.renew_claims(conn, run_id, self.owner, claims.ttl, keys)
+
+        renewed = await self._call(job, doing="renewing claims", run_id=run_id)
+        lost = (set(keys) - renewed) & claims.held  # an attempt settled meanwhile is not lost
+        return renewed, lost
+
+    async def release_claims(self, run_id: str) -> None:
+        """Give up every claim this journal holds on ``run_id``: other workers take the
+        attempts at once."""
+        claims = self._claims.get(run_id)
+        if claims is not None:
+            claims.held.clear()
+
+        async def job(conn: asyncpg.Connection[Any]) -> None:
+            await leases.release_claims(conn, run_id, self.owner)
+
+        await self._call(job, doing="releasing claims", run_id=run_id)
+
     def statistics(self) -> JournalStatistics:
         """A snapshot of what this journal has done since it was opened."""
         return JournalStatistics(
@@ -558,6 +741,16 @@ class PostgresJournal:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<PostgresJournal url={self._shown!r} state={state} commits={self._commits}>"
+
+
+async def _locked_run(conn: asyncpg.Connection[Any], run_id: str) -> RunRecord:
+    """Inside a transaction: the stored run, its row locked until the transaction ends."""
+    found = await conn.fetchval(
+        "SELECT record FROM batchpump_runs WHERE run_id = $1 FOR UPDATE", run_id
+    )
+    if found is None:
+        raise BatchpumpInternalError(f"run {run_id} was committed to after it was deleted")
+    return _run_dec.decode(found)
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:
@@ -667,6 +860,7 @@ async def _prepare_schema(conn: asyncpg.Connection[Any], *, shown: str) -> None:
                 await conn.execute(statement)
             await conn.execute(leases.LEASES_DDL)
             await conn.execute(_RESULTS_DDL)
+            await conn.execute(leases.CLAIMS_DDL)
             await conn.execute(
                 "INSERT INTO batchpump_meta VALUES ('schema_version', $1)", str(PG_SCHEMA_VERSION)
             )

@@ -11,6 +11,7 @@ import contextlib
 
 import anyio
 import asyncpg
+import msgspec
 import pytest
 
 from batchpump._errors import (
@@ -30,6 +31,7 @@ from batchpump._journal import (
     open_journal,
     redact_url,
 )
+from batchpump._models import ResultCounts, ShardRecord
 from tests.journal.records import RUN, make_run, make_shard
 from tests.servers import PostgresServer, free_port
 
@@ -296,14 +298,16 @@ async def test_a_fenced_commit_needs_a_third_of_the_term_left(postgres_url: str)
         assert await journal.get_run(RUN) == make_run(state="running")
 
 
-async def test_v1_journal_is_migrated_to_v3(postgres_url: str) -> None:
+async def test_v1_journal_is_migrated_to_v4(postgres_url: str) -> None:
     async with open_journal(postgres_url) as journal:
         await journal.open_run(make_run())
         await journal.commit(shards=[make_shard(0)])
     conn = await asyncpg.connect(postgres_url)
-    try:  # what a v1 journal looked like: no leases table, no results table
+    try:  # what a v1 journal looked like: no leases table, no results table, no claims
         await conn.execute("DROP TABLE batchpump_leases")
         await conn.execute("DROP TABLE batchpump_results")
+        for column in ("claim_owner", "claim_expires", "claim_taken"):
+            await conn.execute(f"ALTER TABLE batchpump_shards DROP COLUMN {column}")
         await conn.execute("UPDATE batchpump_meta SET value = '1' WHERE key = 'schema_version'")
     finally:
         await conn.close()
@@ -312,6 +316,8 @@ async def test_v1_journal_is_migrated_to_v3(postgres_url: str) -> None:
         assert await journal.acquire_run(RUN, 30) == 1
         await journal.commit(run=make_run(out_offset=4), results=(0, b"{}\n\n"))
         assert await journal.read_results(RUN) == b"{}\n\n"
+        journal.start_claims(RUN, 30)  # the claim columns came with version 4
+        assert (await journal.claim(RUN, 5))[0] == [make_shard(0)]
     conn = await asyncpg.connect(postgres_url)
     try:
         version = await conn.fetchval(
@@ -319,7 +325,7 @@ async def test_v1_journal_is_migrated_to_v3(postgres_url: str) -> None:
         )
     finally:
         await conn.close()
-    assert version == str(PG_SCHEMA_VERSION) == "3"
+    assert version == str(PG_SCHEMA_VERSION) == "4"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,3 +392,173 @@ async def test_results_that_fail_to_store_roll_the_whole_commit_back(postgres_ur
             await journal.commit(run=make_run(), results=(len(lines), b'{"cut'))
         with pytest.raises(BatchpumpInternalError, match="without their run"):
             await journal.commit(results=(0, lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims on shard attempts: several workers split one run.
+
+
+async def lapse_claims(url: str, *, left: float = -1.0) -> None:
+    """Set every claim on run-1's attempts to expire ``left`` seconds from now (server time)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "UPDATE batchpump_shards SET claim_expires = clock_timestamp()"
+            " + make_interval(secs => $1) WHERE claim_owner IS NOT NULL",
+            left,
+        )
+    finally:
+        await conn.close()
+
+
+async def claims_journals(url: str, count: int) -> list[PostgresJournal]:
+    journals = [await PostgresJournal.open(url) for _ in range(count)]
+    await journals[0].open_run(make_run(state="running"))
+    for journal in journals:
+        journal.start_claims(RUN, 30)
+    return journals
+
+
+async def test_workers_claim_disjoint_attempts(postgres_url: str) -> None:
+    """Claims split the open attempts: no attempt twice, settled ones never, and the count
+    of the rest tells a worker whether the run is finished everywhere."""
+    first, second = await claims_journals(postgres_url, 2)
+    try:
+        shards = [make_shard(i, 0) for i in range(5)] + [make_shard(5, 0, state="done")]
+        await first.commit(shards=shards)
+        got, taken, left = await first.claim(RUN, 3)
+        assert ([s.key for s in got], taken, left) == ([(0, 0), (1, 0), (2, 0)], 0, 2)
+        got2, _, left2 = await second.claim(RUN, 3)
+        assert ([s.key for s in got2], left2) == ([(3, 0), (4, 0)], 3)
+        assert (await first.claim(RUN, 3))[0] == []  # the rest are held by a live worker
+        assert first.held_claims(RUN) == [(0, 0), (1, 0), (2, 0)]
+
+        async def race(journal: PostgresJournal, into: list[tuple[int, int]]) -> None:
+            into += [s.key for s in (await journal.claim(RUN, 100))[0]]
+
+        # Two workers claiming at once, the same free attempts: each attempt goes to one.
+        await first.commit(shards=[make_shard(i, 1) for i in range(40)])
+        seen: tuple[list[tuple[int, int]], list[tuple[int, int]]] = ([], [])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(race, first, seen[0])
+            tg.start_soon(race, second, seen[1])
+        assert not set(seen[0]) & set(seen[1])
+        assert sorted(seen[0] + seen[1]) == [(i, 1) for i in range(40)]
+        # Settled attempts leave the claims that need renewing.
+        done = [msgspec.structs.replace(s, state="done") for s in got]
+        await first.commit(shards=done)
+        assert first.held_claims(RUN) == sorted(seen[0])
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_lapsed_claim_is_taken_over_and_fences_its_old_holder(postgres_url: str) -> None:
+    old, new = await claims_journals(postgres_url, 2)
+    try:
+        await old.commit(shards=[make_shard(0, 0), make_shard(1, 0)])
+        (shard, other), _, _ = await old.claim(RUN, 2)
+        shard.state, shard.tag = "creating", "tag-0"
+        await old.commit(shards=[shard])  # the intent, under the claim
+        await lapse_claims(postgres_url)  # the old worker froze past its term
+        taken, count, _ = await new.claim(RUN, 5)
+        assert [s.key for s in taken] == [(0, 0), (1, 0)]
+        assert count == 2
+        assert taken[0].state == "creating"  # the taker sees the intent: it reconciles by tag
+        late = msgspec.structs.replace(shard, state="submitted", batch_id="b-late")
+        with pytest.raises(LeaseLostError, match="shard 0 attempt 0"):
+            await old.commit(shards=[late])  # the old worker's record is refused
+        with pytest.raises(LeaseLostError):  # with a run record too: nothing of it lands
+            await old.commit(run=make_run(state="running", total_lines=7), shards=[other])
+        assert [s.batch_id for s in await new.load_shards(RUN)] == [None, None]
+        assert (await new.get_run(RUN) or make_run()).total_lines == 0
+        renewed, lost = await old.renew_claims(RUN)
+        assert (renewed, lost) == (set(), {(0, 0), (1, 0)})
+        adopted = msgspec.structs.replace(taken[0], state="submitted", batch_id="b-1")
+        await new.commit(shards=[adopted])
+        assert [s.batch_id for s in await new.load_shards(RUN)] == ["b-1", None]
+    finally:
+        await old.aclose()
+        await new.aclose()
+
+
+async def test_a_claimed_commit_needs_a_third_of_the_term_left(postgres_url: str) -> None:
+    (journal,) = await claims_journals(postgres_url, 1)
+    try:
+        await journal.commit(shards=[make_shard(0, 0)])
+        (shard,), _, _ = await journal.claim(RUN, 1)
+        await lapse_claims(postgres_url, left=5.0)  # not lapsed, but under 10 s left
+        shard.state = "creating"
+        with pytest.raises(LeaseLostError):
+            await journal.commit(shards=[shard])
+        renewed, lost = await journal.renew_claims(RUN)
+        assert (renewed, lost) == ({(0, 0)}, set())
+        await journal.commit(shards=[shard])
+        assert [s.state for s in await journal.load_shards(RUN)] == ["creating"]
+    finally:
+        await journal.aclose()
+
+
+async def test_released_claims_and_new_attempts_are_claimable_by_others(
+    postgres_url: str,
+) -> None:
+    first, second = await claims_journals(postgres_url, 2)
+    try:
+        await first.commit(shards=[make_shard(0, 0), make_shard(1, 0)])
+        (a, _unsettled), _, _ = await first.claim(RUN, 2)
+        a.state = "done"
+        retry = make_shard(0, 1)  # a retry a collector spawned: committed unclaimed
+        await first.commit(shards=[a, retry])
+        got, _, left = await second.claim(RUN, 5)
+        assert ([s.key for s in got], left) == ([(0, 1)], 1)
+        await first.release_claims(RUN)  # a stopping worker gives the rest up at once
+        got, taken, left = await second.claim(RUN, 5)
+        assert ([s.key for s in got], taken, left) == ([(1, 0)], 1, 0)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_workers_merge_their_run_commits_and_append_results(postgres_url: str) -> None:
+    """Workers commit their results to one run at once, each with its own stale copy of the
+    record: the stored lines stay gapless, the counts add up, a finished state sticks."""
+    journals = await claims_journals(postgres_url, 3)
+    try:
+        await journals[0].commit(shards=[make_shard(i, 0) for i in range(30)])
+        claimed = [(await j.claim(RUN, 10))[0] for j in journals]
+
+        async def settle(journal: PostgresJournal, shards: list[ShardRecord]) -> None:
+            run = make_run(state="running")  # each worker's own copy, never refreshed
+            for shard in shards:
+                shard.state = "done"
+                lines = result_lines(shard.index * 10, shard.index * 10 + 10)
+                await journal.commit(
+                    run=run, shards=[shard], append=(lines, ResultCounts(succeeded=10))
+                )
+            assert run.counts.succeeded >= 10 * len(shards)  # refreshed from the merge
+
+        async with anyio.create_task_group() as tg:
+            for journal, shards in zip(journals, claimed, strict=True):
+                tg.start_soon(settle, journal, shards)
+        stored = await journals[0].get_run(RUN) or make_run()
+        data = await journals[0].read_results(RUN, limit=1 << 30)
+        assert stored.out_offset == len(data) == len(result_lines(0, 300))
+        assert stored.counts.succeeded == 300
+        assert sorted(data.splitlines()) == sorted(result_lines(0, 300).splitlines())
+        await journals[1].commit(run=make_run(state="done"))
+        await journals[2].commit(run=make_run(state="running", cancel_requested=True))
+        stored = await journals[0].get_run(RUN) or make_run()
+        assert (stored.state, stored.cancel_requested, stored.counts.succeeded) == (
+            "done",
+            True,
+            300,
+        )
+        with pytest.raises(BatchpumpInternalError, match="outside a run worked by claims"):
+            await journals[0].commit(
+                run=make_run("other"), append=(b"{}\n", ResultCounts(succeeded=1))
+            )
+        assert await journals[0].join_number(RUN) == 1
+        assert await journals[1].join_number(RUN) == 2
+    finally:
+        for journal in journals:
+            await journal.aclose()
