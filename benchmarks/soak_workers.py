@@ -5,9 +5,11 @@ soak on loopback (``tests/servers.py``), and the emulator in its own process. It
 speeds batch lifecycles only; its rate limits count real seconds, as a provider's do, and so do
 the ``x-ratelimit-limit-requests`` it advertises (per real minute) and its ``retry-after``. The
 ``upload`` and ``create`` classes each get a bucket of L requests per real second (``--limit``,
-default 4), a burst of one second's worth: a limit binding for the workers, which alone would
-each send far more (a 3,000-line shard uploads in a few milliseconds). Each *round* writes a
-new input and starts three workers with the same command::
+default 4), a burst of one second's worth: a limit that binds, since a worker told it paces at
+it (unpaced, a round's 40 uploads and 40 creates would go 8 at a time, the default
+concurrency), and three workers sending at once with a gate each draw 429s (``--own-runs
+--limiter local``). Each *round* writes a new input and starts three workers with the same
+command::
 
     python -m batchpump run INPUT --out OUT --max-lines N/SHARDS --journal postgresql://...
         --limiter redis://... --lease-seconds 2 --progress none
@@ -160,9 +162,8 @@ class WorkersSoakReport:
             f"created twice {self.tags_created_twice}, double billed {self.double_billed}, "
             f"429s {self.requests_429}/{self.requests_limited} upload+create requests "
             f"({self.share_429:.2%}, limit {self.limit_per_s:g}/s{self._setting()}), leases "
-            "lost under "
-            f"load {self.lease_losses}, bad exits "
-            f"{self.bad_exits} -> {'OK' if self.ok else 'FAILED'}"
+            f"lost under load {self.lease_losses}, bad exits {self.bad_exits} -> "
+            f"{'OK' if self.ok else 'FAILED'}"
         )
 
 
