@@ -16,9 +16,13 @@ told, and a 429 seen by one pauses them all.
   second's calls through in one burst (which a provider's sub-second window answers with
   429s); this script spaces the calls evenly with exactly one round trip each. Raw throughput
   of the two was alike (figures in ``docs/workers.md``).
-- **Keys** are ``batchpump:{SCOPE:CLASS}:tat`` and ``...:pause`` (the braces keep both on one
-  cluster slot), with SCOPE a hash of the provider, its base URL and its key: the key itself
-  never reaches Redis. Both expire once idle.
+- **A worker that knows no rate yet** (it just started, and its provider advertises nothing or
+  has not answered yet) takes its turns at the interval the other workers last reserved at
+  (kept beside TAT), instead of unpaced: a worker restarted after a crash joins the class's
+  pace rather than bursting into the provider's 429s to learn it again.
+- **Keys** are ``batchpump:{SCOPE:CLASS}:tat``, ``...:pause`` and ``...:interval`` (the braces
+  keep them on one cluster slot), with SCOPE a hash of the provider, its base URL and its key:
+  the key itself never reaches Redis. They expire once idle.
 - **Redis unreachable**: the gate goes on with its local pacing alone (and says so once in the
   log, with the URL's password hidden) rather than stopping the run; the provider's 429s still
   pace it. Turns resume through Redis as soon as it answers.
@@ -51,8 +55,9 @@ logger: Final = logging.getLogger("batchpump.ratelimit")
 #: Seconds a class's keys outlive its last turn (a later turn starts afresh, as an idle one).
 IDLE_EXPIRY: Final = 60.0
 
-# KEYS: tat, pause. ARGV: interval (us, 0 = no rate: only the pause applies), pause to publish
-# (us from now, 0 = none), idle expiry (ms). Returns {wait_us, pause_remaining_us}.
+# KEYS: tat, pause, interval. ARGV: interval (us; 0 = the caller knows no rate: it takes the
+# interval the others last used, if any, else only the pause applies), pause to publish (us from
+# now, 0 = none), idle expiry (ms). Returns {wait_us, pause_remaining_us}.
 _SCRIPT: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -65,8 +70,16 @@ if publish > 0 and now + publish > paused then
   redis.call('SET', KEYS[2], string.format('%d', paused), 'PX', math.ceil(publish / 1000) + 1000)
 end
 local pause_left = math.max(0, paused - now)
-if interval <= 0 then
+if publish > 0 then
   return {pause_left, pause_left}
+end
+if interval > 0 then
+  redis.call('SET', KEYS[3], string.format('%d', interval), 'PX', idle)
+else
+  interval = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if interval <= 0 then
+    return {pause_left, pause_left}
+  end
 end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local send = math.max(now, tat, paused)
@@ -80,9 +93,10 @@ class SharedGate(Protocol):
     """The part of an endpoint class's limit that every worker shares."""
 
     async def turn(self, rate: float | None) -> tuple[float, float]:
-        """Reserve one call at ``rate`` calls per Clock second (``None``: no shared rate, only
-        the pause); return ``(wait, paused)``: Clock seconds until the call may go, and how
-        long the class is paused for everyone."""
+        """Reserve one call at ``rate`` calls per Clock second (``None``: this worker knows no
+        rate; the rate the others last reserved at, if any, else only the pause); return
+        ``(wait, paused)``: Clock seconds until the call may go, and how long the class is
+        paused for everyone."""
         ...
 
     async def publish_pause(self, seconds: float) -> None:
@@ -166,7 +180,7 @@ class RedisLimiter:
         self.turns += 1
         try:
             wait, paused = await self._script(
-                keys=[f"{prefix}:tat", f"{prefix}:pause"],
+                keys=[f"{prefix}:tat", f"{prefix}:pause", f"{prefix}:interval"],
                 args=[interval_us, publish_us, int(IDLE_EXPIRY * 1000)],
             )
         except (RedisError, OSError) as exc:

@@ -589,7 +589,7 @@ async def end_to_end(shards: int, lines_per_shard: int = 100) -> dict[str, Any]:
     from benchmarks.soak_kill9 import check_results, write_input  # a sibling benchmark
 
     scale = E2E_TIME_SCALE
-    limit = RateLimit(requests=round(E2E_RATE), per_seconds=scale)  # L per real second
+    limit = RateLimit(requests=round(E2E_RATE), per_seconds=1.0)  # buckets count real seconds
     config = EmulatorConfig(
         faults=Faults(
             rate_limits=dict.fromkeys(("upload", "create", "poll", "download"), limit),

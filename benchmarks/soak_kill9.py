@@ -621,7 +621,7 @@ async def soak_faults(
     say(f"soak_faults seed={seed} (rerun with --faults --seed {seed})")
     started = time.monotonic()
     # 10 requests per real second on uploads and creates, whatever the time scale.
-    limit = RateLimit(requests=10, per_seconds=time_scale)
+    limit = RateLimit(requests=10, per_seconds=1.0)  # buckets count real seconds
     config = EmulatorConfig(
         seed=seed & 0xFFFF,
         line_seconds=0.01,

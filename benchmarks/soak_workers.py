@@ -1,10 +1,15 @@
 """Workers soak: three ``batchpump run`` workers on one run, one SIGKILLed every few seconds.
 
 Servers: PostgreSQL (the shared journal) and redis-server (the shared limiter), started for the
-soak on loopback (``tests/servers.py``), and the emulator in its own process (time scale 20),
-which answers the ``upload`` and ``create`` classes with 429 above a request limit L shared by
-every worker (``--limit``, per real second). Each *round* writes a new input and starts three
-workers with the same command::
+soak on loopback (``tests/servers.py``), and the emulator in its own process. Its time scale (20)
+speeds batch lifecycles only; its rate limits count real seconds, as a provider's do, and so do
+the ``x-ratelimit-limit-requests`` it advertises (per real minute) and its ``retry-after``. The
+``upload`` and ``create`` classes each get a bucket of L requests per real second (``--limit``,
+default 4), a burst of one second's worth: a limit that binds, since a worker told it paces at
+it (unpaced, a round's 40 uploads and 40 creates would go 8 at a time, the default
+concurrency), and three workers sending at once with a gate each draw 429s (``--own-runs
+--limiter local``). Each *round* writes a new input and starts three workers with the same
+command::
 
     python -m batchpump run INPUT --out OUT --max-lines N/SHARDS --journal postgresql://...
         --limiter redis://... --lease-seconds 2 --progress none
@@ -22,9 +27,23 @@ the soak checks, over all rounds:
 - no line was billed twice;
 - at most 5% of the ``upload`` and ``create`` requests were answered 429 (one shared limit).
 
+Variants, for comparison (each is a full soak with the same checks):
+
+- ``--limiter local``: no ``--limiter``; each worker keeps its own gate (paced at the advertised
+  L, alone). The 429 share is then expected above the shared one wherever several workers send
+  at once.
+- ``--own-runs``: each worker gets its own input (three runs, one provider key), so all three
+  send at the same time: the case where only a shared limit keeps them together within L. With
+  one shared run, workers take turns driving it (the run's lease), so at most one of them sends
+  at a time.
+- ``--silent``: the emulator advertises nothing (``advertise_rate_limits=False``,
+  ``send_retry_after=False``): each worker learns the limit from its 429s (``_ratelimit``'s
+  learner) and the pause one of them sees is published to all.
+
 Usage::
 
     python -m benchmarks.soak_workers --kills 20 --lines 120000 --seed 1
+    python -m benchmarks.soak_workers --kills 20 --lines 120000 --seed 1 --own-runs --limiter local
 
 prints one line per kill and a summary, and writes ``benchmarks/results/soak_workers.json``
 (``--no-record`` skips it; the quick test in ``tests/test_workers.py`` uses ``soak``).
@@ -44,7 +63,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``batchpump`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -67,7 +86,7 @@ from benchmarks._common import (
 )
 from tests.servers import PostgresServer, postgres_server, redis_server
 
-__all__ = ["WorkersSoakReport", "main", "soak"]
+__all__ = ["WorkersSoakReport", "emulator_config", "main", "soak"]
 
 NAME: Final = "soak_workers"
 TIME_SCALE: Final = 20.0
@@ -81,6 +100,8 @@ MAX_429_SHARE: Final = 0.05
 EXIT_JOURNAL: Final = 4
 #: The emulator's routes of the ``upload`` and ``create`` classes the limit L applies to.
 LIMITED_ROUTES: Final = frozenset({"openai.files.create", "openai.batches.create"})
+#: Requests per real second on each limited class (a bucket of one second's worth).
+DEFAULT_LIMIT: Final = 4.0
 _results: Final = msgspec.json.Decoder(Result)
 
 
@@ -92,6 +113,9 @@ class WorkersSoakReport:
     lines: int
     limit_per_s: float
     shards: int = 40
+    limiter: str = "redis"
+    own_runs: bool = False
+    silent: bool = False
     rounds: int = 0
     kills: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
@@ -122,6 +146,12 @@ class WorkersSoakReport:
             and not self.bad_exits
         )
 
+    def _setting(self) -> str:
+        shared = " shared on Redis" if self.limiter == "redis" else ", a local gate per worker"
+        runs = ", a run per worker" if self.own_runs else ""
+        silent = ", advertised by nothing" if self.silent else ""
+        return f"{shared}{runs}{silent}"
+
     def summary(self) -> str:
         drivers = sum(1 for k in self.kills if k["driver"])
         return (
@@ -131,9 +161,9 @@ class WorkersSoakReport:
             f"created {self.batches_created} for {self.shard_attempts} shard attempts, tags "
             f"created twice {self.tags_created_twice}, double billed {self.double_billed}, "
             f"429s {self.requests_429}/{self.requests_limited} upload+create requests "
-            f"({self.share_429:.2%}, limit {self.limit_per_s:g}/s shared), leases lost under "
-            f"load {self.lease_losses}, bad exits "
-            f"{self.bad_exits} -> {'OK' if self.ok else 'FAILED'}"
+            f"({self.share_429:.2%}, limit {self.limit_per_s:g}/s{self._setting()}), leases "
+            f"lost under load {self.lease_losses}, bad exits {self.bad_exits} -> "
+            f"{'OK' if self.ok else 'FAILED'}"
         )
 
 
@@ -146,17 +176,18 @@ def _write_input(path: Path, count: int, prefix: str) -> list[str]:
     return ids
 
 
-async def _driver_pid(url: str) -> int | None:
+async def _driver_pids(url: str) -> set[int]:
+    """The workers holding a live run lease (one per run)."""
     conn = await asyncpg.connect(url)
     try:
         if await conn.fetchval("SELECT to_regclass('batchpump_leases')") is None:
-            return None
-        owner = await conn.fetchval(
+            return set()
+        owners = await conn.fetch(
             "SELECT owner FROM batchpump_leases WHERE expires_at > clock_timestamp()"
         )
     finally:
         await conn.close()
-    return None if owner is None else int(str(owner).split(":")[1])
+    return {int(str(row["owner"]).split(":")[1]) for row in owners}
 
 
 async def _journal_attempts(url: str) -> int:
@@ -180,21 +211,33 @@ async def _round(
     delays: tuple[float, float],
     say: Callable[[str], None],
 ) -> None:
-    src, out = work / f"in-{number}.jsonl", work / f"out-{number}.jsonl"
-    ids = _write_input(src, report.lines, f"r{number}")
     url = pg.create_database(f"soak_round_{number}")
     env = {**os.environ, "OPENAI_API_KEY": BENCH_KEY, "OPENAI_BASE_URL": emu.openai_base_url}
-    argv = [sys.executable, "-m", "batchpump", "run", str(src), "--out", str(out)]
-    argv += ["--max-lines", str(max(1, report.lines // report.shards)), "--journal", url]
-    argv += ["--limiter", redis_url, "--lease-seconds", str(LEASE_SECONDS), "--progress", "none"]
+    # One shared run, or (``own_runs``) one run per worker, the round's lines split between them.
+    runs = WORKERS if report.own_runs else 1
+    commands: list[list[str]] = []
+    inputs: list[tuple[Path, list[str]]] = []
+    for run in range(runs):
+        tail = f"{number}-{run}" if report.own_runs else f"{number}"
+        src, out = work / f"in-{tail}.jsonl", work / f"out-{tail}.jsonl"
+        inputs.append((out, _write_input(src, report.lines // runs, f"r{tail}")))
+        argv = [sys.executable, "-m", "batchpump", "run", str(src), "--out", str(out)]
+        argv += ["--max-lines", str(max(1, report.lines // report.shards)), "--journal", url]
+        if report.limiter == "redis":
+            argv += ["--limiter", redis_url]
+        argv += ["--lease-seconds", str(LEASE_SECONDS), "--progress", "none"]
+        commands.append(argv)
     log = (work / f"workers-{number}.log").open("ab")
+    command_of: dict[int, list[str]] = {}
 
-    async def start() -> Process:
-        return await anyio.open_process(
+    async def start(argv: list[str]) -> Process:
+        process = await anyio.open_process(
             argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
         )
+        command_of[process.pid] = argv
+        return process
 
-    workers = [await start() for _ in range(WORKERS)]
+    workers = [await start(commands[i % runs]) for i in range(WORKERS)]
     replaced: set[int] = set()
     try:
         with anyio.fail_after(ROUND_TIMEOUT):
@@ -203,23 +246,25 @@ async def _round(
                     if worker.returncode == EXIT_JOURNAL and worker.pid not in replaced:
                         replaced.add(worker.pid)
                         say(f"pid {worker.pid} lost its lease (exit {EXIT_JOURNAL}); replaced")
-                        workers.append(await start())
+                        workers.append(await start(command_of[worker.pid]))
                 if all(w.returncode is not None for w in workers):
                     break
                 await anyio.sleep(rng.uniform(*delays))
                 alive = [w for w in workers if w.returncode is None]
                 if len(report.kills) >= kills or not alive:
                     continue
-                driver = await _driver_pid(url)
-                pick = rng.random() < 2 / 3 and any(w.pid == driver for w in alive)
-                victim = next(w for w in alive if w.pid == driver) if pick else rng.choice(alive)
+                drivers = await _driver_pids(url)
+                driving = [w for w in alive if w.pid in drivers]
+                pick = rng.random() < 2 / 3 and driving
+                victim = rng.choice(driving) if pick else rng.choice(alive)
                 if victim.returncode is not None:
                     continue
                 victim.send_signal(signal.SIGKILL)
                 await victim.wait()
-                report.kills.append({"round": number, "driver": victim.pid == driver})
-                say(f"kill {len(report.kills)}: pid {victim.pid} (driver: {victim.pid == driver})")
-                workers.append(await start())
+                driver = victim.pid in drivers
+                report.kills.append({"round": number, "driver": driver})
+                say(f"kill {len(report.kills)}: pid {victim.pid} (driver: {driver})")
+                workers.append(await start(command_of[victim.pid]))
             for worker in workers:
                 await worker.wait()
     finally:
@@ -237,12 +282,30 @@ async def _round(
         if code is not None and code not in (0, -signal.SIGKILL, EXIT_JOURNAL)
     ]
     report.bad_exits += [EXIT_JOURNAL] * (len(replaced) - losses)  # journal errors of another kind
-    seen = Counter(r.custom_id for r in _results.decode_lines(out.read_bytes()))
-    report.duplicates += sum(1 for n in seen.values() if n > 1)
-    report.missing += len(set(ids) - set(seen))
-    report.unexpected += len(set(seen) - set(ids))
+    for out, ids in inputs:
+        seen = Counter(r.custom_id for r in _results.decode_lines(out.read_bytes()))
+        report.duplicates += sum(1 for n in seen.values() if n > 1)
+        report.missing += len(set(ids) - set(seen))
+        report.unexpected += len(set(seen) - set(ids))
     report.shard_attempts += await _journal_attempts(url)
     report.rounds += 1
+
+
+def emulator_config(limit: float, *, silent: bool = False) -> EmulatorConfig:
+    """The soak's emulator: ``limit`` requests per real second on uploads and on creates, a
+    burst of one second's worth, advertised (per real minute) unless ``silent``."""
+    burst = max(1, round(limit))
+    bucket = RateLimit(requests=burst, per_seconds=burst / limit)
+    return EmulatorConfig(
+        validate_seconds=2,
+        run_seconds=10,
+        finalize_seconds=2,
+        faults=Faults(
+            rate_limits={"upload": bucket, "create": bucket},
+            advertise_rate_limits=not silent,
+            send_retry_after=not silent,
+        ),
+    )
 
 
 async def soak(
@@ -250,25 +313,44 @@ async def soak(
     kills: int = 20,
     lines: int = 120_000,
     shards: int = 40,
-    limit: float = 20.0,
+    limit: float = DEFAULT_LIMIT,
     seed: int | None = None,
     delays: tuple[float, float] = (2.0, 5.0),
+    limiter: Literal["redis", "local"] = "redis",
+    own_runs: bool = False,
+    silent: bool = False,
     workdir: Path | None = None,
     say: Callable[[str], None] = print,
 ) -> WorkersSoakReport:
-    """Run rounds until ``kills`` workers were killed; return the report (see module doc)."""
+    """Run rounds until ``kills`` workers were killed; return the report (see module doc).
+
+    Args:
+        kills: SIGKILLs in all.
+        lines: lines per round (split between the runs with ``own_runs``).
+        shards: shards per round.
+        limit: L, requests per real second on each of ``upload`` and ``create``.
+        seed: the seed of the kills and their timing (random when ``None``).
+        delays: the shortest and longest wait before each kill.
+        limiter: ``"redis"``: every worker shares one limit (``--limiter``); ``"local"``: each
+            keeps its own.
+        own_runs: a run per worker instead of one run shared by all.
+        silent: the emulator advertises no limit and no retry-after.
+        workdir: where inputs, outputs and logs go (a temporary directory when ``None``).
+        say: where progress lines go.
+    """
     seed = random.randrange(2**32) if seed is None else seed
     rng = random.Random(seed)
     say(f"soak_workers seed {seed}")
-    report = WorkersSoakReport(seed=seed, lines=lines, limit_per_s=limit, shards=shards)
-    per_minute = max(1, round(limit * 60 / TIME_SCALE))  # emulator minutes are 3 real seconds
-    bucket = RateLimit(requests=per_minute, per_seconds=60.0)
-    config = EmulatorConfig(
-        validate_seconds=2,
-        run_seconds=10,
-        finalize_seconds=2,
-        faults=Faults(rate_limits={"upload": bucket, "create": bucket}),
+    report = WorkersSoakReport(
+        seed=seed,
+        lines=lines,
+        limit_per_s=limit,
+        shards=shards,
+        limiter=limiter,
+        own_runs=own_runs,
+        silent=silent,
     )
+    config = emulator_config(limit, silent=silent)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="soak-workers-") as tmp, postgres_server() as pg:
         work = workdir or Path(tmp)
@@ -292,12 +374,36 @@ async def soak(
     return report
 
 
+def _record_name(args: argparse.Namespace) -> str:
+    """``soak_workers``, with the variant's options appended (``soak_workers-local-own-runs``)."""
+    parts = [NAME]
+    if args.limiter != "redis":
+        parts.append(args.limiter)
+    if args.own_runs:
+        parts.append("own-runs")
+    if args.silent:
+        parts.append("silent")
+    return "-".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--lines", type=int, default=120_000)
     parser.add_argument("--shards", type=int, default=40, help="shards per round's input")
-    parser.add_argument("--limit", type=float, default=20.0, help="upload/create limit per s")
+    parser.add_argument(
+        "--limit", type=float, default=DEFAULT_LIMIT, help="upload/create limit per real second"
+    )
+    parser.add_argument(
+        "--limiter",
+        choices=("redis", "local"),
+        default="redis",
+        help="redis: one limit shared by every worker; local: a gate per worker (comparison)",
+    )
+    parser.add_argument("--own-runs", action="store_true", help="a run per worker")
+    parser.add_argument(
+        "--silent", action="store_true", help="the emulator advertises no limit, no retry-after"
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--min-delay", type=float, default=2.0)
     parser.add_argument("--max-delay", type=float, default=5.0)
@@ -313,12 +419,16 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             seed=args.seed,
             delays=(args.min_delay, args.max_delay),
+            limiter=args.limiter,
+            own_runs=args.own_runs,
+            silent=args.silent,
         )
 
     report = anyio.run(go, backend="asyncio")
     if not args.no_record:
         record = {"benchmark": NAME, "machine": machine, "report": asdict(report)}
-        path = write_record(NAME, record)
+        record["summary"] = report.summary()
+        path = write_record(_record_name(args), record)
         print(f"[{machine_line(machine)}] -> {path}")
     return 0 if report.ok else 1
 

@@ -76,6 +76,19 @@ async def test_two_workers_share_one_rate(workers: tuple[RedisLimiter, RedisLimi
     assert first.turns == second.turns == 3
 
 
+async def test_a_worker_that_knows_no_rate_takes_the_others_pace(
+    workers: tuple[RedisLimiter, RedisLimiter],
+) -> None:
+    first, second = workers
+    scope = limit_scope("openai", "https://api.openai.com/v1", ["sk-shared-key"])
+    paced, cold = first.gate(scope, "upload"), second.gate(scope, "upload")
+    assert await cold.turn(None) == (0.0, 0.0)  # nobody has a rate yet: nothing to follow
+    waits = [(await paced.turn(SLOW))[0] for _ in range(2)]
+    # The restarted worker knows no rate; it queues behind the others at their interval.
+    waits += [(await cold.turn(None))[0] for _ in range(2)]
+    assert thousands(waits) == [0, 1, 2, 3]
+
+
 async def test_other_keys_and_classes_have_their_own_rate(
     workers: tuple[RedisLimiter, RedisLimiter],
 ) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 import msgspec
 
-from .._clock import Clock, ScaledClock, SystemClock
+from .._clock import SystemClock
 from ._faults import EmulatorConfig, Faults
 
 if TYPE_CHECKING:
@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--time-scale",
         type=float,
         default=1.0,
-        help="emulated seconds per real second (default 1; 3600: a 24 h window in 24 s)",
+        help="emulated seconds per real second for batch lifecycles (default 1; 3600: a 24 h window"
+        " in 24 s); rate limits stay per real second",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of every random choice (default 0)"
@@ -201,17 +202,20 @@ def run_from_args(args: argparse.Namespace, *, out: TextIO | None = None) -> int
     if args.time_scale <= 0:
         sys.stderr.write("error: --time-scale must be positive\n")
         return 2
-    clock: Clock = SystemClock() if args.time_scale == 1.0 else ScaledClock(args.time_scale)
     from ._server import run_emulator
 
     def ready(running: RunningEmulator) -> None:
+        # The time scale speeds batches up, not the real clock: rate limits stay per real second.
+        running.emulator.set_time_scale(args.time_scale)
         if rules:
             running.emulator.script(rules)
         stream.write(f"batchpump emulator listening on {running.url}\n")
         stream.write("\n".join(paste_lines(running, providers)) + "\n")
         stream.flush()
 
-    run_emulator(args.host, args.port, config, clock=clock, providers=providers, on_ready=ready)
+    run_emulator(
+        args.host, args.port, config, clock=SystemClock(), providers=providers, on_ready=ready
+    )
     return 0
 
 

@@ -2,10 +2,10 @@
 
 Everything here is free of aiohttp: ``EmulatorConfig`` (timing + ``Faults`` + seed) is a frozen
 ``msgspec.Struct`` so it can be dumped, loaded from ``--config`` JSON and replaced at runtime;
-``TokenBucket`` is a request-rate limiter on the emulator's ``Clock``; ``pick_fault`` draws one
-request's fault and ``draw_line_codes`` the outcome of each line of a file-based batch (OpenAI,
-Together) from seeded ``FaultStreams``; ``plan_timeline`` fixes such a batch's lifecycle at
-create.
+``TokenBucket`` is a request-rate limiter on the emulator's quota clock (real seconds);
+``pick_fault`` draws one request's fault and ``draw_line_codes`` the outcome of each line of a
+file-based batch (OpenAI, Together) from seeded ``FaultStreams``; ``plan_timeline`` fixes such
+a batch's lifecycle at create.
 
 Fault draws are stratified, not independent coin flips: a kind at rate ``r`` fires once in each
 window of ``1/r`` draws, at a random place in it, so any ``n`` requests (or lines) see ``n * r``
@@ -58,9 +58,13 @@ Fault: TypeAlias = Literal["none", "storm429", "5xx", "html502", "reset", "slow"
 
 
 class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
-    """A request-rate limit: ``requests`` per ``per_seconds`` (emulator-clock seconds, default 60).
+    """A request-rate limit: ``requests`` per ``per_seconds`` (default 60).
 
-    The bucket holds ``requests`` tokens and refills continuously.
+    The bucket holds ``requests`` tokens and refills continuously. Its seconds are real ones:
+    those of the clock the emulator was given, plus ``advance`` jumps, never the time scale of
+    batch lifecycles (``EmulatorClock.quota_clock``), as a provider counts its limits per real
+    minute. The ``x-ratelimit-*`` headers and the ``retry-after`` of its 429s are in the same
+    seconds, so a client pacing on its own clock paces at the bucket's rate.
     """
 
     requests: int
@@ -78,7 +82,8 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         rate_limits: request-rate limit per endpoint class (``upload``, ``create``, ``poll``,
             ``download``, ``item``); a class not listed is unlimited.
         storm_429_rate: chance a request gets a 429 regardless of the bucket.
-        retry_after_seconds: ``retry-after`` sent with storm 429s (may be large, e.g. 300).
+        retry_after_seconds: ``retry-after`` sent with storm 429s (may be large, e.g. 300),
+            in the client's (real) seconds like a bucket's.
         error_5xx_rate: chance of a JSON 500/502/503.
         html_502_rate: chance of an HTML 502 page, as a proxy would send it.
         reset_rate: chance the connection is aborted before the request is handled.
@@ -165,7 +170,8 @@ class EmulatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 @final
 class TokenBucket:
-    """A continuously refilling bucket of ``limit.requests`` tokens on ``clock.monotonic``."""
+    """A continuously refilling bucket of ``limit.requests`` tokens on ``clock.monotonic``
+    (the emulator passes its ``quota_clock``: real seconds, not the time scale)."""
 
     __slots__ = ("_clock", "_stamp", "_tokens", "limit")
 

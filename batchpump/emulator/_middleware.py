@@ -58,7 +58,8 @@ def _retry_after(wait: float) -> dict[str, str]:
 def _limit_headers(bucket: TokenBucket) -> dict[str, str]:
     per_minute = round(bucket.limit.requests * 60 / bucket.limit.per_seconds)
     return {
-        # OpenAI states the limit per minute, whatever window the bucket refills over.
+        # OpenAI states the limit per minute, whatever window the bucket refills over; the
+        # bucket counts real seconds (the quota clock), so these are real minutes and seconds.
         "x-ratelimit-limit-requests": str(max(1, per_minute)),
         "x-ratelimit-remaining-requests": str(bucket.remaining),
         "x-ratelimit-reset-requests": format_duration(bucket.seconds_until_full()),

@@ -33,7 +33,9 @@ class Emulator:
     """State of one emulator: every provider's objects plus the knobs and counters.
 
     Emulated time is ``emulated_clock``: it follows ``clock`` and moves further on ``advance``
-    (or faster with ``set_time_scale``); batches, expiry and rate buckets all run on it.
+    (or faster with ``set_time_scale``); batches and expiry run on it. Rate buckets run on
+    ``emulated_clock.quota_clock``: ``clock`` plus ``advance``, not the time scale (limits are
+    per real second, whatever speed batches move at).
 
     Args:
         config: timing, seed and faults; default ``EmulatorConfig()`` (no faults).
@@ -155,7 +157,8 @@ class Emulator:
             return None
         bucket = self._buckets.get(endpoint_class)
         if bucket is None or bucket.limit != limit:
-            bucket = self._buckets[endpoint_class] = TokenBucket(limit, self.emulated_clock)
+            quota = self.emulated_clock.quota_clock
+            bucket = self._buckets[endpoint_class] = TokenBucket(limit, quota)
         return bucket
 
     # -- shared helpers ----------------------------------------------------------------------

@@ -1,9 +1,16 @@
 """The emulator's own time: the clock it was given, plus jumps (``advance``) and a time scale.
 
 ``EmulatorClock`` wraps any ``Clock``. ``advance(seconds)`` moves emulated time forward at
-once (batch progression, expiry and rate buckets all read it); ``time_scale`` changes how many
-emulated seconds pass per second of the wrapped clock, from now on. Sleepers on it wake when
-either moves them past their deadline.
+once (batch progression and expiry read it); ``time_scale`` changes how many emulated seconds
+pass per second of the wrapped clock, from now on. Sleepers on it wake when either moves them
+past their deadline.
+
+Rate limits are not part of a batch's lifecycle: a provider counts them per real minute, and a
+client paces itself on its own (real) clock. So the emulator's token buckets run on
+``EmulatorClock.quota_clock``: the wrapped clock plus the ``advance`` jumps, never the time
+scale. A limit, its ``x-ratelimit-*`` headers and its ``retry-after`` are then all in seconds of
+the clock the emulator was given (real seconds for the default ``SystemClock``), whatever the
+time scale batches run at.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import anyio.lowlevel
 
 from .._clock import Clock
 
-__all__ = ["EmulatorClock"]
+__all__ = ["EmulatorClock", "QuotaClock"]
 
 
 @final
@@ -107,8 +114,47 @@ class EmulatorClock:
                 tg.start_soon(on_change)
         await anyio.lowlevel.checkpoint()
 
+    @property
+    def quota_clock(self) -> QuotaClock:
+        """The clock rate limits run on: the wrapped clock plus ``advance`` jumps, unscaled."""
+        return QuotaClock(self)
+
     def __repr__(self) -> str:
         return f"EmulatorClock({self.base!r}, skipped={self._skip!r}, speed={self.speed!r})"
+
+
+@final
+class QuotaClock:
+    """The emulator's clock without its time scale: the wrapped clock plus ``advance`` jumps.
+
+    Token buckets read it, so a limit is per second of the clock the emulator was given
+    whatever ``time_scale`` batches run at, and ``advance`` still refills them.
+
+    Args:
+        emulated: the ``EmulatorClock`` whose jumps it follows.
+    """
+
+    __slots__ = ("_emulated",)
+
+    def __init__(self, emulated: EmulatorClock) -> None:
+        self._emulated = emulated
+
+    @property
+    def speed(self) -> float:
+        """Seconds per real second: the wrapped clock's."""
+        return self._emulated._base_speed
+
+    def monotonic(self) -> float:
+        return self._emulated.base.monotonic() + self._emulated.skipped
+
+    def time(self) -> float:
+        return self._emulated.base.time() + self._emulated.skipped
+
+    async def sleep(self, seconds: float) -> None:
+        await self._emulated.base.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return f"QuotaClock({self._emulated.base!r}, skipped={self._emulated.skipped!r})"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

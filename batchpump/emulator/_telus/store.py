@@ -99,7 +99,7 @@ class TelusState:
         if self._bucket is None:
             burst = self.settings.post_burst
             limit = RateLimit(requests=burst, per_seconds=burst / rate)
-            self._bucket = TokenBucket(limit, self.emulator.emulated_clock)
+            self._bucket = TokenBucket(limit, self.emulator.emulated_clock.quota_clock)
         return self._bucket.try_acquire()
 
     # -- objects ----------------------------------------------------------------------------
