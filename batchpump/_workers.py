@@ -9,9 +9,9 @@ Workers given the same input and options compute the same run id, so with one
   while renewing the lease. Then the lease is released; the other workers, which waited for
   it, find the shards there.
 - **Claims.** Each worker then works the run by claims (``drive_claimed``): the engine's
-  feeder claims up to ``2 * submit_concurrency`` open attempts at a time
+  feeder keeps up to ``2 * submit_concurrency`` claimed attempts waiting for a create
   (``JournalClaims.claim``: ``SELECT ... FOR UPDATE SKIP LOCKED`` over the attempts nobody
-  holds, or whose claim lapsed) and claims more as its own settle. Retries that collectors
+  holds, or whose claim lapsed) and claims more as they get their batches or settle. Retries that collectors
   spawn (split and requeued attempts) are committed unclaimed, so any worker may claim them.
   A worker renews all its claims every third of their term in one statement; one that stops
   renewing (killed, frozen, cut off) loses them when they lapse, and another worker's feeder

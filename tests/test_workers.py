@@ -37,7 +37,7 @@ from batchpump._errors import ClosedError
 from batchpump._journal import LeaseLostError, PostgresJournal, SqliteJournal
 from batchpump._models import BatchInfo, ShardRecord
 from batchpump._workers import JournalClaims, prepare_leased
-from batchpump.emulator import EmulatorConfig, Faults, open_emulator
+from batchpump.emulator import EmulatorConfig, Faults, RateLimit, open_emulator
 from batchpump.emulator._server import RunningEmulator
 from batchpump.providers.openai import OpenAI
 from benchmarks.soak_workers import soak
@@ -323,8 +323,14 @@ async def test_a_worker_that_loses_its_lease_stops_without_cancelling(
 async def test_workers_split_one_run_by_claims(postgres_url: str, tmp_path: Path) -> None:
     """Three workers (each its own state directory, as on three machines sharing a mount) on
     one run: each creates batches of its own, every line has one result, every attempt one
-    batch, no tag twice."""
-    config = EmulatorConfig(validate_seconds=1, run_seconds=10, finalize_seconds=1)
+    batch, no tag twice.
+
+    Creates are limited to 3 a second (advertised, so each worker paces itself), as a provider
+    limits them: the first worker to claim cannot create every batch before the others join,
+    and it holds only the attempts its submitter is about to create.
+    """
+    faults = Faults(rate_limits={"create": RateLimit(requests=3, per_seconds=1.0)})
+    config = EmulatorConfig(validate_seconds=1, run_seconds=10, finalize_seconds=1, faults=faults)
     async with open_emulator(config=config, clock=ScaledClock(20)) as emu:
         src = tmp_path / "in.jsonl"
         ids = write_requests(src, 1_200)

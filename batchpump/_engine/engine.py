@@ -7,9 +7,10 @@
                              └──── retry attempts ◀───────┘
 
 With several workers on one run (``AttemptClaims``, given by the caller: the engine knows no
-database), the journal's open attempts are not handed over at the start: a *feeder* claims up to
-``2 * submit_concurrency`` attempts at a time and claims more as this worker's own settle (or
-every ``wait_seconds`` while other workers hold the rest, to take over a claim that lapses).
+database), the journal's open attempts are not handed over at the start: a *feeder* keeps up
+to ``2 * submit_concurrency`` claimed attempts waiting for (or in) a create and claims more as
+they are created or settle (or every ``wait_seconds`` while other workers hold the rest, to
+take over a claim that lapses). Attempts with a batch do not count against that bound.
 Retries that collectors spawn go back to the pool, claimable by any worker. The run ends for
 this worker when nothing is left to claim, no other worker holds an open attempt, and every
 attempt it claimed is settled.
@@ -178,7 +179,10 @@ class Engine:
         bound = 2 * ctx.options.submit_concurrency
         while True:
             ctx.freed = anyio.Event()
-            room = bound - ctx.open_attempts
+            # Only attempts not yet brought to a batch count: those with a batch cost this
+            # worker a line in its sweeps, and leaving them unclaimed would only hold the run
+            # back (a run of a thousand shards must not go in waves of ``bound``).
+            room = bound - ctx.waiting - ctx.submitting
             if room > 0:
                 claimed, elsewhere = await claims.claim(room)
                 ctx.opened(len(claimed))
@@ -187,8 +191,8 @@ class Engine:
                 if not claimed and elsewhere == 0 and ctx.open_attempts <= 0:
                     ctx.done.set()
                     return
-                if claimed and elsewhere and len(claimed) < room:
-                    continue  # more may be free: claim again at once
+                if claimed and (len(claimed) == room or elsewhere):
+                    continue  # more may be free: claim again at once (room is counted anew)
             await _first_of(ctx.freed, partial(ctx.clock.sleep, claims.wait_seconds))
 
 

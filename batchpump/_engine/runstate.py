@@ -153,6 +153,8 @@ class RunContext:
     shards_done: int = 0
     in_flight: dict[str, ShardRecord] = field(default_factory=dict)
     waiting: int = 0
+    #: Attempts a submitter took and has not yet brought to a batch (or failed, or settled).
+    submitting: int = 0
     done: anyio.Event = field(default_factory=anyio.Event)
     cancel_failures: int = 0
     next_index: int = 0

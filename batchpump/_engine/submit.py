@@ -96,8 +96,15 @@ class Submitter:
         """Submit shard attempts from ``shards`` until the stream closes."""
         async with shards:
             async for shard in shards:
-                self._ctx.waiting -= 1
-                await self.submit(shard)
+                ctx = self._ctx
+                ctx.waiting -= 1
+                ctx.submitting += 1
+                try:
+                    await self.submit(shard)
+                finally:
+                    ctx.submitting -= 1
+                    if ctx.feeding:  # room for the feeder to claim another attempt
+                        ctx.freed.set()
 
     async def submit(self, shard: ShardRecord) -> None:
         """Take one shard attempt from wherever the journal left it to ``submitted``."""
