@@ -11,8 +11,9 @@ Workers given the same input and options compute the same run id, so with one
 - **Claims.** Each worker then works the run by claims (``drive_claimed``): the engine's
   feeder keeps up to ``2 * submit_concurrency`` claimed attempts waiting for a create
   (``JournalClaims.claim``: ``SELECT ... FOR UPDATE SKIP LOCKED`` over the attempts nobody
-  holds, or whose claim lapsed) and claims more as they get their batches or settle. Retries that collectors
-  spawn (split and requeued attempts) are committed unclaimed, so any worker may claim them.
+  holds, or whose claim lapsed) and claims more as they get their batches or settle. Retries
+  that collectors spawn (split and requeued attempts) are committed unclaimed, so any worker
+  may claim them.
   A worker renews all its claims every third of their term in one statement; one that stops
   renewing (killed, frozen, cut off) loses them when they lapse, and another worker's feeder
   takes the attempts over. The run ends for a worker when no attempt of it is open anywhere.
