@@ -177,13 +177,16 @@ def _write_input(path: Path, count: int, prefix: str) -> list[str]:
 
 
 async def _driver_pids(url: str) -> set[int]:
-    """The workers holding a live run lease (one per run)."""
+    """The workers driving a run: holding a live run lease (sharding) or a live claim on one
+    of its shard attempts."""
     conn = await asyncpg.connect(url)
     try:
         if await conn.fetchval("SELECT to_regclass('batchpump_leases')") is None:
             return set()
         owners = await conn.fetch(
             "SELECT owner FROM batchpump_leases WHERE expires_at > clock_timestamp()"
+            " UNION SELECT claim_owner FROM batchpump_shards"
+            " WHERE claim_owner IS NOT NULL AND claim_expires > clock_timestamp()"
         )
     finally:
         await conn.close()
