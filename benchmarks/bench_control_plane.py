@@ -21,7 +21,10 @@ Concurrency is the same for all three: C (default 8, the engine's default) tasks
 creating, C tasks downloading, one poller sweeping every P seconds (default 0.5; the SDK's
 retrieves of one sweep also run C at a time). creates/s is N over the time from the start
 (input file on disk, nothing sent) to the N-th successful create; wall is until the last
-result is written. Prints the summary and writes ``benchmarks/results/bench_control_plane.json``.
+result is written. Each contender's line also gives the CPU per batch of the client process (all
+threads, ``getrusage``) and of its emulator child (``/proc/PID/stat``); for the engine the JSON
+adds the journal's commits, transactions, writer wake-ups and deferred records per batch.
+Prints the summary and writes ``benchmarks/results/bench_control_plane.json``.
 Never asserts a time; exits non-zero only if a contender failed or lost results.
 """
 
@@ -129,11 +132,11 @@ async def run_engine(
             tg.cancel_scope.cancel()
         wall = time.perf_counter() - start
         used = pump.journal
-        transactions = wakeups = -1
+        transactions = wakeups = deferred = -1
         if isinstance(used, SqliteJournal):
             journal_stats = used.statistics()
             commits, transactions = journal_stats.commits, journal_stats.transactions
-            wakeups = journal_stats.wakeups
+            wakeups, deferred = journal_stats.wakeups, journal_stats.deferred
         elif isinstance(used, MemoryJournal):
             commits = used.commits
         else:
@@ -148,6 +151,7 @@ async def run_engine(
         journal_transactions=transactions,
         journal_transactions_per_batch=round(transactions / max(n, 1), 2),
         journal_wakeups_per_batch=round(wakeups / max(n, 1), 2),
+        journal_deferred_per_batch=round(deferred / max(n, 1), 2),
         http_requests=http.requests,
         http_retries=http.retries,
         succeeded=counts.succeeded,
