@@ -21,7 +21,10 @@ Concurrency is the same for all three: C (default 8, the engine's default) tasks
 creating, C tasks downloading, one poller sweeping every P seconds (default 0.5; the SDK's
 retrieves of one sweep also run C at a time). creates/s is N over the time from the start
 (input file on disk, nothing sent) to the N-th successful create; wall is until the last
-result is written. Prints the summary and writes ``benchmarks/results/bench_control_plane.json``.
+result is written. Each contender's line also gives the CPU per batch of the client process (all
+threads, ``getrusage``) and of its emulator child (``/proc/PID/stat``); for the engine the JSON
+adds the journal's commits, transactions, writer wake-ups and deferred records per batch.
+Prints the summary and writes ``benchmarks/results/bench_control_plane.json``.
 Never asserts a time; exits non-zero only if a contender failed or lost results.
 """
 
@@ -31,7 +34,9 @@ import argparse
 import cProfile
 import io
 import math
+import os
 import pstats
+import resource
 import sys
 import tempfile
 import time
@@ -127,8 +132,11 @@ async def run_engine(
             tg.cancel_scope.cancel()
         wall = time.perf_counter() - start
         used = pump.journal
+        transactions = wakeups = deferred = -1
         if isinstance(used, SqliteJournal):
-            commits = used.statistics().commits
+            journal_stats = used.statistics()
+            commits, transactions = journal_stats.commits, journal_stats.transactions
+            wakeups, deferred = journal_stats.wakeups, journal_stats.deferred
         elif isinstance(used, MemoryJournal):
             commits = used.commits
         else:
@@ -140,6 +148,10 @@ async def run_engine(
         journal=args.journal,
         journal_commits=commits,
         journal_commits_per_batch=round(commits / max(n, 1), 2),
+        journal_transactions=transactions,
+        journal_transactions_per_batch=round(transactions / max(n, 1), 2),
+        journal_wakeups_per_batch=round(wakeups / max(n, 1), 2),
+        journal_deferred_per_batch=round(deferred / max(n, 1), 2),
         http_requests=http.requests,
         http_retries=http.retries,
         succeeded=counts.succeeded,
@@ -374,6 +386,7 @@ async def measure(
     async with open_emulator_process(EMULATOR, time_scale=TIME_SCALE) as emu:
         with tempfile.TemporaryDirectory(prefix=f"bench-cp-{name}-") as tmp:
             with anyio.fail_after(args.timeout):
+                client_cpu, emulator_cpu = _cpu_seconds(), _process_cpu_seconds(emu.pid)
                 if profiler is not None:
                     profiler.enable()
                 try:
@@ -381,6 +394,8 @@ async def measure(
                 finally:
                     if profiler is not None:
                         profiler.disable()
+                client_cpu = _cpu_seconds() - client_cpu
+                emulator_cpu = _process_cpu_seconds(emu.pid) - emulator_cpu
         snapshot = await emu.stats()
     routes = route_counts(snapshot)
     total = sum(routes.values())
@@ -391,6 +406,10 @@ async def measure(
         "batches": figures.batches,
         "results": figures.results,
         **figures.extra,
+        "client_cpu_s": round(client_cpu, 2),
+        "client_cpu_ms_per_batch": round(1000 * client_cpu / max(n, 1), 3),
+        "emulator_cpu_s": round(emulator_cpu, 2),
+        "emulator_cpu_ms_per_batch": round(1000 * emulator_cpu / max(n, 1), 3),
         "emulator": {
             "batches_created": snapshot.get("batches_created"),
             "requests": routes,
@@ -399,6 +418,21 @@ async def measure(
             "per_batch": {route: round(count / max(n, 1), 3) for route, count in routes.items()},
         },
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process (every thread) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (``/proc/PID/stat``; 0 where unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def print_profile(profiler: cProfile.Profile, path: Path) -> None:
@@ -490,7 +524,9 @@ def _line(name: str, f: dict[str, Any]) -> str:
     per = ", ".join(f"{r.removeprefix('openai.')} {v}" for r, v in emu["per_batch"].items())
     return (
         f"  {name:<6} {f['creates_per_s']:>8.1f} creates/s  wall {f['wall_s']:>7.2f} s  "
-        f"{f['results']:,} results | requests/batch {emu['requests_per_batch']} ({per})"
+        f"{f['results']:,} results | CPU/batch client {f['client_cpu_ms_per_batch']} ms, "
+        f"emulator {f['emulator_cpu_ms_per_batch']} ms | requests/batch "
+        f"{emu['requests_per_batch']} ({per})"
     )
 
 

@@ -70,6 +70,7 @@ class Collector:
         self._resubmit = resubmit
         self.ignored = 0
         self._rng = random.Random()
+        self._parts = Path(ctx.work_dir) / "parts"
 
     async def serve(self, batches: ObjectReceiveStream[tuple[ShardRecord, BatchInfo]]) -> None:
         async with batches:
@@ -321,7 +322,7 @@ class Collector:
         ctx.closed()
 
     def _part_path(self, shard: ShardRecord) -> Path:
-        return Path(self._ctx.work_dir) / "parts" / f"{shard.index:05d}.a{shard.attempt}.part"
+        return self._parts / f"{shard.index:05d}.a{shard.attempt}.part"
 
 
 def _retryable(result: Result, cancelled: bool) -> bool:

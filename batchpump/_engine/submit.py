@@ -6,6 +6,14 @@ no aiohttp, no sqlite3. Each step is written to the journal *before* the action 
 ``ready`` --prepare--> (input_ref) --intent--> ``creating`` (input_ref, tag, intent_at)
 --create--> ``submitted`` (batch_id)
 
+Of these commits the promise needs two durable at once: the intent before the create (a
+resume must know a batch may exist, and look for it by tag instead of creating another) and,
+later, the collector's settle after the results are durable. The batch id only saves a resume
+that look: while more shards wait to be submitted, it is handed to a journal that can
+``defer`` it and rides along with the next transaction (another shard's intent, typically)
+instead of taking a transaction and a thread hand-off of its own; otherwise it is committed
+and waited for. A crash before it is written leaves the attempt ``creating``: found by tag.
+
 (``uploaded`` is still understood on resume: a requeued attempt starts there, reusing its file.)
 
 A create that fails ambiguously (timeout, reset, 5xx after the request was sent, 408, 409) is
@@ -21,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import Final, final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Protocol, final, runtime_checkable
 
 from anyio.abc import ObjectReceiveStream
 
@@ -36,13 +44,13 @@ from .._errors import (
     TransportError,
     configuration_problem,
 )
-from .._models import BatchInfo, ShardRecord
+from .._models import BatchInfo, RunRecord, ShardRecord
 from .._provider import shard_tag
 from .._retry import backoff
 from .reconcile import Reconciler
 from .runstate import RunContext
 
-__all__ = ["Submitter", "is_ambiguous"]
+__all__ = ["DeferringJournal", "Submitter", "is_ambiguous"]
 
 logger: Final = logging.getLogger("batchpump.submit")
 
@@ -57,6 +65,16 @@ def is_ambiguous(exc: BaseException) -> bool:
     if isinstance(exc, TransportError | ProviderUnavailableError | ConflictError):
         return True
     return isinstance(exc, ProviderError) and exc.status == 408
+
+
+@runtime_checkable
+class DeferringJournal(Protocol):
+    """A journal that can queue a record to ride along with its next transaction
+    (``SqliteJournal.defer``)."""
+
+    def defer(
+        self, *, run: RunRecord | None = None, shards: Sequence[ShardRecord] = ()
+    ) -> None: ...
 
 
 ShardFailure = Callable[[ShardRecord, str, str], Awaitable[None]]
@@ -91,6 +109,8 @@ class Submitter:
         self._on_failed = on_failed
         self._on_cancelled = on_cancelled
         self._rng = random.Random()
+        journal = ctx.journal
+        self._defer = journal.defer if isinstance(journal, DeferringJournal) else None
 
     async def serve(self, shards: ObjectReceiveStream[ShardRecord]) -> None:
         """Submit shard attempts from ``shards`` until the stream closes."""
@@ -138,7 +158,10 @@ class Submitter:
         shard.batch_id = batch.id
         shard.batch_state = batch.state
         shard.state = "submitted"
-        await ctx.commit(shard)
+        if self._defer is not None and ctx.waiting > 0:
+            self._defer(shards=(shard,))  # another shard's intent commit follows soon
+        else:
+            await ctx.commit(shard)
         ctx.batch_created(shard, batch)
         await self._on_submitted(shard, batch)
 

@@ -6,12 +6,17 @@ It keeps the contract of ``MemoryJournal`` (see ``protocol``) on disk:
   WAL file, so it survives the process being killed (SIGKILL, OOM killer, a crash). After a
   power loss or OS crash the last commits may be rolled back, but the file stays consistent.
   ``synchronous="FULL"`` fsyncs every commit and survives power loss too, at a cost in speed.
-- **Off the loop.** Every sqlite3 call runs in a worker thread, one at a time
-  (``anyio.to_thread`` behind a ``CapacityLimiter(1)``), so the event loop never waits on the
-  disk. Records are encoded on the caller's task when ``commit`` is called: the journal keeps
-  that snapshot, whatever happens to the objects afterwards (as ``MemoryJournal`` does).
-- **Group commit.** Commits that arrive while one is being written share the next
-  transaction; each caller returns once its own records are durable.
+- **Off the loop.** Every sqlite3 call runs in the journal's one writer thread, in the order
+  of the calls, so the event loop never waits on the disk. Records are encoded on the caller's
+  task when ``commit`` is called: the journal keeps that snapshot, whatever happens to the
+  objects afterwards (as ``MemoryJournal`` does).
+- **Group commit.** Callers put their commits in a queue and wait; the writer takes everything
+  queued at once and writes consecutive commits in one transaction, and tells all their
+  callers with one hand-off to the event loop. Each caller returns once its own records are
+  durable; every caller of a failed transaction raises its error, and the next transaction
+  goes on as usual. Calls queued while the writer is busy are picked up without waking it (a
+  thread wake-up costs the event loop more than the SQL). ``defer`` queues a record nobody
+  waits for: it rides along with the next transaction.
 - **One holder.** The file is created 0600 and locked while it is open (``lock``): a second
   holder gets ``JournalLockedError``, never a shared file.
 - **Never recreated.** A newer schema, a file that is not a journal, or a damaged file raise
@@ -22,22 +27,22 @@ It keeps the contract of ``MemoryJournal`` (see ``protocol``) on disk:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, TypeAlias, TypeVar, final
+from typing import Final, Literal, TypeAlias, TypeVar, cast, final
 
 import anyio
 import anyio.to_thread
 import msgspec
 
 from .._errors import ClosedError, JournalError, UsageError
-from .._group import GroupCommit
 from .._models import RunRecord, ShardRecord
 from .lock import JournalLock, create_journal_file, tighten_sidecars
 from .schema import (
@@ -109,10 +114,13 @@ class JournalStatistics(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         path: the journal file.
         state: ``"open"`` or ``"closed"``.
-        commits: ``commit`` calls that completed.
+        commits: ``commit`` (and ``defer``) calls whose records were written.
         transactions: transactions those commits took (fewer when commits were grouped).
         runs_written: run records written by ``commit`` and ``open_run``.
         shards_written: shard records written by ``commit``.
+        wakeups: times a caller woke the journal's writer thread (a thread hand-off; calls
+            queued while it is busy ride along without one).
+        deferred: records handed over with ``defer`` (written with the next transaction).
     """
 
     path: str
@@ -121,24 +129,33 @@ class JournalStatistics(msgspec.Struct, frozen=True, kw_only=True):
     transactions: int = 0
     runs_written: int
     shards_written: int
+    wakeups: int = 0
+    deferred: int = 0
 
 
 @dataclass(eq=False)
-class _Pending:
-    """One caller's commit waiting for the next group transaction."""
+class _Job:
+    """One call for the writer thread: a commit's rows, or a function of the connection.
 
-    run_row: RunRow | None
-    shard_rows: list[ShardRow]
-    run_id: str
+    ``loop`` and ``done`` are ``None`` for a deferred commit: nobody waits for it.
+    """
+
+    loop: asyncio.AbstractEventLoop | None
+    done: anyio.Event | None
+    rows: tuple[RunRow | None, list[ShardRow]] | None = None
+    call: Callable[[sqlite3.Connection], object] | None = None
+    result: object = None
+    error: BaseException | None = None
 
 
 @final
 class SqliteJournal:
     """A ``Journal`` in one SQLite file. Open it with ``open_journal`` or ``SqliteJournal.open``.
 
-    Every method runs its SQL off the event loop. Calls from many tasks are serialized; each
-    ``commit`` is one transaction. A call cancelled while its SQL runs waits for it to finish
-    (the transaction either happened or did not), then raises the cancellation.
+    Every method runs its SQL in the journal's one writer thread, in the order of the calls;
+    concurrent ``commit`` calls share transactions (group commit). A call cancelled while it
+    waits for the writer still waits for its SQL to finish (it either happened or did not),
+    then raises the cancellation.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection, lock: JournalLock) -> None:
@@ -146,13 +163,26 @@ class SqliteJournal:
         self._path = path
         self._conn: sqlite3.Connection | None = conn
         self._lock = lock
-        self._limiter = anyio.CapacityLimiter(1)
         self._closed = False
-        self._commits = 0
-        self._groups = 0
+        self._commits = 0  # counted by the writer thread
+        self._empty_commits = 0  # counted on the event loop
+        self._transactions = 0
         self._runs_written = 0
         self._shards_written = 0
-        self._group: GroupCommit[_Pending] = GroupCommit(self._write_group)
+        self._wakeups = 0
+        self._deferred = 0
+        #: Guards the queue and the writer's state; held for list operations only.
+        self._wakeup = threading.Condition(threading.Lock())
+        self._queue: list[_Job] = []
+        self._awaited = 0  # jobs in the queue that a caller waits for
+        self._sleeping = False
+        self._stopping = False
+        #: A deferred commit that failed with nobody waiting: the next commit raises it.
+        self._lost: BaseException | None = None
+        self._writer = threading.Thread(
+            target=self._serve, name=f"batchpump-journal {path.name}", daemon=True
+        )
+        self._writer.start()
 
     @classmethod
     async def open(
@@ -203,23 +233,44 @@ class SqliteJournal:
     async def _call(
         self, fn: Callable[[sqlite3.Connection], _T], *, doing: str, run_id: str | None = None
     ) -> _T:
-        """Run ``fn(connection)`` in the journal's thread, mapping errors to ``JournalError``."""
+        """Run ``fn(connection)`` in the writer thread, mapping errors to ``JournalError``."""
+        job = await self._run(_Job(None, None, call=fn), doing=doing, run_id=run_id)
+        return cast(_T, job.result)
+
+    async def _run(self, job: _Job, *, doing: str, run_id: str | None) -> _Job:
+        """Queue ``job`` for the writer thread and wait until it ran; raise what it raised."""
         if self._closed:
             raise ClosedError(f"journal at {self._path} is closed")
-
-        def job() -> _T:
-            if self._conn is None:
-                raise ClosedError(f"journal at {self._path} is closed")
-            return fn(self._conn)
-
+        job.loop = asyncio.get_running_loop()
+        job.done = done = anyio.Event()
+        self._enqueue(job)
         try:
-            return await anyio.to_thread.run_sync(job, limiter=self._limiter)
-        except sqlite3.Error as exc:
+            await done.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # it runs anyway: wait for its outcome
+                await done.wait()
+            raise
+        if (exc := job.error) is None:
+            return job
+        if isinstance(exc, sqlite3.Error):
             raise map_sqlite_error(exc, self._path, doing, run_id) from exc
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        if isinstance(exc, msgspec.DecodeError | msgspec.ValidationError):
             raise corrupt_error(
                 self._path, f"a record cannot be read while {doing} ({exc})"
             ) from exc
+        raise exc
+
+    def _enqueue(self, job: _Job) -> None:
+        """Put ``job`` in the queue; wake the writer if it sleeps and someone waits for ``job``."""
+        with self._wakeup:
+            self._queue.append(job)
+            if job.done is None:
+                return
+            self._awaited += 1
+            if self._sleeping:
+                self._sleeping = False
+                self._wakeups += 1
+                self._wakeup.notify()
 
     async def open_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
         """Insert ``run`` unless a run with its id exists; return the stored one and
@@ -287,72 +338,170 @@ class SqliteJournal:
     ) -> None:
         """Write ``run`` and ``shards`` (inserted or replaced by key) in one transaction.
 
-        Commits that arrive while another is being written are grouped into the next single
-        transaction (group commit): each caller still returns only once its own records are
-        durable, and a group is all-or-nothing, so every caller of a failed group raises.
+        The records are encoded now: the journal keeps this snapshot. Commits queued while the
+        writer thread is busy share its next transaction (group commit); each caller returns
+        only once its own records are durable. A transaction is all-or-nothing: every caller
+        whose commit was in a failed one raises, and later commits go on as usual.
 
         Raises:
             TypeError: a record holds a value msgspec cannot encode; nothing was written.
             JournalError: the write failed (disk full, read-only...); nothing was written.
         """
-        run_row = None if run is None else encode_run(run)
-        shard_rows = [encode_shard(shard) for shard in shards]
-        if run_row is None and not shard_rows:
-            self._commits += 1  # nothing to write, as MemoryJournal counts it
+        rows = _encode(run, shards)
+        if rows is None:
+            self._empty_commits += 1  # nothing to write, as MemoryJournal counts it
             return
         run_id = run.run_id if run is not None else shards[0].run_id
-        await self._group.submit(_Pending(run_row, shard_rows, run_id))
+        await self._run(_Job(None, None, rows=rows), doing="committing", run_id=run_id)
 
-    async def _write_group(self, group: list[_Pending]) -> None:
-        await self._call(
-            partial(self._write, group=group), doing="committing", run_id=group[0].run_id
-        )
+    def defer(self, *, run: RunRecord | None = None, shards: Sequence[ShardRecord] = ()) -> None:
+        """Queue ``run`` and ``shards`` to be written with the next transaction; do not wait.
 
-    def _write(self, conn: sqlite3.Connection, *, group: list[_Pending]) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+        For a record the promise does not need durable at once (a batch id: a resume that
+        finds the attempt still ``creating`` looks for its batch by tag). It wakes nobody: it
+        is written, in call order, with the next call that is waited for (a ``commit``, a
+        read), or on close. If that write fails, the next ``commit`` raises the error.
+
+        Raises:
+            TypeError: a record holds a value msgspec cannot encode; nothing was queued.
+            ClosedError: the journal is closed.
+        """
+        if self._closed:
+            raise ClosedError(f"journal at {self._path} is closed")
+        rows = _encode(run, shards)
+        if rows is not None:
+            self._deferred += 1
+            self._enqueue(_Job(None, None, rows=rows))
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        """The writer thread: run queued jobs in order until the journal is closed."""
+        while True:
+            with self._wakeup:
+                while not self._awaited and not self._stopping:
+                    self._sleeping = True
+                    self._wakeup.wait()
+                jobs, self._queue = self._queue, []
+                self._awaited = 0
+                stopping = self._stopping
+            self._work(jobs)
+            if stopping and not self._queue:
+                return
+
+    def _work(self, jobs: list[_Job]) -> None:
+        """Run ``jobs``: consecutive commits in one transaction, calls one by one; then tell
+        their callers, one hand-off per event loop."""
+        start = 0
+        while start < len(jobs):
+            end = start
+            while end < len(jobs) and jobs[end].rows is not None:
+                end += 1
+            if end > start:
+                self._write(jobs[start:end])
+                start = end
+                continue
+            job = jobs[start]
+            assert job.call is not None
+            try:
+                if self._conn is None:
+                    raise ClosedError(f"journal at {self._path} is closed")
+                job.result = job.call(self._conn)
+            except BaseException as exc:  # handed to the caller
+                job.error = exc
+            start += 1
+        by_loop: dict[asyncio.AbstractEventLoop, list[anyio.Event]] = {}
+        for job in jobs:
+            if job.loop is not None and job.done is not None:
+                by_loop.setdefault(job.loop, []).append(job.done)
+        for loop, events in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_set_all, events)
+
+    def _write(self, group: list[_Job]) -> None:
+        """One transaction for the commits of ``group``; on failure each of them gets the error."""
+        conn = self._conn
         try:
-            for item in group:
-                if item.run_row is not None:
-                    conn.execute(UPSERT_RUN, item.run_row)
-                conn.executemany(UPSERT_SHARD, item.shard_rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
+            if self._lost is not None:  # a deferred record was not written: say so now
+                lost, self._lost = self._lost, None
+                raise lost
+            if conn is None:
+                raise ClosedError(f"journal at {self._path} is closed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for job in group:
+                    assert job.rows is not None
+                    run_row, shard_rows = job.rows
+                    if run_row is not None:
+                        conn.execute(UPSERT_RUN, run_row)
+                    conn.executemany(UPSERT_SHARD, shard_rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:  # handed to the callers
+            for job in group:
+                job.error = exc
+            if all(job.done is None for job in group):
+                self._lost = exc
+            return
         self._commits += len(group)
-        self._groups += 1
-        self._runs_written += sum(item.run_row is not None for item in group)
-        self._shards_written += sum(len(item.shard_rows) for item in group)
+        self._transactions += 1
+        for job in group:
+            assert job.rows is not None
+            self._runs_written += job.rows[0] is not None
+            self._shards_written += len(job.rows[1])
 
     def statistics(self) -> JournalStatistics:
         """A snapshot of what this journal has done since it was opened."""
         return JournalStatistics(
             path=str(self._path),
             state="closed" if self._closed else "open",
-            commits=self._commits,
-            transactions=self._groups,
+            commits=self._commits + self._empty_commits,
+            transactions=self._transactions,
             runs_written=self._runs_written,
             shards_written=self._shards_written,
+            wakeups=self._wakeups,
+            deferred=self._deferred,
         )
 
     async def aclose(self) -> None:
-        """Finish pending calls, close the database and release the lock. Idempotent."""
+        """Write what is queued (deferred records too), close the database and release the
+        lock. Idempotent.
+
+        Raises:
+            JournalError: a deferred record could not be written, or closing failed.
+        """
         if self._closed:
             return
+        job = _Job(None, None, call=self._close_sync)
+        job.loop = asyncio.get_running_loop()
+        job.done = done = anyio.Event()
+        with self._wakeup:
+            self._stopping = True
+            self._queue.append(job)
+            self._awaited += 1
+            if self._sleeping:
+                self._sleeping = False
+                self._wakeup.notify()
         self._closed = True
         with anyio.CancelScope(shield=True):
-            try:
-                await anyio.to_thread.run_sync(self._close_sync, limiter=self._limiter)
-            except sqlite3.Error as exc:
-                raise map_sqlite_error(exc, self._path, "closing it") from exc
+            await done.wait()
+        if isinstance(job.error, sqlite3.Error):
+            raise map_sqlite_error(job.error, self._path, "closing it") from job.error
+        if job.error is not None:
+            raise job.error
 
-    def _close_sync(self) -> None:
+    def _close_sync(self, _conn: sqlite3.Connection) -> None:
         conn, self._conn = self._conn, None
         try:
+            lost, self._lost = self._lost, None
             if conn is not None:
                 conn.close()
+            if lost is not None:
+                raise lost
         finally:
             self._lock.release()
 
@@ -369,4 +518,21 @@ class SqliteJournal:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<SqliteJournal path={str(self._path)!r} state={state} commits={self._commits}>"
+        commits = self._commits + self._empty_commits
+        return f"<SqliteJournal path={str(self._path)!r} state={state} commits={commits}>"
+
+
+def _encode(
+    run: RunRecord | None, shards: Sequence[ShardRecord]
+) -> tuple[RunRow | None, list[ShardRow]] | None:
+    """The rows of a commit (``None`` if it writes nothing), encoded on the caller's task."""
+    run_row = None if run is None else encode_run(run)
+    shard_rows = [encode_shard(shard) for shard in shards]
+    if run_row is None and not shard_rows:
+        return None
+    return run_row, shard_rows
+
+
+def _set_all(events: list[anyio.Event]) -> None:
+    for event in events:
+        event.set()
