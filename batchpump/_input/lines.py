@@ -16,8 +16,9 @@ from .check import Problem
 
 __all__ = ["CHUNK_BYTES", "LineBlock", "bad_utf8_lines", "iter_blocks"]
 
-#: Bytes read per ``read()`` call.
-CHUNK_BYTES: Final = 8 * 1024 * 1024
+#: Bytes read per ``read()`` call: 2 MiB measured as fast as 8 MiB, with a smaller peak
+#: (the lines of a chunk, and their decoded heads, live at the same time).
+CHUNK_BYTES: Final = 2 * 1024 * 1024
 _BOM: Final = b"\xef\xbb\xbf"
 _NUL: Final = b"\x00"
 _UTF8_HINT: Final = "save the file as UTF-8 (JSONL must be UTF-8)"

@@ -28,7 +28,7 @@ from .._models import ShardRecord
 __all__ = ["Background", "ShardWriter", "Syncer", "create_shard_file", "fsync_dir"]
 
 #: Bytes of background tasks (hash updates, writes) pending at most, and tasks at most.
-_IO_BYTES: Final = 24 * 1024 * 1024
+_IO_BYTES: Final = 8 * 1024 * 1024
 _IO_TASKS: Final = 4096
 #: Threads fsyncing finished shard files, and finished files waiting for them at most.
 _FSYNC_THREADS: Final = 8
