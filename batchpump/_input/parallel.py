@@ -131,14 +131,14 @@ class RangeChecker:
         ahead: deque[Future[CheckedRange]] = deque()
         args = (self._path, BLOCK_BYTES, self._size, self._max_line_bytes)
         while True:
-            while len(ahead) < workers * _AHEAD:
-                offset = next(offsets, None)
-                if offset is None:
-                    break
-                ahead.append(pool.submit(check_range, offset, *args))
-            if not ahead:
-                return
             try:
+                while len(ahead) < workers * _AHEAD:
+                    offset = next(offsets, None)
+                    if offset is None:
+                        break
+                    ahead.append(pool.submit(check_range, offset, *args))
+                if not ahead:
+                    return
                 checked = ahead.popleft().result()
             except BrokenProcessPool as exc:
                 raise BatchpumpError(
