@@ -12,9 +12,12 @@ sharder checks it line by line in-process, as it checks a small input: errors, l
 shard files are the same either way.
 
 Workers are forked: the sharder keeps ``hash(custom_id)`` for duplicate detection, and string
-hashes agree only between processes that share ``PYTHONHASHSEED``'s secret. Where ``fork`` is
-not available, inputs are checked in-process. The pool lives for one pass
-(:class:`RangeChecker` is a context manager); a worker that dies raises ``BatchpumpError``.
+hashes agree only between processes that share ``PYTHONHASHSEED``'s secret; a fork also starts
+in milliseconds, where a fresh interpreter importing batchpump takes a good part of a second.
+The parent may run other threads (the engine's event loop, the hashing and writing threads): a
+worker only runs :func:`check_range`, which takes none of their locks. Where ``fork`` is not
+available, inputs are checked in-process. The pool lives for one pass (:class:`RangeChecker` is
+a context manager); a worker that dies raises ``BatchpumpError`` instead of a hang.
 """
 
 from __future__ import annotations

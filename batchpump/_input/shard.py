@@ -2,7 +2,10 @@
 
 :func:`shard_file` streams the input once: each line is checked by the provider's line checker
 (:mod:`.check`), routed to the open shard of its group (its model) and written out by a
-background thread that also hashes the input (:mod:`.writer`). Duplicate ``custom_id``
+background thread that also hashes the input (:mod:`.writer`). An input of a few MB or more
+is checked by worker processes instead, range by range (:mod:`.parallel`), with the same
+results; the lines of the ranges they accept are copied to the shards as they are, and the
+input is hashed on a thread of its own meanwhile. Duplicate ``custom_id``
 detection keeps one 8-byte hash per valid line (:mod:`.duplicates`); a hash match is confirmed
 by a second pass over the input, so a hash collision never rejects a valid file. Shards are
 written as ``*.tmp`` and renamed only once the whole input passed, so a crash or an
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -263,31 +267,36 @@ def _scan_ranges(
     (:mod:`.parallel`); a range they did not check goes through :meth:`_Scan.feed`. The input
     is hashed into ``digest`` meanwhile, on a thread of its own (``hashlib`` releases the GIL).
     """
+    stop = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="batchpump-hash") as hasher:
-        hashed = hasher.submit(_hash_into, digest, source, size)
-        with RangeChecker(path, size, fast, max_line_bytes) as workers:
-            for checked in workers.ranges():
-                if checked.lines >= 0:
-                    scan.feed_checked(checked, source)
-                    continue
-                blocks = iter_blocks(
-                    path,
-                    max_line_bytes=max_line_bytes,
-                    start=checked.start,
-                    stop=checked.end,
-                    first_line=scan.next_line,
-                )
-                scan.feed(blocks)
-                if scan.stopped:
-                    break
+        hashed = hasher.submit(_hash_into, digest, source, size, stop)
+        try:
+            with RangeChecker(path, size, fast, max_line_bytes) as workers:
+                for checked in workers.ranges():
+                    if checked.lines >= 0:
+                        scan.feed_checked(checked, source)
+                        continue
+                    blocks = iter_blocks(
+                        path,
+                        max_line_bytes=max_line_bytes,
+                        start=checked.start,
+                        stop=checked.end,
+                        first_line=scan.next_line,
+                    )
+                    scan.feed(blocks)
+                    if scan.stopped:
+                        break
+        except BaseException:
+            stop.set()  # the hash will not be used
+            raise
         hashed.result()
 
 
-def _hash_into(digest: hashlib.blake2b, source: int, size: int) -> None:
+def _hash_into(digest: hashlib.blake2b, source: int, size: int, stop: threading.Event) -> None:
     """Hash the first ``size`` bytes of ``source`` (one reused buffer: no page faults)."""
     buffer = memoryview(bytearray(_HASH_CHUNK))
     offset = 0
-    while offset < size:
+    while offset < size and not stop.is_set():
         got = os.preadv(source, [buffer[: min(_HASH_CHUNK, size - offset)]], offset)
         if not got:
             raise OSError(f"the input is shorter than when it was checked (at {offset})")
