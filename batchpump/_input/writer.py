@@ -171,7 +171,7 @@ class _Span(NamedTuple):
 
     def copy_to(self, fd: int) -> None:
         """Append them to ``fd`` through one reused buffer (``os.copy_file_range`` measured
-        slower: it copies in the kernel page by page)."""
+        slower)."""
         offset, left = self.offset, self.length
         buffer = bytearray(min(left, _COPY_BYTES))
         view = memoryview(buffer)
