@@ -235,3 +235,19 @@ def test_a_worker_dying_fails_the_pass_clearly(
         )
     assert list(out.iterdir()) == []  # no shard file left behind
     assert not multiprocessing.active_children()
+
+
+def test_a_small_input_starts_no_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _valid_file(tmp_path / "in.jsonl", 50)
+    assert (tmp_path / "in.jsonl").stat().st_size < parallel.MIN_BYTES
+    seen = _spy_ranges(monkeypatch)
+    result = shard_file(
+        tmp_path / "in.jsonl",
+        out_dir=tmp_path / "out",
+        run_id="run",
+        endpoint=ENDPOINT,
+        capabilities=Capabilities(),
+    )
+    assert sum(s.lines for s in result.shards) == 50
+    assert seen == []  # checked in-process: no pool was started
+    assert not multiprocessing.active_children()
