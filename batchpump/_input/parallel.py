@@ -6,8 +6,9 @@ its range itself (from the page cache), splits it into lines and checks them wit
 :class:`.block.BlockChecker`. It sends back only what the sharder needs of a range whose lines
 are all standard and valid (:class:`CheckedRange`: the line count, the custom_ids' hashes and
 lengths, the models), never the lines: the sharder reads the same bytes to hash them, and writes
-them as they are, because a standard line is written byte for byte. A range with anything else
-in it (a bad or blank line, a CR, a BOM, a line above the limit) comes back unchecked, and the
+them as they are, because a standard line is written byte for byte (a range with CRLF line
+ends comes back rewritten with LF). A range with anything else in it (a bad or blank line, a
+BOM, a line above the limit) comes back unchecked, and the
 sharder checks it line by line in-process, as it checks a small input: errors, line numbers and
 shard files are the same either way.
 
@@ -76,6 +77,8 @@ class CheckedRange(NamedTuple):
         id_chars: ``id_chars[i]``: characters of the custom_ids of lines ``0..i``.
         hash_counts: the custom_ids' hashes per duplicate bucket (see ``IdHashes``) ...
         hashes: ... and the hashes, bucket by bucket.
+        rewritten: the lines as they are to be written, when they differ from the input's bytes
+            (CRLF line ends made LF); empty when the input's bytes are written as they are.
     """
 
     start: int
@@ -87,6 +90,7 @@ class CheckedRange(NamedTuple):
     id_chars: array[int] = array("q")
     hash_counts: array[int] = array("q")
     hashes: bytes = b""
+    rewritten: bytes = b""
 
 
 def usable(size: int) -> bool:
@@ -172,9 +176,14 @@ def check_range(offset: int, path: str, block: int, size: int, max_line_bytes: i
         if end - start > block + max_line_bytes + 1:  # holds a line above the limit
             return unchecked
         data = os.pread(fd, end - start, start)
-    if len(data) != end - start or (start == 0 and data.startswith(_BOM)) or b"\r" in data:
-        return unchecked  # the file shrank, or bytes the line reader changes: in-process
+    if len(data) != end - start or (start == 0 and data.startswith(_BOM)):
+        return unchecked  # the file shrank, or a BOM the line reader drops: in-process
     ends_newline = data.endswith(b"\n")
+    rewritten = b""
+    if b"\r" in data:  # CRLF line ends become LF, as the line reader makes them
+        rewritten = data = data.replace(b"\r\n", b"\n")
+        if not ends_newline and data.endswith(b"\r"):
+            rewritten = data = data[:-1]
     lines = data.split(b"\n")
     if ends_newline:
         lines.pop()
@@ -193,6 +202,7 @@ def check_range(offset: int, path: str, block: int, size: int, max_line_bytes: i
         array("q", accumulate(map(len, custom_ids))),
         counts,
         hashes,
+        rewritten,
     )
 
 

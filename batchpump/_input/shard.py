@@ -222,8 +222,8 @@ class _Scan:
         self.ids.add_bucketed(checked.hash_counts, checked.hashes)
         if self.writer is not None:
             self.writer.add_span(
-                source,
-                checked.start,
+                checked.rewritten or source,
+                0 if checked.rewritten else checked.start,
                 checked.line_ends,
                 checked.models,
                 checked.id_chars,

@@ -187,6 +187,19 @@ class _Span(NamedTuple):
 _Piece: TypeAlias = bytes | _Span
 
 
+def _piece(source: int | bytes, offset: int, length: int) -> _Piece:
+    """``length`` bytes of ``source`` (a file descriptor or the bytes) at ``offset``."""
+    if isinstance(source, int):
+        return _Span(source, offset, length)
+    return source if length == len(source) else source[offset : offset + length]
+
+
+def _read(source: int | bytes, offset: int, length: int) -> bytes:
+    if isinstance(source, int):
+        return os.pread(source, length, offset)
+    return source[offset : offset + length]
+
+
 class _OpenShard:
     __slots__ = (
         "body_bytes",
@@ -343,7 +356,7 @@ class ShardWriter:
 
     def add_span(
         self,
-        source: int,
+        source: int | bytes,
         start: int,
         line_ends: Sequence[int],
         models: list[str | None],
@@ -357,8 +370,9 @@ class ShardWriter:
         reading them here: the writer thread copies them from ``source``.
 
         Args:
-            source: the input's file descriptor (kept open until :meth:`commit`).
-            start: the offset of the first line in the input.
+            source: the input's file descriptor (kept open until :meth:`commit`), or the
+                lines themselves (then ``start`` is 0).
+            start: the offset of the first line in ``source``.
             line_ends: ``line_ends[i]``: bytes of lines ``0..i``, each with its newline.
             models: one model per line, or a single one that every line has.
             id_chars: ``id_chars[i]``: the characters of the custom_ids of lines ``0..i``.
@@ -370,7 +384,7 @@ class ShardWriter:
         if self._per_model and not uniform and models.count(models[0]) != count:
             for i, model in enumerate(models):
                 before = line_ends[i - 1] if i else 0
-                line = os.pread(source, line_ends[i] - 1 - before, start + before)
+                line = _read(source, start + before, line_ends[i] - 1 - before)
                 chars = id_chars[i] - (id_chars[i - 1] if i else 0)
                 self.add(model, line, len(line) - chars - overhead)
             return
@@ -404,9 +418,9 @@ class ShardWriter:
                 shard.chunks = shard.take()
                 shard.pending_bytes = buffered
             if stop == count and not ends_newline:
-                shard.chunks += [_Span(source, start + before, size - 1), b"\n"]
+                shard.chunks += [_piece(source, start + before, size - 1), b"\n"]
             else:
-                shard.chunks.append(_Span(source, start + before, size))
+                shard.chunks.append(_piece(source, start + before, size))
             shard.lines += stop - first_line
             shard.bytes += size
             ids = id_chars[stop - 1] - (id_chars[first_line - 1] if first_line else 0)

@@ -251,3 +251,19 @@ def test_a_small_input_starts_no_workers(tmp_path: Path, monkeypatch: pytest.Mon
     assert sum(s.lines for s in result.shards) == 50
     assert seen == []  # checked in-process: no pool was started
     assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_a_crlf_input_is_checked_by_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, final_newline: bool
+) -> None:
+    written = _valid_file(tmp_path / "lf.jsonl", 200, final_newline=final_newline)
+    crlf = (tmp_path / "lf.jsonl").read_bytes().replace(b"\n", b"\r\n")
+    (tmp_path / "in.jsonl").write_bytes(crlf + (b"" if final_newline else b"\r"))
+    seen = _spy_ranges(monkeypatch)
+    here, there = both(tmp_path / "in.jsonl", tmp_path, max_lines=30)
+    assert there == here
+    assert sum(r.lines for r in seen if r.lines >= 0) > 150  # not left to the parent
+    shards = there[0]  # type: ignore[index]
+    sent = b"".join(data for _, data, _ in shards).split(b"\n")[:-1]
+    assert sorted(sent) == sorted(written)  # LF line ends, no CR left
