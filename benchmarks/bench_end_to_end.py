@@ -153,16 +153,42 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
-def _sample_hwm(pid: int, peak: list[int], done: threading.Event) -> None:
-    """Keep the child's own ``VmHWM`` (KiB) in ``peak[0]`` until ``done``: ``ru_maxrss`` from
-    ``wait4`` starts at the parent's peak (Linux carries it across fork and exec), so it
-    overstates a child smaller than this driver."""
-    status = Path(f"/proc/{pid}/status")
+def _status_kib(pid: int, field: str) -> int:
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith(field):
+            return int(row.split()[1])
+    return 0
+
+
+def _tree_pss_kib(pid: int) -> int:
+    """PSS of ``pid`` and its descendants (a forked worker's pages shared with its parent are
+    split between them, not counted twice), or 0 if it is gone."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for row in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if row.startswith("Pss:"):
+                    total += int(row.split()[1])
+                    break
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return total
+
+
+def _sample_hwm(pid: int, peak: list[float], done: threading.Event) -> None:
+    """Keep the child's own ``VmHWM`` (KiB) in ``peak[0]``, the seconds after start when it
+    last grew in ``peak[1]`` and the peak PSS of the child with its own children (the CLI's
+    input workers) in ``peak[2]``, until ``done``: ``ru_maxrss`` from ``wait4`` starts at the
+    parent's peak (Linux carries it across fork and exec), so it overstates a child smaller
+    than this driver."""
+    start = time.perf_counter()
     while not done.wait(0.01):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            for row in status.read_text().splitlines():
-                if row.startswith("VmHWM:"):
-                    peak[0] = max(peak[0], int(row.split()[1]))
+            hwm = _status_kib(pid, "VmHWM:")
+            if hwm > peak[0]:
+                peak[0], peak[1] = hwm, time.perf_counter() - start
+            peak[2] = max(peak[2], _tree_pss_kib(pid))
 
 
 def run_child(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> dict[str, Any]:
@@ -175,7 +201,7 @@ def run_child(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -
         )
         watchdog = threading.Timer(timeout, os.kill, (child.pid, signal.SIGKILL))
         watchdog.start()
-        hwm, exited = [0], threading.Event()
+        hwm, exited = [0.0, 0.0, 0.0], threading.Event()
         sampler = threading.Thread(target=_sample_hwm, args=(child.pid, hwm, exited), daemon=True)
         sampler.start()
         try:
@@ -194,6 +220,8 @@ def run_child(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -
         # missed); ru_maxrss beside it is at least this driver's peak.
         "peak_rss_mb": round(hwm[0] / 1024, 1) if hwm[0] else round(usage.ru_maxrss / 1024, 1),
         "ru_maxrss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+        "peak_rss_at_s": round(hwm[1], 2),
+        "tree_peak_pss_mb": round(hwm[2] / 1024, 1),  # with its children (input workers)
         "cpu_user_s": round(usage.ru_utime, 2),
         "cpu_system_s": round(usage.ru_stime, 2),
         "stdout_tail": stdout[-2000:],
@@ -479,7 +507,8 @@ def _line(name: str, f: dict[str, Any]) -> str:
     r = f["results"] or {}
     return (
         f"  {name:<9} exit {f['exit_code']}  wall {f['wall_s']:>7.1f} s  "
-        f"{f['lines_per_s']:>9,.0f} lines/s  peak RSS {f['peak_rss_mb']:>7.1f} MB  "
+        f"{f['lines_per_s']:>9,.0f} lines/s  peak RSS {f['peak_rss_mb']:>7.1f} MB "
+        f"at {f['peak_rss_at_s']:.1f} s (tree PSS {f['tree_peak_pss_mb']:.1f} MB)  "
         f"CPU {f['cpu_user_s'] + f['cpu_system_s']:.1f} s (emulator {f['emulator_cpu_s']} s)  "
         f"results {r.get('lines', 0):,} lines, {r.get('distinct_ids', 0):,} ids, "
         f"dup {r.get('duplicates')}, missing {r.get('missing')}, ok {r.get('succeeded', 0):,}"
@@ -495,7 +524,11 @@ def _summary(
             return "failed" if name in args.only else "not run"
         once = "exactly once" if (f["results"] or {}).get("exactly_once") else "NOT exactly once"
         mib = f["peak_rss_mb"] / 1.048576
-        return f"{f['wall_s']:.2f} s, peak RSS {f['peak_rss_mb']:.0f} MB ({mib:.0f} MiB), {once}"
+        tree = f"; with its children PSS {f['tree_peak_pss_mb']:.0f} MB" if name != "sdk" else ""
+        return (
+            f"{f['wall_s']:.2f} s, peak RSS {f['peak_rss_mb']:.0f} MB ({mib:.0f} MiB) at "
+            f"{f['peak_rss_at_s']:.1f} s{tree}, {once}"
+        )
 
     ratio = ""
     bp, sdk = results.get("batchpump"), results.get("sdk")

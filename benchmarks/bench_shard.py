@@ -4,9 +4,13 @@ Usage: ``python benchmarks/bench_shard.py [--size-mb 1024] [--quick]``
 
 Generates (once, cached in a temp dir) a realistic chat-completions JSONL of the given size,
 then runs each candidate in a fresh subprocess over the same warm file and reads that child's
-peak RSS from ``os.wait4``:
+peak RSS from ``os.wait4`` (the largest of the child and its worker processes; the child also
+reports its own ``VmHWM`` and its workers' largest, and the CPU seconds include the workers'):
 
-- ``batchpump``: ``shard_file`` with the OpenAI defaults (50k lines / 200 MB per shard);
+- ``batchpump``: ``shard_file`` with the OpenAI defaults (50k lines / 200 MB per shard): at
+  this size its lines are checked in worker processes (``batchpump._input.parallel``);
+- ``batchpump_1core``: the same with the workers off (``parallel.MIN_BYTES`` raised): the
+  in-process pass small inputs take;
 - ``stdlib``: ``json.loads`` per line, a ``set`` of custom_ids, writing the same shard files;
 - ``stdlib_fsync``: the same, each shard file fsynced (batchpump fsyncs its shards: a crash
   must not leave a shard the journal trusts with lost lines), the like-for-like baseline;
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -32,7 +37,7 @@ from typing import Any, Final
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``batchpump`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batchpump._input import hash_file, shard_file
+from batchpump._input import hash_file, parallel, shard_file
 from batchpump._models import Capabilities
 from benchmarks._common import machine_info, write_record
 from benchmarks._datagen import DEFAULT_NON_ASCII_SHARE, cached_dataset
@@ -40,7 +45,7 @@ from benchmarks._datagen import DEFAULT_NON_ASCII_SHARE, cached_dataset
 MB: Final = 1024 * 1024
 NAME: Final = "bench_shard"
 ENDPOINT: Final = "/v1/chat/completions"
-CANDIDATES: Final = ("batchpump", "stdlib", "stdlib_fsync", "copy", "copy_fsync")
+CANDIDATES: Final = ("batchpump", "batchpump_1core", "stdlib", "stdlib_fsync", "copy", "copy_fsync")
 _CAPS: Final = Capabilities()
 
 
@@ -77,9 +82,18 @@ def _close(file: Any, durable: bool) -> None:
     file.close()
 
 
+def _own_hwm_mb() -> float:
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) / 1024
+    return 0.0
+
+
 def _worker(name: str, path: Path, out: Path) -> None:
+    if name == "batchpump_1core":
+        parallel.MIN_BYTES = 1 << 62
     start = time.perf_counter()
-    if name == "batchpump":
+    if name.startswith("batchpump"):
         outcome = shard_file(
             path, out_dir=out, run_id="bench", endpoint=ENDPOINT, capabilities=_CAPS
         )
@@ -92,7 +106,10 @@ def _worker(name: str, path: Path, out: Path) -> None:
             with (out / "copy.jsonl").open("rb") as copied:
                 os.fsync(copied.fileno())
         shards = 1
-    print(json.dumps({"seconds": time.perf_counter() - start, "shards": shards}))
+    seconds = time.perf_counter() - start
+    workers_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    report = {"seconds": seconds, "shards": shards, "own_peak_rss_mb": _own_hwm_mb()}
+    print(json.dumps({**report, "workers_peak_rss_mb": workers_mb}))
 
 
 def _measure(name: str, path: Path) -> dict[str, float]:
@@ -111,8 +128,12 @@ def _measure(name: str, path: Path) -> dict[str, float]:
     return {
         "seconds": round(report["seconds"], 3),
         "mb_per_s": round(size / MB / report["seconds"], 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: KiB; with its workers
+        "own_peak_rss_mb": round(report["own_peak_rss_mb"], 1),
+        "workers_peak_rss_mb": round(report["workers_peak_rss_mb"], 1),  # the largest one
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),  # with its workers
         "shards": report["shards"],
+        "load_avg_1min": round(os.getloadavg()[0], 2),
     }
 
 
@@ -136,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(8 * MB), b""))
     figures = {name: _measure(name, path) for name in CANDIDATES}
     ours, base, copy = figures["batchpump"], figures["stdlib"], figures["copy"]
+    single = figures["batchpump_1core"]
     durable, floor = figures["stdlib_fsync"], figures["copy_fsync"]
     record: dict[str, Any] = {
         "benchmark": NAME,
@@ -148,9 +170,16 @@ def main(argv: list[str] | None = None) -> None:
             "seed": args.seed,
         },
         "batchpump": ours,
-        "baselines": {"stdlib": base, "stdlib_fsync": durable, "copy": copy, "copy_fsync": floor},
+        "baselines": {
+            "batchpump_1core": single,
+            "stdlib": base,
+            "stdlib_fsync": durable,
+            "copy": copy,
+            "copy_fsync": floor,
+        },
         "ratios": {
             "speed_vs_stdlib": round(ours["mb_per_s"] / base["mb_per_s"], 2),
+            "speed_vs_1core": round(ours["mb_per_s"] / single["mb_per_s"], 2),
             "speed_vs_stdlib_fsync": round(ours["mb_per_s"] / durable["mb_per_s"], 2),
             "speed_vs_copy": round(ours["mb_per_s"] / copy["mb_per_s"], 3),
             "speed_vs_copy_fsync": round(ours["mb_per_s"] / floor["mb_per_s"], 3),
@@ -161,13 +190,19 @@ def main(argv: list[str] | None = None) -> None:
     path = write_record(NAME, record)
     print(
         f"bench_shard {record['input']['bytes'] / MB:.0f} MB, {lines:,} lines: "
-        f"batchpump {ours['mb_per_s']:.0f} MB/s, peak RSS {ours['peak_rss_mb']:.0f} MB | "
+        f"batchpump {ours['mb_per_s']:.0f} MB/s, peak RSS {ours['peak_rss_mb']:.0f} MB "
+        f"(own {ours['own_peak_rss_mb']:.0f} MB, each worker <= "
+        f"{ours['workers_peak_rss_mb']:.0f} MB), CPU {ours['cpu_s']:.1f} s | "
+        f"in-process {single['mb_per_s']:.0f} MB/s, {single['peak_rss_mb']:.0f} MB, "
+        f"CPU {single['cpu_s']:.1f} s | "
         f"stdlib {base['mb_per_s']:.0f} MB/s, {base['peak_rss_mb']:.0f} MB | "
         f"stdlib+fsync {durable['mb_per_s']:.0f} MB/s | copy {copy['mb_per_s']:.0f} MB/s | "
         f"copy+fsync {floor['mb_per_s']:.0f} MB/s | "
+        f"{record['ratios']['speed_vs_1core']}x in-process, "
         f"{record['ratios']['speed_vs_stdlib']}x stdlib, "
         f"{record['ratios']['speed_vs_stdlib_fsync']}x stdlib+fsync, "
-        f"{record['ratios']['speed_vs_copy_fsync']:.2f}x copy+fsync -> {path}"
+        f"{record['ratios']['speed_vs_copy_fsync']:.2f}x copy+fsync "
+        f"[load {ours['load_avg_1min']:.2f}] -> {path}"
     )
 
 

@@ -4,7 +4,8 @@ The data path is :func:`shard_file`: the line reader (``lines``) yields blocks o
 provider's :class:`LineChecker` checks each line (``check``; ``block`` checks whole blocks of
 standard request lines at once; ``items`` checks item lines), duplicate ``custom_id``\\ s are
 found in bounded memory (``duplicates``), and valid lines are written to shard files off the
-parsing thread (``writer``). ``readback`` reads shard files back (ids, retry shards) and
+parsing thread (``writer``). Large inputs are checked range by range in worker processes
+(``parallel``), with the same results. ``readback`` reads shard files back (ids, retry shards) and
 ``spooling`` turns an async byte stream into an input file. Providers supply their checker
 through ``Provider.line_checker``; nothing here names a provider.
 """

@@ -16,7 +16,7 @@ from typing import Final
 from .check import Problem, custom_id_of
 from .lines import iter_blocks
 
-__all__ = ["BUCKETS", "MASK", "IdHashes", "confirm_duplicates"]
+__all__ = ["BUCKETS", "MASK", "IdHashes", "bucketed", "confirm_duplicates"]
 
 #: Buckets of hashes (a power of two: a hash picks its bucket by its low bits).
 BUCKETS: Final = 256
@@ -41,6 +41,15 @@ class IdHashes:
         for h in map(hash, custom_ids):
             appenders[h & MASK](h)
 
+    def add_bucketed(self, counts: array[int], hashes: bytes) -> None:
+        """Add hashes given as :func:`bucketed` returns them (from a worker process)."""
+        view = memoryview(hashes)
+        offset = 0
+        for bucket, count in zip(self._buckets, counts, strict=True):
+            if count:
+                bucket.frombytes(view[offset : offset + 8 * count])
+                offset += 8 * count
+
     def colliding(self) -> set[int]:
         """Hashes added more than once: candidates for :func:`confirm_duplicates`."""
         found: set[int] = set()
@@ -52,6 +61,15 @@ class IdHashes:
                         found.add(h)
                     seen.add(h)
         return found
+
+
+def bucketed(custom_ids: Iterable[str]) -> tuple[array[int], bytes]:
+    """The ids' hashes in bucket order: ``(count per bucket, the hashes' bytes)``, for
+    :meth:`IdHashes.add_bucketed` in another process (forked: ``hash`` must agree)."""
+    ids = IdHashes()
+    ids.add_all(custom_ids)
+    counts = array("q", map(len, ids._buckets))
+    return counts, b"".join(bucket.tobytes() for bucket in ids._buckets)
 
 
 def confirm_duplicates(

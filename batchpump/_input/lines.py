@@ -16,8 +16,9 @@ from .check import Problem
 
 __all__ = ["CHUNK_BYTES", "LineBlock", "bad_utf8_lines", "iter_blocks"]
 
-#: Bytes read per ``read()`` call.
-CHUNK_BYTES: Final = 8 * 1024 * 1024
+#: Bytes read per ``read()`` call: 2 MiB measured as fast as 8 MiB, with a smaller peak
+#: (the lines of a chunk, and their decoded heads, live at the same time).
+CHUNK_BYTES: Final = 2 * 1024 * 1024
 _BOM: Final = b"\xef\xbb\xbf"
 _NUL: Final = b"\x00"
 _UTF8_HINT: Final = "save the file as UTF-8 (JSONL must be UTF-8)"
@@ -47,6 +48,9 @@ def iter_blocks(
     max_line_bytes: int,
     chunk_bytes: int = CHUNK_BYTES,
     on_chunk: Callable[[bytes], None] | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    first_line: int = 1,
 ) -> Iterator[LineBlock]:
     """Yield the lines of ``path`` in blocks, reading ``chunk_bytes`` at a time.
 
@@ -59,14 +63,22 @@ def iter_blocks(
         max_line_bytes: lines above this are reported as oversized instead of buffered.
         chunk_bytes: bytes per read.
         on_chunk: called with every raw chunk read, in order (e.g. to hash the input).
+        start: the byte offset to start at: the file's start or the start of a line.
+        stop: the byte offset to stop at (the end of the file if ``None``): a line's start.
+        first_line: the line number of the line at ``start``.
     """
-    lineno = 1
+    lineno = first_line
     pending: list[bytes] = []  # pieces of an unfinished line
     pending_len = 0
     skipped = -1  # bytes of an oversized line being skipped, or -1
-    first_read = True
+    first_read = start == 0
+    left = -1 if stop is None else stop - start  # bytes still to read, or -1: to the end
     with path.open("rb", buffering=0) as file:
-        while chunk := file.read(chunk_bytes):
+        if start:
+            file.seek(start)
+        while left and (chunk := file.read(chunk_bytes if left < 0 else min(chunk_bytes, left))):
+            if left > 0:
+                left -= len(chunk)
             if on_chunk is not None:
                 on_chunk(chunk)
             if first_read:

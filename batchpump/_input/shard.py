@@ -2,7 +2,10 @@
 
 :func:`shard_file` streams the input once: each line is checked by the provider's line checker
 (:mod:`.check`), routed to the open shard of its group (its model) and written out by a
-background thread that also hashes the input (:mod:`.writer`). Duplicate ``custom_id``
+background thread that also hashes the input (:mod:`.writer`). An input of a few MB or more
+is checked by worker processes instead, range by range (:mod:`.parallel`), with the same
+results; the lines of the ranges they accept are copied to the shards as they are, and the
+input is hashed on a thread of its own meanwhile. Duplicate ``custom_id``
 detection keeps one 8-byte hash per valid line (:mod:`.duplicates`); a hash match is confirmed
 by a second pass over the input, so a hash collision never rejects a valid file. Shards are
 written as ``*.tmp`` and renamed only once the whole input passed, so a crash or an
@@ -13,8 +16,11 @@ written as ``*.tmp`` and renamed only once the whole input passed, so a crash or
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, Literal
 
@@ -22,10 +28,12 @@ import msgspec
 
 from .._errors import InputError, InputProblem, UsageError
 from .._models import Capabilities, Rejected, ShardRecord
+from . import parallel
 from .block import BlockChecker
 from .check import Checked, LineChecker, LineCheckerFactory, Problem, RequestLineChecker
 from .duplicates import MASK, IdHashes, confirm_duplicates
 from .lines import LineBlock, bad_utf8_lines, iter_blocks
+from .parallel import CheckedRange, RangeChecker
 from .writer import Background, ShardWriter, fsync_dir
 
 __all__ = [
@@ -41,7 +49,7 @@ __all__ = [
 HASH_DIGEST_SIZE: Final = 32
 #: With ``on_invalid="raise"``, checking stops after this many problems.
 MAX_PROBLEMS: Final = 1000
-_HASH_CHUNK: Final = 8 * 1024 * 1024
+_HASH_CHUNK: Final = 1024 * 1024
 #: Check blocks of standard request lines as a whole when the line checker offers it
 #: (:mod:`.block`). Off only in tests that compare both paths.
 FAST_BLOCKS = True
@@ -69,9 +77,10 @@ class ShardingOutcome(msgspec.Struct, frozen=True, kw_only=True):
 def hash_file(path: Path) -> str:
     """Hex blake2b (``HASH_DIGEST_SIZE`` bytes) of a file's bytes, read streaming."""
     digest = hashlib.blake2b(digest_size=HASH_DIGEST_SIZE)
+    buffer = memoryview(bytearray(_HASH_CHUNK))
     with path.open("rb", buffering=0) as file:
-        while chunk := file.read(_HASH_CHUNK):
-            digest.update(chunk)
+        while size := file.readinto(buffer):
+            digest.update(buffer[:size])
     return digest.hexdigest()
 
 
@@ -99,15 +108,135 @@ def shard_limits(
 
 
 class _Scan:
-    """The findings of one pass over the input."""
+    """The findings of one pass over the input, fed block by block.
 
-    __slots__ = ("ids", "problems", "stopped", "total_lines")
+    Args:
+        checker: the run's line checker.
+        writer: where valid lines go (dropped once a problem makes the run raise).
+        forced: line number -> problem, for lines known bad beforehand (repeated ids).
+        max_problems: stop after this many problems (``None``: never).
+        fast: the whole-block checker, if the line checker offers one (see :mod:`.block`).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "_add",
+        "_add_block",
+        "_check",
+        "_checker",
+        "_fast",
+        "_forced",
+        "_limit",
+        "_raising",
+        "ids",
+        "next_line",
+        "problems",
+        "stopped",
+        "total_lines",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        checker: LineChecker,
+        writer: ShardWriter | None,
+        *,
+        forced: dict[int, Problem],
+        max_problems: int | None,
+        fast: BlockChecker | None = None,
+    ) -> None:
         self.problems: dict[int, Problem] = {}
         self.ids = IdHashes()
-        self.total_lines = 0
+        self.total_lines = 0  # non-blank lines so far
+        self.next_line = 1  # the number of the next line to come
         self.stopped = False
+        self.writer = writer
+        self._checker = checker
+        self._check = checker.check
+        self._fast = fast
+        self._forced = forced
+        self._raising = max_problems is not None
+        self._limit = max_problems if max_problems is not None else sys.maxsize
+        self._add = writer.add if writer is not None else None
+        self._add_block = writer.add_block if writer is not None else None
+
+    def feed(self, blocks: Iterator[LineBlock]) -> None:
+        """Check every line, write the valid ones (while writing), hash their ids.
+
+        A block of standard lines is checked and routed as a whole when ``fast`` is set (see
+        :mod:`.block`); any other block goes line by line.
+        """
+        problems = self.problems
+        appenders = self.ids.appenders
+        check = self._check
+        forced = self._forced
+        fast = self._fast
+        total = self.total_lines
+        for first, lines, clean, oversized in blocks:
+            self.next_line = first + (1 if oversized else len(lines))
+            checked = fast.check(lines, clean) if fast is not None and not oversized else None
+            if checked is not None and fast is not None:
+                custom_ids, models = checked
+                self.ids.add_all(custom_ids)
+                if self._add_block is not None:
+                    self._add_block(lines, models, custom_ids, fast.overhead)
+                total += len(lines)
+                continue
+            if oversized:
+                total += 1
+                problems[first] = self._checker.oversized(oversized)
+                bad = {}
+            else:
+                bad = {} if clean else bad_utf8_lines(lines)
+            for index, line in enumerate(lines):
+                if not line:
+                    continue
+                if bad and index in bad:
+                    result: Checked | Problem = bad[index]
+                elif forced and first + index in forced:
+                    result = forced[first + index]
+                else:
+                    result = check(line, total == 0)
+                if isinstance(result, Problem):
+                    if not line.strip():
+                        continue  # a blank line
+                    problems[first + index] = result
+                    if len(problems) >= self._limit:
+                        self.stopped = True
+                        break
+                else:
+                    cid, model, body_bytes, data = result
+                    h = hash(cid)
+                    appenders[h & MASK](h)
+                    if self._add is not None:
+                        self._add(model, data, body_bytes)
+                total += 1
+            if problems:
+                self._stop_writing()
+            if self.stopped:
+                break
+        self.total_lines = total
+
+    def feed_checked(self, checked: CheckedRange, source: int) -> None:
+        """Take a range a worker process checked; ``source`` is the input's descriptor."""
+        assert self._fast is not None
+        self.ids.add_bucketed(checked.hash_counts, checked.hashes)
+        if self.writer is not None:
+            self.writer.add_span(
+                checked.rewritten or source,
+                0 if checked.rewritten else checked.start,
+                checked.line_ends,
+                checked.models,
+                checked.id_chars,
+                self._fast.overhead,
+                ends_newline=checked.ends_newline,
+            )
+        self.total_lines += checked.lines
+        self.next_line += checked.lines
+
+    def _stop_writing(self) -> None:
+        if self.writer is not None and self._raising:
+            self.writer.discard()  # the run will raise: stop writing
+            self.writer = self._add = self._add_block = None
 
 
 def _scan(
@@ -119,64 +248,60 @@ def _scan(
     max_problems: int | None,
     fast: BlockChecker | None = None,
 ) -> _Scan:
-    """Check every line, write the valid ones (while ``writer`` is set), hash their ids.
-
-    With ``fast``, a block of standard lines is checked and routed as a whole (see
-    :mod:`.block`); any other block goes line by line.
-    """
-    scan = _Scan()
-    problems = scan.problems
-    appenders = scan.ids.appenders
-    check = checker.check
-    add = writer.add if writer is not None else None
-    add_block = writer.add_block if writer is not None else None
-    total = 0
-    limit = max_problems if max_problems is not None else sys.maxsize
-    for first, lines, clean, oversized in blocks:
-        checked = fast.check(lines, clean) if fast is not None and not oversized else None
-        if checked is not None and fast is not None:
-            custom_ids, models = checked
-            scan.ids.add_all(custom_ids)
-            if add_block is not None:
-                add_block(lines, models, custom_ids, fast.overhead)
-            total += len(lines)
-            continue
-        if oversized:
-            total += 1
-            problems[first] = checker.oversized(oversized)
-            bad = {}
-        else:
-            bad = {} if clean else bad_utf8_lines(lines)
-        for index, line in enumerate(lines):
-            if not line:
-                continue
-            if bad and index in bad:
-                result: Checked | Problem = bad[index]
-            elif forced and first + index in forced:
-                result = forced[first + index]
-            else:
-                result = check(line, total == 0)
-            if isinstance(result, Problem):
-                if not line.strip():
-                    continue  # a blank line
-                problems[first + index] = result
-                if len(problems) >= limit:
-                    scan.stopped = True
-                    break
-            else:
-                cid, model, body_bytes, data = result
-                h = hash(cid)
-                appenders[h & MASK](h)
-                if add is not None:
-                    add(model, data, body_bytes)
-            total += 1
-        if problems and writer is not None and max_problems is not None:
-            writer.discard()  # the run will raise: stop writing
-            writer = add = add_block = None
-        if scan.stopped:
-            break
-    scan.total_lines = total
+    """One pass over ``blocks`` in-process (see :class:`_Scan`)."""
+    scan = _Scan(checker, writer, forced=forced, max_problems=max_problems, fast=fast)
+    scan.feed(blocks)
     return scan
+
+
+def _scan_ranges(
+    path: Path,
+    source: int,
+    size: int,
+    scan: _Scan,
+    fast: BlockChecker,
+    max_line_bytes: int,
+    digest: hashlib.blake2b,
+) -> None:
+    """One pass over the input's first ``size`` bytes, its ranges checked by worker processes
+    (:mod:`.parallel`); a range they did not check goes through :meth:`_Scan.feed`. The input
+    is hashed into ``digest`` meanwhile, on a thread of its own (``hashlib`` releases the GIL).
+    """
+    stop = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="batchpump-hash") as hasher:
+        hashed = hasher.submit(_hash_into, digest, source, size, stop)
+        try:
+            with RangeChecker(path, size, fast, max_line_bytes) as workers:
+                for checked in workers.ranges():
+                    if checked.lines >= 0:
+                        scan.feed_checked(checked, source)
+                        continue
+                    blocks = iter_blocks(
+                        path,
+                        max_line_bytes=max_line_bytes,
+                        start=checked.start,
+                        stop=checked.end,
+                        first_line=scan.next_line,
+                    )
+                    scan.feed(blocks)
+                    if scan.stopped:
+                        break
+        except BaseException:
+            stop.set()  # the hash will not be used
+            raise
+        hashed.result()
+
+
+def _hash_into(digest: hashlib.blake2b, source: int, size: int, stop: threading.Event) -> None:
+    """Hash the first ``size`` bytes of ``source`` (one reused buffer: no page faults)."""
+    buffer = memoryview(bytearray(_HASH_CHUNK))
+    offset = 0
+    while offset < size and not stop.is_set():
+        got = os.preadv(source, [buffer[: min(_HASH_CHUNK, size - offset)]], offset)
+        if not got:
+            raise OSError(f"the input is shorter than when it was checked (at {offset})")
+        digest.update(buffer[:got])
+        offset += got
 
 
 def shard_file(
@@ -236,7 +361,8 @@ def shard_file(
     for stale in out_dir.glob("*.a1.jsonl.tmp"):
         stale.unlink()
     digest = hashlib.blake2b(digest_size=HASH_DIGEST_SIZE)
-    with Background() as background:
+    with path.open("rb", buffering=0) as input_file, Background() as background:
+        source = input_file.fileno()  # shard writes may copy from it until the commit
 
         def writer() -> ShardWriter:
             return ShardWriter(
@@ -248,21 +374,19 @@ def shard_file(
                 background=background,
             )
 
+        def on_chunk(chunk: bytes) -> None:
+            background.submit(digest.update, chunk, size=len(chunk))
+
         out = writer()
         try:
-            blocks = iter_blocks(
-                path,
-                max_line_bytes=line_cap,
-                on_chunk=lambda chunk: background.submit(digest.update, chunk, size=len(chunk)),
+            scan = _Scan(
+                checker, out, forced={}, max_problems=MAX_PROBLEMS if raising else None, fast=fast
             )
-            scan = _scan(
-                blocks,
-                checker,
-                out,
-                forced={},
-                max_problems=MAX_PROBLEMS if raising else None,
-                fast=fast,
-            )
+            size = os.fstat(source).st_size
+            if fast is not None and parallel.usable(size):
+                _scan_ranges(path, source, size, scan, fast, line_cap, digest)
+            else:
+                scan.feed(iter_blocks(path, max_line_bytes=line_cap, on_chunk=on_chunk))
             background.drain()
             problems = scan.problems
             _blame_endpoint(problems, scan.total_lines, endpoint)

@@ -17,18 +17,18 @@ import os
 import threading
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from itertools import accumulate
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, NamedTuple, TypeAlias
 
 from .._models import ShardRecord
 
 __all__ = ["Background", "ShardWriter", "Syncer", "create_shard_file", "fsync_dir"]
 
 #: Bytes of background tasks (hash updates, writes) pending at most, and tasks at most.
-_IO_BYTES: Final = 24 * 1024 * 1024
+_IO_BYTES: Final = 8 * 1024 * 1024
 _IO_TASKS: Final = 4096
 #: Threads fsyncing finished shard files, and finished files waiting for them at most.
 _FSYNC_THREADS: Final = 8
@@ -152,10 +152,59 @@ _FLUSH_BYTES: Final = 4 * 1024 * 1024
 _INLINE_BYTES: Final = 256 * 1024
 
 
+#: Bytes copied at a time from the input to a shard file.
+_COPY_BYTES: Final = 1024 * 1024
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Span(NamedTuple):
+    """Bytes of the input that go to a shard as they are: copied from file to file."""
+
+    source: int
+    offset: int
+    length: int
+
+    def copy_to(self, fd: int) -> None:
+        """Append them to ``fd`` through one reused buffer (``os.copy_file_range`` measured
+        slower)."""
+        offset, left = self.offset, self.length
+        buffer = bytearray(min(left, _COPY_BYTES))
+        view = memoryview(buffer)
+        while left:
+            got = os.preadv(self.source, [view[: min(left, len(buffer))]], offset)
+            if not got:
+                raise OSError(f"the input is shorter than when it was checked (at {offset})")
+            _write_all(fd, view[:got])
+            offset += got
+            left -= got
+
+
+_Piece: TypeAlias = bytes | _Span
+
+
+def _piece(source: int | bytes, offset: int, length: int) -> _Piece:
+    """``length`` bytes of ``source`` (a file descriptor or the bytes) at ``offset``."""
+    if isinstance(source, int):
+        return _Span(source, offset, length)
+    return source if length == len(source) else source[offset : offset + length]
+
+
+def _read(source: int | bytes, offset: int, length: int) -> bytes:
+    if isinstance(source, int):
+        return os.pread(source, length, offset)
+    return source[offset : offset + length]
+
+
 class _OpenShard:
     __slots__ = (
         "body_bytes",
         "bytes",
+        "chunks",
         "file",
         "flushed",
         "index",
@@ -175,13 +224,31 @@ class _OpenShard:
         self.file: BinaryIO | None = None  # opened by the writer thread, at the first write
         self.flushed = False  # some lines went to the writer thread
         self.lines = self.bytes = self.body_bytes = self.pending_bytes = 0
-        self.pending: list[bytes] = []
+        self.chunks: list[_Piece] = []  # whole lines with their newlines, before ``pending``
+        self.pending: list[bytes] = []  # lines without their newlines
 
-    def write(self, data: bytes) -> None:
-        """Append ``data`` (on the writer thread: many small shards open many files)."""
+    def take(self) -> list[_Piece]:
+        """The buffered data, in order (emptied)."""
+        pieces = self.chunks
+        if self.pending:
+            self.pending.append(b"")  # join then ends with a newline
+            pieces.append(b"\n".join(self.pending))
+            self.pending = []
+        self.chunks = []
+        self.pending_bytes = 0
+        return pieces
+
+    def write(self, pieces: list[_Piece]) -> None:
+        """Append ``pieces`` (on the writer thread: many small shards open many files)."""
         if self.file is None:
             self.file = os.fdopen(create_shard_file(self.tmp), "wb")
-        self.file.write(data)
+        file = self.file
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                file.write(piece)
+            else:
+                file.flush()
+                piece.copy_to(file.fileno())
 
     def close(self) -> None:
         if self.file is not None:
@@ -287,6 +354,82 @@ class ShardWriter:
                 self._flush(shard)
             start = stop
 
+    def add_span(
+        self,
+        source: int | bytes,
+        start: int,
+        line_ends: Sequence[int],
+        models: list[str | None],
+        id_chars: Sequence[int],
+        overhead: int,
+        *,
+        ends_newline: bool = True,
+    ) -> None:
+        """Append whole lines that are in the input file as they are to be written, as
+        :meth:`add_block` would append them (same cuts, same files, same records), without
+        reading them here: the writer thread copies them from ``source``.
+
+        Args:
+            source: the input's file descriptor (kept open until :meth:`commit`), or the
+                lines themselves (then ``start`` is 0).
+            start: the offset of the first line in ``source``.
+            line_ends: ``line_ends[i]``: bytes of lines ``0..i``, each with its newline.
+            models: one model per line, or a single one that every line has.
+            id_chars: ``id_chars[i]``: the characters of the custom_ids of lines ``0..i``.
+            overhead: envelope bytes (see :func:`.block.envelope_bytes`).
+            ends_newline: the last line ends with a newline in the input (one is added if not).
+        """
+        count = len(line_ends)
+        uniform = len(models) == 1
+        if self._per_model and not uniform and models.count(models[0]) != count:
+            for i, model in enumerate(models):
+                before = line_ends[i - 1] if i else 0
+                line = _read(source, start + before, line_ends[i] - 1 - before)
+                chars = id_chars[i] - (id_chars[i - 1] if i else 0)
+                self.add(model, line, len(line) - chars - overhead)
+            return
+        key = models[0] if self._per_model else None
+        first_line = 0
+        while first_line < count:
+            shard = self._open.get(key)
+            before = line_ends[first_line - 1] if first_line else 0
+            first = line_ends[first_line] - before
+            if (
+                shard is None
+                or shard.lines >= self._max_lines
+                or (shard.bytes + first > self._max_bytes)
+            ):
+                if shard is not None:
+                    self._finish(shard)
+                shard = self._start(key, models[0 if uniform else first_line])
+            stop = min(count, first_line + self._max_lines - shard.lines)
+            if shard.bytes + line_ends[stop - 1] - before > self._max_bytes:  # cut after the
+                limit = before + self._max_bytes - shard.bytes  # last line that fits
+                stop = bisect_right(line_ends, limit, lo=first_line, hi=stop)
+            size = line_ends[stop - 1] - before
+            if not shard.mixed:
+                if uniform:
+                    shard.mixed = models[0] != shard.model
+                else:
+                    taken = models[first_line:stop]
+                    shard.mixed = taken.count(shard.model) != len(taken)
+            if shard.pending:  # lines added one by one come first
+                buffered = shard.pending_bytes
+                shard.chunks = shard.take()
+                shard.pending_bytes = buffered
+            if stop == count and not ends_newline:
+                shard.chunks += [_piece(source, start + before, size - 1), b"\n"]
+            else:
+                shard.chunks.append(_piece(source, start + before, size))
+            shard.lines += stop - first_line
+            shard.bytes += size
+            ids = id_chars[stop - 1] - (id_chars[first_line - 1] if first_line else 0)
+            shard.body_bytes += size - (stop - first_line) * (1 + overhead) - ids
+            shard.pending_bytes += size
+            if shard.pending_bytes >= _FLUSH_BYTES:
+                self._flush(shard)
+            first_line = stop
+
     def _start(self, key: str | None, model: str | None) -> _OpenShard:
         index = len(self._all)
         shard = _OpenShard(index, model, self._out_dir / f"{index:05d}.a1.jsonl.tmp")
@@ -295,21 +438,17 @@ class ShardWriter:
         return shard
 
     def _flush(self, shard: _OpenShard, *, last: bool = False) -> None:
-        data = b""
-        if shard.pending:
-            shard.pending.append(b"")  # join then ends with a newline
-            data = b"\n".join(shard.pending)
-            shard.pending = []
-            shard.pending_bytes = 0
+        size = shard.pending_bytes
+        pieces = shard.take()
         shard.flushed = True
         if last:  # one task: finishing costs one hand-off to the thread, not two
-            self._background.submit(self._write_last, shard, data, size=len(data))
-        elif data:
-            self._background.submit(shard.write, data, size=len(data))
+            self._background.submit(self._write_last, shard, pieces, size=size)
+        elif pieces:
+            self._background.submit(shard.write, pieces, size=size)
 
-    def _write_last(self, shard: _OpenShard, data: bytes) -> None:
-        if data:
-            shard.write(data)
+    def _write_last(self, shard: _OpenShard, pieces: list[_Piece]) -> None:
+        if pieces:
+            shard.write(pieces)
         file = shard.file
         assert file is not None  # a finished shard has at least one line, written
         file.flush()
@@ -325,13 +464,14 @@ class ShardWriter:
         """Write a small shard whole, here: an open, a write and a close cost ~30 us on this
         thread, while on the writer thread each waits for the GIL that the parser holds
         (20,000 one-line shards: 208 us per file there)."""
-        shard.pending.append(b"")
-        data = memoryview(b"\n".join(shard.pending))
-        shard.pending = []
+        pieces = shard.take()
         fd = create_shard_file(shard.tmp)
         try:
-            while data:
-                data = data[os.write(fd, data) :]
+            for piece in pieces:
+                if isinstance(piece, bytes):
+                    _write_all(fd, piece)
+                else:
+                    piece.copy_to(fd)
         except BaseException:
             os.close(fd)
             raise
