@@ -11,9 +11,11 @@ retries and requeues) around a submit queue that a *creator* feeds:
                     (shard record                  ▲                            │
                      in the journal)               └──── retry attempts ◀───────┘
 
-The creator writes a segment's shard record to the journal before it forgets the segment in
-the stream's store, so after a crash a segment is made a shard exactly once: one the journal
-already has is only forgotten. On open, the run's unfinished shard attempts are picked up as
+The creator commits the stream's store durably (every id accepted so far in its index: the
+segment's file is removed once its shard is finished, and with it what a restart could read
+back), then writes the segment's shard record to the journal, then forgets the segment in the
+store, so after a crash a segment is made a shard exactly once: one the journal already has is
+only forgotten. On open, the run's unfinished shard attempts are picked up as
 ``Engine.run`` does (batches in flight polled, the rest submitted).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, final
 
@@ -48,10 +51,19 @@ class Pipeline:
         ctx: the run's shared state.
         sink: the stream's results file.
         store: the stream's store (segments are forgotten there once they are shards).
+        settle: commits the store durably (called before a segment becomes a shard).
     """
 
-    def __init__(self, ctx: RunContext, sink: ResultSink, store: StreamStore) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        sink: ResultSink,
+        store: StreamStore,
+        *,
+        settle: Callable[[], Awaitable[None]],
+    ) -> None:
         self._ctx = ctx
+        self._settle = settle
         self._sink = sink
         self._store = store
         self._to_submit, self._submit_queue = anyio.create_memory_object_stream[ShardRecord](
@@ -137,6 +149,7 @@ class Pipeline:
                     model=None if segment.mixed else segment.model,
                     tokens=segment.body_bytes // 4,
                 )
+                await self._settle()
                 ctx.run.total_lines += shard.lines
                 await ctx.commit(shard, run=True)
                 await self._store.forget_segment(segment.index)

@@ -204,7 +204,7 @@ class Stream:
         self._delivery = Delivery(
             Path(record.out_path), record.out_offset, store, meta.acked_to, dict(acks)
         )
-        self._pipeline = pipeline = Pipeline(ctx, sink, store)
+        self._pipeline = pipeline = Pipeline(ctx, sink, store, settle=self._settle)
         log = self._log = SegmentLog(
             store,
             run_dir / "segments",
@@ -215,11 +215,16 @@ class Stream:
             per_model=self._provider.capabilities.one_model_per_shard,
             clock=self._clock,
             on_sealed=pipeline.cut,
+            read_back=self._intake.read_back,
         )
-        sealed = await run_io(log.restore, meta.accepted, meta.next_index, rows)
         shards = await self._journal.load_shards(self.run_id)
-        await remove_files(leftover_files(shards))
         known = {s.index for s in shards}
+        sealed = await store.call(
+            lambda conn: log.restore(conn, meta.accepted, meta.next_index, rows, known),
+            doing="reading back the segments",
+        )
+        await log.settle()
+        await remove_files(leftover_files(shards))
         for segment in sealed:
             pipeline.cut(segment)
         self._token = anyio.lowlevel.current_token()
@@ -406,6 +411,10 @@ class Stream:
         event, self._progress = self._progress, anyio.Event()
         event.set()
         await remove_files([Path(s.path) for s in shards if s.state == "done"])
+
+    async def _settle(self) -> None:
+        assert self._log is not None
+        await self._log.settle()
 
     def _check_open(self) -> None:
         if self._closed or self._log is None:
