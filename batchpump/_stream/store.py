@@ -159,14 +159,22 @@ class StreamStore:
 
         await self.call(job, doing="handing a segment to the journal")
 
-    async def save_acks(self, acked_to: int, ahead: list[tuple[int, int]]) -> None:
+    async def save_acks(
+        self,
+        acked_to: int,
+        ahead: list[tuple[int, int]],
+        merged: list[tuple[int, int]],
+    ) -> None:
         """Record the acknowledged prefix of the results file and acks past it, committed
-        (with whatever the open transaction holds) when this returns."""
+        (with whatever the open transaction holds) when this returns. Each span of
+        ``merged`` replaces the acks within it (the results file's part there is removed)."""
 
         def job(conn: sqlite3.Connection) -> None:
             begin(conn)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('acked_to', ?)", (acked_to,))
             conn.executemany("INSERT OR IGNORE INTO acks VALUES (?, ?)", ahead)
+            conn.executemany("DELETE FROM acks WHERE start >= ? AND start < ?", merged)
+            conn.executemany("INSERT INTO acks VALUES (?, ?)", merged)
             conn.execute("DELETE FROM acks WHERE start < ?", (acked_to,))
             _settle(conn, durable=False)
 

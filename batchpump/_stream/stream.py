@@ -20,6 +20,7 @@ delivers the results not acknowledged.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -44,9 +45,12 @@ from .delivery import Delivery
 from .intake import Intake
 from .log import SegmentLog
 from .pipeline import Pipeline, leftover_files, remove_files
+from .rotation import ResultParts
 from .store import StreamStore
 
 __all__ = ["Stream", "StreamStatistics"]
+
+logger: Final = logging.getLogger("batchpump.stream")
 
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _options_encoder: Final = msgspec.json.Encoder()
@@ -102,6 +106,7 @@ class Stream:
         flush_bytes: int | None,
         flush_after: float,
         max_pending: int,
+        rotate_bytes: int = 64 * 1024 * 1024,
         options: RunOptions,
     ) -> None:
         if not _NAME.fullmatch(name):
@@ -112,6 +117,9 @@ class Stream:
             raise UsageError("flush_lines must be >= 1 and flush_bytes >= 2 (or None)")
         if flush_after <= 0 or max_pending < 1:
             raise UsageError("flush_after must be > 0 seconds and max_pending >= 1")
+        if rotate_bytes < 1:
+            raise UsageError("rotate_bytes must be >= 1")
+        self._rotate_bytes = rotate_bytes
         self.name = name
         self._provider = provider
         self._journal = journal
@@ -138,6 +146,8 @@ class Stream:
         self._log: SegmentLog | None = None
         self._delivery: Delivery | None = None
         self._pipeline: Pipeline | None = None
+        self._sink: ResultSink | None = None
+        self._parts: ResultParts | None = None
         self._ctx: RunContext | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._finished = 0
@@ -199,11 +209,13 @@ class Stream:
             budget=TokenBudget(self._options.token_budget),
         )
         self._finished = record.counts.total
-        sink = ResultSink(Path(record.out_path), record.out_offset, self._commit_results)
+        parts = self._parts = ResultParts(Path(record.out_path), self._rotate_bytes)
+        await run_io(parts.scan)
+        delivery = Delivery(parts, record.out_offset, store, meta.acked_to, dict(acks))
+        await delivery.free_parts()  # a crash came before their removal
+        sink = self._sink = ResultSink(parts.newest, record.out_offset, self._commit_results)
         await sink.open()
-        self._delivery = Delivery(
-            Path(record.out_path), record.out_offset, store, meta.acked_to, dict(acks)
-        )
+        self._delivery = delivery
         self._pipeline = pipeline = Pipeline(ctx, sink, store, settle=self._settle)
         log = self._log = SegmentLog(
             store,
@@ -405,7 +417,16 @@ class Stream:
     ) -> None:
         assert self._ctx is not None
         assert self._delivery is not None
+        assert self._sink is not None
+        assert self._parts is not None
         await self._ctx.commit_results(length, shards, counts)
+        try:
+            part = await run_io(self._parts.rotate, length)
+        except OSError as exc:  # the results are committed: rotate after a later commit
+            logger.warning("stream %s: cannot start a new results part (%s)", self.name, exc)
+        else:
+            if part is not None:
+                self._sink.path = part
         self._finished += counts.total
         self._delivery.grew(length)
         event, self._progress = self._progress, anyio.Event()
