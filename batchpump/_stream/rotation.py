@@ -14,13 +14,13 @@ acknowledged spans cover it, acks out of order included); the newest part is nev
 So disk holds the parts with a result not yet acknowledged, and the newest part.
 
 A crash between creating a part and the sink's first append to it leaves an empty newest part
-that starts at the committed length: the sink resumes there.
+that starts at the committed length: the sink resumes there. A crash while creating it leaves
+a file shorter than its start, which is removed on open: the part before it is the newest.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -48,6 +48,7 @@ class ResultParts:
         self._first = first
         self.bound = bound
         self._starts: list[int] = [0]
+        self._stops: dict[int, int] = {}  # start -> end of each part but the newest
         self._walked: dict[int, int] = {}  # part start -> how far it is known acknowledged
 
     def scan(self) -> None:
@@ -59,7 +60,11 @@ class ResultParts:
         ]
         if self._first.exists() or not starts:
             starts.append(0)
-        self._starts = sorted(starts)
+        starts.sort()
+        if starts[-1] and self.path(starts[-1]).stat().st_size < starts[-1]:
+            self.path(starts.pop()).unlink()  # a rotation a crash cut short: not a part yet
+        self._starts = starts
+        self._stops = {start: self.path(start).stat().st_size for start in starts[:-1]}
 
     def path(self, start: int) -> Path:
         """The file of the part starting at ``start``."""
@@ -79,9 +84,8 @@ class ResultParts:
 
     def locate(self, offset: int) -> tuple[Path, int | None]:
         """The part holding ``offset`` and the offset it ends at (``None``: the newest)."""
-        i = max(0, bisect.bisect_right(self._starts, offset) - 1)
-        stop = self._starts[i + 1] if i + 1 < len(self._starts) else None
-        return self.path(self._starts[i]), stop
+        start = self._starts[max(0, bisect.bisect_right(self._starts, offset) - 1)]
+        return self.path(start), self._stops.get(start)
 
     def rotate(self, length: int) -> Path | None:
         """After a commit up to ``length``: the new part to append to, once the newest holds
@@ -89,14 +93,19 @@ class ResultParts:
         if length - self._starts[-1] < self.bound:
             return None
         path = self.path(length)
-        create_private(path, truncate=True)
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            os.ftruncate(fd, length)  # a hole up to the committed length
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fsync_dir(path.parent)
+            create_private(path, truncate=True)
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, length)  # a hole up to the committed length
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(path.parent)
+        except OSError:
+            path.unlink(missing_ok=True)  # not a part: the newest stays the newest
+            raise
+        self._stops[self._starts[-1]] = length
         self._starts.append(length)
         return path
 
@@ -107,13 +116,15 @@ class ResultParts:
         done: list[tuple[int, int]] = []
         kept: list[int] = []
         starts = self._starts
-        for start, stop in itertools.pairwise(starts):
+        for start in starts[:-1]:
+            stop = self._stops[start]
             position = max(self._walked.get(start, start), acked_to)
             while position < stop and position in ahead:
                 position = ahead[position]
             if position >= stop:
                 done.append((start, stop))
                 self._walked.pop(start, None)
+                del self._stops[start]
             else:
                 self._walked[start] = position  # acks only add: walk on from here next time
                 kept.append(start)

@@ -420,13 +420,14 @@ class Stream:
         assert self._sink is not None
         assert self._parts is not None
         await self._ctx.commit_results(length, shards, counts)
-        try:
-            part = await run_io(self._parts.rotate, length)
-        except OSError as exc:  # the results are committed: rotate after a later commit
-            logger.warning("stream %s: cannot start a new results part (%s)", self.name, exc)
-        else:
-            if part is not None:
-                self._sink.path = part
+        with anyio.CancelScope(shield=True):  # a new part is the sink's at once
+            try:
+                part = await run_io(self._parts.rotate, length)
+            except OSError as exc:  # the results are committed: rotate after a later commit
+                logger.warning("stream %s: cannot start a new results part (%s)", self.name, exc)
+            else:
+                if part is not None:
+                    self._sink.path = part
         self._finished += counts.total
         self._delivery.grew(length)
         event, self._progress = self._progress, anyio.Event()
