@@ -11,8 +11,9 @@
 
 A stream is one run in the pump's journal whose shards are cut from what producers put
 (``log``), submitted, polled and collected by the engine's stages (``pipeline``), its results
-appended to one results file and delivered from it (``delivery``). Its own ids, segments and
-acks live in ``streams/<name>/stream.sqlite3`` (``store``). Everything survives a kill -9:
+appended to one results file, rotated in parts (``rotation``), and delivered from it
+(``delivery``). Its own ids, segments and acks live in ``streams/<name>/stream.sqlite3``
+(``store``). Everything survives a kill -9:
 opening the stream again creates the segments never created, polls the batches in flight and
 delivers the results not acknowledged.
 """
@@ -298,7 +299,9 @@ class Stream:
                 stream's whole life; ``method``/``url`` may be left out.
 
         Waits while more than ``max_pending`` accepted lines have no final result yet.
-        Concurrent puts share one fsync and one transaction.
+        Concurrent puts share one round: one write and one fsync of each segment file they
+        touch (the stream's write-ahead record; its id index is committed later, off the put's
+        path, and read back from the segment files after a crash).
 
         Raises:
             InputError: the line is invalid (the same checks and messages as a file run), or
@@ -311,7 +314,8 @@ class Stream:
         self._accepted()
 
     async def put_many(self, requests: Iterable[object]) -> None:
-        """Accept many requests in one durable commit: all of them, or none.
+        """Accept many requests in one durable commit: all of them, or none. They are checked
+        together in one pass (the same checks and messages as ``put``).
 
         Raises:
             InputError: some requests are invalid or repeat an accepted ``custom_id``; every
