@@ -212,7 +212,6 @@ def _open_sync(path: Path) -> tuple[sqlite3.Connection, int]:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
-            conn.execute("PRAGMA cache_size = -32768")
             for statement in _SCHEMA:
                 conn.execute(statement)
         except BaseException:
