@@ -495,6 +495,7 @@ class Pump:
         flush_bytes: int | None = None,
         flush_after: float = 300.0,
         max_pending: int = 1_000_000,
+        rotate_bytes: int = 64 * 1024 * 1024,
         options: RunOptions | None = None,
     ) -> Stream:
         """A named, durable stream of requests: use it with ``async with``.
@@ -515,6 +516,8 @@ class Pump:
             flush_bytes: ... or this many bytes (``None``: the provider's limit).
             flush_after: ... or this many seconds after its first line.
             max_pending: ``put`` waits while more accepted lines than this have no result.
+            rotate_bytes: the results file is continued in a new part once it holds this
+                many bytes; parts whose results were all acknowledged are removed.
             options: retries, polling, concurrency (``RunOptions``; ``max_lines``/``max_bytes``
                 cap the flush sizes too).
         """
@@ -529,6 +532,7 @@ class Pump:
             flush_bytes=flush_bytes,
             flush_after=flush_after,
             max_pending=max_pending,
+            rotate_bytes=rotate_bytes,
             options=options or RunOptions(),
         )
 

@@ -1226,12 +1226,12 @@ async def _cmd_demo(args: argparse.Namespace, ui: _Ui) -> int:
 
 async def _cmd_stream(args: argparse.Namespace, ui: _Ui) -> int:
     """stdin into the named stream, its results appended to ``--out``."""
-    from ._stream import pipe_stream
+    from ._stream import continue_command, pipe_stream
 
     out: Path = args.out
     state_dir: Path = args.journal or _absolute(out).parent / DEFAULT_STATE_DIR
     provider = make_provider(args.provider, args)
-    ui.resume_hint = f"the same batchpump stream {shlex.quote(args.name)} command"
+    ui.resume_hint = continue_command(args)
     async with (
         Pump(provider, state_dir=state_dir) as pump,
         pump.stream(

@@ -11,7 +11,8 @@ client's own (no HTTP, no emulator competing for the 2 cores):
 - ``put``: one asyncio producer, one ``await stream.put(line)`` per line, from ``C`` tasks at
   once (``--tasks``, default 256: what a service's handlers do) and from 1 task (every put
   waits for its own fsync);
-- ``put_many``: one task, ``await stream.put_many(chunk)`` with 1,000 lines a chunk;
+- ``put_many``: one task, ``await stream.put_many(chunk)`` with 1,000 lines a chunk, and with
+  10,000;
 - baselines: the same lines appended to a file with an fsync per line and per 1,000 lines;
 - latency: from a put's return to its batch's create, for cuts by time (``flush_after``,
   target: at most ``flush_after`` + 1 s) and by size (``put_many`` of ``flush_lines`` lines);
@@ -20,7 +21,9 @@ client's own (no HTTP, no emulator competing for the 2 cores):
   time, as it goes); its peak RSS (``VmHWM``; target: at most 150 MB over 5,000,000 lines).
 
 ``--quick`` runs in seconds (smaller sizes). Prints the machine, the sizes and the figures side
-by side, and writes ``benchmarks/results/bench_stream.json``. Never asserts a time.
+by side, beside the targets and ``BEFORE`` (the same script's figures for the stream before a
+put waited for one fsync only, kept for comparison), and writes
+``benchmarks/results/bench_stream.json``. Never asserts a time.
 """
 
 from __future__ import annotations
@@ -51,6 +54,19 @@ from benchmarks._common import REPO_ROOT, machine_info, machine_line, write_reco
 NAME: Final = "bench_stream"
 LINE_BYTES: Final = 1024
 CHUNK: Final = 1_000
+BIG_CHUNK: Final = 10_000
+#: Lines per second before a put waited for its segment's fsync only (two fsyncs a round then:
+#: the segment file and the SQLite commit of the ids): this script at commit 15f8c09, default
+#: sizes, on the 2-CPU machine at load 0.2 (2026-12-03); the 10,000-a-call figure is the one
+#: recorded with the stream's first version (that script had no such contender).
+BEFORE: Final = {
+    "put_one_task": 1_601,
+    "put_concurrent": 44_526,
+    "put_many": 78_486,
+    "put_many_big": 85_562,
+}
+#: The issue's targets, lines per second.
+TARGETS: Final = {"put_concurrent": 50_000, "put_many": 200_000}
 _TEMPLATE: Final = (
     b'{"custom_id":"r-%09d","method":"POST","url":"/v1/chat/completions",'
     b'"body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"'
@@ -174,19 +190,19 @@ async def bench_put(state: Path, count: int, tasks: int) -> dict[str, Any]:
     }
 
 
-async def bench_put_many(state: Path, count: int) -> dict[str, Any]:
+async def bench_put_many(state: Path, count: int, chunk: int = CHUNK) -> dict[str, Any]:
     provider = InstantProvider()
     async with (
         Pump(provider, state_dir=state) as pump,
         pump.stream("bench", max_pending=10 * count + 1) as stream,
     ):
         started = time.perf_counter()
-        for start in range(0, count, CHUNK):
-            await stream.put_many([line(i) for i in range(start, min(count, start + CHUNK))])
+        for start in range(0, count, chunk):
+            await stream.put_many([line(i) for i in range(start, min(count, start + chunk))])
         elapsed = time.perf_counter() - started
     return {
         "lines": count,
-        "chunk": CHUNK,
+        "chunk": chunk,
         "seconds": round(elapsed, 3),
         "puts_per_s": round(count / elapsed),
     }
@@ -262,6 +278,8 @@ async def rss_child(state: Path, count: int) -> dict[str, Any]:
             sampling.cancel()
         elapsed = time.perf_counter() - started
         left = sum(1 for p in (state / "runs").rglob("*.a1.jsonl"))
+        parts = list((state / "runs").rglob("results*.jsonl"))
+        results_disk = sum(p.stat().st_blocks * 512 for p in parts)  # parts are sparse
     # VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into ru_maxrss across
     # the (v)fork + exec that started this child, so ru_maxrss would report the parent's peak.
     peak_kb = _status_kb("VmHWM")
@@ -271,6 +289,8 @@ async def rss_child(state: Path, count: int) -> dict[str, Any]:
         "lines_per_s": round(count / elapsed),
         "acked": acked,
         "segment_files_left": left,
+        "results_parts_left": len(parts),
+        "results_on_disk_mb": round(results_disk / 2**20, 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "sampled_peak": dict(zip(("rss_mb", "accepted", "pending", "acked"), peak, strict=True)),
     }
@@ -316,6 +336,7 @@ def main() -> int:
         record["put_concurrent"] = anyio.run(bench_put, root / "s1", args.n, args.tasks)
         record["put_one_task"] = anyio.run(bench_put, root / "s2", single, 1)
         record["put_many"] = anyio.run(bench_put_many, root / "s3", args.n)
+        record["put_many_big"] = anyio.run(bench_put_many, root / "s3b", args.n, BIG_CHUNK)
         record["latency"] = anyio.run(bench_latency, root / "s4", args.flush_after, rounds)
         child = subprocess.run(
             [
@@ -332,25 +353,40 @@ def main() -> int:
             cwd=REPO_ROOT,
         )
         record["rss"] = json.loads(child.stdout.strip().splitlines()[-1])
-    b, pc, p1, pm = (record[k] for k in ("baseline", "put_concurrent", "put_one_task", "put_many"))
+    b, pc, p1 = (record[k] for k in ("baseline", "put_concurrent", "put_one_task"))
+    pm, pmb = record["put_many"], record["put_many_big"]
     lat, rss = record["latency"], record["rss"]
+    record["before"] = BEFORE
+
+    def row(label: str, key: str, now: int, extra: str = "") -> str:
+        target = f"{TARGETS[key]:>10,}" if key in TARGETS else f"{'':>10}"
+        before = f"{BEFORE[key]:>10,}" if BEFORE.get(key) else f"{'':>10}"
+        return f"{label:<34}{before}{now:>12,}{target}{extra}"
+
     out = [
         machine_line(record["machine"]),
         f"1 KB lines; put x{pc['lines']:,} ({pc['tasks']} tasks), put x{p1['lines']:,} (1 task),"
-        f" put_many x{pm['lines']:,} (chunks of {CHUNK:,}), RSS run x{rss['lines']:,}",
-        f"{'':<34}{'lines/s':>12}",
-        f"{'append + fsync per line':<34}{b['fsync_per_line_lines_per_s']:>12,}",
-        f"{'append + fsync per 1,000 lines':<34}{b['fsync_per_1000_lines_per_s']:>12,}",
-        f"{'stream.put, 1 task':<34}{p1['puts_per_s']:>12,}",
-        f"{'stream.put, ' + str(pc['tasks']) + ' tasks':<34}{pc['puts_per_s']:>12,}"
-        f"   ({pc['commits']:,} commits)",
-        f"{'stream.put_many':<34}{pm['puts_per_s']:>12,}",
+        f" put_many x{pm['lines']:,} (chunks of {CHUNK:,} and {BIG_CHUNK:,}),"
+        f" RSS run x{rss['lines']:,}",
+        f"{'lines/s':<34}{'before':>10}{'now':>12}{'target':>10}",
+        f"{'append + fsync per line':<34}{'':>10}{b['fsync_per_line_lines_per_s']:>12,}",
+        f"{'append + fsync per 1,000 lines':<34}{'':>10}{b['fsync_per_1000_lines_per_s']:>12,}",
+        row("stream.put, 1 task", "put_one_task", p1["puts_per_s"]),
+        row(
+            f"stream.put, {pc['tasks']} tasks",
+            "put_concurrent",
+            pc["puts_per_s"],
+            f"   ({pc['commits']:,} rounds)",
+        ),
+        row(f"stream.put_many, {CHUNK:,} a call", "put_many", pm["puts_per_s"]),
+        row(f"stream.put_many, {BIG_CHUNK:,} a call", "put_many_big", pmb["puts_per_s"]),
         f"put -> create, cut by time (flush_after {lat['flush_after']} s): "
         f"max {lat['by_time_max_s']} s, median {lat['by_time_median_s']} s",
         f"put_many -> create, cut by size ({CHUNK:,} lines): max {lat['by_size_max_ms']} ms, "
         f"median {lat['by_size_median_ms']} ms",
         f"RSS run: {rss['lines']:,} lines in {rss['seconds']} s ({rss['lines_per_s']:,}/s, "
-        f"{rss['acked']:,} acked, {rss['segment_files_left']} segment files left): "
+        f"{rss['acked']:,} acked, {rss['segment_files_left']} segment files left, "
+        f"{rss['results_parts_left']} results parts on disk, {rss['results_on_disk_mb']} MB): "
         f"peak RSS {rss['peak_rss_mb']} MB",
     ]
     print("\n".join(out))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .command import pipe_stream
+from .command import continue_command, pipe_stream
 from .stream import Stream, StreamStatistics
 
-__all__ = ["Stream", "StreamStatistics", "pipe_stream"]
+__all__ = ["Stream", "StreamStatistics", "continue_command", "pipe_stream"]

@@ -10,12 +10,18 @@ Results are appended to the output file in groups; a group is written, fsynced, 
 acknowledged, all shielded from cancellation, so a Ctrl-C never leaves a result written and
 unacknowledged (it would be written again next time). A kill -9 can, for the last group.
 At the end of the input the stream is drained: every line's result is in the file.
+
+``continue_command`` is the command line that continues a stopped stream (printed on Ctrl-C):
+the same stream, address, endpoint, flushing rules and files, quoted for a POSIX shell, without
+the key (it comes from the environment, or the user adds ``--api-key`` again).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -29,7 +35,7 @@ from .._fileio import create_private, run_io
 from .._models import Result, ResultCounts
 from .stream import Stream
 
-__all__ = ["pipe_stream"]
+__all__ = ["continue_command", "pipe_stream"]
 
 #: Bytes read from the input at a time (a read returns as soon as anything is there).
 READ_BYTES: Final = 1 << 20
@@ -37,6 +43,38 @@ READ_BYTES: Final = 1 << 20
 WRITE_GROUP: Final = 4096
 
 _encoder: Final = msgspec.json.Encoder()
+
+
+def continue_command(args: argparse.Namespace) -> str:
+    """The ``batchpump stream`` command that continues the stream ``args`` describe.
+
+    Args:
+        args: the parsed options of a ``batchpump stream`` command.
+
+    Returns:
+        the command, quoted with ``shlex``: the name, ``--out``, ``--provider``, ``--endpoint``,
+        the flushing rules and ``--max-pending`` always; ``--base-url``, ``--journal``, the
+        provider's own settings and ``--json`` when they were given. Never the key.
+    """
+    words = ["batchpump", "stream", args.name, "--out", str(args.out)]
+    words += ["--provider", args.provider]
+    if args.base_url is not None:
+        words += ["--base-url", args.base_url]
+    words += ["--endpoint", args.endpoint]
+    words += ["--flush-lines", str(args.flush_lines)]
+    if args.flush_bytes is not None:
+        words += ["--flush-bytes", str(args.flush_bytes)]
+    words += ["--flush-after", str(args.flush_after), "--max-pending", str(args.max_pending)]
+    if args.provider == "llamacloud":
+        words += ["--job-type", args.job_type]
+    for option, value in (("--config-id", args.config_id), ("--work-flow-id", args.work_flow_id)):
+        if value is not None:
+            words += [option, value]
+    if args.journal is not None:
+        words += ["--journal", str(args.journal)]
+    if args.json:
+        words.append("--json")
+    return shlex.join(words)
 
 
 async def pipe_stream(

@@ -1,11 +1,13 @@
 """Delivering a stream's results, and remembering which ones were acknowledged.
 
 Results are appended to the stream's results file by the run's ``ResultSink`` (one final
-result per accepted line, committed with the journal). ``Delivery`` reads it from the start of
-what is not yet acknowledged, skipping results acknowledged out of order, and waits for more.
-``ack`` makes an acknowledgement durable (concurrent acks share one transaction): the store
-keeps the byte offset below which every result was acknowledged, and the acks past it, so
-after a restart only results never acknowledged are delivered again.
+result per accepted line, committed with the journal); the file is rotated into parts
+(``rotation``). ``Delivery`` reads it from the start of what is not yet acknowledged, skipping
+results acknowledged out of order, and waits for more. ``ack`` makes an acknowledgement durable
+(concurrent acks share one transaction): the store keeps the byte offset below which every
+result was acknowledged, and the acks past it, so after a restart only results never
+acknowledged are delivered again. Parts whose results were all acknowledged are removed once
+that is durable (a power loss included).
 
 Memory: one entry per result delivered and not yet acknowledged (its id and offsets).
 """
@@ -23,6 +25,8 @@ from .._errors import UsageError
 from .._fileio import run_io
 from .._group import GroupCommit
 from .._models import Result
+from .pipeline import remove_files
+from .rotation import ResultParts
 from .store import StreamStore
 
 __all__ = ["Delivery"]
@@ -36,7 +40,7 @@ class Delivery:
     """Reads the results file for ``results()`` and records acks.
 
     Args:
-        path: the stream's results file.
+        parts: the stream's results file, in parts.
         end: its committed length.
         store: the stream's store (acks).
         acked_to: offset below which every result was acknowledged.
@@ -44,9 +48,14 @@ class Delivery:
     """
 
     def __init__(
-        self, path: Path, end: int, store: StreamStore, acked_to: int, ahead: dict[int, int]
+        self,
+        parts: ResultParts,
+        end: int,
+        store: StreamStore,
+        acked_to: int,
+        ahead: dict[int, int],
     ) -> None:
-        self._path = path
+        self._parts = parts
         self.end = end
         self._store = store
         self.acked_to = acked_to
@@ -76,9 +85,12 @@ class Delivery:
         when ``finished`` is set or ``until_drained`` is set and everything was read."""
         offset = self.acked_to
         while True:
+            while offset < self.acked_to or offset in self._ahead:  # acknowledged, maybe removed
+                offset = max(self.acked_to, self._ahead.get(offset, offset))
             end = self.end
             if offset < end:
-                data = await run_io(_read, self._path, offset, end)
+                path, stop = self._parts.locate(offset)
+                data = await run_io(_read, path, offset, end if stop is None else min(stop, end))
                 for line in data.splitlines(keepends=True):
                     start, offset = offset, offset + len(line)
                     if start < self.acked_to or start in self._ahead:
@@ -122,9 +134,27 @@ class Delivery:
         self.acks += 1
         await self._group.submit(span)
 
+    async def free_parts(self) -> None:
+        """Remove the parts of the results file whose results were all acknowledged (on open:
+        those a crash left before their removal)."""
+        await self._save([])
+
     async def _save(self, spans: list[tuple[int, int]]) -> None:
         acked_to = self.acked_to
-        await self._store.save_acks(acked_to, [s for s in spans if s[0] >= acked_to])
+        done = self._parts.acknowledged(acked_to, self._ahead)
+        merged: list[tuple[int, int]] = []
+        for start, stop in done:  # a removed part's acks become one span over it
+            first = position = max(start, acked_to)
+            if first < stop:
+                while position < stop:
+                    position = self._ahead.pop(position)
+                self._ahead[first] = stop
+                merged.append((first, stop))
+        ahead = [s for s in spans if s[0] >= acked_to]
+        await self._store.save_acks(acked_to, ahead, merged)
+        if done:
+            await self._store.settle(durable=True)  # the acks outlive the files they free
+            await remove_files([self._parts.path(start) for start, _ in done])
 
 
 def _read(path: Path, offset: int, end: int) -> bytes:

@@ -10,6 +10,7 @@ so a line a file run would take is a line a stream takes, and the other way roun
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable
 from typing import Final, final
 
@@ -22,7 +23,10 @@ from .._models import Capabilities
 __all__ = ["Intake", "Line", "id_digest", "refused"]
 
 _encoder: Final = msgspec.json.Encoder()
+_two_ints: Final = struct.Struct("<qq").unpack
+_blake2b: Final = hashlib.blake2b
 _ONE_LINE_HINT: Final = "put one request per call, or pass many to put_many"
+_BARE: Final = {"custom_id", "body"}
 
 
 def refused(where: str, problems: list[InputProblem]) -> InputError:
@@ -41,11 +45,8 @@ def refused(where: str, problems: list[InputProblem]) -> InputError:
 
 def id_digest(custom_id: str) -> tuple[int, int]:
     """The 128-bit blake2b digest of an id as two signed 64-bit integers (the index key)."""
-    d = hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
-    first, second = d[:8], d[8:]
-    return int.from_bytes(first, "little", signed=True), int.from_bytes(
-        second, "little", signed=True
-    )
+    found: tuple[int, int] = _two_ints(_blake2b(custom_id.encode(), digest_size=16).digest())
+    return found
 
 
 @final
@@ -59,7 +60,7 @@ class Line:
         self.model = model
         self.body_bytes = body_bytes
         self.data = data
-        self.h1, self.h2 = id_digest(custom_id)
+        self.h1, self.h2 = _two_ints(_blake2b(custom_id.encode(), digest_size=16).digest())
 
 
 @final
@@ -86,6 +87,7 @@ class Intake:
         max_bytes: int | None,
     ) -> None:
         self.where = f"stream {name!r}"
+        self._endpoint = endpoint
         self.lines_cap, self.bytes_cap, line_cap = shard_limits(
             capabilities, max_lines=max_lines, max_bytes=max_bytes
         )
@@ -114,15 +116,10 @@ class Intake:
         """
         requests = list(requests)
         fast = self._fast
-        if fast is not None:
-            raw = [_one_line(r) for r in requests if isinstance(r, bytes)]
-            checked = fast.check(raw, False) if raw and len(raw) == len(requests) else None
-            if checked is not None:  # all standard and valid; otherwise: line by line
-                overhead = fast.overhead
-                return [
-                    Line(cid, model, len(data) - len(cid) - overhead, data)
-                    for data, cid, model in zip(raw, *checked, strict=True)
-                ]
+        if fast is not None and requests:
+            checked = self._block(fast, requests)
+            if checked is not None:
+                return checked
         lines: list[Line] = []
         problems: list[InputProblem] = []
         for position, request in enumerate(requests, 1):
@@ -134,6 +131,53 @@ class Intake:
         if problems:
             raise refused(self.where, problems)
         return lines
+
+    def _block(self, fast: BlockChecker, requests: list[object]) -> list[Line] | None:
+        """The lines of ``requests`` checked in one pass (``BlockChecker``), or ``None`` when
+        any is not a standard valid line (then each is checked alone, for its message)."""
+        raw = []
+        for request in requests:
+            if isinstance(request, bytes):
+                data = _one_line(request)
+                if b"\n" in data:  # JSON whitespace to msgspec, two lines in a file
+                    return None
+                raw.append(data)
+            elif type(request) is dict and request.keys() == _BARE:
+                raw.append(self._standard(request))  # the line a file run's check makes
+            elif isinstance(request, dict | msgspec.Struct):
+                raw.append(_encoder.encode(request))
+            else:
+                return None
+        found = fast.check(raw, False)
+        if found is None:
+            return None
+        overhead = fast.overhead
+        return [
+            Line(cid, model, len(data) - len(cid) - overhead, data)
+            for data, cid, model in zip(raw, *found, strict=True)
+        ]
+
+    def _standard(self, request: dict[str, object]) -> bytes:
+        """A ``{custom_id, body}`` dict as the line with method and url filled in."""
+        return _encoder.encode(
+            {
+                "custom_id": request["custom_id"],
+                "method": "POST",
+                "url": self._endpoint,
+                "body": request["body"],
+            }
+        )
+
+    def read_back(self, data: bytes) -> Line | None:
+        """A line read back from a segment file, checked again; ``None`` if it is not a
+        valid line (the cut-short tail of a round)."""
+        if (not data.isascii() or b"\x00" in data) and bad_utf8_lines([data]):
+            return None
+        checked = self._checker.check(data, False)
+        if isinstance(checked, Problem):
+            return None
+        custom_id, model, body_bytes, line = checked
+        return Line(custom_id, model, body_bytes, line)
 
     def _check(self, request: object) -> Line | Problem:
         data = _one_line(_encode(request))

@@ -11,16 +11,20 @@ retries and requeues) around a submit queue that a *creator* feeds:
                     (shard record                  ▲                            │
                      in the journal)               └──── retry attempts ◀───────┘
 
-The creator writes a segment's shard record to the journal before it forgets the segment in
-the stream's store, so after a crash a segment is made a shard exactly once: one the journal
-already has is only forgotten. On open, the run's unfinished shard attempts are picked up as
+The creator commits the stream's store durably (every id accepted so far in its index: the
+segment's file is removed once its shard is finished, and with it what a restart could read
+back), then writes the segment's shard record to the journal, then forgets the segment in the
+store, so after a crash a segment is made a shard exactly once: one the journal already has is
+only forgotten. On open, the run's unfinished shard attempts are picked up as
 ``Engine.run`` does (batches in flight polled, the rest submitted).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, final
 
@@ -48,10 +52,19 @@ class Pipeline:
         ctx: the run's shared state.
         sink: the stream's results file.
         store: the stream's store (segments are forgotten there once they are shards).
+        settle: commits the store durably (called before a segment becomes a shard).
     """
 
-    def __init__(self, ctx: RunContext, sink: ResultSink, store: StreamStore) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        sink: ResultSink,
+        store: StreamStore,
+        *,
+        settle: Callable[[], Awaitable[None]],
+    ) -> None:
         self._ctx = ctx
+        self._settle = settle
         self._sink = sink
         self._store = store
         self._to_submit, self._submit_queue = anyio.create_memory_object_stream[ShardRecord](
@@ -79,6 +92,12 @@ class Pipeline:
         """
         ctx = self._ctx
         ctx.started_at = ctx.clock.monotonic()
+        # Batches tagged with this stream that the journal lacks (a create answered late
+        # before a crash): adopt those an attempt needs before creating any, as a file run does.
+        reconciler = Reconciler(ctx)
+        await reconciler.sweep(shards, adopt=True)
+        # Made after the sweep, whose await may be the last (a stream closed at once): every
+        # queue made is closed below.
         to_collect, collect_queue = anyio.create_memory_object_stream[
             tuple[ShardRecord, BatchInfo]
         ](ctx.options.collect_concurrency)
@@ -86,10 +105,6 @@ class Pipeline:
         async def done(shard: ShardRecord, batch: BatchInfo) -> None:
             await to_collect.send((shard, batch))
 
-        # Batches tagged with this stream that the journal lacks (a create answered late
-        # before a crash): adopt those an attempt needs before creating any, as a file run does.
-        reconciler = Reconciler(ctx)
-        await reconciler.sweep(shards, adopt=True)
         collector = Collector(ctx, self._sink, resubmit=self._resubmit)
         poller = Poller(ctx, on_done=done)
         submitter = Submitter(
@@ -99,12 +114,23 @@ class Pipeline:
             on_cancelled=collector.cancel,
             reconciler=reconciler,
         )
-        with self._to_create, self._to_submit, self._submit_queue, to_collect, collect_queue:
+        # Each stage task gets its own clone of its queue, closed here too: a task cancelled
+        # before its first step (a stream closed at once) never closes its own.
+        submit_queues = [self._submit_queue.clone() for _ in range(ctx.options.submit_concurrency)]
+        collect_queues = [collect_queue.clone() for _ in range(ctx.options.collect_concurrency)]
+        with contextlib.ExitStack() as queues:
+            queues.enter_context(self._to_create)
+            queues.enter_context(self._to_submit)
+            queues.enter_context(to_collect)
+            for submit_queue in (self._submit_queue, *submit_queues):
+                queues.enter_context(submit_queue)
+            for done_queue in (collect_queue, *collect_queues):
+                queues.enter_context(done_queue)
             async with anyio.create_task_group() as tg:
-                for _ in range(ctx.options.submit_concurrency):
-                    tg.start_soon(submitter.serve, self._submit_queue.clone())
-                for _ in range(ctx.options.collect_concurrency):
-                    tg.start_soon(collector.serve, collect_queue.clone())
+                for submit_queue in submit_queues:
+                    tg.start_soon(submitter.serve, submit_queue)
+                for done_queue in collect_queues:
+                    tg.start_soon(collector.serve, done_queue)
                 tg.start_soon(poller.serve)
                 pending = [s for s in shards if s.state not in _FINISHED]
                 ctx.opened(len(pending))
@@ -137,6 +163,7 @@ class Pipeline:
                     model=None if segment.mixed else segment.model,
                     tokens=segment.body_bytes // 4,
                 )
+                await self._settle()
                 ctx.run.total_lines += shard.lines
                 await ctx.commit(shard, run=True)
                 await self._store.forget_segment(segment.index)

@@ -14,10 +14,17 @@ beside it:
 - ``meta``: the stream's endpoint, lines accepted, the next segment index and how far the
   results file is acknowledged; ``acks``: results acknowledged out of order past that point.
 
-WAL with ``synchronous=FULL``: a commit that returned survives a power loss, like the fsynced
-segment files it describes. Acks are committed with ``synchronous=NORMAL`` (no fsync of their
-own): they survive a kill -9, and a power loss at worst forgets the last few, whose results are
-then delivered again (never lost). Every call runs in one worker thread at a time.
+The store is not what a put waits for: the segment files are the write-ahead record (a put
+returns once its lines are fsynced there). Rounds of puts write their ids, segment lengths and
+counts into one write transaction that stays open across rounds (``begin``), so a later put
+sees every id accepted before it, and it is committed lazily (``settle``): every
+``SETTLE_LINES`` lines, with the acks, on close, and durably (``settle(durable=True)``) before a
+segment is handed to the journal as a shard. A kill -9 loses the part not committed; opening the
+stream again reads it back from the segment files past their committed lengths (``SegmentLog``).
+
+WAL with ``synchronous=NORMAL``: a commit survives a kill -9 but may be lost, as a whole, on a
+power loss; ``settle(durable=True)`` checkpoints the WAL, which fsyncs it first. Every call runs
+in one worker thread at a time.
 """
 
 from __future__ import annotations
@@ -35,9 +42,13 @@ import anyio.to_thread
 
 from .._errors import ClosedError, JournalError, UsageError
 
-__all__ = ["SegmentRow", "StreamMeta", "StreamStore", "rollback"]
+__all__ = ["SETTLE_LINES", "SegmentRow", "StreamMeta", "StreamStore", "begin", "rollback"]
 
 _T = TypeVar("_T")
+
+#: Lines accepted after which the open transaction is committed (bounds what a restart reads
+#: back from the segment files).
+SETTLE_LINES: Final = 65_536
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v)",
@@ -129,40 +140,49 @@ class StreamStore:
         """Record, once, the stream's endpoint and its run in the journal."""
 
         def job(conn: sqlite3.Connection) -> None:
+            begin(conn)
             conn.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                 [("endpoint", endpoint), ("run_id", run_id)],
             )
+            _settle(conn, durable=True)
 
         await self.call(job, doing="recording the stream")
 
     async def forget_segment(self, index: int) -> None:
-        """The segment is a shard in the journal now: drop its row."""
+        """The segment is a shard in the journal now: drop its row (committed lazily: a row
+        left by a crash is dropped again on open, the journal having the shard)."""
 
         def job(conn: sqlite3.Connection) -> None:
+            begin(conn)
             conn.execute("DELETE FROM segments WHERE idx = ?", (index,))
 
         await self.call(job, doing="handing a segment to the journal")
 
-    async def save_acks(self, acked_to: int, ahead: list[tuple[int, int]]) -> None:
-        """Record the acknowledged prefix of the results file and acks past it."""
+    async def save_acks(
+        self,
+        acked_to: int,
+        ahead: list[tuple[int, int]],
+        merged: list[tuple[int, int]],
+    ) -> None:
+        """Record the acknowledged prefix of the results file and acks past it, committed
+        (with whatever the open transaction holds) when this returns. Each span of
+        ``merged`` replaces the acks within it (the results file's part there is removed)."""
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute("PRAGMA synchronous = NORMAL")  # no fsync: see the module docstring
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute("INSERT OR REPLACE INTO meta VALUES ('acked_to', ?)", (acked_to,))
-                    conn.executemany("INSERT OR IGNORE INTO acks VALUES (?, ?)", ahead)
-                    conn.execute("DELETE FROM acks WHERE start < ?", (acked_to,))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    rollback(conn)
-                    raise
-            finally:
-                conn.execute("PRAGMA synchronous = FULL")
+            begin(conn)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('acked_to', ?)", (acked_to,))
+            conn.executemany("INSERT OR IGNORE INTO acks VALUES (?, ?)", ahead)
+            conn.executemany("DELETE FROM acks WHERE start >= ? AND start < ?", merged)
+            conn.executemany("INSERT INTO acks VALUES (?, ?)", merged)
+            conn.execute("DELETE FROM acks WHERE start < ?", (acked_to,))
+            _settle(conn, durable=False)
 
         await self.call(job, doing="recording acks")
+
+    async def settle(self, *, durable: bool) -> None:
+        """Commit the open transaction; with ``durable``, so that it survives a power loss."""
+        await self.call(lambda conn: _settle(conn, durable=durable), doing="committing")
 
     async def aclose(self) -> None:
         """Close the file (idempotent)."""
@@ -170,7 +190,7 @@ class StreamStore:
         if conn is not None:
             with anyio.CancelScope(shield=True):
                 try:
-                    await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+                    await anyio.to_thread.run_sync(_close, conn, limiter=self._limiter)
                 finally:
                     os.close(self._lock_fd)  # drops the flock
 
@@ -191,7 +211,7 @@ def _open_sync(path: Path) -> tuple[sqlite3.Connection, int]:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
             for statement in _SCHEMA:
                 conn.execute(statement)
         except BaseException:
@@ -201,6 +221,31 @@ def _open_sync(path: Path) -> tuple[sqlite3.Connection, int]:
         os.close(lock)
         raise
     return conn, lock
+
+
+def begin(conn: sqlite3.Connection) -> None:
+    """Open the store's write transaction unless it is open."""
+    if not conn.in_transaction:
+        conn.execute("BEGIN IMMEDIATE")
+
+
+def _settle(conn: sqlite3.Connection, *, durable: bool) -> None:
+    if conn.in_transaction:
+        conn.execute("COMMIT")
+    if durable:  # a checkpoint fsyncs the WAL before it copies it into the database
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    """Commit what the open transaction holds, then close (a failed commit is rolled back:
+    the segment files have it)."""
+    try:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+    except sqlite3.Error:
+        rollback(conn)
+    finally:
+        conn.close()
 
 
 def rollback(conn: sqlite3.Connection) -> None:

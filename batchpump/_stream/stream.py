@@ -11,8 +11,9 @@
 
 A stream is one run in the pump's journal whose shards are cut from what producers put
 (``log``), submitted, polled and collected by the engine's stages (``pipeline``), its results
-appended to one results file and delivered from it (``delivery``). Its own ids, segments and
-acks live in ``streams/<name>/stream.sqlite3`` (``store``). Everything survives a kill -9:
+appended to one results file, rotated in parts (``rotation``), and delivered from it
+(``delivery``). Its own ids, segments and acks live in ``streams/<name>/stream.sqlite3``
+(``store``). Everything survives a kill -9:
 opening the stream again creates the segments never created, polls the batches in flight and
 delivers the results not acknowledged.
 """
@@ -20,6 +21,7 @@ delivers the results not acknowledged.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -44,9 +46,12 @@ from .delivery import Delivery
 from .intake import Intake
 from .log import SegmentLog
 from .pipeline import Pipeline, leftover_files, remove_files
+from .rotation import ResultParts
 from .store import StreamStore
 
 __all__ = ["Stream", "StreamStatistics"]
+
+logger: Final = logging.getLogger("batchpump.stream")
 
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _options_encoder: Final = msgspec.json.Encoder()
@@ -102,6 +107,7 @@ class Stream:
         flush_bytes: int | None,
         flush_after: float,
         max_pending: int,
+        rotate_bytes: int = 64 * 1024 * 1024,
         options: RunOptions,
     ) -> None:
         if not _NAME.fullmatch(name):
@@ -112,6 +118,9 @@ class Stream:
             raise UsageError("flush_lines must be >= 1 and flush_bytes >= 2 (or None)")
         if flush_after <= 0 or max_pending < 1:
             raise UsageError("flush_after must be > 0 seconds and max_pending >= 1")
+        if rotate_bytes < 1:
+            raise UsageError("rotate_bytes must be >= 1")
+        self._rotate_bytes = rotate_bytes
         self.name = name
         self._provider = provider
         self._journal = journal
@@ -138,6 +147,8 @@ class Stream:
         self._log: SegmentLog | None = None
         self._delivery: Delivery | None = None
         self._pipeline: Pipeline | None = None
+        self._sink: ResultSink | None = None
+        self._parts: ResultParts | None = None
         self._ctx: RunContext | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._finished = 0
@@ -199,12 +210,14 @@ class Stream:
             budget=TokenBudget(self._options.token_budget),
         )
         self._finished = record.counts.total
-        sink = ResultSink(Path(record.out_path), record.out_offset, self._commit_results)
+        parts = self._parts = ResultParts(Path(record.out_path), self._rotate_bytes)
+        await run_io(parts.scan)
+        delivery = Delivery(parts, record.out_offset, store, meta.acked_to, dict(acks))
+        await delivery.free_parts()  # a crash came before their removal
+        sink = self._sink = ResultSink(parts.newest, record.out_offset, self._commit_results)
         await sink.open()
-        self._delivery = Delivery(
-            Path(record.out_path), record.out_offset, store, meta.acked_to, dict(acks)
-        )
-        self._pipeline = pipeline = Pipeline(ctx, sink, store)
+        self._delivery = delivery
+        self._pipeline = pipeline = Pipeline(ctx, sink, store, settle=self._settle)
         log = self._log = SegmentLog(
             store,
             run_dir / "segments",
@@ -215,11 +228,16 @@ class Stream:
             per_model=self._provider.capabilities.one_model_per_shard,
             clock=self._clock,
             on_sealed=pipeline.cut,
+            read_back=self._intake.read_back,
         )
-        sealed = await run_io(log.restore, meta.accepted, meta.next_index, rows)
         shards = await self._journal.load_shards(self.run_id)
-        await remove_files(leftover_files(shards))
         known = {s.index for s in shards}
+        sealed = await store.call(
+            lambda conn: log.restore(conn, meta.accepted, meta.next_index, rows, known),
+            doing="reading back the segments",
+        )
+        await log.settle()
+        await remove_files(leftover_files(shards))
         for segment in sealed:
             pipeline.cut(segment)
         self._token = anyio.lowlevel.current_token()
@@ -281,7 +299,9 @@ class Stream:
                 stream's whole life; ``method``/``url`` may be left out.
 
         Waits while more than ``max_pending`` accepted lines have no final result yet.
-        Concurrent puts share one fsync and one transaction.
+        Concurrent puts share one round: one write and one fsync of each segment file they
+        touch (the stream's write-ahead record; its id index is committed later, off the put's
+        path, and read back from the segment files after a crash).
 
         Raises:
             InputError: the line is invalid (the same checks and messages as a file run), or
@@ -294,7 +314,8 @@ class Stream:
         self._accepted()
 
     async def put_many(self, requests: Iterable[object]) -> None:
-        """Accept many requests in one durable commit: all of them, or none.
+        """Accept many requests in one durable commit: all of them, or none. They are checked
+        together in one pass (the same checks and messages as ``put``).
 
         Raises:
             InputError: some requests are invalid or repeat an accepted ``custom_id``; every
@@ -400,12 +421,26 @@ class Stream:
     ) -> None:
         assert self._ctx is not None
         assert self._delivery is not None
+        assert self._sink is not None
+        assert self._parts is not None
         await self._ctx.commit_results(length, shards, counts)
+        with anyio.CancelScope(shield=True):  # a new part is the sink's at once
+            try:
+                part = await run_io(self._parts.rotate, length)
+            except OSError as exc:  # the results are committed: rotate after a later commit
+                logger.warning("stream %s: cannot start a new results part (%s)", self.name, exc)
+            else:
+                if part is not None:
+                    self._sink.path = part
         self._finished += counts.total
         self._delivery.grew(length)
         event, self._progress = self._progress, anyio.Event()
         event.set()
         await remove_files([Path(s.path) for s in shards if s.state == "done"])
+
+    async def _settle(self) -> None:
+        assert self._log is not None
+        await self._log.settle()
 
     def _check_open(self) -> None:
         if self._closed or self._log is None:

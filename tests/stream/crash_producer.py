@@ -4,7 +4,9 @@
 the stream ``crash`` (an id refused as a duplicate was accepted by an earlier run), printing
 ``ok I`` once put ``I`` returned. A consumer appends each result to ``OUT`` (a service's own
 idempotent sink: a result already there after a kill is not written twice) and then acks it.
-Prints ``again ID`` for a result delivered again and ``done`` once drained.
+Prints ``again ID`` for a result delivered again and ``done N`` once drained, N the final
+results the stream committed over its life (the journal's count). The results file
+is rotated every 20,000 bytes, so kills land in rotations and removals of acknowledged parts too.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ async def main(base_url: str, state: Path, out: Path, total: int, written: set[s
     pump = Pump(provider, state_dir=state)
     async with (
         pump,
-        pump.stream("crash", flush_lines=37, flush_after=0.2, options=OPTIONS) as stream,
+        pump.stream(
+            "crash", flush_lines=37, flush_after=0.2, rotate_bytes=20_000, options=OPTIONS
+        ) as stream,
         anyio.create_task_group() as tg,
     ):
 
@@ -78,8 +82,8 @@ async def main(base_url: str, state: Path, out: Path, total: int, written: set[s
                 if "duplicate custom_id" not in str(exc):
                     raise
             say(f"ok {i}")
-        await stream.drain()
-    say("done")
+        counts = await stream.drain()
+    say(f"done {counts.total}")
 
 
 if __name__ == "__main__":

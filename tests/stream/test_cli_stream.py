@@ -1,12 +1,16 @@
-"""``batchpump stream`` as a subprocess: stdin as it comes, Ctrl-C, the same command again.
+"""``batchpump stream`` as a subprocess: stdin as it comes, Ctrl-C, the command it prints.
 
 The emulator runs in this process on 127.0.0.1 port 0 (scaled clock); the CLI runs as a
-subprocess with a fake key, reading a pipe the test writes to.
+subprocess with a fake key, reading a pipe the test writes to. On Ctrl-C it prints the whole
+command that continues the stream; the test runs exactly that command (its address given on
+the command line, not in the environment) with the same input and more.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import sys
 from collections import Counter
@@ -38,34 +42,49 @@ async def test_stream_command_continues_after_ctrl_c(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:
     out = tmp_path / "results.jsonl"
+    state = tmp_path / "my state"  # a space: the printed command must quote it
     args = [
-        sys.executable,
-        "-m",
-        "batchpump",
         "stream",
         "feed",
         "--out",
         str(out),
         "--journal",
-        str(tmp_path / "state"),
+        str(state),
+        "--base-url",
+        emulator.openai_base_url,
         "--flush-lines",
         "10",
+        "--flush-after",
+        "250.5",
+        "--max-pending",
+        "5000",
     ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "OPENAI_API_KEY": KEY,
-        "OPENAI_BASE_URL": emulator.openai_base_url,
-    }
-    async with await anyio.open_process(args, env=env, cwd=tmp_path) as first:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": KEY}
+    env.pop("OPENAI_BASE_URL", None)
+    python = [sys.executable, "-m", "batchpump"]
+    async with await anyio.open_process(python + args, env=env, cwd=tmp_path) as first:
         assert first.stdin is not None
+        assert first.stderr is not None
         await first.stdin.send(_lines(0, 30))  # three batches, cut by size as they come
         while len(_results(out)) < 30:  # noqa: ASYNC110 (the results file is the only signal)
             await anyio.sleep(0.01)
         await first.stdin.send(_lines(30, 35))  # an open segment: not cut before the stop
         first.send_signal(signal.SIGINT)
         assert await first.wait() == EXIT_INTERRUPTED
-    async with await anyio.open_process(args, env=env, cwd=tmp_path) as again:
+        stopped = b"".join([chunk async for chunk in first.stderr]).decode()
+    found = re.search(r"continue with: (.+?) \(Ctrl-C again", stopped)
+    assert found is not None, stopped
+    words = shlex.split(found.group(1))
+    assert KEY not in found.group(1)
+    assert words[0] == "batchpump"
+    assert words[:3] == ["batchpump", "stream", "feed"]
+    given = dict(zip(args[2::2], args[3::2], strict=True))
+    assert dict(zip(words[3::2], words[4::2], strict=True)) == {
+        **given,
+        "--provider": "openai",
+        "--endpoint": "/v1/chat/completions",
+    }
+    async with await anyio.open_process(python + words[1:], env=env, cwd=tmp_path) as again:
         assert again.stdin is not None
         assert again.stderr is not None
         await again.stdin.send(_lines(0, 50))  # the same input again, and more

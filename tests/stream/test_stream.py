@@ -314,3 +314,44 @@ def test_plain_asyncio_run_and_a_sync_thread(tmp_path: Path) -> None:
     ids, refused = asyncio.run(main())
     assert sorted(ids) == sorted([*(f"t-{i}" for i in range(25)), "a-0"])
     assert "duplicate custom_id 't-0'" in refused
+
+
+async def test_results_file_rotates_and_acknowledged_parts_are_removed(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    keep = {"r-5", "r-105"}  # never acknowledged in the first run
+    most = 0
+    delivered: Counter[str] = Counter()
+    pump = Pump(provider(emulator), state_dir=state)
+    async with pump, pump.stream("rot", flush_lines=10, rotate_bytes=3000, options=OPTIONS) as s:
+        run_dir = state / "runs" / s.run_id
+
+        def parts() -> list[str]:  # by the offset each starts at
+            names = [p.name for p in run_dir.glob("results*.jsonl")]
+            return sorted(names, key=lambda name: int("0" + name.split(".")[1].strip("jsonl")))
+
+        for chunk in range(20):
+            await s.put_many([request(f"r-{i}") for i in range(chunk * 10, chunk * 10 + 10)])
+            await s.drain()
+            async for result in s.results():
+                delivered[result.custom_id] += 1
+                if result.custom_id not in keep:
+                    await s.ack(result)
+            most = max(most, len(parts()))
+        before = parts()
+        end = (run_dir / before[-1]).stat().st_size  # the parts keep the whole file's offsets
+    assert set(delivered) == {f"r-{i}" for i in range(200)}
+    assert end > 20 * 3000  # many rotations
+    assert most <= 4  # the newest, one more, the two parts holding r-5 and r-105
+    assert before[0] == "results.jsonl"  # r-5 is in the first part: kept while unacknowledged
+    pump = Pump(provider(emulator), state_dir=state)
+    async with pump, pump.stream("rot", rotate_bytes=3000, options=OPTIONS) as s:
+        assert parts() == before
+        await s.drain()
+        again = [r async for r in s.results()]
+        for result in again:
+            await s.ack(result)
+        after = parts()
+    assert sorted(r.custom_id for r in again) == sorted(keep)  # they survived the restart
+    assert after == [before[-1]]  # every part but the newest is gone once acknowledged
