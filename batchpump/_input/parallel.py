@@ -17,7 +17,10 @@ hashes agree only between processes that share ``PYTHONHASHSEED``'s secret; a fo
 in milliseconds, where a fresh interpreter importing batchpump takes a good part of a second.
 The parent may run other threads (the engine's event loop, the hashing and writing threads): a
 worker only runs :func:`check_range`, which takes none of their locks. Where ``fork`` is not
-available, inputs are checked in-process. The pool lives for one pass (:class:`RangeChecker` is
+available, inputs are checked in-process, and so they are on Python 3.12 and later, which warn
+(``DeprecationWarning``) on forking a process that runs threads: an application that turns
+warnings into errors must not fail on our account, and the other start methods would need a
+hash of ids that agrees across interpreters. The pool lives for one pass (:class:`RangeChecker` is
 a context manager); a worker that dies raises ``BatchpumpError`` instead of a hang.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from array import array
 from collections import deque
 from collections.abc import Iterator
@@ -61,7 +65,7 @@ _AHEAD: Final = 2
 _SCAN_BYTES: Final = 1024 * 1024
 _BOM: Final = b"\xef\xbb\xbf"
 _PLUS_ONE: Final = (1).__add__
-_FORK: Final = "fork" in multiprocessing.get_all_start_methods()
+_FORK: Final = "fork" in multiprocessing.get_all_start_methods() and sys.version_info < (3, 12)
 
 
 class CheckedRange(NamedTuple):

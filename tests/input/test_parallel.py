@@ -32,6 +32,12 @@ _CHECK_RANGE = parallel.check_range
 _TEXTS = ("hello", "héllo wörld", "漢字テキスト", "emoji 😀🚀", "tab\\there")
 
 
+pytestmark = pytest.mark.skipif(
+    not parallel._FORK,
+    reason="inputs are checked in worker processes only where fork is safe (Python < 3.12)",
+)
+
+
 @pytest.fixture(autouse=True)
 def _small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "BLOCK_BYTES", 256)
