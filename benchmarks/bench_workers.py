@@ -25,11 +25,11 @@ the emulator in its own process (time scale 1000: a batch is done ~3 ms after it
    (``run_seconds`` 100 at time scale 20: about 5 s each, as real batches take minutes to
    hours): wall time until every worker exited, batches created per second of wall, each
    worker's share of the creates, and the results checked for exactly one line per
-   ``custom_id``, one batch per shard tag. Why more workers finish sooner: each worker keeps
-   at most ``2 * submit_concurrency`` (16) attempts claimed and open at once, so one worker
-   works the 48 shards in three waves of batches, two workers in two, three in one. With
-   batches that complete at once (time scale 1000) every run is a few waves of milliseconds
-   and the wall time is process start-up and journal round trips: workers add nothing there.
+   ``custom_id``, one batch per shard tag. A worker keeps at most ``2 * submit_concurrency``
+   claimed attempts waiting for a create, not a bound on those in flight, so one worker puts
+   every shard in flight by itself and more workers add no speed to this job (the wall is
+   the batches' own time plus start-up); the split of the creates between workers shows how
+   claims share the attempts.
 
 Prints the figures and writes ``benchmarks/results/bench_workers.json``. Never asserts a time;
 exits non-zero only if a run lost or duplicated a result or created a batch twice.
