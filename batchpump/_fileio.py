@@ -18,6 +18,7 @@ Why, with the measurements behind it: ``benchmarks/README.md`` ("File I/O thread
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "INLINE_BYTES",
     "create_private",
     "file_io_limiter",
+    "fsync_dir",
     "run_io",
     "run_io_sized",
 ]
@@ -89,5 +91,24 @@ def create_private(path: Path, *, truncate: bool = False) -> None:
     fd = os.open(path, flags, 0o600)
     try:
         os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the creates, renames and removals in ``directory`` durable.
+
+    A no-op where a directory cannot be opened or fsynced (``EINVAL``/``ENOTSUP``: some
+    platforms and file systems); any other error is raised.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)

@@ -60,7 +60,7 @@ import anyio
 from ._clock import Clock
 from ._engine import decode_results
 from ._errors import JournalError, UsageError, unwrap_group
-from ._fileio import create_private, run_io
+from ._fileio import create_private, fsync_dir, run_io
 from ._journal import FENCE_MARGIN_FRACTION, Journal, LeaseLostError, PostgresJournal
 from ._models import Result, ResultCounts, RunRecord, ShardRecord
 
@@ -407,7 +407,7 @@ async def export_results(journal: Journal, run_id: str, out: Path) -> int:
         with anyio.CancelScope(shield=True):
             await run_io(tmp.unlink, True)
         raise
-    await run_io(_fsync_dir, out.parent)
+    await run_io(fsync_dir, out.parent)
     return run.out_offset
 
 
@@ -437,14 +437,6 @@ def _copy_prefix(src: Path, dst: BinaryIO, end: int) -> None:
 
 def _create_empty(path: Path) -> None:
     create_private(path, truncate=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @final

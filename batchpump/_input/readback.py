@@ -14,9 +14,10 @@ from typing import Final
 
 import msgspec
 
+from .._fileio import fsync_dir
 from .check import custom_id_of
 from .lines import iter_blocks
-from .writer import create_shard_file, fsync_dir
+from .writer import create_shard_file
 
 __all__ = ["ID_CHUNK", "iter_shard_ids", "load_ids", "write_retry_shard"]
 

@@ -27,6 +27,7 @@ from typing import Final, Literal
 import msgspec
 
 from .._errors import InputError, InputProblem, UsageError
+from .._fileio import fsync_dir
 from .._models import Capabilities, Rejected, ShardRecord
 from . import parallel
 from .block import BlockChecker
@@ -34,7 +35,7 @@ from .check import Checked, LineChecker, LineCheckerFactory, Problem, RequestLin
 from .duplicates import MASK, IdHashes, confirm_duplicates
 from .lines import LineBlock, bad_utf8_lines, iter_blocks
 from .parallel import CheckedRange, RangeChecker
-from .writer import Background, ShardWriter, fsync_dir
+from .writer import Background, ShardWriter
 
 __all__ = [
     "HASH_DIGEST_SIZE",

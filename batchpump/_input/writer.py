@@ -25,7 +25,7 @@ from typing import BinaryIO, Final, NamedTuple, TypeAlias
 
 from .._models import ShardRecord
 
-__all__ = ["Background", "ShardWriter", "Syncer", "create_shard_file", "fsync_dir"]
+__all__ = ["Background", "ShardWriter", "Syncer", "create_shard_file"]
 
 #: Bytes of background tasks (hash updates, writes) pending at most, and tasks at most.
 _IO_BYTES: Final = 8 * 1024 * 1024
@@ -129,20 +129,6 @@ def create_shard_file(path: Path) -> int:
     """Open ``path`` new and empty for writing, readable by its owner only (requests may hold
     anything), and return its descriptor."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 #: Buffered bytes of one shard handed to the writer thread at once.

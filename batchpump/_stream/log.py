@@ -44,6 +44,7 @@ import anyio
 
 from .._clock import Clock
 from .._errors import InputProblem, JournalError
+from .._fileio import fsync_dir
 from .._group import GroupCommit
 from .intake import Line, refused
 from .store import SETTLE_LINES, SegmentRow, StreamStore, begin
@@ -524,12 +525,4 @@ def _write(touched: list[Segment], sealed: list[Segment]) -> None:
         os.ftruncate(seg.fd, seg.size)
         os.fsync(seg.fd)
     if new_dir and touched:
-        _fsync_dir(touched[0].path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(touched[0].path.parent)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, final
 
-from .._fileio import create_private
+from .._fileio import create_private, fsync_dir
 
 __all__ = ["ResultParts"]
 
@@ -101,7 +101,7 @@ class ResultParts:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError:
             path.unlink(missing_ok=True)  # not a part: the newest stays the newest
             raise
@@ -131,11 +131,3 @@ class ResultParts:
         kept.append(starts[-1])
         self._starts = kept
         return done
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
