@@ -3,8 +3,10 @@
 Lines are read from a file descriptor (stdin) as they come, a chunk at a time, so it works
 behind ``tail -f``: each chunk's complete lines go in with one ``put_many`` (one durable
 commit). A chunk with bad lines is put line by line instead, so only the bad ones are refused
-(and reported); a line whose ``custom_id`` was accepted by an earlier run of the command is
-skipped and counted, so the same input can be piped in again after a stop.
+(and reported by their line number on stdin, the last line without its newline included); a
+line whose ``custom_id`` the stream accepted before (earlier in the input, or in an earlier
+run of the command) is skipped and counted, so the same input can be piped in again after a
+stop.
 
 Results are appended to the output file in groups; a group is written, fsynced, and only then
 acknowledged, all shielded from cancellation, so a Ctrl-C never leaves a result written and
@@ -100,35 +102,65 @@ async def pipe_stream(
 
 async def _read_lines(stream: Stream, source: int, say: Callable[[str], None]) -> None:
     rest = b""
-    skipped = refused = 0
+    seen = 0  # physical lines read so far, blank ones included (the numbers a user sees)
+    tally = _Tally(say)
     while chunk := await anyio.to_thread.run_sync(
         os.read, source, READ_BYTES, abandon_on_cancel=True
     ):
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
-        lines = [line for line in lines if line.strip()]
-        if not lines:
-            continue
+        await _put_lines(stream, lines, seen, tally)
+        seen += len(lines)
+    if rest.strip():  # the last line, without its newline: the same rules
+        await _put_lines(stream, [rest], seen, tally)
+    tally.report()
+
+
+class _Tally:
+    """What the command skipped and refused, said as it goes and summed up at the end."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.skipped = 0
+        self.refused = 0
+
+    def report(self) -> None:
+        if self.skipped:
+            self.say(
+                f"{_lines(self.skipped)} repeated a custom_id the stream had already accepted "
+                "(earlier in this input, or in an earlier run) and "
+                f"{'was' if self.skipped == 1 else 'were'} skipped"
+            )
+        if self.refused:
+            self.say(f"{_lines(self.refused)} refused (see above)")
+
+
+def _lines(count: int) -> str:
+    return f"{count:,} line{'' if count == 1 else 's'}"
+
+
+async def _put_lines(stream: Stream, lines: list[bytes], before: int, tally: _Tally) -> None:
+    """Put ``lines`` (the input's lines ``before + 1``...) in one commit, or one by one if
+    some are bad or were accepted before: only those are skipped or refused."""
+    numbered = [(before + n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        return
+    try:
+        await stream.put_many([line for _, line in numbered])
+        return
+    except InputError:
+        pass
+    for number, line in numbered:
         try:
-            await stream.put_many(lines)
-            continue
-        except InputError:
-            pass
-        for line in lines:  # some are bad or were accepted before: one by one
-            try:
-                await stream.put(line)
-            except InputError as exc:
-                if "duplicate custom_id" in str(exc) and len(exc.problems) == 1:
-                    skipped += 1
-                else:
-                    refused += 1
-                    say(f"refused: {exc.problems[0].message}")
-    if rest.strip():
-        await stream.put(rest)
-    if skipped:
-        say(f"{skipped:,} lines were accepted by an earlier run and skipped")
-    if refused:
-        say(f"{refused:,} lines were refused (see above)")
+            await stream.put(line)
+        except InputError as exc:
+            if "duplicate custom_id" in str(exc) and len(exc.problems) == 1:
+                tally.skipped += 1
+            else:
+                tally.refused += 1
+                problem = exc.problems[0]
+                hint = f" ({problem.hint})" if problem.hint else ""
+                tally.say(f"stdin line {number:,}: refused: {problem.message}{hint}")
 
 
 async def _write_results(

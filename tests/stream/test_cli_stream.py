@@ -92,5 +92,36 @@ async def test_stream_command_continues_after_ctrl_c(
         assert await again.wait() == EXIT_OK
         said = b"".join([chunk async for chunk in again.stderr]).decode()
     assert _results(out) == Counter(f"s-{i}" for i in range(50))
-    assert "were accepted by an earlier run and skipped" in said
+    repeated = re.search(r"(\d+) lines repeated a custom_id the stream had already accepted", said)
+    assert repeated is not None, said
+    assert 30 <= int(repeated.group(1)) <= 35  # the last 5 may or may not be in before the stop
+    assert "were skipped" in said
     assert not emulator.emulator.stats.duplicate_tags()
+
+
+async def test_stream_command_names_bad_lines_and_goes_on(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """A bad line from stdin is refused by its line number, a repeated id skipped, and the
+    rest (a bad last line without its newline included) goes through: exit 0."""
+    out = tmp_path / "results.jsonl"
+    good = _lines(0, 3).splitlines(keepends=True)
+    data = good[0] + b"not json\n" + b"\n" + good[0] + good[1] + good[2] + b"[1, 2]"
+    args = ["stream", "bad", "--out", str(out), "--journal", str(tmp_path / "state")]
+    args += ["--base-url", emulator.openai_base_url, "--flush-after", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": KEY}
+    async with await anyio.open_process(
+        [sys.executable, "-m", "batchpump", *args], env=env, cwd=tmp_path
+    ) as proc:
+        assert proc.stdin is not None
+        assert proc.stderr is not None
+        await proc.stdin.send(data)
+        await proc.stdin.aclose()
+        assert await proc.wait() == EXIT_OK
+        said = b"".join([chunk async for chunk in proc.stderr]).decode()
+    assert _results(out) == Counter(f"s-{i}" for i in range(3))
+    assert "stdin line 2: refused: not valid JSON" in said
+    assert "stdin line 7: refused:" in said  # the last line, no newline; blank line 3 counted
+    assert "1 line repeated a custom_id the stream had already accepted" in said
+    assert "2 lines refused (see above)" in said
+    assert KEY not in said
